@@ -1,0 +1,81 @@
+/** What every model family shares: its architecture description, quantization points and forward pass. */
+import type { Tensor } from '../tensor/tensor.js';
+
+export interface VitArch {
+  family: 'vit' | 'deit-distilled';
+  imgSize: number;
+  patchSize: number;
+  inChans: number;
+  embedDim: number;
+  depth: number;
+  numHeads: number;
+  mlpRatio: number;
+  qkvBias: boolean;
+  numClasses: number;
+}
+
+export interface SwinArch {
+  family: 'swin';
+  imgSize: number;
+  patchSize: number;
+  inChans: number;
+  embedDim: number;
+  depths: number[];
+  numHeads: number[];
+  windowSize: number;
+  mlpRatio: number;
+  qkvBias: boolean;
+  numClasses: number;
+}
+
+export type Arch = VitArch | SwinArch;
+
+/** timm's eval transform: resize the shorter side to inputSize/cropPct (bicubic), center crop, normalize. */
+export interface Preprocess {
+  inputSize: number;
+  cropPct: number;
+  interpolation: 'bicubic' | 'bilinear';
+  mean: [number, number, number];
+  std: [number, number, number];
+}
+
+export interface ModelSpec {
+  name: string;
+  /** timm class name this spec describes, e.g. "VisionTransformer". */
+  timmClass: string;
+  arch: Arch;
+  preprocess: Preprocess;
+}
+
+/**
+ * Where the method quantizes: a linear layer (weight + input), the patch-embedding conv (weight per
+ * output channel, image input left in float), or one of the two attention products (both operands).
+ */
+export type QuantPointKind = 'linear' | 'conv' | 'matmul';
+
+export interface QuantPoint {
+  name: string;
+  kind: QuantPointKind;
+  /** For linear/conv: the checkpoint tensor names of the weight and bias. */
+  weight?: string;
+  bias?: string;
+}
+
+/**
+ * The forward pass calls every quantization point through a runner, so calibration can record
+ * inputs/outputs and substitute fake-quantized products without the model knowing.
+ * Linear inputs are [..., inFeatures]; the conv is given already unfolded into patches
+ * (x: [B, patches, C·p·p], weight: [outChannels, C·p·p]).
+ */
+export interface Runner {
+  linear(point: string, x: Tensor, weight: Tensor, bias: Tensor | null): Promise<Tensor>;
+  /** a·b, or a·bᵀ with transB, batched over the leading dimension: [G, M, K]. */
+  matmul(point: string, a: Tensor, b: Tensor, transB: boolean): Promise<Tensor>;
+}
+
+export interface VisionModel {
+  readonly spec: ModelSpec;
+  readonly quantPoints: readonly QuantPoint[];
+  /** images: normalized [B, C, H, W] → logits [B, numClasses]. */
+  forward(images: Tensor, runner?: Runner): Promise<Tensor>;
+}

@@ -1,0 +1,143 @@
+/**
+ * The non-GEMM kernels of a vision transformer, as tight loops over contiguous float32 data.
+ * Each returns a new tensor unless its name ends in `InPlace`.
+ */
+import { erf } from './erf.js';
+import { Tensor, shapeString } from './tensor.js';
+
+function assertSameShape(a: Tensor, b: Tensor, op: string): void {
+  if (a.size !== b.size || a.rank !== b.rank || a.shape.some((d, i) => d !== b.shape[i])) {
+    throw new Error(`${op}: shapes differ: ${shapeString(a.shape)} vs ${shapeString(b.shape)}`);
+  }
+}
+
+export function add(a: Tensor, b: Tensor): Tensor {
+  assertSameShape(a, b, 'add');
+  const out = new Float32Array(a.size);
+  const x = a.data, y = b.data;
+  for (let i = 0; i < out.length; i++) out[i] = x[i] + y[i];
+  return new Tensor(out, a.shape);
+}
+
+export function addInPlace(a: Tensor, b: Tensor): Tensor {
+  assertSameShape(a, b, 'addInPlace');
+  const x = a.data, y = b.data;
+  for (let i = 0; i < x.length; i++) x[i] += y[i];
+  return a;
+}
+
+export function scaleInPlace(a: Tensor, factor: number): Tensor {
+  const x = a.data;
+  for (let i = 0; i < x.length; i++) x[i] *= factor;
+  return a;
+}
+
+/** LayerNorm over the last dimension (biased variance, as torch). */
+export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): Tensor {
+  const c = x.lastDim;
+  if (weight.size !== c || bias.size !== c) throw new Error(`layerNorm: ${c} features but weight ${weight.size}, bias ${bias.size}`);
+  const rows = x.size / c;
+  const src = x.data, w = weight.data, b = bias.data;
+  const out = new Float32Array(x.size);
+  for (let r = 0; r < rows; r++) {
+    const o = r * c;
+    let mean = 0;
+    for (let j = 0; j < c; j++) mean += src[o + j];
+    mean /= c;
+    let variance = 0;
+    for (let j = 0; j < c; j++) {
+      const d = src[o + j] - mean;
+      variance += d * d;
+    }
+    const inv = 1 / Math.sqrt(variance / c + eps);
+    for (let j = 0; j < c; j++) out[o + j] = (src[o + j] - mean) * inv * w[j] + b[j];
+  }
+  return new Tensor(out, x.shape);
+}
+
+/** Exact GELU: x·Φ(x) = x/2·(1 + erf(x/√2)). */
+export function gelu(x: Tensor): Tensor {
+  const out = new Float32Array(x.size);
+  const src = x.data;
+  for (let i = 0; i < out.length; i++) out[i] = 0.5 * src[i] * (1 + erf(src[i] * Math.SQRT1_2));
+  return new Tensor(out, x.shape);
+}
+
+/** Softmax over the last dimension, in place (max-subtracted for stability). */
+export function softmaxInPlace(x: Tensor): Tensor {
+  const c = x.lastDim;
+  const rows = x.size / c;
+  const d = x.data;
+  for (let r = 0; r < rows; r++) {
+    const o = r * c;
+    let max = -Infinity;
+    for (let j = 0; j < c; j++) if (d[o + j] > max) max = d[o + j];
+    let sum = 0;
+    for (let j = 0; j < c; j++) {
+      const e = Math.exp(d[o + j] - max);
+      d[o + j] = e;
+      sum += e;
+    }
+    const inv = 1 / sum;
+    for (let j = 0; j < c; j++) d[o + j] *= inv;
+  }
+  return x;
+}
+
+/**
+ * Permute a 4-D tensor. Used to move heads and tokens around in attention, e.g.
+ * [B, N, 3, H, d] qkv split is handled by `splitHeads`.
+ */
+export function permute4(x: Tensor, perm: readonly [number, number, number, number]): Tensor {
+  if (x.rank !== 4) throw new Error(`permute4: expected rank 4, got ${shapeString(x.shape)}`);
+  const s = x.shape;
+  const outShape = perm.map((p) => s[p]);
+  const strides = [s[1] * s[2] * s[3], s[2] * s[3], s[3], 1];
+  const ps = perm.map((p) => strides[p]);
+  const out = new Float32Array(x.size);
+  const src = x.data;
+  let k = 0;
+  for (let a = 0; a < outShape[0]; a++) {
+    for (let b = 0; b < outShape[1]; b++) {
+      for (let c = 0; c < outShape[2]; c++) {
+        let idx = a * ps[0] + b * ps[1] + c * ps[2];
+        const step = ps[3];
+        for (let d = 0; d < outShape[3]; d++, idx += step) out[k++] = src[idx];
+      }
+    }
+  }
+  return new Tensor(out, outShape);
+}
+
+/**
+ * qkv [B, N, 3·C] (as timm's Linear(dim, 3·dim)) → q, k, v each [B·H, N, C/H].
+ */
+export function splitHeads(qkv: Tensor, heads: number): [Tensor, Tensor, Tensor] {
+  const [batch, tokens, c3] = qkv.shape;
+  const c = c3 / 3;
+  const headDim = c / heads;
+  const parts = [0, 1, 2].map(() => new Float32Array(batch * tokens * c));
+  const src = qkv.data;
+  for (let b = 0; b < batch; b++) {
+    for (let n = 0; n < tokens; n++) {
+      const rowBase = (b * tokens + n) * c3;
+      for (let p = 0; p < 3; p++) {
+        const dst = parts[p];
+        for (let h = 0; h < heads; h++) {
+          const from = rowBase + p * c + h * headDim;
+          const to = ((b * heads + h) * tokens + n) * headDim;
+          for (let j = 0; j < headDim; j++) dst[to + j] = src[from + j];
+        }
+      }
+    }
+  }
+  const shape = [batch * heads, tokens, headDim];
+  return [new Tensor(parts[0], shape), new Tensor(parts[1], shape), new Tensor(parts[2], shape)];
+}
+
+/** [B·H, N, d] → [B, N, H·d]: the inverse of splitHeads for one of q/k/v. */
+export function mergeHeads(x: Tensor, heads: number): Tensor {
+  const [bh, tokens, headDim] = x.shape;
+  const batch = bh / heads;
+  return permute4(x.reshape([batch, heads, tokens, headDim]), [0, 2, 1, 3]).reshape([batch, tokens, heads * headDim]);
+}
