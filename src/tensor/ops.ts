@@ -65,13 +65,26 @@ export function gelu(x: Tensor): Tensor {
 
 /** Softmax over the last dimension, in place (max-subtracted for stability). */
 export function softmaxInPlace(x: Tensor): Tensor {
+  return softmaxInto(x, 1, x.data);
+}
+
+/** softmax(scale·x) over the last dimension, into a new tensor (x is left untouched). */
+export function scaledSoftmax(x: Tensor, scale: number): Tensor {
+  return softmaxInto(x, scale, new Float32Array(x.size));
+}
+
+function softmaxInto(x: Tensor, scale: number, d: Float32Array): Tensor {
   const c = x.lastDim;
   const rows = x.size / c;
-  const d = x.data;
+  const src = x.data;
   for (let r = 0; r < rows; r++) {
     const o = r * c;
     let max = -Infinity;
-    for (let j = 0; j < c; j++) if (d[o + j] > max) max = d[o + j];
+    for (let j = 0; j < c; j++) {
+      const v = src[o + j] * scale;
+      d[o + j] = v;
+      if (v > max) max = v;
+    }
     let sum = 0;
     for (let j = 0; j < c; j++) {
       const e = Math.exp(d[o + j] - max);
@@ -81,7 +94,7 @@ export function softmaxInPlace(x: Tensor): Tensor {
     const inv = 1 / sum;
     for (let j = 0; j < c; j++) d[o + j] *= inv;
   }
-  return x;
+  return new Tensor(d, x.shape);
 }
 
 /**
