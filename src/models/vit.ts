@@ -10,7 +10,8 @@
  */
 import { Ptq4vitError } from '../errors.js';
 import type { SafeTensors } from '../io/safetensors.js';
-import { add, addInPlace, gelu, layerNorm, mergeHeads, scaledSoftmax, scaleInPlace, splitHeads } from '../tensor/ops.js';
+import { add, addInPlace, mergeHeads, scaleInPlace, splitHeads } from '../tensor/ops.js';
+import { geluFast as gelu, layerNormFast as layerNorm, scaledSoftmaxFast as scaledSoftmax } from '../tensor/ortops.js';
 import { unfoldPatches } from '../tensor/patches.js';
 import { fp32Runner } from '../tensor/runner.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -98,7 +99,7 @@ export class VisionTransformer implements VisionModel {
     const embedded = await runner.linear('patch_embed.proj', patches, this.patchEmbed.weight, this.patchEmbed.bias);
     let x = this.addPrefixAndPosition(embedded, batch);
     for (const block of this.blocks) x = await this.block(block, x, runner);
-    x = layerNorm(x, this.norm.weight, this.norm.bias, LN_EPS);
+    x = await layerNorm(x, this.norm.weight, this.norm.bias, LN_EPS);
     return this.classify(x, runner);
   }
 
@@ -121,15 +122,15 @@ export class VisionTransformer implements VisionModel {
   private async block(blk: Block, x: Tensor, runner: Runner): Promise<Tensor> {
     const h = this.arch.numHeads;
     const headDim = this.arch.embedDim / h;
-    const qkv = await runner.linear(blk.qkv.point.name, layerNorm(x, blk.norm1.weight, blk.norm1.bias, LN_EPS), blk.qkv.weight, blk.qkv.bias);
+    const qkv = await runner.linear(blk.qkv.point.name, await layerNorm(x, blk.norm1.weight, blk.norm1.bias, LN_EPS), blk.qkv.weight, blk.qkv.bias);
     const [q, k, v] = splitHeads(qkv, h);
     const scores = await runner.matmul(`${blk.prefix}.attn.matmul1`, q, k, true);
-    const attn = scaledSoftmax(scores, headDim ** -0.5);
+    const attn = await scaledSoftmax(scores, headDim ** -0.5);
     const context = await runner.matmul(`${blk.prefix}.attn.matmul2`, attn, v, false);
     const projected = await runner.linear(blk.proj.point.name, mergeHeads(context, h), blk.proj.weight, blk.proj.bias);
     x = add(x, projected);
-    const hidden = await runner.linear(blk.fc1.point.name, layerNorm(x, blk.norm2.weight, blk.norm2.bias, LN_EPS), blk.fc1.weight, blk.fc1.bias);
-    const out = await runner.linear(blk.fc2.point.name, gelu(hidden), blk.fc2.weight, blk.fc2.bias);
+    const hidden = await runner.linear(blk.fc1.point.name, await layerNorm(x, blk.norm2.weight, blk.norm2.bias, LN_EPS), blk.fc1.weight, blk.fc1.bias);
+    const out = await runner.linear(blk.fc2.point.name, await gelu(hidden), blk.fc2.weight, blk.fc2.bias);
     return addInPlace(x, out);
   }
 

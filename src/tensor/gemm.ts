@@ -1,40 +1,7 @@
-/**
- * Matrix products on onnxruntime-node. Everything O(n³) in the models goes through here: at the
- * sizes of a ViT, ORT's MLAS kernels run 50-80x faster than TypeScript loops (see BENCHMARKS.md).
- * One small ONNX graph per product signature, built once and cached.
- */
-import os from 'node:os';
-import ort from 'onnxruntime-node';
-import { encodeModel, OnnxType, type GraphSpec } from '../onnx/proto.js';
+/** Matrix products: everything O(n³) in the models goes through onnxruntime (see ort.ts). */
+import { OnnxType, type GraphSpec } from '../onnx/proto.js';
+import { runGraph } from './ort.js';
 import { Tensor, shapeString } from './tensor.js';
-
-let threads = Math.max(1, os.availableParallelism());
-
-/** Threads ORT may use for one product (default: every core). Takes effect for sessions created later. */
-export function setGemmThreads(n: number): void {
-  threads = Math.max(1, Math.floor(n));
-  sessions.clear();
-}
-
-const sessions = new Map<string, Promise<ort.InferenceSession>>();
-
-function session(key: string, graph: () => GraphSpec): Promise<ort.InferenceSession> {
-  let s = sessions.get(key);
-  if (!s) {
-    s = ort.InferenceSession.create(encodeModel(graph()), {
-      intraOpNumThreads: threads,
-      interOpNumThreads: 1,
-      executionMode: 'sequential',
-      graphOptimizationLevel: 'all',
-    });
-    sessions.set(key, s);
-  }
-  return s;
-}
-
-function ortTensor(t: Tensor, shape: readonly number[] = t.shape): ort.Tensor {
-  return new ort.Tensor('float32', t.data, shape as number[]);
-}
 
 const f32 = OnnxType.FLOAT;
 
@@ -58,11 +25,10 @@ export async function linear(x: Tensor, weight: Tensor, bias: Tensor | null): Pr
     throw new Error(`linear: input ${shapeString(x.shape)} does not match weight ${shapeString(weight.shape)}`);
   }
   const rows = x.size / inFeatures;
-  const s = await session(bias ? 'linear+b' : 'linear', () => linearGraph(bias !== null));
-  const feeds: Record<string, ort.Tensor> = { x: ortTensor(x, [rows, inFeatures]), w: ortTensor(weight) };
-  if (bias) feeds.b = ortTensor(bias);
-  const { y } = await s.run(feeds);
-  return new Tensor(y.data as Float32Array, [...x.shape.slice(0, -1), outFeatures]);
+  const inputs: Parameters<typeof runGraph>[2] = { x: { data: x.data, shape: [rows, inFeatures] }, w: weight };
+  if (bias) inputs.b = bias;
+  const y = await runGraph(bias ? 'linear+b' : 'linear', () => linearGraph(bias !== null), inputs);
+  return y.reshape([...x.shape.slice(0, -1), outFeatures]);
 }
 
 function matmulGraph(rank: number, transB: boolean): GraphSpec {
@@ -96,7 +62,5 @@ export async function matmul(a: Tensor, b: Tensor, transB = false): Promise<Tens
   const k = a.shape[r - 1];
   const kb = transB ? b.shape[r - 1] : b.shape[r - 2];
   if (k !== kb) throw new Error(`matmul: inner dimensions differ: ${shapeString(a.shape)} · ${shapeString(b.shape)}${transB ? 'ᵀ' : ''}`);
-  const s = await session(`matmul${r}${transB ? 't' : ''}`, () => matmulGraph(r, transB));
-  const { y } = await s.run({ a: ortTensor(a), b: ortTensor(b) });
-  return new Tensor(y.data as Float32Array, y.dims as number[]);
+  return runGraph(`matmul${r}${transB ? 't' : ''}`, () => matmulGraph(r, transB), { a, b });
 }

@@ -1,0 +1,52 @@
+/**
+ * The onnxruntime-node backend. Heavy kernels run as tiny ONNX graphs, built once per signature and
+ * cached: at ViT sizes ORT's MLAS kernels are vectorized and use every core, which TypeScript loops
+ * cannot (see BENCHMARKS.md for the measured gap).
+ */
+import os from 'node:os';
+import ort from 'onnxruntime-node';
+import { encodeModel, type GraphSpec } from '../onnx/proto.js';
+import { Tensor } from './tensor.js';
+
+let threads = Math.max(1, os.availableParallelism());
+
+/** Threads ORT may use for one kernel (default: every core). Applies to sessions created afterwards. */
+export function setOrtThreads(n: number): void {
+  threads = Math.max(1, Math.floor(n));
+  sessions.clear();
+}
+
+/** Per-kernel call counts and time, when PTQ4VIT_PROFILE is set. */
+export const profile = new Map<string, { calls: number; ms: number }>();
+
+const sessions = new Map<string, Promise<ort.InferenceSession>>();
+
+function session(key: string, graph: () => GraphSpec): Promise<ort.InferenceSession> {
+  let s = sessions.get(key);
+  if (!s) {
+    s = ort.InferenceSession.create(encodeModel(graph()), {
+      intraOpNumThreads: threads,
+      interOpNumThreads: 1,
+      executionMode: 'sequential',
+      graphOptimizationLevel: 'all',
+    });
+    sessions.set(key, s);
+  }
+  return s;
+}
+
+/** Run the cached graph `key` (built by `graph` on first use) on float32 inputs; returns output 'y'. */
+export async function runGraph(key: string, graph: () => GraphSpec, inputs: Record<string, { data: Float32Array; shape: readonly number[] }>): Promise<Tensor> {
+  const s = await session(key, graph);
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const [name, t] of Object.entries(inputs)) feeds[name] = new ort.Tensor('float32', t.data, t.shape as number[]);
+  const t0 = performance.now();
+  const { y } = await s.run(feeds);
+  if (process.env.PTQ4VIT_PROFILE) {
+    const e = profile.get(key) ?? { calls: 0, ms: 0 };
+    e.calls++;
+    e.ms += performance.now() - t0;
+    profile.set(key, e);
+  }
+  return new Tensor(y.data as Float32Array, y.dims as number[]);
+}
