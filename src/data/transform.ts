@@ -1,0 +1,85 @@
+/**
+ * timm's evaluation transform, as torchvision 0.14 executes it on a PIL image:
+ * Resize(floor(S / cropPct)) of the shorter side → CenterCrop(S) → ToTensor → Normalize(mean, std).
+ */
+import type { Preprocess } from '../models/types.js';
+import type { RgbImage } from './decode.js';
+import { resizeRgb } from './resize.js';
+
+/** The normalized image as float32 CHW, length 3·S·S with S = p.inputSize. */
+export function evalTransform(img: RgbImage, p: Preprocess): Float32Array {
+  const scaleSize = Math.floor(p.inputSize / p.cropPct);
+  const resized = resizeShorterSide(img, scaleSize, p.interpolation);
+  const cropped = centerCrop(resized, p.inputSize);
+  return normalizeToChw(cropped, p.mean, p.std);
+}
+
+/** torchvision's output size for an int `size`: the long side is truncated, not rounded. */
+export function shorterSideSize(width: number, height: number, size: number): { width: number; height: number } {
+  if (width <= height) return { width: size, height: Math.trunc((size * height) / width) };
+  return { width: Math.trunc((size * width) / height), height: size };
+}
+
+export function resizeShorterSide(img: RgbImage, size: number, filter: Preprocess['interpolation']): RgbImage {
+  const target = shorterSideSize(img.width, img.height, size);
+  if (target.width === img.width && target.height === img.height) return img; // PIL returns a copy: no resampling
+  return resizeRgb(img, target.width, target.height, filter);
+}
+
+/**
+ * torchvision's center_crop: pad with black (extra pixel on the right/bottom) when the image is
+ * smaller than the crop, then cut at round((size − crop) / 2) with Python's round-half-to-even.
+ */
+export function centerCrop(img: RgbImage, size: number): RgbImage {
+  const padLeft = img.width < size ? Math.floor((size - img.width) / 2) : 0;
+  const padTop = img.height < size ? Math.floor((size - img.height) / 2) : 0;
+  const paddedWidth = Math.max(img.width, size);
+  const paddedHeight = Math.max(img.height, size);
+  const left = roundHalfEven((paddedWidth - size) / 2) - padLeft;
+  const top = roundHalfEven((paddedHeight - size) / 2) - padTop;
+  const out = new Uint8Array(size * size * 3);
+  for (let y = 0; y < size; y++) {
+    const sy = top + y;
+    if (sy < 0 || sy >= img.height) continue;
+    const x0 = Math.max(0, -left);
+    const x1 = Math.min(size, img.width - left);
+    if (x1 <= x0) continue;
+    const from = (sy * img.width + left + x0) * 3;
+    out.set(img.data.subarray(from, from + (x1 - x0) * 3), (y * size + x0) * 3);
+  }
+  return { width: size, height: size, data: out };
+}
+
+/** Python 3's round(): ties go to the even neighbour. */
+export function roundHalfEven(v: number): number {
+  const floor = Math.floor(v);
+  const frac = v - floor;
+  if (frac < 0.5) return floor;
+  if (frac > 0.5) return floor + 1;
+  return floor % 2 === 0 ? floor : floor + 1;
+}
+
+/**
+ * ToTensor then Normalize in torch's float32 arithmetic: x/255 rounded to float32, then
+ * (x − mean)/std with mean and std themselves float32. A 256-entry table per channel holds every result.
+ */
+export function normalizeToChw(img: RgbImage, mean: readonly number[], std: readonly number[]): Float32Array {
+  const plane = img.width * img.height;
+  const out = new Float32Array(3 * plane);
+  for (let c = 0; c < 3; c++) {
+    const table = channelTable(mean[c], std[c]);
+    for (let i = 0; i < plane; i++) out[c * plane + i] = table[img.data[3 * i + c]];
+  }
+  return out;
+}
+
+function channelTable(mean: number, std: number): Float32Array {
+  const m = Math.fround(mean);
+  const s = Math.fround(std);
+  const table = new Float32Array(256);
+  for (let v = 0; v < 256; v++) {
+    const x = Math.fround(v / 255);
+    table[v] = Math.fround(x - m) / s; // the Float32Array store rounds the quotient
+  }
+  return table;
+}
