@@ -14,13 +14,17 @@
  */
 import { Ptq4vitError } from '../errors.js';
 import type { SafeTensors } from '../io/safetensors.js';
-import { addInPlace, gelu, layerNorm, mergeHeads, scaleInPlace, softmaxInPlace, splitHeads } from '../tensor/ops.js';
+import { addInPlace, mergeHeads, scaleInPlace, splitHeads } from '../tensor/ops.js';
+import { geluFast as gelu, layerNormFast, scaledSoftmaxFast } from '../tensor/ortops.js';
 import { unfoldPatches } from '../tensor/patches.js';
 import { fp32Runner } from '../tensor/runner.js';
 import { Tensor, shapeString } from '../tensor/tensor.js';
 import { addRepeated, meanOverTokens, mergePatches2x2, windowPartition, windowReverseAdd, type WindowGrid } from '../tensor/window.js';
 import type { ModelSpec, QuantPoint, Runner, SwinArch, VisionModel } from './types.js';
 import { WeightReader, type Linear } from './weights.js';
+
+/** nn.LayerNorm's default, which timm's Swin uses (ViT uses 1e-6). */
+const LN_EPS = 1e-5;
 
 /** timm's shifted-window mask value for query/key pairs from different regions of the rolled grid. */
 const CROSS_REGION_MASK = -100;
@@ -136,12 +140,12 @@ export class SwinTransformer implements VisionModel {
 async function patchEmbedForward(pe: PatchEmbed, images: Tensor, runner: Runner): Promise<Tensor> {
   const patches = unfoldPatches(images, pe.patch);
   const embedded = await runner.linear(pe.proj.point.name, patches, pe.proj.weight, pe.proj.bias);
-  return layerNorm(embedded, pe.norm.weight, pe.norm.bias);
+  return layerNorm(embedded, pe.norm);
 }
 
 /** timm's PatchMerging: concatenate each 2×2 neighbourhood, LayerNorm, bias-free reduction to 2C. */
 async function patchMergingForward(pm: PatchMerging, x: Tensor, runner: Runner): Promise<Tensor> {
-  const merged = layerNorm(mergePatches2x2(x, pm.height, pm.width), pm.norm.weight, pm.norm.bias);
+  const merged = await layerNorm(mergePatches2x2(x, pm.height, pm.width), pm.norm);
   return runner.linear(pm.reduction.point.name, merged, pm.reduction.weight, null);
 }
 
@@ -150,10 +154,10 @@ async function patchMergingForward(pm: PatchMerging, x: Tensor, runner: Runner):
  * in-place MLP residual never touches a tensor the runner returned or recorded.
  */
 async function blockForward(block: SwinBlock, x: Tensor, runner: Runner): Promise<Tensor> {
-  const windows = windowPartition(layerNorm(x, block.norm1.weight, block.norm1.bias), block.grid);
+  const windows = windowPartition(await layerNorm(x, block.norm1), block.grid);
   const attended = await windowAttention(block, windows, runner);
   const y = windowReverseAdd(x, attended, block.grid);
-  const mlpOut = await mlpForward(block, layerNorm(y, block.norm2.weight, block.norm2.bias), runner);
+  const mlpOut = await mlpForward(block, await layerNorm(y, block.norm2), runner);
   return addInPlace(y, mlpOut);
 }
 
@@ -164,22 +168,27 @@ async function windowAttention(block: SwinBlock, windows: Tensor, runner: Runner
   const [q, k, v] = splitHeads(packed, heads); // each [B·nW·heads, N, d]
   scaleInPlace(q, block.qScale);
   const scores = await runner.matmul(`${name}.attn.matmul1`, q, k, true); // [B·nW·heads, N, N]
-  // A new tensor: the runner may have recorded `scores`, so bias and softmax must not overwrite it.
-  const probs = softmaxInPlace(addRepeated(scores, block.attnBias));
+  // Into a new tensor: the runner may have recorded `scores`, so they must not be overwritten.
+  const probs = await scaledSoftmaxFast(addRepeated(scores, block.attnBias), 1);
   const context = await runner.matmul(`${name}.attn.matmul2`, probs, v, false); // [B·nW·heads, N, d]
   return runner.linear(proj.point.name, mergeHeads(context, heads), proj.weight, proj.bias);
 }
 
 async function mlpForward(block: SwinBlock, x: Tensor, runner: Runner): Promise<Tensor> {
   const { fc1, fc2 } = block;
-  const hidden = gelu(await runner.linear(fc1.point.name, x, fc1.weight, fc1.bias));
+  const hidden = await gelu(await runner.linear(fc1.point.name, x, fc1.weight, fc1.bias));
   return runner.linear(fc2.point.name, hidden, fc2.weight, fc2.bias);
 }
 
 /** Final LayerNorm, global average pool over tokens, classifier. */
 async function headForward(norm: Norm, head: Linear, x: Tensor, runner: Runner): Promise<Tensor> {
-  const pooled = meanOverTokens(layerNorm(x, norm.weight, norm.bias));
+  const pooled = meanOverTokens(await layerNorm(x, norm));
   return runner.linear(head.point.name, pooled, head.weight, head.bias);
+}
+
+/** LayerNorm, GELU and softmax run on onnxruntime (ortops.ts): exact erf/exp in TypeScript dominated. */
+function layerNorm(x: Tensor, norm: Norm): Promise<Tensor> {
+  return layerNormFast(x, norm.weight, norm.bias, LN_EPS);
 }
 
 // ---------------------------------------------------------------------------------------------
