@@ -1,4 +1,5 @@
 /** What every model family shares: its architecture description, quantization points and forward pass. */
+import type { Kernels } from '../tensor/kernels.js';
 import type { Tensor } from '../tensor/tensor.js';
 
 export interface VitArch {
@@ -71,6 +72,8 @@ export interface Runner {
   linear(point: string, x: Tensor, weight: Tensor, bias: Tensor | null): Promise<Tensor>;
   /** a·b, or a·bᵀ with transB, batched over the leading dimension: [G, M, K]. */
   matmul(point: string, a: Tensor, b: Tensor, transB: boolean): Promise<Tensor>;
+  /** The kernels for everything else (default: fastKernels); the gradient tape supplies its own. */
+  readonly kernels?: Kernels;
 }
 
 export interface VisionModel {

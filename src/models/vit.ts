@@ -10,8 +10,8 @@
  */
 import { Ptq4vitError } from '../errors.js';
 import type { SafeTensors } from '../io/safetensors.js';
-import { add, addInPlace, mergeHeads, scaleInPlace, splitHeads } from '../tensor/ops.js';
-import { geluFast as gelu, layerNormFast as layerNorm, scaledSoftmaxFast as scaledSoftmax } from '../tensor/ortops.js';
+import { fastKernels, type Kernels } from '../tensor/kernels.js';
+import { add, fromHeads, scale, scatterToken, selectToken, toHeads } from '../tensor/ops.js';
 import { unfoldPatches } from '../tensor/patches.js';
 import { fp32Runner } from '../tensor/runner.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -90,22 +90,22 @@ export class VisionTransformer implements VisionModel {
   }
 
   async forward(images: Tensor, runner: Runner = fp32Runner): Promise<Tensor> {
-    const batch = images.shape[0];
     const a = this.arch;
     if (images.rank !== 4 || images.shape[1] !== a.inChans || images.shape[2] !== a.imgSize || images.shape[3] !== a.imgSize) {
       throw new Ptq4vitError(`${this.spec.name} expects images [B, ${a.inChans}, ${a.imgSize}, ${a.imgSize}], got [${images.shape.join(', ')}]`);
     }
-    const patches = unfoldPatches(images, a.patchSize);
+    const k = runner.kernels ?? fastKernels;
+    const patches = k.layout([images], (img) => unfoldPatches(img, a.patchSize), () => [null]);
     const embedded = await runner.linear('patch_embed.proj', patches, this.patchEmbed.weight, this.patchEmbed.bias);
-    let x = this.addPrefixAndPosition(embedded, batch);
-    for (const block of this.blocks) x = await this.block(block, x, runner);
-    x = await layerNorm(x, this.norm.weight, this.norm.bias, LN_EPS);
-    return this.classify(x, runner);
+    let x = k.layout([embedded], (e) => this.addPrefixAndPosition(e), (g) => [this.dropPrefix(g)]);
+    for (const block of this.blocks) x = await this.block(block, x, runner, k);
+    x = await k.layerNorm(x, this.norm.weight, this.norm.bias, LN_EPS);
+    return this.classify(x, runner, k);
   }
 
-  private addPrefixAndPosition(patches: Tensor, batch: number): Tensor {
-    const D = this.arch.embedDim;
-    const numPatches = patches.shape[1];
+  /** [B, P, D] patch embeddings → [B, prefix + P, D] tokens with the cls (dist) tokens and positions added. */
+  private addPrefixAndPosition(patches: Tensor): Tensor {
+    const [batch, numPatches, D] = patches.shape;
     const numPrefix = this.prefixTokens.shape[0];
     const tokens = numPatches + numPrefix;
     const out = new Float32Array(batch * tokens * D);
@@ -119,32 +119,40 @@ export class VisionTransformer implements VisionModel {
     return new Tensor(out, [batch, tokens, D]);
   }
 
-  private async block(blk: Block, x: Tensor, runner: Runner): Promise<Tensor> {
-    const h = this.arch.numHeads;
-    const headDim = this.arch.embedDim / h;
-    const qkv = await runner.linear(blk.qkv.point.name, await layerNorm(x, blk.norm1.weight, blk.norm1.bias, LN_EPS), blk.qkv.weight, blk.qkv.bias);
-    const [q, k, v] = splitHeads(qkv, h);
-    const scores = await runner.matmul(`${blk.prefix}.attn.matmul1`, q, k, true);
-    const attn = await scaledSoftmax(scores, headDim ** -0.5);
+  /** Adjoint of addPrefixAndPosition with respect to the patch embeddings. */
+  private dropPrefix(g: Tensor): Tensor {
+    const [batch, tokens, D] = g.shape;
+    const numPrefix = this.prefixTokens.shape[0];
+    const numPatches = tokens - numPrefix;
+    const out = new Float32Array(batch * numPatches * D);
+    for (let b = 0; b < batch; b++) out.set(g.data.subarray((b * tokens + numPrefix) * D, (b + 1) * tokens * D), b * numPatches * D);
+    return new Tensor(out, [batch, numPatches, D]);
+  }
+
+  private async block(blk: Block, x: Tensor, runner: Runner, k: Kernels): Promise<Tensor> {
+    const heads = this.arch.numHeads;
+    const headDim = this.arch.embedDim / heads;
+    const qkv = await runner.linear(blk.qkv.point.name, await k.layerNorm(x, blk.norm1.weight, blk.norm1.bias, LN_EPS), blk.qkv.weight, blk.qkv.bias);
+    const [q, key, v] = [0, 1, 2].map((part) => k.layout([qkv], (t) => toHeads(t, heads, part, 3), (g) => [fromHeads(g, heads, part, 3)]));
+    const scores = await runner.matmul(`${blk.prefix}.attn.matmul1`, q, key, true);
+    const attn = await k.softmax(scores, headDim ** -0.5);
     const context = await runner.matmul(`${blk.prefix}.attn.matmul2`, attn, v, false);
-    const projected = await runner.linear(blk.proj.point.name, mergeHeads(context, h), blk.proj.weight, blk.proj.bias);
-    x = add(x, projected);
-    const hidden = await runner.linear(blk.fc1.point.name, await layerNorm(x, blk.norm2.weight, blk.norm2.bias, LN_EPS), blk.fc1.weight, blk.fc1.bias);
-    const out = await runner.linear(blk.fc2.point.name, await gelu(hidden), blk.fc2.weight, blk.fc2.bias);
-    return addInPlace(x, out);
+    const merged = k.layout([context], (c) => fromHeads(c, heads), (g) => [toHeads(g, heads)]);
+    x = k.add(x, await runner.linear(blk.proj.point.name, merged, blk.proj.weight, blk.proj.bias));
+    const hidden = await runner.linear(blk.fc1.point.name, await k.layerNorm(x, blk.norm2.weight, blk.norm2.bias, LN_EPS), blk.fc1.weight, blk.fc1.bias);
+    return k.add(x, await runner.linear(blk.fc2.point.name, await k.gelu(hidden), blk.fc2.weight, blk.fc2.bias));
   }
 
   /** Head on the cls token; the distilled model averages head(cls) and head_dist(dist) at inference. */
-  private async classify(x: Tensor, runner: Runner): Promise<Tensor> {
-    const [batch, tokens, D] = x.shape;
+  private async classify(x: Tensor, runner: Runner, k: Kernels): Promise<Tensor> {
+    const tokens = x.shape[1];
     const logits: Tensor[] = [];
     for (let t = 0; t < this.heads.length; t++) {
-      const token = new Float32Array(batch * D);
-      for (let b = 0; b < batch; b++) token.set(x.data.subarray((b * tokens + t) * D, (b * tokens + t + 1) * D), b * D);
+      const token = k.layout([x], (y) => selectToken(y, t), (g) => [scatterToken(g, t, tokens)]);
       const head = this.heads[t];
-      logits.push(await runner.linear(head.point.name, new Tensor(token, [batch, D]), head.weight, head.bias));
+      logits.push(await runner.linear(head.point.name, token, head.weight, head.bias));
     }
     if (logits.length === 1) return logits[0];
-    return scaleInPlace(add(logits[0], logits[1]), 0.5);
+    return k.layout(logits, (l0, l1) => scale(add(l0, l1), 0.5), (g) => [scale(g, 0.5), scale(g, 0.5)]);
   }
 }

@@ -31,18 +31,17 @@ export async function linear(x: Tensor, weight: Tensor, bias: Tensor | null): Pr
   return y.reshape([...x.shape.slice(0, -1), outFeatures]);
 }
 
-function matmulGraph(rank: number, transB: boolean): GraphSpec {
+function matmulGraph(rank: number, transA: boolean, transB: boolean): GraphSpec {
   const batch = Array.from({ length: rank - 2 }, (_, i) => `B${i}`);
-  const nodes: GraphSpec['nodes'] = transB
-    ? [
-        { op: 'Transpose', inputs: ['b'], outputs: ['bt'], attributes: { perm: [...batch.map((_, i) => i), rank - 1, rank - 2] } },
-        { op: 'MatMul', inputs: ['a', 'bt'], outputs: ['y'] },
-      ]
-    : [{ op: 'MatMul', inputs: ['a', 'b'], outputs: ['y'] }];
+  const swapLast = [...batch.map((_, i) => i), rank - 1, rank - 2];
+  const nodes: GraphSpec['nodes'] = [];
+  if (transA) nodes.push({ op: 'Transpose', inputs: ['a'], outputs: ['at'], attributes: { perm: swapLast } });
+  if (transB) nodes.push({ op: 'Transpose', inputs: ['b'], outputs: ['bt'], attributes: { perm: swapLast } });
+  nodes.push({ op: 'MatMul', inputs: [transA ? 'at' : 'a', transB ? 'bt' : 'b'], outputs: ['y'] });
   return {
     name: 'matmul',
     inputs: [
-      { name: 'a', elemType: f32, shape: [...batch, 'M', 'K'] },
+      { name: 'a', elemType: f32, shape: transA ? [...batch, 'K', 'M'] : [...batch, 'M', 'K'] },
       { name: 'b', elemType: f32, shape: transB ? [...batch, 'N', 'K'] : [...batch, 'K', 'N'] },
     ],
     outputs: [{ name: 'y', elemType: f32, shape: [...batch, 'M', 'N'] }],
@@ -51,16 +50,16 @@ function matmulGraph(rank: number, transB: boolean): GraphSpec {
 }
 
 /**
- * Batched a·b (or a·bᵀ with transB) over the last two dimensions; leading dimensions must be equal.
- * a: [..., M, K]; b: [..., K, N] or [..., N, K] when transB.
+ * Batched op(a)·op(b) over the last two dimensions, op = transpose where asked; leading dimensions
+ * must be equal. a: [..., M, K] (or [..., K, M] with transA); b: [..., K, N] (or [..., N, K] with transB).
  */
-export async function matmul(a: Tensor, b: Tensor, transB = false): Promise<Tensor> {
+export async function matmul(a: Tensor, b: Tensor, transB = false, transA = false): Promise<Tensor> {
   const r = a.rank;
   if (r < 2 || b.rank !== r || a.shape.slice(0, -2).some((d, i) => d !== b.shape[i])) {
     throw new Error(`matmul: incompatible ${shapeString(a.shape)} and ${shapeString(b.shape)}`);
   }
-  const k = a.shape[r - 1];
+  const k = transA ? a.shape[r - 2] : a.shape[r - 1];
   const kb = transB ? b.shape[r - 1] : b.shape[r - 2];
-  if (k !== kb) throw new Error(`matmul: inner dimensions differ: ${shapeString(a.shape)} · ${shapeString(b.shape)}${transB ? 'ᵀ' : ''}`);
-  return runGraph(`matmul${r}${transB ? 't' : ''}`, () => matmulGraph(r, transB), { a, b });
+  if (k !== kb) throw new Error(`matmul: inner dimensions differ: ${shapeString(a.shape)}${transA ? 'ᵀ' : ''} · ${shapeString(b.shape)}${transB ? 'ᵀ' : ''}`);
+  return runGraph(`matmul${r}${transA ? 'T' : 'N'}${transB ? 'T' : 'N'}`, () => matmulGraph(r, transA, transB), { a, b });
 }

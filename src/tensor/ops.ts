@@ -32,6 +32,21 @@ export function scaleInPlace(a: Tensor, factor: number): Tensor {
   return a;
 }
 
+/**
+ * scale·x + bias, where bias covers the trailing dimensions of x and repeats over the leading ones
+ * (e.g. a relative position bias [heads, N, N] added to scores [B·heads, N, N]).
+ */
+export function addRepeatedBias(x: Tensor, bias: Tensor, scale = 1): Tensor {
+  const period = bias.size;
+  if (x.size % period !== 0) throw new Error(`addRepeatedBias: ${shapeString(bias.shape)} does not tile ${shapeString(x.shape)}`);
+  const out = new Float32Array(x.size);
+  const src = x.data, b = bias.data;
+  for (let o = 0; o < out.length; o += period) {
+    for (let j = 0; j < period; j++) out[o + j] = src[o + j] * scale + b[j];
+  }
+  return new Tensor(out, x.shape);
+}
+
 /** LayerNorm over the last dimension (biased variance, as torch). */
 export function layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps = 1e-5): Tensor {
   const c = x.lastDim;
@@ -123,34 +138,72 @@ export function permute4(x: Tensor, perm: readonly [number, number, number, numb
 }
 
 /**
- * qkv [B, N, 3·C] (as timm's Linear(dim, 3·dim)) → q, k, v each [B·H, N, C/H].
+ * Slice `part` of `parts` equal column blocks of x [B, N, parts·C] and split it into heads:
+ * [B·H, N, C/H]. With parts = 3 this reads q, k or v out of timm's fused qkv projection.
  */
-export function splitHeads(qkv: Tensor, heads: number): [Tensor, Tensor, Tensor] {
-  const [batch, tokens, c3] = qkv.shape;
-  const c = c3 / 3;
+export function toHeads(x: Tensor, heads: number, part = 0, parts = 1): Tensor {
+  const [batch, tokens, width] = x.shape;
+  const c = width / parts;
   const headDim = c / heads;
-  const parts = [0, 1, 2].map(() => new Float32Array(batch * tokens * c));
-  const src = qkv.data;
+  const out = new Float32Array(batch * tokens * c);
+  const src = x.data;
   for (let b = 0; b < batch; b++) {
     for (let n = 0; n < tokens; n++) {
-      const rowBase = (b * tokens + n) * c3;
-      for (let p = 0; p < 3; p++) {
-        const dst = parts[p];
-        for (let h = 0; h < heads; h++) {
-          const from = rowBase + p * c + h * headDim;
-          const to = ((b * heads + h) * tokens + n) * headDim;
-          for (let j = 0; j < headDim; j++) dst[to + j] = src[from + j];
-        }
+      const from = (b * tokens + n) * width + part * c;
+      for (let h = 0; h < heads; h++) {
+        const to = ((b * heads + h) * tokens + n) * headDim;
+        out.set(src.subarray(from + h * headDim, from + (h + 1) * headDim), to);
       }
     }
   }
-  const shape = [batch * heads, tokens, headDim];
-  return [new Tensor(parts[0], shape), new Tensor(parts[1], shape), new Tensor(parts[2], shape)];
+  return new Tensor(out, [batch * heads, tokens, headDim]);
+}
+
+/** The adjoint of toHeads: heads [B·H, N, d] back into column block `part` of a zero [B, N, parts·H·d]. */
+export function fromHeads(x: Tensor, heads: number, part = 0, parts = 1): Tensor {
+  const [bh, tokens, headDim] = x.shape;
+  const batch = bh / heads;
+  const c = heads * headDim;
+  const width = parts * c;
+  const out = new Float32Array(batch * tokens * width);
+  const src = x.data;
+  for (let b = 0; b < batch; b++) {
+    for (let h = 0; h < heads; h++) {
+      for (let n = 0; n < tokens; n++) {
+        const from = ((b * heads + h) * tokens + n) * headDim;
+        out.set(src.subarray(from, from + headDim), (b * tokens + n) * width + part * c + h * headDim);
+      }
+    }
+  }
+  return new Tensor(out, [batch, tokens, width]);
+}
+
+/** qkv [B, N, 3·C] → q, k, v each [B·H, N, C/H]. */
+export function splitHeads(qkv: Tensor, heads: number): [Tensor, Tensor, Tensor] {
+  return [toHeads(qkv, heads, 0, 3), toHeads(qkv, heads, 1, 3), toHeads(qkv, heads, 2, 3)];
 }
 
 /** [B·H, N, d] → [B, N, H·d]: the inverse of splitHeads for one of q/k/v. */
 export function mergeHeads(x: Tensor, heads: number): Tensor {
-  const [bh, tokens, headDim] = x.shape;
-  const batch = bh / heads;
-  return permute4(x.reshape([batch, heads, tokens, headDim]), [0, 2, 1, 3]).reshape([batch, tokens, heads * headDim]);
+  return fromHeads(x, heads);
+}
+
+/** Token t of every image: [B, N, C] → [B, C]. */
+export function selectToken(x: Tensor, token: number): Tensor {
+  const [batch, tokens, c] = x.shape;
+  const out = new Float32Array(batch * c);
+  for (let b = 0; b < batch; b++) out.set(x.data.subarray((b * tokens + token) * c, (b * tokens + token + 1) * c), b * c);
+  return new Tensor(out, [batch, c]);
+}
+
+/** The adjoint of selectToken: [B, C] into token t of a zero [B, N, C]. */
+export function scatterToken(x: Tensor, token: number, tokens: number): Tensor {
+  const [batch, c] = x.shape;
+  const out = new Float32Array(batch * tokens * c);
+  for (let b = 0; b < batch; b++) out.set(x.data.subarray(b * c, (b + 1) * c), (b * tokens + token) * c);
+  return new Tensor(out, [batch, tokens, c]);
+}
+
+export function scale(x: Tensor, factor: number): Tensor {
+  return scaleInPlace(x.clone(), factor);
 }

@@ -1,0 +1,56 @@
+/**
+ * ∂L/∂O at every quantization point over a calibration set. Each image's loss term depends only on
+ * that image (no batch statistics in a ViT), so the set is processed in chunks: the tape of one chunk
+ * is all that is held at once, which bounds memory by the chunk size, not the calibration size.
+ */
+import type { VisionModel } from '../models/types.js';
+import { Tensor } from '../tensor/tensor.js';
+import { crossEntropyGrad, lossTargets, seededRandom, type LossKind } from './loss.js';
+import { Tape, type GradientSink } from './tape.js';
+
+export interface GradientOptions {
+  loss: LossKind;
+  /** Images per backward pass (memory ∝ chunk size). */
+  chunkSize?: number;
+  seed?: number;
+}
+
+/** Which calibration images a chunk holds: every tensor the sink sees covers `count` images from `start`. */
+export interface ImageRange {
+  start: number;
+  count: number;
+}
+
+/** Rows [start, end) of a batch tensor (a view, no copy). */
+function sliceBatch(images: Tensor, start: number, end: number): Tensor {
+  const per = images.size / images.shape[0];
+  return new Tensor(images.data.subarray(start * per, end * per), [end - start, ...images.shape.slice(1)]);
+}
+
+/**
+ * Run forward + backward over `images` chunk by chunk; `sink(chunk, point, ∂L/∂O, O, inputs)` is called
+ * for every quantization point of every chunk. Returns the loss L over the whole set.
+ */
+export async function computeGradients(
+  model: VisionModel,
+  images: Tensor,
+  labels: Int32Array | null,
+  options: GradientOptions,
+  sink: (chunk: ImageRange, ...args: Parameters<GradientSink>) => void | Promise<void>,
+): Promise<number> {
+  const total = images.shape[0];
+  const chunk = options.chunkSize ?? 8;
+  const random = seededRandom(options.seed ?? 0);
+  let loss = 0;
+  for (let start = 0; start < total; start += chunk) {
+    const end = Math.min(total, start + chunk);
+    const tape = new Tape();
+    const logits = await model.forward(sliceBatch(images, start, end), tape);
+    const targets = lossTargets(options.loss, logits, labels ? labels.subarray(start, end) : null, random);
+    const { loss: chunkLoss, grad } = crossEntropyGrad(logits, targets, total);
+    loss += chunkLoss;
+    const range = { start, count: end - start };
+    await tape.backward(logits, grad, (point, g, out, inputs) => sink(range, point, g, out, inputs));
+  }
+  return loss;
+}
