@@ -21,9 +21,10 @@ export function isBmp(bytes: Uint8Array): boolean {
   return bytes.length >= 2 && bytes[0] === 0x42 && bytes[1] === 0x4d; // "BM"
 }
 
-export function decodeBmp(bytes: Uint8Array, file: string): RgbImage {
+/** Throws a Ptq4vitError saying what is wrong; the caller adds the file name. */
+export function decodeBmp(bytes: Uint8Array): RgbImage {
   const bad = (why: string): never => {
-    throw new Ptq4vitError(`cannot decode image ${file}: ${why}`);
+    throw new Ptq4vitError(why);
   };
   const header = parseHeader(bytes, bad);
   const stride = Math.ceil((header.width * header.bits) / 32) * 4;

@@ -39,9 +39,8 @@ const SHARP_OPTIONS = { ignoreIcc: true, autoOrient: false, failOn: 'truncated' 
 
 export async function decodeImage(file: string): Promise<RgbImage> {
   const bytes = await readBytes(file);
-  if (isBmp(bytes)) return decodeBmp(bytes, file);
   try {
-    return await decodeWithSharp(bytes);
+    return isBmp(bytes) ? decodeBmp(bytes) : await decodeWithSharp(bytes);
   } catch (e) {
     if (e instanceof Ptq4vitError) throw new ImageDecodeError(file, e.message);
     throw new ImageDecodeError(file, firstLine(e));
@@ -62,7 +61,7 @@ async function decodeWithSharp(bytes: Uint8Array): Promise<RgbImage> {
   if (!SUPPORTED_FORMATS.has(meta.format)) {
     throw new Ptq4vitError(`${meta.format} images are not supported (expected JPEG, PNG, WebP, GIF or BMP)`);
   }
-  if (meta.space === 'grey16' && !meta.hasAlpha) return decodeGrey16(bytes);
+  if (meta.format === 'png' && isGrey16Png(bytes)) return decodeGrey16(bytes);
   if (meta.space === 'cmyk') return decodeCmyk(bytes);
   // sharp narrows 16-bit RGB(A) and gray+alpha by keeping the high byte, exactly as PIL's ";16B" unpackers do.
   const { data, info } = await sharp(bytes, SHARP_OPTIONS)
@@ -74,12 +73,22 @@ async function decodeWithSharp(bytes: Uint8Array): Promise<RgbImage> {
 }
 
 /**
+ * Read from the IHDR because sharp reports a tRNS chunk as an alpha channel, which would make a
+ * plain 16-bit gray PNG (PIL mode I) indistinguishable from gray+alpha (PIL reads that one as 8-bit).
+ */
+function isGrey16Png(bytes: Uint8Array): boolean {
+  const BIT_DEPTH = 24, COLOR_TYPE = 25; // 8-byte signature, chunk length, "IHDR", width, height
+  return bytes.length > COLOR_TYPE && bytes[BIT_DEPTH] === 16 && bytes[COLOR_TYPE] === 0;
+}
+
+/**
  * PIL opens a 16-bit grayscale PNG as a 32-bit integer image, and its I→RGB conversion clamps each
  * value to 0..255 (it does not scale), so anything above 255 becomes white. Reproduced on purpose:
  * that is the image the reference pipeline evaluates.
  */
 async function decodeGrey16(bytes: Uint8Array): Promise<RgbImage> {
   const { data, info } = await sharp(bytes, SHARP_OPTIONS)
+    .removeAlpha()
     .toColourspace('grey16')
     .raw({ depth: 'ushort' })
     .toBuffer({ resolveWithObject: true });
