@@ -96,7 +96,7 @@ export function resizeRgb(img: RgbImage, width: number, height: number, filter: 
     throw new Error(`resizeRgb: invalid target size ${width}x${height}`);
   }
   let out = img;
-  // PIL skips a pass whose dimension is unchanged; with scale 1 it would not be the identity anyway.
+  // PIL skips a pass whose dimension is unchanged (at scale 1 these kernels are the identity anyway).
   if (width !== img.width) out = resampleHorizontal(out, computeCoefficients(img.width, width, filter));
   if (height !== img.height) out = resampleVertical(out, computeCoefficients(img.height, height, filter));
   return out === img ? { width: img.width, height: img.height, data: img.data.slice() } : out;
