@@ -149,10 +149,10 @@ export function toHeads(x: Tensor, heads: number, part = 0, parts = 1): Tensor {
   const src = x.data;
   for (let b = 0; b < batch; b++) {
     for (let n = 0; n < tokens; n++) {
-      const from = (b * tokens + n) * width + part * c;
+      let from = (b * tokens + n) * width + part * c;
       for (let h = 0; h < heads; h++) {
-        const to = ((b * heads + h) * tokens + n) * headDim;
-        out.set(src.subarray(from + h * headDim, from + (h + 1) * headDim), to);
+        let to = ((b * heads + h) * tokens + n) * headDim;
+        for (let j = 0; j < headDim; j++) out[to++] = src[from++];
       }
     }
   }
@@ -170,8 +170,9 @@ export function fromHeads(x: Tensor, heads: number, part = 0, parts = 1): Tensor
   for (let b = 0; b < batch; b++) {
     for (let h = 0; h < heads; h++) {
       for (let n = 0; n < tokens; n++) {
-        const from = ((b * heads + h) * tokens + n) * headDim;
-        out.set(src.subarray(from, from + headDim), (b * tokens + n) * width + part * c + h * headDim);
+        let from = ((b * heads + h) * tokens + n) * headDim;
+        let to = (b * tokens + n) * width + part * c + h * headDim;
+        for (let j = 0; j < headDim; j++) out[to++] = src[from++];
       }
     }
   }

@@ -1,0 +1,46 @@
+import path from 'node:path';
+import { openDataset } from '../data/datasets.js';
+import { evaluate } from '../eval/evaluate.js';
+import { loadModel } from '../models/load.js';
+import { applyCommon, intFlag, parse, requireFlag, USAGE } from './args.js';
+import { ProgressBar } from './progress.js';
+import { printReport } from './report.js';
+
+export async function runEval(args: string[]): Promise<void> {
+  const v = parse(args, {
+    model: { type: 'string' },
+    config: { type: 'string' },
+    arch: { type: 'string' },
+    data: { type: 'string' },
+    limit: { type: 'string' },
+    'batch-size': { type: 'string' },
+  });
+  if (v.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  applyCommon(v);
+  const weights = requireFlag(v, 'model', 'eval');
+  const data = requireFlag(v, 'data', 'eval');
+  const limit = intFlag(v, 'limit', undefined);
+  const batchSize = intFlag(v, 'batch-size', 64, 1, 4096);
+  const model = loadModel({ weights, config: v.config as string | undefined, arch: v.arch as string | undefined });
+  const dataset = await openDataset(data);
+  const total = Math.min(limit ?? dataset.size, dataset.size);
+  const bar = new ProgressBar(`eval ${model.spec.name}`, total, 'img', v.json === true && !process.stderr.isTTY);
+  const result = await evaluate(model, dataset, { limit, batchSize, onProgress: (done) => bar.update(done) });
+  const ignored = dataset.ignored?.length ?? 0;
+  printReport({
+    title: `${model.spec.name} (${model.spec.timmClass}, FP32) on ${path.basename(data)}`,
+    rows: [
+      ['top-1', `${(result.top1 * 100).toFixed(2)}%`],
+      ['top-5', `${(result.top5 * 100).toFixed(2)}%`],
+      ['images', `${result.images}${result.skipped.length ? ` (${result.skipped.length} unreadable skipped)` : ''}${ignored ? ` (${ignored} non-image files ignored)` : ''}`],
+      ['time', `${result.seconds.toFixed(1)} s · ${result.imagesPerSecond.toFixed(1)} img/s`],
+    ],
+    notes: result.skipped.slice(0, 10).map((s) => `skipped ${s.file}: ${s.reason}`),
+    json: v.json === true
+      ? { command: 'eval', model: model.spec.name, data, top1: result.top1, top5: result.top5, images: result.images, skipped: result.skipped.length, ignored, seconds: result.seconds, images_per_second: result.imagesPerSecond }
+      : undefined,
+  });
+}
