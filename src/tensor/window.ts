@@ -1,9 +1,9 @@
 /**
  * Layout kernels of hierarchical (Swin-style) vision transformers: cutting a token grid into
- * (cyclically shifted) windows and putting them back, 2×2 patch merging, broadcast adds and token
- * pooling (patch unfolding is in patches.ts). Activations are token grids [B, H·W, C] in row-major
- * (NHWC) order. Every kernel copies whole rows of C contiguous floats and returns a new tensor, so
- * nothing a runner handed out (and may have recorded) is ever modified.
+ * (cyclically shifted) windows and putting them back, 2×2 patch merging and token pooling — each with
+ * its adjoint for the backward pass (patch unfolding is in patches.ts). Activations are token grids
+ * [B, H·W, C] in row-major (NHWC) order. Every kernel copies whole rows of C contiguous floats and
+ * returns a new tensor, so nothing a runner handed out (and may have recorded) is ever modified.
  */
 import { Tensor, shapeString } from './tensor.js';
 
@@ -54,19 +54,35 @@ export function windowPartition(x: Tensor, g: WindowGrid): Tensor {
 }
 
 /**
- * residual + windowReverse(windows) as a new [B, H·W, C] tensor: undoes `windowPartition` (window
- * token (y, x) goes back to grid token ((y + s) mod H, (x + s) mod W), i.e. the reverse roll) and adds
- * the residual branch in the same pass.
+ * Windows [B·nW, window², C] → tokens [B, H·W, C]: the inverse (and adjoint) of `windowPartition`.
+ * Window token (y, x) goes back to grid token ((y + s) mod H, (x + s) mod W), i.e. the reverse roll.
+ */
+export function windowReverse(windows: Tensor, g: WindowGrid): Tensor {
+  const batch = windows.size / (g.height * g.width * windows.lastDim);
+  if (!Number.isInteger(batch)) throw new Error(`windowReverse: windows ${shapeString(windows.shape)} do not tile ${g.height}×${g.width} grids`);
+  return scatterWindows(windows, g, Tensor.zeros([batch, g.height * g.width, windows.lastDim]), false);
+}
+
+/**
+ * residual + windowReverse(windows) in one pass, as a new tensor: a Swin block's attention residual.
+ * Linear in (residual, windows); its adjoint sends ∂L/∂y to the residual as is and to the windows
+ * through `windowPartition`.
  */
 export function windowReverseAdd(residual: Tensor, windows: Tensor, g: WindowGrid): Tensor {
   checkGrid(residual, g, 'windowReverseAdd');
   if (windows.size !== residual.size || windows.lastDim !== residual.lastDim) {
     throw new Error(`windowReverseAdd: windows ${shapeString(windows.shape)} do not tile tokens ${shapeString(residual.shape)}`);
   }
-  const [batch, , c] = residual.shape;
+  return scatterWindows(windows, g, residual, true);
+}
+
+/** out[token] = (add ? base[token] : 0) + windows[window token], over the geometry of `base`. */
+function scatterWindows(windows: Tensor, g: WindowGrid, base: Tensor, add: boolean): Tensor {
+  checkGrid(base, g, 'windowReverse');
+  const [batch, , c] = base.shape;
   const { height, width, window, shift } = g;
-  const res = residual.data, win = windows.data;
-  const out = new Float32Array(residual.size);
+  const res = base.data, win = windows.data;
+  const out = add ? new Float32Array(base.size) : base.data;
   let w = 0;
   for (let b = 0; b < batch; b++) {
     const image = b * height * width;
@@ -76,13 +92,14 @@ export function windowReverseAdd(residual: Tensor, windows: Tensor, g: WindowGri
           const rowStart = image + ((wy + iy + shift) % height) * width;
           for (let ix = 0; ix < window; ix++) {
             let t = (rowStart + ((wx + ix + shift) % width)) * c;
-            for (let j = 0; j < c; j++, t++) out[t] = res[t] + win[w++];
+            if (add) for (let j = 0; j < c; j++, t++) out[t] = res[t] + win[w++];
+            else for (let j = 0; j < c; j++) out[t++] = win[w++];
           }
         }
       }
     }
   }
-  return new Tensor(out, residual.shape);
+  return new Tensor(out, base.shape);
 }
 
 /**
@@ -114,21 +131,29 @@ export function mergePatches2x2(x: Tensor, height: number, width: number): Tenso
   return new Tensor(out, [batch, (height / 2) * (width / 2), 4 * c]);
 }
 
-/**
- * a + b as a new tensor, with b repeated over a's leading elements (a.size must be a multiple of
- * b.size): e.g. scores [B·nW·heads, N, N] + bias [nW·heads, N, N].
- */
-export function addRepeated(a: Tensor, b: Tensor): Tensor {
-  const period = b.size;
-  if (period === 0 || a.size % period !== 0) {
-    throw new Error(`addRepeated: ${shapeString(b.shape)} does not repeat into ${shapeString(a.shape)}`);
+/** The adjoint (and inverse) of `mergePatches2x2`: [B, (H/2)·(W/2), 4C] → [B, H·W, C]. */
+export function splitPatches2x2(merged: Tensor, height: number, width: number): Tensor {
+  if (merged.rank !== 3 || merged.shape[1] !== (height / 2) * (width / 2) || merged.lastDim % 4 !== 0) {
+    throw new Error(`splitPatches2x2: expected [B, ${height / 2}·${width / 2}, 4C], got ${shapeString(merged.shape)}`);
   }
-  const x = a.data, y = b.data;
-  const out = new Float32Array(a.size);
-  for (let start = 0; start < out.length; start += period) {
-    for (let i = 0; i < period; i++) out[start + i] = x[start + i] + y[i];
+  const [batch, , c4] = merged.shape;
+  const c = c4 / 4;
+  const src = merged.data;
+  const out = new Float32Array(merged.size);
+  let s = 0;
+  for (let b = 0; b < batch; b++) {
+    for (let y = 0; y < height; y += 2) {
+      for (let xx = 0; xx < width; xx += 2) {
+        for (let dx = 0; dx < 2; dx++) {
+          for (let dy = 0; dy < 2; dy++) {
+            let o = ((b * height + y + dy) * width + xx + dx) * c;
+            for (let j = 0; j < c; j++) out[o++] = src[s++];
+          }
+        }
+      }
+    }
   }
-  return new Tensor(out, a.shape);
+  return new Tensor(out, [batch, height * width, c]);
 }
 
 /** Global average pool of tokens: [B, L, C] → [B, C]. */
@@ -147,4 +172,19 @@ export function meanOverTokens(x: Tensor): Tensor {
     for (let j = 0; j < c; j++) out[b * c + j] = sum[j] / tokens;
   }
   return new Tensor(out, [batch, c]);
+}
+
+/** The adjoint of `meanOverTokens`: [B, C] → [B, L, C], every token getting g / L. */
+export function spreadOverTokens(g: Tensor, tokens: number): Tensor {
+  const [batch, c] = g.shape;
+  const src = g.data;
+  const out = new Float32Array(batch * tokens * c);
+  const inv = 1 / tokens;
+  let o = 0;
+  for (let b = 0; b < batch; b++) {
+    for (let t = 0; t < tokens; t++) {
+      for (let j = 0; j < c; j++) out[o++] = src[b * c + j] * inv;
+    }
+  }
+  return new Tensor(out, [batch, tokens, c]);
 }
