@@ -9,17 +9,28 @@
  *   norm → mean over tokens → head.fc
  *
  * Every product goes through the Runner under the names of the quantization points, so calibration
- * sees (and may replace) exactly what PTQ4ViT quantizes. Everything that depends only on the
- * geometry — relative position bias per head, shifted-window masks — is computed once here.
+ * sees (and may replace) exactly what PTQ4ViT quantizes; everything else goes through the runner's
+ * Kernels (each layout map with its adjoint), so the gradient tape differentiates this same code.
+ * Everything that depends only on the geometry — relative position bias per head, shifted-window
+ * masks — is computed once at construction.
  */
 import { Ptq4vitError } from '../errors.js';
 import type { SafeTensors } from '../io/safetensors.js';
-import { addInPlace, mergeHeads, scaleInPlace, splitHeads } from '../tensor/ops.js';
-import { geluFast as gelu, layerNormFast, scaledSoftmaxFast } from '../tensor/ortops.js';
+import { fastKernels, type Kernels } from '../tensor/kernels.js';
+import { fromHeads, scale, scaleInPlace, toHeads } from '../tensor/ops.js';
 import { unfoldPatches } from '../tensor/patches.js';
 import { fp32Runner } from '../tensor/runner.js';
 import { Tensor, shapeString } from '../tensor/tensor.js';
-import { addRepeated, meanOverTokens, mergePatches2x2, windowPartition, windowReverseAdd, type WindowGrid } from '../tensor/window.js';
+import {
+  meanOverTokens,
+  mergePatches2x2,
+  splitPatches2x2,
+  spreadOverTokens,
+  windowPartition,
+  windowReverse,
+  windowReverseAdd,
+  type WindowGrid,
+} from '../tensor/window.js';
 import type { ModelSpec, QuantPoint, Runner, SwinArch, VisionModel } from './types.js';
 import { WeightReader, type Linear } from './weights.js';
 
@@ -124,71 +135,74 @@ export class SwinTransformer implements VisionModel {
     if (images.rank !== 4 || s[1] !== inChans || s[2] !== imgSize || s[3] !== imgSize) {
       throw new Ptq4vitError(`${this.spec.name}: expected images [B, ${inChans}, ${imgSize}, ${imgSize}], got ${shapeString(s)}`);
     }
-    let x = await patchEmbedForward(this.patchEmbed, images, runner);
+    const k = runner.kernels ?? fastKernels;
+    let x = await patchEmbedForward(this.patchEmbed, images, runner, k);
     for (const stage of this.stages) {
-      if (stage.downsample) x = await patchMergingForward(stage.downsample, x, runner);
-      for (const block of stage.blocks) x = await blockForward(block, x, runner);
+      if (stage.downsample) x = await patchMergingForward(stage.downsample, x, runner, k);
+      for (const block of stage.blocks) x = await blockForward(block, x, runner, k);
     }
-    return headForward(this.norm, this.head, x, runner);
+    return headForward(this.norm, this.head, x, runner, k);
   }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Forward pass, top-down.
+// Forward pass, top-down. `k` runs the non-GEMM ops; layout maps carry their adjoints for backward.
 
 /** Conv patch embedding as unfold + linear, then LayerNorm: [B, C, H, W] → tokens [B, H/p·W/p, D]. */
-async function patchEmbedForward(pe: PatchEmbed, images: Tensor, runner: Runner): Promise<Tensor> {
-  const patches = unfoldPatches(images, pe.patch);
+async function patchEmbedForward(pe: PatchEmbed, images: Tensor, runner: Runner, k: Kernels): Promise<Tensor> {
+  const patches = k.layout([images], (img) => unfoldPatches(img, pe.patch), () => [null]); // no image gradient
   const embedded = await runner.linear(pe.proj.point.name, patches, pe.proj.weight, pe.proj.bias);
-  return layerNorm(embedded, pe.norm);
+  return layerNorm(k, embedded, pe.norm);
 }
 
 /** timm's PatchMerging: concatenate each 2×2 neighbourhood, LayerNorm, bias-free reduction to 2C. */
-async function patchMergingForward(pm: PatchMerging, x: Tensor, runner: Runner): Promise<Tensor> {
-  const merged = await layerNorm(mergePatches2x2(x, pm.height, pm.width), pm.norm);
-  return runner.linear(pm.reduction.point.name, merged, pm.reduction.weight, null);
+async function patchMergingForward(pm: PatchMerging, x: Tensor, runner: Runner, k: Kernels): Promise<Tensor> {
+  const { height, width } = pm;
+  const merged = k.layout([x], (t) => mergePatches2x2(t, height, width), (g) => [splitPatches2x2(g, height, width)]);
+  return runner.linear(pm.reduction.point.name, await layerNorm(k, merged, pm.norm), pm.reduction.weight, null);
 }
 
-/**
- * One Swin block. The attention residual is written into a fresh tensor (windowReverseAdd), so the
- * in-place MLP residual never touches a tensor the runner returned or recorded.
- */
-async function blockForward(block: SwinBlock, x: Tensor, runner: Runner): Promise<Tensor> {
-  const windows = windowPartition(await layerNorm(x, block.norm1), block.grid);
-  const attended = await windowAttention(block, windows, runner);
-  const y = windowReverseAdd(x, attended, block.grid);
-  const mlpOut = await mlpForward(block, await layerNorm(y, block.norm2), runner);
-  return addInPlace(y, mlpOut);
+/** One Swin block: windowed attention and MLP, each with its residual. */
+async function blockForward(block: SwinBlock, x: Tensor, runner: Runner, k: Kernels): Promise<Tensor> {
+  const { grid } = block;
+  const normed = await layerNorm(k, x, block.norm1);
+  const windows = k.layout([normed], (t) => windowPartition(t, grid), (g) => [windowReverse(g, grid)]);
+  const attended = await windowAttention(block, windows, runner, k);
+  // x + windowReverse(attended) in one pass; a linear map of (x, attended).
+  const y = k.layout([x, attended], (res, win) => windowReverseAdd(res, win, grid), (g) => [g, windowPartition(g, grid)]);
+  return k.add(y, await mlpForward(block, await layerNorm(k, y, block.norm2), runner, k));
 }
 
 /** Multi-head self-attention inside each window: windows [B·nW, N, C] → [B·nW, N, C]. */
-async function windowAttention(block: SwinBlock, windows: Tensor, runner: Runner): Promise<Tensor> {
-  const { qkv, proj, heads, name } = block;
+async function windowAttention(block: SwinBlock, windows: Tensor, runner: Runner, k: Kernels): Promise<Tensor> {
+  const { qkv, proj, heads, name, qScale } = block;
   const packed = await runner.linear(qkv.point.name, windows, qkv.weight, qkv.bias); // [B·nW, N, 3C]
-  const [q, k, v] = splitHeads(packed, heads); // each [B·nW·heads, N, d]
-  scaleInPlace(q, block.qScale);
-  const scores = await runner.matmul(`${name}.attn.matmul1`, q, k, true); // [B·nW·heads, N, N]
-  // Into a new tensor: the runner may have recorded `scores`, so they must not be overwritten.
-  const probs = await scaledSoftmaxFast(addRepeated(scores, block.attnBias), 1);
-  const context = await runner.matmul(`${name}.attn.matmul2`, probs, v, false); // [B·nW·heads, N, d]
-  return runner.linear(proj.point.name, mergeHeads(context, heads), proj.weight, proj.bias);
+  // q, k, v: column blocks 0, 1, 2 of the packed projection, each as [B·nW·heads, N, d]; q pre-scaled as timm.
+  const q = k.layout([packed], (t) => scaleInPlace(toHeads(t, heads, 0, 3), qScale), (g) => [fromHeads(scale(g, qScale), heads, 0, 3)]);
+  const key = k.layout([packed], (t) => toHeads(t, heads, 1, 3), (g) => [fromHeads(g, heads, 1, 3)]);
+  const value = k.layout([packed], (t) => toHeads(t, heads, 2, 3), (g) => [fromHeads(g, heads, 2, 3)]);
+  const scores = await runner.matmul(`${name}.attn.matmul1`, q, key, true); // [B·nW·heads, N, N]
+  const probs = await k.softmax(scores, 1, block.attnBias); // softmax(scores + bias [+ mask]), a new tensor
+  const context = await runner.matmul(`${name}.attn.matmul2`, probs, value, false); // [B·nW·heads, N, d]
+  const merged = k.layout([context], (c) => fromHeads(c, heads), (g) => [toHeads(g, heads)]); // [B·nW, N, C]
+  return runner.linear(proj.point.name, merged, proj.weight, proj.bias);
 }
 
-async function mlpForward(block: SwinBlock, x: Tensor, runner: Runner): Promise<Tensor> {
+async function mlpForward(block: SwinBlock, x: Tensor, runner: Runner, k: Kernels): Promise<Tensor> {
   const { fc1, fc2 } = block;
-  const hidden = await gelu(await runner.linear(fc1.point.name, x, fc1.weight, fc1.bias));
+  const hidden = await k.gelu(await runner.linear(fc1.point.name, x, fc1.weight, fc1.bias));
   return runner.linear(fc2.point.name, hidden, fc2.weight, fc2.bias);
 }
 
 /** Final LayerNorm, global average pool over tokens, classifier. */
-async function headForward(norm: Norm, head: Linear, x: Tensor, runner: Runner): Promise<Tensor> {
-  const pooled = meanOverTokens(await layerNorm(x, norm));
+async function headForward(norm: Norm, head: Linear, x: Tensor, runner: Runner, k: Kernels): Promise<Tensor> {
+  const tokens = x.shape[1];
+  const pooled = k.layout([await layerNorm(k, x, norm)], meanOverTokens, (g) => [spreadOverTokens(g, tokens)]);
   return runner.linear(head.point.name, pooled, head.weight, head.bias);
 }
 
-/** LayerNorm, GELU and softmax run on onnxruntime (ortops.ts): exact erf/exp in TypeScript dominated. */
-function layerNorm(x: Tensor, norm: Norm): Promise<Tensor> {
-  return layerNormFast(x, norm.weight, norm.bias, LN_EPS);
+function layerNorm(k: Kernels, x: Tensor, norm: Norm): Promise<Tensor> {
+  return k.layerNorm(x, norm.weight, norm.bias, LN_EPS);
 }
 
 // ---------------------------------------------------------------------------------------------
