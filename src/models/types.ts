@@ -60,6 +60,14 @@ export interface QuantPoint {
   /** For linear/conv: the checkpoint tensor names of the weight and bias. */
   weight?: string;
   bias?: string;
+  /** Linear: output rows fall into this many groups with their own weight scale (3 for q, k, v). */
+  weightGroups?: number;
+  /** Matmul: attention heads (operands are [images·windows·heads, rows, cols], head fastest). */
+  heads?: number;
+  /** Matmul: b is given transposed (q·kᵀ). */
+  transB?: boolean;
+  /** What feeds the quantized input: the post-GELU activation (fc2) or the post-softmax matrix (softmax·v). */
+  input?: 'post-gelu' | 'post-softmax';
 }
 
 /**

@@ -76,11 +76,16 @@ export class VisionTransformer implements VisionModel {
       const p = `blocks.${i}`;
       const norm1 = norm(`${p}.norm1`);
       const qkv = linear(`${p}.attn.qkv`, 3 * D, D, a.qkvBias);
+      qkv.point.weightGroups = 3;
       const proj = linear(`${p}.attn.proj`, D, D);
-      this.quantPoints.push({ name: `${p}.attn.matmul1`, kind: 'matmul' }, { name: `${p}.attn.matmul2`, kind: 'matmul' });
+      this.quantPoints.push(
+        { name: `${p}.attn.matmul1`, kind: 'matmul', heads: a.numHeads, transB: true },
+        { name: `${p}.attn.matmul2`, kind: 'matmul', heads: a.numHeads, input: 'post-softmax' },
+      );
       const norm2 = norm(`${p}.norm2`);
       const fc1 = linear(`${p}.mlp.fc1`, hidden, D);
       const fc2 = linear(`${p}.mlp.fc2`, D, hidden);
+      fc2.point.input = 'post-gelu';
       this.blocks.push({ prefix: p, norm1, qkv, proj, norm2, fc1, fc2 });
     }
     this.norm = norm('norm');

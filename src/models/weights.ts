@@ -32,7 +32,7 @@ export class WeightReader {
     const weight = this.tensor(`${name}.weight`, [outChannels, inChannels, patch, patch]);
     const bias = this.tensor(`${name}.bias`, [outChannels]);
     return {
-      point: { name, kind: 'conv', weight: `${name}.weight`, bias: `${name}.bias` },
+      point: { name, kind: 'conv', weight: `${name}.weight`, bias: `${name}.bias`, weightGroups: outChannels },
       weight: weight.reshape([outChannels, inChannels * patch * patch]),
       bias,
     };

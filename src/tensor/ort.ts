@@ -29,19 +29,25 @@ function session(key: string, graph: () => GraphSpec): Promise<ort.InferenceSess
       interOpNumThreads: 1,
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
+      logSeverityLevel: 3, // errors only: ORT's shape-merge notes are noise for our generated graphs
     });
     sessions.set(key, s);
   }
   return s;
 }
 
-/** Run the cached graph `key` (built by `graph` on first use) on float32 inputs; returns output 'y'. */
-export async function runGraph(key: string, graph: () => GraphSpec, inputs: Record<string, { data: Float32Array; shape: readonly number[] }>): Promise<Tensor> {
+/** Run the cached graph `key` (built by `graph` on first use) on float32 inputs; returns output `output`. */
+export async function runGraph(
+  key: string,
+  graph: () => GraphSpec,
+  inputs: Record<string, { data: Float32Array; shape: readonly number[] }>,
+  output = 'y',
+): Promise<Tensor> {
   const s = await session(key, graph);
   const feeds: Record<string, ort.Tensor> = {};
   for (const [name, t] of Object.entries(inputs)) feeds[name] = new ort.Tensor('float32', t.data, t.shape as number[]);
   const t0 = performance.now();
-  const { y } = await s.run(feeds);
+  const y = (await s.run(feeds))[output];
   if (process.env.PTQ4VIT_PROFILE) {
     const e = profile.get(key) ?? { calls: 0, ms: 0 };
     e.calls++;

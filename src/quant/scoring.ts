@@ -1,0 +1,246 @@
+/**
+ * Batched scoring of scale candidates on onnxruntime. One graph fake-quantizes an operand under C
+ * candidate scales at once, runs the layer's product for all of them, and reduces each result to a
+ * distance from the FP32 output — the only thing that leaves ORT is a small [C, groups] array.
+ *
+ *   hessian (PTQ4ViT):  Σ (∂L/∂O ⊙ (Ô − O))²    — lower is better
+ *   cosine  (Base PTQ): mean over output rows of cos(O_row, Ô_row) — returned negated, lower is better
+ */
+import { OnnxType, type GraphSpec, type Initializer, type NodeSpec } from '../onnx/proto.js';
+import { runGraph } from '../tensor/ort.js';
+import type { Tensor } from '../tensor/tensor.js';
+
+export type Metric = 'hessian' | 'cosine';
+
+/** How the searched operand is fake-quantized inside the graph. */
+export type SearchedQuantizer = 'uniform' | 'twin-gelu' | 'twin-softmax';
+
+const f32 = OnnxType.FLOAT;
+
+function scalar(name: string, value: number): Initializer {
+  const data = new Uint8Array(4);
+  new DataView(data.buffer).setFloat32(0, value, true);
+  return { name, elemType: f32, dims: [], data };
+}
+
+function ints(name: string, values: number[]): Initializer {
+  const data = new Uint8Array(8 * values.length);
+  const view = new DataView(data.buffer);
+  values.forEach((v, i) => view.setBigInt64(8 * i, BigInt(v), true));
+  return { name, elemType: OnnxType.INT64, dims: [values.length], data };
+}
+
+/** Nodes computing clamp(round(x/s), lo, hi)·s into `out` (s broadcasts). */
+function fakeQuantNodes(x: string, s: string, lo: string, hi: string, out: string): NodeSpec[] {
+  return [
+    { op: 'Div', inputs: [x, s], outputs: [`${out}_div`] },
+    { op: 'Round', inputs: [`${out}_div`], outputs: [`${out}_round`] },
+    { op: 'Clip', inputs: [`${out}_round`, lo, hi], outputs: [`${out}_clip`] },
+    { op: 'Mul', inputs: [`${out}_clip`, s], outputs: [out] },
+  ];
+}
+
+/**
+ * The searched operand `x` quantized under candidate scales:
+ *  uniform:      s            → clamp(round(x/s), −q, q−1)·s
+ *  twin-gelu:    s, s2 (Δneg) → positive side with s, negative side with s2
+ *  twin-softmax: s (Δ_R1), split, and the constant Δ_R2 → R1 below the split, R2 above
+ */
+function searchedQuantNodes(kind: SearchedQuantizer, bits: number, deltaR2: number): { nodes: NodeSpec[]; inits: Initializer[] } {
+  const q = 2 ** (bits - 1);
+  const inits = [scalar('qlo', -q), scalar('qhi', q - 1), scalar('zero', 0)];
+  if (kind === 'uniform') return { nodes: fakeQuantNodes('x', 's', 'qlo', 'qhi', 'xq'), inits };
+  if (kind === 'twin-gelu') {
+    return {
+      nodes: [...fakeQuantNodes('x', 's', 'zero', 'qhi', 'xpos'), ...fakeQuantNodes('x', 's2', 'qlo', 'zero', 'xneg'), { op: 'Add', inputs: ['xpos', 'xneg'], outputs: ['xq'] }],
+      inits,
+    };
+  }
+  return {
+    nodes: [
+      ...fakeQuantNodes('x', 's', 'zero', 'qhi', 'xr1'),
+      ...fakeQuantNodes('x', 'dr2', 'zero', 'qhi', 'xr2'),
+      { op: 'Less', inputs: ['x', 'split'], outputs: ['inR1'] },
+      { op: 'Where', inputs: ['inR1', 'xr1', 'xr2'], outputs: ['xq'] },
+    ],
+    inits: [...inits, scalar('dr2', deltaR2)],
+  };
+}
+
+/**
+ * Nodes reducing the candidates' outputs `y` against `o` (and `g`) to the score output 'score'.
+ * `sumAxes`: axes summed for the hessian metric; cosine works over `cosineAxis` (the last: per output
+ * row, optionally split into `groups` equal blocks first; −2: per output column) and leaves the cosines
+ * for the caller to average.
+ */
+function metricNodes(metric: Metric, sumAxes: number[], groups: number, cosineAxis = -1): { nodes: NodeSpec[]; inits: Initializer[] } {
+  if (metric === 'hessian') {
+    return {
+      nodes: [
+        { op: 'Sub', inputs: ['y', 'o'], outputs: ['diff'] },
+        { op: 'Mul', inputs: ['diff', 'g'], outputs: ['wdiff'] },
+        { op: 'Mul', inputs: ['wdiff', 'wdiff'], outputs: ['sq'] },
+        { op: 'ReduceSum', inputs: ['sq', 'axes'], outputs: ['score'], attributes: { keepdims: 0 } },
+      ],
+      inits: [ints('axes', sumAxes)],
+    };
+  }
+  // cos = Σ o·y / max(|o|·|y|, 1e-8) over each row (or each of `groups` blocks of a row), as torch.
+  const nodes: NodeSpec[] = [];
+  let y = 'y', o = 'o';
+  const inits: Initializer[] = [ints('last', [cosineAxis]), scalar('eps', 1e-8)];
+  if (groups > 1) {
+    // y is [C, M, N], o is [M, N]: split N into groups on both.
+    nodes.push({ op: 'Reshape', inputs: ['y', 'yshape'], outputs: ['yg'] }, { op: 'Reshape', inputs: ['o', 'oshape'], outputs: ['og'] });
+    inits.push(ints('yshape', [0, 0, groups, -1]), ints('oshape', [0, groups, -1]));
+    y = 'yg';
+    o = 'og';
+  }
+  nodes.push(
+    { op: 'Mul', inputs: [y, o], outputs: ['oy'] },
+    { op: 'ReduceSum', inputs: ['oy', 'last'], outputs: ['dot'], attributes: { keepdims: 0 } },
+    { op: 'Mul', inputs: [y, y], outputs: ['yy'] },
+    { op: 'ReduceSum', inputs: ['yy', 'last'], outputs: ['ny2'], attributes: { keepdims: 0 } },
+    { op: 'Mul', inputs: [o, o], outputs: ['oo'] },
+    { op: 'ReduceSum', inputs: ['oo', 'last'], outputs: ['no2'], attributes: { keepdims: 0 } },
+    { op: 'Mul', inputs: ['ny2', 'no2'], outputs: ['n2'] },
+    { op: 'Sqrt', inputs: ['n2'], outputs: ['n'] },
+    { op: 'Max', inputs: ['n', 'eps'], outputs: ['nc'] },
+    { op: 'Div', inputs: ['dot', 'nc'], outputs: ['score'] },
+  );
+  return { nodes, inits };
+}
+
+type Feed = { data: Float32Array; shape: readonly number[] };
+const feed = (t: Tensor | Feed, shape?: readonly number[]): Feed => ({ data: t.data, shape: shape ?? t.shape });
+
+export interface LinearScoreInputs {
+  /** The operand that is searched (x for an input search, w for a weight search). */
+  searched: 'input' | 'weight';
+  x: Tensor; // [M, K] (already quantized when the weight is searched)
+  w: Tensor; // [N, K] (already quantized when the input is searched)
+  bias: Tensor | null;
+  out: Tensor; // FP32 output [M, N]
+  grad: Tensor | null; // ∂L/∂O [M, N] for the hessian metric
+  /**
+   * Candidate scales: input search [C] (per tensor); weight search [C·N] (one per candidate and output row,
+   * so per-group/per-channel weights are searched for every group at once — rows are independent).
+   */
+  scales: Float32Array;
+  /** twin-gelu input search: the negative-side Δ per candidate [C]. */
+  scales2?: Float32Array;
+  candidates: number;
+  bits: number;
+  quantizer: SearchedQuantizer;
+  metric: Metric;
+  /** Cosine over blocks of output rows (the q/k/v groups of a qkv weight). */
+  cosineGroups: number;
+  /** Cosine per output channel (over all rows) instead of per row: for per-channel conv weights. */
+  cosinePerColumn?: boolean;
+}
+
+/**
+ * Scores of C candidates for a linear layer y = x·wᵀ + b.
+ * Hessian: input search → [C]; weight search → [C, N] (per output row; sum rows of a group).
+ * Cosine: [C, M, groups] row cosines (average over M; higher is better), or [C, N] with cosinePerColumn.
+ */
+export async function scoreLinear(p: LinearScoreInputs): Promise<Float32Array> {
+  const outFeatures = p.w.shape[0];
+  const C = p.candidates;
+  const searchW = p.searched === 'weight';
+  const key = `lin:${p.searched}:${p.quantizer}:${p.bits}:${p.metric}:${p.cosineGroups}:${p.cosinePerColumn ? 'col' : 'row'}:${p.bias ? 'b' : ''}`;
+  const graph = (): GraphSpec => {
+    const q = searchedQuantNodes(p.quantizer, p.bits, 0);
+    const m = metricNodes(p.metric, searchW ? [1] : [1, 2], p.cosineGroups, p.cosinePerColumn ? -2 : -1);
+    const renameX = searchW ? 'w' : 'x';
+    const quantNodes = q.nodes.map((n) => ({ ...n, inputs: n.inputs.map((i) => (i === 'x' ? renameX : i)) }));
+    const nodes: NodeSpec[] = [
+      ...quantNodes,
+      ...(searchW
+        ? [
+            { op: 'Transpose', inputs: ['xq'], outputs: ['wt'], attributes: { perm: [0, 2, 1] } },
+            { op: 'MatMul', inputs: ['x', 'wt'], outputs: ['y0'] },
+          ]
+        : [
+            { op: 'Transpose', inputs: ['w'], outputs: ['wt'] },
+            { op: 'MatMul', inputs: ['xq', 'wt'], outputs: ['y0'] },
+          ]),
+      p.bias ? { op: 'Add', inputs: ['y0', 'b'], outputs: ['y'] } : { op: 'Identity', inputs: ['y0'], outputs: ['y'] },
+      ...m.nodes,
+    ];
+    const inputs: GraphSpec['inputs'] = [
+      { name: 'x', elemType: f32, shape: ['M', 'K'] },
+      { name: 'w', elemType: f32, shape: ['N', 'K'] },
+      { name: 's', elemType: f32, shape: searchW ? ['C', 'N', 1] : ['C', 1, 1] },
+      { name: 'o', elemType: f32, shape: ['M', 'N'] },
+    ];
+    if (p.quantizer === 'twin-gelu') inputs.push({ name: 's2', elemType: f32, shape: ['C', 1, 1] });
+    if (p.bias) inputs.push({ name: 'b', elemType: f32, shape: ['N'] });
+    if (p.metric === 'hessian') inputs.push({ name: 'g', elemType: f32, shape: ['M', 'N'] });
+    return { name: 'score_linear', inputs, outputs: [{ name: 'score', elemType: f32, shape: [] }], nodes, initializers: [...q.inits, ...m.inits], opset: 17 };
+  };
+  const feeds: Record<string, Feed> = {
+    x: feed(p.x),
+    w: feed(p.w),
+    s: { data: p.scales, shape: searchW ? [C, outFeatures, 1] : [C, 1, 1] },
+    o: feed(p.out),
+  };
+  if (p.scales2) feeds.s2 = { data: p.scales2, shape: [C, 1, 1] };
+  if (p.bias) feeds.b = feed(p.bias);
+  if (p.metric === 'hessian') feeds.g = feed(p.grad!);
+  return (await runGraph(key, graph, feeds, 'score')).data;
+}
+
+export interface MatmulScoreInputs {
+  searched: 'A' | 'B';
+  /** [O, H, M, K] and [O, H, K, N]; the one not searched is already quantized. */
+  a: Feed;
+  b: Feed;
+  out: Feed; // [O, H, M, N]
+  grad: Feed | null;
+  /** uniform: Δ per candidate and head [C·H]; twin-softmax: Δ_R1 per candidate [C]. */
+  scales: Float32Array;
+  /** twin-softmax: the R1/R2 split 2^(k−1)·Δ_R1 per candidate [C]. */
+  splits?: Float32Array;
+  deltaR2?: number;
+  candidates: number;
+  heads: number;
+  bits: number;
+  quantizer: 'uniform' | 'twin-softmax';
+  metric: Metric;
+}
+
+/**
+ * Scores of C candidates for an attention product y = a·b, per head.
+ * Hessian → [C, H] (sum over images and rows); cosine → [C, O, H, M] row cosines.
+ */
+export async function scoreMatmul(p: MatmulScoreInputs): Promise<Float32Array> {
+  const C = p.candidates, H = p.heads;
+  const twin = p.quantizer === 'twin-softmax';
+  const key = `mm:${p.searched}:${p.quantizer}:${p.bits}:${p.metric}:${twin ? p.deltaR2 : ''}`;
+  const graph = (): GraphSpec => {
+    const q = searchedQuantNodes(p.quantizer, p.bits, p.deltaR2 ?? 0);
+    const m = metricNodes(p.metric, [1, 3, 4], 1);
+    const operand = p.searched === 'A' ? 'a' : 'b';
+    const quantNodes = q.nodes.map((n) => ({ ...n, inputs: n.inputs.map((i) => (i === 'x' ? operand : i)) }));
+    const product: NodeSpec = p.searched === 'A' ? { op: 'MatMul', inputs: ['xq', 'b'], outputs: ['y'] } : { op: 'MatMul', inputs: ['a', 'xq'], outputs: ['y'] };
+    const inputs: GraphSpec['inputs'] = [
+      { name: 'a', elemType: f32, shape: ['O', 'H', 'M', 'K'] },
+      { name: 'b', elemType: f32, shape: ['O', 'H', 'K', 'N'] },
+      { name: 's', elemType: f32, shape: twin ? ['C', 1, 1, 1, 1] : ['C', 1, 'H', 1, 1] },
+      { name: 'o', elemType: f32, shape: ['O', 'H', 'M', 'N'] },
+    ];
+    if (twin) inputs.push({ name: 'split', elemType: f32, shape: ['C', 1, 1, 1, 1] });
+    if (p.metric === 'hessian') inputs.push({ name: 'g', elemType: f32, shape: ['O', 'H', 'M', 'N'] });
+    return { name: 'score_matmul', inputs, outputs: [{ name: 'score', elemType: f32, shape: [] }], nodes: [...quantNodes, product, ...m.nodes], initializers: [...q.inits, ...m.inits], opset: 17 };
+  };
+  const feeds: Record<string, Feed> = {
+    a: p.a,
+    b: p.b,
+    s: { data: p.scales, shape: twin ? [C, 1, 1, 1, 1] : [C, 1, H, 1, 1] },
+    o: p.out,
+  };
+  if (twin) feeds.split = { data: p.splits!, shape: [C, 1, 1, 1, 1] };
+  if (p.metric === 'hessian') feeds.g = p.grad!;
+  return (await runGraph(key, graph, feeds, 'score')).data;
+}

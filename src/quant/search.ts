@@ -1,0 +1,245 @@
+/**
+ * The PTQ4ViT search for one quantization point. Candidates are Δ = (α + i·(β−α)/n)·Δ_maxabs for
+ * i = 0 … n, with Δ_maxabs = max|x|/(2^(k−1) − 0.5); weight and input scales are searched alternately for
+ * `rounds` rounds, each keeping the candidate with the best score (scoring.ts) given the other's current
+ * scale. Every layer sees FP32 inputs (the parallel paradigm).
+ */
+import { Tensor } from '../tensor/tensor.js';
+import type { ActivationQuant, LinearQuant, MatmulQuant } from './params.js';
+import { fakeQuantGrouped, fakeQuantTwinGelu, fakeQuantTwinSoftmax, geluNegativeDelta, qmax } from './quantizers.js';
+import { scoreLinear, scoreMatmul, type Metric } from './scoring.js';
+
+export interface SearchConfig {
+  metric: Metric;
+  alpha: number;
+  beta: number;
+  /** Number of grid steps: n + 1 candidates. */
+  n: number;
+  rounds: number;
+  weightBits: number;
+  activationBits: number;
+  twinSoftmax: boolean;
+  twinGelu: boolean;
+  /** Keep Δ_R2 = 2^m·Δ_R1 for the GELU twin (the paper's hardware-friendly form). */
+  geluAligned: boolean;
+  /** Δ_R2 of the softmax twin: 1/2^(k−1) (paper, a power of two) or 1/(2^(k−1)−1) (authors' code: 1.0 exact). */
+  softmaxDeltaR2: 'paper' | 'exact-one';
+}
+
+/** Float budget for one candidate batch's largest intermediate (keeps ORT's working set ~100 MB). */
+const CANDIDATE_BATCH_FLOATS = 24_000_000;
+
+function candidateFactors(c: SearchConfig): number[] {
+  return Array.from({ length: c.n + 1 }, (_, i) => c.alpha + (i * (c.beta - c.alpha)) / c.n);
+}
+
+function maxAbs(data: Float32Array, start = 0, end = data.length): number {
+  let m = 0;
+  for (let i = start; i < end; i++) {
+    const v = Math.abs(data[i]);
+    if (v > m) m = v;
+  }
+  return m;
+}
+
+function maxValue(data: Float32Array): number {
+  let m = -Infinity;
+  for (let i = 0; i < data.length; i++) if (data[i] > m) m = data[i];
+  return m;
+}
+
+/** Δ_maxabs, guarded against all-zero tensors (any positive Δ then quantizes exactly). */
+function maxAbsDelta(max: number, bits: number): number {
+  return max > 0 ? max / (qmax(bits) - 0.5) : 1e-8;
+}
+
+/** Index of the smallest value in each of `columns` columns of a [rows, columns] array (first on ties). */
+function argminColumns(scores: Float64Array, rows: number, columns: number): number[] {
+  const best = new Array<number>(columns).fill(0);
+  for (let c = 0; c < columns; c++) {
+    for (let r = 1; r < rows; r++) if (scores[r * columns + c] < scores[best[c] * columns + c]) best[c] = r;
+  }
+  return best;
+}
+
+/** Evaluate candidates in batches sized to the budget; `score(start, count)` returns `width` values each. */
+async function scoreInBatches(total: number, floatsPerCandidate: number, width: number, score: (start: number, count: number) => Promise<Float32Array | Float64Array>): Promise<Float64Array> {
+  const batch = Math.max(1, Math.floor(CANDIDATE_BATCH_FLOATS / Math.max(1, floatsPerCandidate)));
+  const all = new Float64Array(total * width);
+  for (let start = 0; start < total; start += batch) {
+    const count = Math.min(batch, total - start);
+    all.set(await score(start, count), start * width);
+  }
+  return all;
+}
+
+export function fakeQuantActivation(x: Float32Array, q: ActivationQuant, groupSize = x.length): Float32Array {
+  switch (q.kind) {
+    case 'uniform':
+      return fakeQuantGrouped(x, q.deltas, q.deltas.length === 1 ? x.length : groupSize, q.bits);
+    case 'twin-gelu':
+      return fakeQuantTwinGelu(x, q, q.bits);
+    case 'twin-softmax':
+      return fakeQuantTwinSoftmax(x, q, q.bits);
+  }
+}
+
+/** Cosine scores come back per row: average them per candidate (and group), negated so lower is better. */
+function cosineToLoss(cos: Float32Array, candidates: number, rowsPerCandidate: number, groups: number, groupOf: (index: number) => number): Float64Array {
+  const loss = new Float64Array(candidates * groups);
+  const perCandidate = rowsPerCandidate * groups;
+  for (let c = 0; c < candidates; c++) {
+    for (let i = 0; i < perCandidate; i++) loss[c * groups + groupOf(i)] -= cos[c * perCandidate + i];
+  }
+  return loss;
+}
+
+export interface LinearRecord {
+  point: string;
+  kind: 'linear' | 'conv';
+  x: Tensor; // [M, K]
+  weight: Tensor; // [N, K]
+  bias: Tensor | null;
+  out: Tensor; // [M, N]
+  grad: Tensor | null;
+  /** Output-row groups with their own weight Δ: 1, 3 (qkv) or N (conv per channel). */
+  weightGroups: number;
+  /** The input is post-GELU (fc2): eligible for the GELU twin. */
+  postGelu: boolean;
+}
+
+export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promise<LinearQuant> {
+  const [N, K] = rec.weight.shape;
+  const M = rec.x.size / K;
+  const x = rec.x.reshape([M, K]);
+  const out = rec.out.reshape([M, N]);
+  const grad = rec.grad ? rec.grad.reshape([M, N]) : null;
+  const groups = rec.weightGroups;
+  const rowsPerGroup = N / groups;
+  const factors = candidateFactors(cfg);
+  const C = factors.length;
+  const wBits = cfg.weightBits, aBits = cfg.activationBits;
+
+  const w0 = Array.from({ length: groups }, (_, g) => maxAbsDelta(maxAbs(rec.weight.data, g * rowsPerGroup * K, (g + 1) * rowsPerGroup * K), wBits));
+  let weightDeltas = [...w0];
+  const quantizeInput = rec.kind !== 'conv';
+  const twinGelu = quantizeInput && rec.postGelu && cfg.twinGelu;
+  // GELU twin: Δ_maxabs of the positive side comes from the positive maximum.
+  const a0 = maxAbsDelta(twinGelu ? maxValue(x.data) : maxAbs(x.data), aBits);
+  const inputQuant = (deltaPos: number): ActivationQuant =>
+    twinGelu ? { kind: 'twin-gelu', bits: aBits, deltaPos, deltaNeg: geluNegativeDelta(deltaPos, aBits, cfg.geluAligned) } : { kind: 'uniform', bits: aBits, deltas: [deltaPos] };
+  let input: ActivationQuant | null = quantizeInput ? inputQuant(a0) : null;
+
+  const cosineGroups = groups === 3 ? 3 : 1;
+  // Per-channel weights (the conv) are scored per output channel; otherwise per output row (and q/k/v block).
+  const perColumn = cfg.metric === 'cosine' && groups === N && N > 1;
+  for (let round = 0; round < cfg.rounds; round++) {
+    // Weight search: rows are independent, so every group is searched at once.
+    const xq = input ? new Tensor(fakeQuantActivation(x.data, input), [M, K]) : x;
+    const weightWidth = cfg.metric === 'hessian' || perColumn ? N : M * cosineGroups;
+    const wScores = await scoreInBatches(C, M * N + N * K, weightWidth, (start, count) => {
+      const scales = new Float32Array(count * N);
+      for (let c = 0; c < count; c++) for (let n = 0; n < N; n++) scales[c * N + n] = factors[start + c] * w0[Math.floor(n / rowsPerGroup)];
+      return scoreLinear({ searched: 'weight', x: xq, w: rec.weight, bias: rec.bias, out, grad, scales, candidates: count, bits: wBits, quantizer: 'uniform', metric: cfg.metric, cosineGroups, cosinePerColumn: perColumn });
+    });
+    const perGroup =
+      cfg.metric === 'hessian' ? sumRowGroups(wScores, C, N, groups) : perColumn ? wScores.map((v) => -v) : cosineToLoss(Float32Array.from(wScores), C, M, cosineGroups, (i) => i % cosineGroups);
+    const bestW = argminColumns(perGroup, C, groups);
+    weightDeltas = bestW.map((b, g) => factors[b] * w0[g]);
+    if (!quantizeInput) continue;
+
+    // Input search with the weight quantized at its current scales.
+    const wq = new Tensor(fakeQuantGrouped(rec.weight.data, weightDeltas, rowsPerGroup * K, wBits), [N, K]);
+    const inputWidth = cfg.metric === 'hessian' ? 1 : M;
+    const aScores = await scoreInBatches(C, M * N + M * K, inputWidth, (start, count) => {
+      const deltas = factors.slice(start, start + count).map((f) => f * a0);
+      const scales = Float32Array.from(deltas);
+      const scales2 = twinGelu ? Float32Array.from(deltas.map((d) => geluNegativeDelta(d, aBits, cfg.geluAligned))) : undefined;
+      return scoreLinear({ searched: 'input', x, w: wq, bias: rec.bias, out, grad, scales, scales2, candidates: count, bits: aBits, quantizer: twinGelu ? 'twin-gelu' : 'uniform', metric: cfg.metric, cosineGroups: 1 });
+    });
+    const aLoss = cfg.metric === 'hessian' ? aScores : cosineToLoss(Float32Array.from(aScores), C, M, 1, () => 0);
+    input = inputQuant(factors[argminColumns(aLoss, C, 1)[0]] * a0);
+  }
+  return { kind: rec.kind, point: rec.point, weightBits: wBits, weightDeltas, input };
+}
+
+/** [C, N] per-row scores → [C, groups] sums over each group's rows. */
+function sumRowGroups(scores: Float64Array, candidates: number, rows: number, groups: number): Float64Array {
+  const per = rows / groups;
+  const out = new Float64Array(candidates * groups);
+  for (let c = 0; c < candidates; c++) for (let n = 0; n < rows; n++) out[c * groups + Math.floor(n / per)] += scores[c * rows + n];
+  return out;
+}
+
+export interface MatmulRecord {
+  point: string;
+  heads: number;
+  /** a [G, M, K]; b [G, K, N] (already transposed for q·kᵀ); G = images·windows·heads, head fastest. */
+  a: Tensor;
+  b: Tensor;
+  out: Tensor; // [G, M, N]
+  grad: Tensor | null;
+  /** a is a post-softmax matrix (softmax·v): eligible for the softmax twin. */
+  postSoftmax: boolean;
+}
+
+function perHeadMaxAbsDeltas(t: Tensor, heads: number, bits: number): number[] {
+  const per = t.size / t.shape[0];
+  const max = new Array<number>(heads).fill(0);
+  for (let g = 0; g < t.shape[0]; g++) max[g % heads] = Math.max(max[g % heads], maxAbs(t.data, g * per, (g + 1) * per));
+  return max.map((m) => maxAbsDelta(m, bits));
+}
+
+export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promise<MatmulQuant> {
+  const H = rec.heads;
+  const [G, M, K] = rec.a.shape;
+  const N = rec.b.shape[2];
+  const O = G / H;
+  const bits = cfg.activationBits;
+  const factors = candidateFactors(cfg);
+  const C = factors.length;
+  const view = (t: Float32Array, rows: number, cols: number) => ({ data: t, shape: [O, H, rows, cols] });
+  const out = view(rec.out.data, M, N);
+  const grad = rec.grad ? view(rec.grad.data, M, N) : null;
+  const twin = rec.postSoftmax && cfg.twinSoftmax;
+  const deltaR2 = cfg.softmaxDeltaR2 === 'paper' ? 1 / qmax(bits) : 1 / (qmax(bits) - 1);
+
+  const a0 = perHeadMaxAbsDeltas(rec.a, H, bits);
+  const b0 = perHeadMaxAbsDeltas(rec.b, H, bits);
+  // Softmax twin: Δ_R1 = 2^−j with the split 2^(k−1)·Δ_R1 going from 1 down through 20 powers of two.
+  const twinR1 = Array.from({ length: 20 }, (_, j) => 2 ** -(bits - 1 + j));
+  let aQuant: ActivationQuant = twin ? { kind: 'twin-softmax', bits, deltaR1: twinR1[8], deltaR2 } : { kind: 'uniform', bits, deltas: a0 };
+  let bQuant: ActivationQuant = { kind: 'uniform', bits, deltas: b0 };
+  const lossOf = (scores: Float64Array, count: number): Float64Array =>
+    cfg.metric === 'hessian' ? scores : cosineToLoss(Float32Array.from(scores), count, O * M, H, (i) => Math.floor(i / M) % H);
+  const width = cfg.metric === 'hessian' ? H : O * H * M;
+
+  for (let round = 0; round < cfg.rounds; round++) {
+    const bq = view(fakeQuantActivation(rec.b.data, bQuant, K * N), K, N);
+    if (twin) {
+      const scores = await scoreInBatches(twinR1.length, 2 * G * M * Math.max(N, K), width, (start, count) => {
+        const r1 = twinR1.slice(start, start + count);
+        return scoreMatmul({ searched: 'A', a: view(rec.a.data, M, K), b: bq, out, grad, scales: Float32Array.from(r1), splits: Float32Array.from(r1.map((d) => d * qmax(bits))), deltaR2, candidates: count, heads: H, bits, quantizer: 'twin-softmax', metric: cfg.metric });
+      });
+      const perHead = lossOf(scores, twinR1.length);
+      const total = new Float64Array(twinR1.length);
+      for (let c = 0; c < twinR1.length; c++) for (let h = 0; h < H; h++) total[c] += perHead[c * H + h];
+      aQuant = { kind: 'twin-softmax', bits, deltaR1: twinR1[argminColumns(total, twinR1.length, 1)[0]], deltaR2 };
+    } else {
+      const scores = await scoreInBatches(C, 2 * G * M * Math.max(N, K), width, (start, count) => {
+        const scales = new Float32Array(count * H);
+        for (let c = 0; c < count; c++) for (let h = 0; h < H; h++) scales[c * H + h] = factors[start + c] * a0[h];
+        return scoreMatmul({ searched: 'A', a: view(rec.a.data, M, K), b: bq, out, grad, scales, candidates: count, heads: H, bits, quantizer: 'uniform', metric: cfg.metric });
+      });
+      aQuant = { kind: 'uniform', bits, deltas: argminColumns(lossOf(scores, C), C, H).map((b, h) => factors[b] * a0[h]) };
+    }
+    const aq = view(fakeQuantActivation(rec.a.data, aQuant, M * K), M, K);
+    const scores = await scoreInBatches(C, 2 * G * Math.max(M, K) * N, width, (start, count) => {
+      const scales = new Float32Array(count * H);
+      for (let c = 0; c < count; c++) for (let h = 0; h < H; h++) scales[c * H + h] = factors[start + c] * b0[h];
+      return scoreMatmul({ searched: 'B', a: aq, b: view(rec.b.data, K, N), out, grad, scales, candidates: count, heads: H, bits, quantizer: 'uniform', metric: cfg.metric });
+    });
+    bQuant = { kind: 'uniform', bits, deltas: argminColumns(lossOf(scores, C), C, H).map((b, h) => factors[b] * b0[h]) };
+  }
+  return { kind: 'matmul', point: rec.point, heads: H, a: aQuant, b: bQuant };
+}
