@@ -381,12 +381,12 @@ function listQuantPoints(patchEmbed: PatchEmbed, stages: SwinStage[], head: Line
     if (stage.downsample) points.push(stage.downsample.reduction.point);
     for (const b of stage.blocks) {
       points.push(
-        b.qkv.point,
+        { ...b.qkv.point, weightGroups: 3 },
         b.proj.point,
-        { name: `${b.name}.attn.matmul1`, kind: 'matmul' },
-        { name: `${b.name}.attn.matmul2`, kind: 'matmul' },
+        { name: `${b.name}.attn.matmul1`, kind: 'matmul', heads: b.heads, transB: true },
+        { name: `${b.name}.attn.matmul2`, kind: 'matmul', heads: b.heads, input: 'post-softmax' },
         b.fc1.point,
-        b.fc2.point,
+        { ...b.fc2.point, input: 'post-gelu' },
       );
     }
   }
