@@ -22,6 +22,22 @@ export interface TensorInfo {
   end: number;
 }
 
+/** A file-system error in words ("no such file or directory (ENOENT)"), for one-line CLI messages. */
+export function describeFsError(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  const words: Record<string, string> = {
+    ENOENT: 'no such file or directory',
+    EISDIR: 'is a directory',
+    ENOTDIR: 'a path component is not a directory',
+    EACCES: 'permission denied',
+    EPERM: 'operation not permitted',
+    EROFS: 'read-only file system',
+    ENOSPC: 'no space left on device',
+  };
+  if (err.code && words[err.code]) return `${words[err.code]} (${err.code})`;
+  return err.code ?? err.message;
+}
+
 /** Largest header we accept (the reference implementation's limit is 100 MB). */
 const MAX_HEADER_BYTES = 100_000_000;
 
@@ -44,7 +60,7 @@ export class SafeTensors {
     try {
       bytes = fs.readFileSync(file);
     } catch (e) {
-      throw new Ptq4vitError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+      throw new Ptq4vitError(`cannot read ${file}: ${describeFsError(e)}`);
     }
     return SafeTensors.parse(new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength), file);
   }
@@ -227,9 +243,11 @@ export function encodeSafetensors(tensors: Record<string, TensorToWrite>, metada
     blobs.push(blob);
     offset += blob.length;
   }
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - (json.length % 8)) % 8); // keep tensor data 8-byte aligned, as the reference writer does
-  const headerBytes = new TextEncoder().encode(json);
+  // Pad with spaces to keep tensor data 8-byte aligned, as the reference writer does. The padding is
+  // counted in UTF-8 bytes, not UTF-16 code units: a non-ASCII name or metadata value would misalign it.
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const headerBytes = new Uint8Array(json.length + ((8 - (json.length % 8)) % 8)).fill(0x20);
+  headerBytes.set(json);
   const out = new Uint8Array(8 + headerBytes.length + offset);
   new DataView(out.buffer).setBigUint64(0, BigInt(headerBytes.length), true);
   out.set(headerBytes, 8);
@@ -250,7 +268,7 @@ export function writeFileAtomic(file: string, bytes: Uint8Array): void {
     fs.renameSync(tmp, file);
   } catch (e) {
     fs.rmSync(tmp, { force: true });
-    throw new Ptq4vitError(`cannot write ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new Ptq4vitError(`cannot write ${file}: ${describeFsError(e)}`);
   }
 }
 
