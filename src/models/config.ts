@@ -4,6 +4,7 @@
  */
 import fs from 'node:fs';
 import { Ptq4vitError } from '../errors.js';
+import { describeFsError } from '../io/safetensors.js';
 import type { Arch, ModelSpec, Preprocess } from './types.js';
 
 const IMAGENET_MEAN: [number, number, number] = [0.485, 0.456, 0.406];
@@ -40,7 +41,12 @@ function kwargsReader(kwargs: Kwargs, where: string, allowed: Set<string>) {
   };
   const number = (key: string, fallback: number): number => {
     const v = kwargs[key] ?? fallback;
-    if (typeof v !== 'number' || !(v > 0)) throw new Ptq4vitError(`${where}: timm_kwargs.${key} must be a positive number`);
+    if (typeof v !== 'number' || !(v > 0) || !Number.isFinite(v)) throw new Ptq4vitError(`${where}: timm_kwargs.${key} must be a positive number, got ${JSON.stringify(kwargs[key])}`);
+    return v;
+  };
+  const boolean = (key: string, fallback: boolean): boolean => {
+    const v = kwargs[key] ?? fallback;
+    if (typeof v !== 'boolean') throw new Ptq4vitError(`${where}: timm_kwargs.${key} must be true or false, got ${JSON.stringify(kwargs[key])}`);
     return v;
   };
   const exact = (key: string, expected: unknown): void => {
@@ -48,7 +54,7 @@ function kwargsReader(kwargs: Kwargs, where: string, allowed: Set<string>) {
       throw new Ptq4vitError(`${where}: timm_kwargs.${key} = ${JSON.stringify(kwargs[key])} is not supported (only ${JSON.stringify(expected)})`);
     }
   };
-  return { positiveInt, intList, number, exact };
+  return { positiveInt, intList, number, boolean, exact };
 }
 
 /** The architecture a timm class + constructor kwargs describe (timm's defaults where a kwarg is absent). */
@@ -68,7 +74,7 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string): 
         depth: k.positiveInt('depth', 12),
         numHeads: k.positiveInt('num_heads', 12),
         mlpRatio: k.number('mlp_ratio', 4),
-        qkvBias: (kwargs.qkv_bias ?? true) === true,
+        qkvBias: k.boolean('qkv_bias', true),
         numClasses: k.positiveInt('num_classes', 1000),
       };
     }
@@ -90,7 +96,7 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string): 
         numHeads,
         windowSize: k.positiveInt('window_size', 7),
         mlpRatio: k.number('mlp_ratio', 4),
-        qkvBias: (kwargs.qkv_bias ?? true) === true,
+        qkvBias: k.boolean('qkv_bias', true),
         numClasses: k.positiveInt('num_classes', 1000),
       };
     }
@@ -112,10 +118,10 @@ function triple(value: unknown, field: string, where: string): [number, number, 
  * and do not crop, as the CIFAR cards' reference accuracies were measured) and `interpolation`.
  */
 export function specFromCard(card: unknown, where: string): ModelSpec {
-  if (typeof card !== 'object' || card === null) throw new Ptq4vitError(`${where}: a model card must be a JSON object`);
+  if (typeof card !== 'object' || card === null || Array.isArray(card)) throw new Ptq4vitError(`${where}: a model card must be a JSON object`);
   const c = card as Record<string, unknown>;
   if (typeof c.timm_class !== 'string') throw new Ptq4vitError(`${where}: missing "timm_class" (e.g. "VisionTransformer")`);
-  const kwargs = (c.timm_kwargs ?? {}) as Kwargs;
+  const kwargs = (c.timm_kwargs === undefined ? {} : c.timm_kwargs) as Kwargs;
   if (typeof kwargs !== 'object' || kwargs === null || Array.isArray(kwargs)) throw new Ptq4vitError(`${where}: "timm_kwargs" must be an object`);
   const arch = archFromTimm(c.timm_class, kwargs, where);
   const inputSize = c.input_size === undefined ? [arch.inChans, arch.imgSize, arch.imgSize] : triple(c.input_size, 'input_size', where);
@@ -142,7 +148,7 @@ export function readCard(file: string): ModelSpec {
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch (e) {
-    throw new Ptq4vitError(`cannot read model card ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    throw new Ptq4vitError(`cannot read model card ${file}: ${describeFsError(e)}`);
   }
   let card: unknown;
   try {

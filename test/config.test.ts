@@ -1,0 +1,237 @@
+/** Model cards and presets → architecture + preprocessing, and the messages for every bad card. */
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, test } from 'node:test';
+import { Ptq4vitError } from '../src/errors.js';
+import { PRESETS, readCard, specFromCard, specFromPreset } from '../src/models/config.js';
+import { resolveSpec } from '../src/models/load.js';
+import type { SwinArch, VitArch } from '../src/models/types.js';
+import { fixturesDir, sharedDir } from './helpers.js';
+
+const modelsDir = path.join(sharedDir, 'models');
+const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'ptq4vit-config-'));
+after(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));
+let tmpCount = 0;
+function writeCard(content: unknown, raw = false): string {
+  const file = path.join(tmpRoot, `card${tmpCount++}.json`);
+  fs.writeFileSync(file, raw ? String(content) : JSON.stringify(content));
+  return file;
+}
+
+const IMAGENET_MEAN = [0.485, 0.456, 0.406];
+const IMAGENET_STD = [0.229, 0.224, 0.225];
+const HALF = [0.5, 0.5, 0.5];
+
+function assertError(fn: () => unknown, pattern: RegExp): void {
+  assert.throws(fn, (e: unknown) => {
+    assert.ok(e instanceof Ptq4vitError, `expected a Ptq4vitError, got ${(e as Error)?.stack ?? e}`);
+    assert.match(e.message, pattern);
+    return true;
+  });
+}
+
+const vitCard = (kwargs: Record<string, unknown> = {}, extra: Record<string, unknown> = {}) => ({
+  timm_class: 'VisionTransformer',
+  timm_kwargs: { img_size: 32, patch_size: 4, embed_dim: 192, depth: 12, num_heads: 3, num_classes: 10, ...kwargs },
+  mean: [0.4914, 0.4822, 0.4465],
+  std: [0.247, 0.2435, 0.2616],
+  ...extra,
+});
+
+describe('real cards', () => {
+  test('vit_tiny_c10.json', () => {
+    const spec = readCard(path.join(modelsDir, 'vit_tiny_c10.json'));
+    assert.equal(spec.name, 'vit_tiny_c10');
+    assert.equal(spec.timmClass, 'VisionTransformer');
+    assert.deepEqual(spec.arch, {
+      family: 'vit', imgSize: 32, patchSize: 4, inChans: 3, embedDim: 192, depth: 12, numHeads: 3, mlpRatio: 4, qkvBias: true, numClasses: 10,
+    } satisfies VitArch);
+    assert.deepEqual(spec.preprocess, {
+      inputSize: 32, cropPct: 1, interpolation: 'bicubic', mean: [0.4914, 0.4822, 0.4465], std: [0.247, 0.2435, 0.2616],
+    });
+  });
+
+  test('swin_micro_c10.json', () => {
+    const spec = readCard(path.join(modelsDir, 'swin_micro_c10.json'));
+    assert.equal(spec.name, 'swin_micro_c10');
+    assert.deepEqual(spec.arch, {
+      family: 'swin', imgSize: 32, patchSize: 2, inChans: 3, embedDim: 48, depths: [2, 2, 6, 2], numHeads: [3, 6, 12, 24], windowSize: 4, mlpRatio: 4, qkvBias: true, numClasses: 10,
+    } satisfies SwinArch);
+    assert.equal(spec.preprocess.inputSize, 32);
+    assert.equal(spec.preprocess.cropPct, 1);
+    assert.deepEqual(spec.preprocess.mean, [0.4914, 0.4822, 0.4465]);
+  });
+
+  test('fixture cards (224×224, timm defaults for absent kwargs)', () => {
+    const vit = readCard(path.join(fixturesDir, 'vit_p16_224_fixture.json'));
+    assert.deepEqual(vit.arch, { family: 'vit', imgSize: 224, patchSize: 16, inChans: 3, embedDim: 48, depth: 2, numHeads: 3, mlpRatio: 4, qkvBias: true, numClasses: 16 });
+    const deit = readCard(path.join(fixturesDir, 'deit_distilled_p16_224_fixture.json'));
+    assert.equal(deit.timmClass, 'VisionTransformerDistilled');
+    assert.deepEqual(deit.arch, { ...vit.arch, family: 'deit-distilled' });
+    const swin = readCard(path.join(fixturesDir, 'swin_p4_w7_224_fixture.json'));
+    assert.deepEqual(swin.arch, {
+      family: 'swin', imgSize: 224, patchSize: 4, inChans: 3, embedDim: 16, depths: [2, 2, 2, 2], numHeads: [1, 2, 4, 8], windowSize: 7, mlpRatio: 4, qkvBias: true, numClasses: 16,
+    });
+    // Fixture cards carry no mean/std: ImageNet statistics by default, no crop.
+    for (const spec of [vit, deit, swin]) {
+      assert.deepEqual(spec.preprocess, { inputSize: 224, cropPct: 1, interpolation: 'bicubic', mean: IMAGENET_MEAN, std: IMAGENET_STD });
+    }
+  });
+
+  test('timm defaults when a kwarg is absent', () => {
+    const v = specFromCard({ timm_class: 'VisionTransformer' }, 'card').arch as VitArch;
+    assert.deepEqual(v, { family: 'vit', imgSize: 224, patchSize: 16, inChans: 3, embedDim: 768, depth: 12, numHeads: 12, mlpRatio: 4, qkvBias: true, numClasses: 1000 });
+    const s = specFromCard({ timm_class: 'SwinTransformer' }, 'card').arch as SwinArch;
+    assert.deepEqual(s, { family: 'swin', imgSize: 224, patchSize: 4, inChans: 3, embedDim: 96, depths: [2, 2, 6, 2], numHeads: [3, 6, 12, 24], windowSize: 7, mlpRatio: 4, qkvBias: true, numClasses: 1000 });
+    // Training-only kwargs are ignored; inference-equivalent settings are accepted.
+    const spec = specFromCard(vitCard({ drop_path_rate: 0.1, drop_rate: 0.2, attn_drop_rate: 0.1, global_pool: 'token', class_token: true, qkv_bias: false }), 'card');
+    assert.equal((spec.arch as VitArch).qkvBias, false);
+    assert.equal(specFromCard(vitCard({}, { crop_pct: 0.875, interpolation: 'bilinear' }), 'card').preprocess.interpolation, 'bilinear');
+  });
+});
+
+describe('presets', () => {
+  test('every preset builds, and its name agrees with its architecture', () => {
+    assert.ok(Object.keys(PRESETS).length >= 10);
+    for (const name of Object.keys(PRESETS)) {
+      const spec = specFromPreset(name);
+      assert.equal(spec.name, name);
+      assert.equal(spec.timmClass, PRESETS[name].timmClass);
+      const a = spec.arch;
+      const patch = /patch(\d+)/.exec(name)![1];
+      const size = /_(\d+)$/.exec(name)![1];
+      assert.equal(a.patchSize, Number(patch), `${name}: patch size`);
+      assert.equal(a.imgSize, Number(size), `${name}: image size`);
+      assert.equal(spec.preprocess.inputSize, a.imgSize, `${name}: input size`);
+      assert.equal(a.numClasses, 1000, `${name}: ImageNet classes`);
+      assert.equal(spec.preprocess.interpolation, 'bicubic', `${name}: interpolation`);
+      if (name.startsWith('swin')) {
+        assert.equal(a.family, 'swin');
+        assert.equal((a as SwinArch).windowSize, Number(/window(\d+)/.exec(name)![1]), `${name}: window`);
+      } else {
+        assert.equal(a.family, name.includes('distilled') ? 'deit-distilled' : 'vit', `${name}: family`);
+        assert.equal(a.embedDim % (a as VitArch).numHeads, 0, `${name}: head dim`);
+        const expectedDim = { tiny: 192, small: 384, base: 768, large: 1024 }[/_(tiny|small|base|large)_/.exec(name)![1] as 'tiny'];
+        assert.equal(a.embedDim, expectedDim, `${name}: width`);
+      }
+      // timm: ViT (augreg) weights use mean/std 0.5; DeiT and Swin use ImageNet statistics.
+      const stats = name.startsWith('vit') ? HALF : IMAGENET_MEAN;
+      assert.deepEqual(spec.preprocess.mean, stats, `${name}: mean`);
+      assert.deepEqual(spec.preprocess.std, name.startsWith('vit') ? HALF : IMAGENET_STD, `${name}: std`);
+    }
+  });
+
+  test("timm's real preprocessing for the three models of the paper", () => {
+    const vit = specFromPreset('vit_base_patch16_224');
+    assert.deepEqual(vit.preprocess, { inputSize: 224, cropPct: 0.9, interpolation: 'bicubic', mean: HALF, std: HALF });
+    assert.deepEqual(vit.arch, { family: 'vit', imgSize: 224, patchSize: 16, inChans: 3, embedDim: 768, depth: 12, numHeads: 12, mlpRatio: 4, qkvBias: true, numClasses: 1000 });
+    const deit = specFromPreset('deit_base_distilled_patch16_224');
+    assert.deepEqual(deit.preprocess, { inputSize: 224, cropPct: 0.875, interpolation: 'bicubic', mean: IMAGENET_MEAN, std: IMAGENET_STD });
+    assert.equal(deit.arch.family, 'deit-distilled');
+    assert.equal(deit.timmClass, 'VisionTransformerDistilled');
+    const swin = specFromPreset('swin_tiny_patch4_window7_224');
+    assert.deepEqual(swin.preprocess, { inputSize: 224, cropPct: 0.9, interpolation: 'bicubic', mean: IMAGENET_MEAN, std: IMAGENET_STD });
+    assert.deepEqual(swin.arch, { family: 'swin', imgSize: 224, patchSize: 4, inChans: 3, embedDim: 96, depths: [2, 2, 6, 2], numHeads: [3, 6, 12, 24], windowSize: 7, mlpRatio: 4, qkvBias: true, numClasses: 1000 });
+    assert.equal(specFromPreset('vit_base_patch16_384').preprocess.cropPct, 1.0);
+    assert.equal(specFromPreset('deit_small_patch16_224').preprocess.cropPct, 0.875);
+  });
+
+  test('unknown preset: the message lists the presets and suggests --config', () => {
+    assertError(() => specFromPreset('vit_huge_patch14_224'), /unknown architecture 'vit_huge_patch14_224'; known presets: vit_tiny_patch16_224, .*deit_base_distilled_patch16_224.*swin_tiny_patch4_window7_224.*--config/);
+  });
+});
+
+describe('bad cards', () => {
+  const bad = (card: unknown, pattern: RegExp): void => assertError(() => specFromCard(card, 'my.json'), new RegExp(`^my\\.json: ${pattern.source}`));
+
+  test('unknown timm_class', () => {
+    bad({ timm_class: 'ConvNeXt' }, /unknown architecture timm_class "ConvNeXt" \(supported: VisionTransformer, VisionTransformerDistilled, SwinTransformer\)/);
+    bad({ timm_kwargs: {} }, /missing "timm_class"/);
+    bad({ timm_class: 7 }, /missing "timm_class"/);
+  });
+
+  test('not an object', () => {
+    for (const card of [null, 3, 'VisionTransformer', [vitCard()]]) bad(card, /a model card must be a JSON object/);
+    for (const kwargs of [null, [1, 2], 'patch_size=4']) bad({ timm_class: 'VisionTransformer', timm_kwargs: kwargs }, /"timm_kwargs" must be an object/);
+  });
+
+  test('unsupported kwarg', () => {
+    bad(vitCard({ init_values: 1e-5 }), /timm_kwargs\.init_values is not supported \(supported: img_size, patch_size, .*\)/);
+    bad(vitCard({ reg_tokens: 4 }), /timm_kwargs\.reg_tokens is not supported/);
+    bad({ timm_class: 'SwinTransformer', timm_kwargs: { depth: 12 } }, /timm_kwargs\.depth is not supported \(supported: .*depths/);
+    bad(vitCard({ global_pool: 'avg' }), /timm_kwargs\.global_pool = "avg" is not supported \(only "token"\)/);
+    bad(vitCard({ class_token: false }), /timm_kwargs\.class_token = false is not supported/);
+    bad({ timm_class: 'SwinTransformer', timm_kwargs: { global_pool: 'token' } }, /timm_kwargs\.global_pool = "token" is not supported \(only "avg"\)/);
+  });
+
+  test('bad kwarg types', () => {
+    bad(vitCard({ embed_dim: '192' }), /timm_kwargs\.embed_dim must be a positive integer, got "192"/);
+    bad(vitCard({ depth: 1.5 }), /timm_kwargs\.depth must be a positive integer, got 1\.5/);
+    bad(vitCard({ num_heads: 0 }), /timm_kwargs\.num_heads must be a positive integer, got 0/);
+    bad(vitCard({ num_classes: -10 }), /timm_kwargs\.num_classes must be a positive integer, got -10/);
+    bad(vitCard({ img_size: [32, 32] }), /timm_kwargs\.img_size must be a positive integer, got \[32,32\]/);
+    bad(vitCard({ mlp_ratio: 'four' }), /timm_kwargs\.mlp_ratio must be a positive number, got "four"/);
+    bad(vitCard({ mlp_ratio: -4 }), /timm_kwargs\.mlp_ratio must be a positive number/);
+    bad(vitCard({ qkv_bias: 'true' }), /timm_kwargs\.qkv_bias must be true or false, got "true"/);
+    bad(vitCard({ qkv_bias: 1 }), /timm_kwargs\.qkv_bias must be true or false, got 1/);
+    const swin = (kwargs: Record<string, unknown>) => ({ timm_class: 'SwinTransformer', timm_kwargs: kwargs });
+    bad(swin({ depths: '2,2,6,2' }), /timm_kwargs\.depths must be a list of positive integers, got "2,2,6,2"/);
+    bad(swin({ depths: [] }), /timm_kwargs\.depths must be a list of positive integers/);
+    bad(swin({ depths: [2, 0] , num_heads: [1, 2] }), /timm_kwargs\.depths must be a list of positive integers, got \[2,0\]/);
+    bad(swin({ num_heads: [3, 6, '12', 24] }), /timm_kwargs\.num_heads must be a list of positive integers/);
+    bad(swin({ depths: [2, 2], num_heads: [3, 6, 12] }), /timm_kwargs\.num_heads has 3 entries but depths has 2/);
+    bad(swin({ window_size: 0 }), /timm_kwargs\.window_size must be a positive integer/);
+  });
+
+  test('bad preprocessing fields', () => {
+    bad(vitCard({}, { mean: [0.5, 0.5] }), /mean must be a list of 3 numbers, got \[0\.5,0\.5\]/);
+    bad(vitCard({}, { mean: 'imagenet' }), /mean must be a list of 3 numbers/);
+    bad(vitCard({}, { std: [0.2, 0, 0.2] }), /std values must be positive/);
+    bad(vitCard({}, { std: [0.2, '0.2', 0.2] }), /std must be a list of 3 numbers/);
+    bad(vitCard({}, { interpolation: 'nearest' }), /interpolation must be "bicubic" or "bilinear"/);
+  });
+
+  test('input_size mismatch', () => {
+    bad(vitCard({}, { input_size: [3, 224, 224] }), /input_size \[3,224,224\] does not match the architecture's \[3, 32, 32\]/);
+    bad(vitCard({}, { input_size: [1, 32, 32] }), /input_size \[1,32,32\] does not match/);
+    bad(vitCard({}, { input_size: [3, 32, 16] }), /input_size \[3,32,16\] does not match/);
+    bad(vitCard({}, { input_size: [32, 32] }), /input_size must be a list of 3 numbers, got \[32,32\]/);
+    assert.equal(specFromCard(vitCard({}, { input_size: [3, 32, 32] }), 'my.json').preprocess.inputSize, 32);
+  });
+
+  test('bad crop_pct', () => {
+    for (const crop of [0, -0.5, 1.5, '0.9', [0.9]]) bad(vitCard({}, { crop_pct: crop }), new RegExp(`crop_pct must be in \\(0, 1\\], got ${JSON.stringify(crop).replace(/[.[\]]/g, '\\$&')}`));
+    assert.equal(specFromCard(vitCard({}, { crop_pct: 0.875 }), 'my.json').preprocess.cropPct, 0.875);
+  });
+});
+
+describe('card files', () => {
+  test('non-JSON card: message names the file', () => {
+    const file = writeCard('{"timm_class": "VisionTransformer",', true);
+    assertError(() => readCard(file), new RegExp(`^${file.replace(/[.]/g, '\\.')}: not valid JSON`));
+    const empty = writeCard('', true);
+    assertError(() => readCard(empty), /: not valid JSON/);
+  });
+
+  test('missing card file', () => {
+    const file = path.join(tmpRoot, 'nope', 'card.json');
+    assertError(() => readCard(file), new RegExp(`^cannot read model card ${file.replace(/[.]/g, '\\.')}: no such file or directory`));
+    assertError(() => readCard(tmpRoot), /^cannot read model card .*: is a directory/);
+  });
+
+  test('a bad card read from a file names the file', () => {
+    const file = writeCard(vitCard({ patch_size: 'four' }));
+    assertError(() => readCard(file), new RegExp(`^${file.replace(/[.]/g, '\\.')}: timm_kwargs\\.patch_size must be a positive integer`));
+  });
+
+  test('both --config and --arch; neither', () => {
+    const card = path.join(modelsDir, 'vit_tiny_c10.json');
+    assertError(() => resolveSpec({ weights: 'w.safetensors', config: card, arch: 'vit_tiny_patch16_224' }), /give either --config or --arch, not both/);
+    assertError(() => resolveSpec({ weights: 'w.safetensors' }), /^w\.safetensors: the architecture is needed: pass --config <card\.json> or --arch <preset>/);
+    assert.equal(resolveSpec({ weights: 'w.safetensors', config: card }).name, 'vit_tiny_c10');
+    assert.equal(resolveSpec({ weights: 'w.safetensors', arch: 'deit_tiny_patch16_224' }).name, 'deit_tiny_patch16_224');
+    assertError(() => resolveSpec({ weights: 'w.safetensors', arch: 'nope' }), /unknown architecture 'nope'/);
+  });
+});
