@@ -1,0 +1,267 @@
+/**
+ * The CLI contract, by running bin/ptq4vit.js: results on stdout (a human report, then one JSON line
+ * with --json), and every user mistake as exit code 2 + one `ptq4vit: error: …` message, no stack trace.
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { after, describe, test } from 'node:test';
+import { repoRoot, sharedDir } from './helpers.js';
+
+const MODEL = '../shared/models/vit_tiny_c10.safetensors';
+const CARD = '../shared/models/vit_tiny_c10.json';
+const SWIN_CARD = '../shared/models/swin_micro_c10.json';
+const TEST1K = '../shared/data/cifar10/test1k.json';
+const JPEGS = '../shared/data/cifar10/jpeg_sample';
+
+const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'ptq4vit-cli-'));
+after(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));
+let tmpCount = 0;
+function tmpDir(): string {
+  const dir = path.join(tmpRoot, String(tmpCount++));
+  fs.mkdirSync(dir);
+  return dir;
+}
+
+interface Run {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function run(...args: string[]): Run {
+  const r = spawnSync(process.execPath, ['bin/ptq4vit.js', ...args], {
+    cwd: repoRoot,
+    encoding: 'utf8',
+    timeout: 120_000,
+    env: { ...process.env, PTQ4VIT_DEBUG: '' },
+  });
+  if (r.error) throw r.error;
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+const show = (r: Run): string => `exit ${r.status}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
+
+function assertOk(r: Run): void {
+  assert.equal(r.status, 0, show(r));
+  assert.ok(!r.stderr.includes('error'), `stderr mentions an error:\n${show(r)}`);
+}
+
+/** A user error: exit 2, one `ptq4vit: error:` line first on stderr matching `pattern`, no stack trace. */
+function assertUserError(r: Run, pattern: RegExp): void {
+  assert.equal(r.status, 2, show(r));
+  assert.match(r.stderr, /^ptq4vit: error: /, show(r));
+  assert.ok(!r.stderr.includes('    at '), `stack trace on stderr:\n${show(r)}`);
+  assert.ok(!r.stderr.includes('internal error'), show(r));
+  assert.match(r.stderr.split('\n')[0], pattern, show(r));
+}
+
+const escape = (s: string): string => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+function lastJson(stdout: string): Record<string, unknown> {
+  const lines = stdout.trimEnd().split('\n');
+  const last = lines[lines.length - 1];
+  let json: unknown;
+  assert.doesNotThrow(() => (json = JSON.parse(last)), `last stdout line is not JSON: ${last}`);
+  assert.ok(typeof json === 'object' && json !== null && !Array.isArray(json), `last stdout line is not a JSON object: ${last}`);
+  return json as Record<string, unknown>;
+}
+
+describe('eval', () => {
+  test('on a manifest with --json: human report, then one JSON line last', () => {
+    const r = run('eval', '--model', MODEL, '--config', CARD, '--data', TEST1K, '--limit', '64', '--json');
+    assertOk(r);
+    const json = lastJson(r.stdout);
+    for (const key of ['top1', 'top5', 'images', 'seconds', 'images_per_second']) {
+      assert.equal(typeof json[key], 'number', `${key} is a number: ${JSON.stringify(json)}`);
+      assert.ok(Number.isFinite(json[key] as number), `${key} is finite`);
+    }
+    assert.equal(json.images, 64);
+    const [top1, top5] = [json.top1 as number, json.top5 as number];
+    assert.ok(top1 >= 0.5 && top1 <= 1 && top5 >= top1 && top5 <= 1, `plausible accuracies: ${top1}, ${top5}`);
+    assert.ok((json.seconds as number) > 0 && (json.images_per_second as number) > 0);
+    // The human report comes first and agrees with the JSON.
+    const human = r.stdout.slice(0, r.stdout.trimEnd().lastIndexOf('\n'));
+    assert.match(human, /vit_tiny_c10/);
+    assert.match(human, new RegExp(`top-1\\s+${escape((top1 * 100).toFixed(2))}%`));
+    assert.match(human, new RegExp(`top-5\\s+${escape((top5 * 100).toFixed(2))}%`));
+    assert.match(human, /images\s+64\b/);
+  });
+
+  test('without --json, stdout has no JSON line', () => {
+    const r = run('eval', '--model', MODEL, '--config', CARD, '--data', TEST1K, '--limit', '8');
+    assertOk(r);
+    assert.match(r.stdout, /top-1\s+\d+\.\d\d%/);
+    assert.ok(!r.stdout.trimEnd().split('\n').some((l) => l.trimStart().startsWith('{')), r.stdout);
+  });
+
+  test('on an image folder', () => {
+    const r = run('eval', '--model', MODEL, '--config', CARD, '--data', JPEGS, '--limit', '16', '--json');
+    assertOk(r);
+    const json = lastJson(r.stdout);
+    assert.equal(json.images, 16);
+    assert.match(r.stdout, /on jpeg_sample/);
+  });
+
+  test('an unreadable image is skipped and reported, not fatal', () => {
+    const root = tmpDir();
+    fs.mkdirSync(path.join(root, 'airplane'));
+    const jpg = fs.readdirSync(path.join(sharedDir, 'data', 'cifar10', 'jpeg_sample', 'airplane')).filter((f) => f.endsWith('.jpg'))[0];
+    fs.copyFileSync(path.join(sharedDir, 'data', 'cifar10', 'jpeg_sample', 'airplane', jpg), path.join(root, 'airplane', 'good.jpg'));
+    fs.writeFileSync(path.join(root, 'airplane', 'broken.jpg'), 'not a jpeg');
+    const r = run('eval', '--model', MODEL, '--config', CARD, '--data', root, '--json');
+    assert.equal(r.status, 0, show(r));
+    const json = lastJson(r.stdout);
+    assert.equal(json.images, 1);
+    assert.equal(json.skipped, 1);
+    assert.match(r.stdout, /1 unreadable skipped/);
+    assert.match(r.stdout, /broken\.jpg/);
+  });
+
+  test('--help exits 0 with the usage', () => {
+    for (const args of [['--help'], ['-h'], ['help'], ['eval', '--help']]) {
+      const r = run(...args);
+      assert.equal(r.status, 0, show(r));
+      assert.match(r.stdout, /Usage:/);
+      assert.match(r.stdout, /ptq4vit eval --model/);
+      assert.equal(r.stderr, '');
+    }
+  });
+
+  test('presets lists the known architectures', () => {
+    const r = run('presets');
+    assertOk(r);
+    assert.match(r.stdout, /vit_base_patch16_224\s+VisionTransformer/);
+    assert.match(r.stdout, /swin_tiny_patch4_window7_224\s+SwinTransformer/);
+  });
+});
+
+test('demo runs on the bundled assets and prints a top-1', () => {
+  const r = run('demo', '--limit', '32');
+  assertOk(r);
+  assert.match(r.stdout, /top-1\s+\d+\.\d\d%/);
+});
+
+describe('user errors: exit 2, one clear message, no stack trace', () => {
+  const evalArgs = (...over: string[]): string[] => {
+    const flags: Record<string, string> = { '--model': MODEL, '--config': CARD, '--data': TEST1K, '--limit': '4' };
+    const extra: string[] = [];
+    for (let i = 0; i < over.length; i++) {
+      if (over[i].startsWith('--') && i + 1 < over.length && !over[i + 1].startsWith('--')) {
+        flags[over[i]] = over[i + 1];
+        i++;
+      } else if (over[i].startsWith('!')) {
+        delete flags[over[i].slice(1)];
+      } else extra.push(over[i]);
+    }
+    return ['eval', ...Object.entries(flags).flat(), ...extra];
+  };
+
+  test('missing --model', () => {
+    assertUserError(run(...evalArgs('!--model')), /eval: --model is required/);
+  });
+
+  test('missing --data', () => {
+    assertUserError(run(...evalArgs('!--data')), /eval: --data is required/);
+  });
+
+  test('neither --config nor --arch', () => {
+    assertUserError(run(...evalArgs('!--config')), /the architecture is needed: pass --config <card\.json> or --arch <preset>/);
+  });
+
+  test('nonexistent weights file', () => {
+    assertUserError(run(...evalArgs('--model', '../shared/models/nope.safetensors')), /cannot read \.\.\/shared\/models\/nope\.safetensors: no such file or directory/);
+  });
+
+  test('nonexistent card', () => {
+    assertUserError(run(...evalArgs('--config', 'nope.json')), /cannot read model card nope\.json: no such file or directory/);
+  });
+
+  test('unknown --arch lists the presets', () => {
+    assertUserError(run(...evalArgs('!--config', '--arch', 'vit_gigantic')), /unknown architecture 'vit_gigantic'; known presets: .*vit_base_patch16_224/);
+  });
+
+  test('both --config and --arch', () => {
+    assertUserError(run(...evalArgs('--arch', 'vit_tiny_patch16_224')), /give either --config or --arch, not both/);
+  });
+
+  test('a preset whose shapes do not fit the checkpoint: names the file and a tensor', () => {
+    assertUserError(run(...evalArgs('!--config', '--arch', 'vit_tiny_patch16_224')), new RegExp(`${escape(MODEL)}: tensor '[\\w.]+' has shape \\[.*\\], expected \\[`));
+  });
+
+  test('ViT weights with the Swin card: names the file and a tensor', () => {
+    const r = run(...evalArgs('--config', SWIN_CARD));
+    assertUserError(r, new RegExp(`${escape(MODEL)}: tensor 'patch_embed\\.proj\\.weight' has shape \\[192, 3, 4, 4\\], expected \\[48, 3, 2, 2\\]`));
+  });
+
+  test('Swin weights with the ViT card: names the file and a tensor', () => {
+    const r = run(...evalArgs('--model', '../shared/models/swin_micro_c10.safetensors'));
+    assertUserError(r, /swin_micro_c10\.safetensors: tensor '[\w.]+' (has shape|is missing)/);
+  });
+
+  test(
+    'ViT weights with the Swin card: no misleading "timm < 0.9 Swin checkpoint" hint',
+    { todo: 'src/models/swin.ts oldLayoutHint treats any checkpoint with head.weight (every ViT) as an old Swin one' },
+    () => {
+      const r = run(...evalArgs('--config', SWIN_CARD));
+      assert.doesNotMatch(r.stderr, /timm < 0\.9 Swin/);
+    },
+  );
+
+  test('truncated safetensors', () => {
+    const file = path.join(tmpDir(), 'cut.safetensors');
+    const real = fs.readFileSync(path.join(repoRoot, MODEL));
+    for (const n of [5, 1000, real.length - 100]) {
+      fs.writeFileSync(file, real.subarray(0, n));
+      assertUserError(run(...evalArgs('--model', file)), new RegExp(`${escape(file)}: not a valid safetensors file: .*(too short|truncated)`));
+    }
+  });
+
+  test('nonexistent data', () => {
+    assertUserError(run(...evalArgs('--data', '../shared/data/nope')), /cannot open dataset \.\.\/shared\/data\/nope: no such file or directory/);
+  });
+
+  test('empty data folder', () => {
+    const dir = tmpDir();
+    assertUserError(run(...evalArgs('--data', dir)), new RegExp(`image folder ${escape(dir)} is empty`));
+  });
+
+  test('folder of non-image files', () => {
+    const dir = tmpDir();
+    for (const cls of ['cat', 'dog']) {
+      fs.mkdirSync(path.join(dir, cls));
+      fs.writeFileSync(path.join(dir, cls, 'README.txt'), 'no images here');
+    }
+    assertUserError(run(...evalArgs('--data', dir)), new RegExp(`image folder ${escape(dir)}: class folders with no images: cat, dog`));
+  });
+
+  test('unknown flag', () => {
+    const r = run(...evalArgs('--bogus'));
+    assertUserError(r, /Unknown option '--bogus'/);
+  });
+
+  test('a flag without its value', () => {
+    assertUserError(run('eval', '--model'), /--model/);
+  });
+
+  test('unknown command', () => {
+    assertUserError(run('quantise', '--model', MODEL), /unknown command 'quantise'/);
+  });
+
+  test('--limit 0, --limit abc, --limit 1.5, --batch-size 0', () => {
+    assertUserError(run(...evalArgs('--limit', '0')), /--limit must be an integer .*got '0'/);
+    assertUserError(run(...evalArgs('--limit', 'abc')), /--limit must be an integer .*got 'abc'/);
+    assertUserError(run(...evalArgs('--limit', '1.5')), /--limit must be an integer .*got '1\.5'/);
+    assertUserError(run(...evalArgs('--batch-size', '0')), /--batch-size must be an integer .*got '0'/);
+  });
+
+  test('a bad card', () => {
+    const card = path.join(tmpDir(), 'card.json');
+    fs.writeFileSync(card, '{"timm_class": "ResNet"}');
+    assertUserError(run(...evalArgs('--config', card)), new RegExp(`${escape(card)}: unknown architecture timm_class "ResNet"`));
+    fs.writeFileSync(card, '{not json');
+    assertUserError(run(...evalArgs('--config', card)), new RegExp(`${escape(card)}: not valid JSON`));
+  });
+});
