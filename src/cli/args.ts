@@ -6,10 +6,16 @@ import { setOrtThreads } from '../tensor/ort.js';
 export const USAGE = `ptq4vit — post-training quantization of vision transformers (PTQ4ViT)
 
 Usage:
-  ptq4vit demo                                  evaluate the bundled model on the bundled images
-  ptq4vit eval --model <weights.safetensors> (--config <card.json> | --arch <preset>)
-               --data <image-folder | manifest.json> [--limit N] [--batch-size N] [--json]
-  ptq4vit presets                               list the timm architectures known by name
+  ptq4vit demo                  quantize the bundled ViT (W8A8, W6A6) and compare top-1 with FP32
+  ptq4vit quantize --model <weights.safetensors> (--config <card.json> | --arch <preset>)
+               --calib <image-folder | manifest.json> [--calib-size N] [--method ptq4vit|base]
+               [--bits K | --w-bits K --a-bits K] [--out <file>] [--eval <dataset> [--limit N]]
+               [--seed N] [--loss label|pseudo|fisher] [--alpha A --beta B --n N --rounds R]
+               [--no-hessian] [--no-twin-softmax] [--no-twin-gelu] [--gelu-unaligned]
+               [--softmax-r2 paper|exact-one]
+  ptq4vit eval --model <weights.safetensors | quantized.safetensors> [--config <card.json> | --arch <preset>]
+               --data <image-folder | manifest.json> [--limit N] [--batch-size N]
+  ptq4vit presets               list the timm architectures known by name
 
 Common options:
   --threads N     threads for matrix kernels (default: all cores)
@@ -40,6 +46,15 @@ export function intFlag(values: Record<string, unknown>, name: string, fallback:
   if (raw === undefined) return fallback;
   const n = Number(raw);
   if (!Number.isInteger(n) || n < min || n > max) throw new Ptq4vitError(`--${name} must be an integer from ${min} to ${max}, got '${raw}'`);
+  return n;
+}
+
+/** A number flag within [min, max], or the default when absent. */
+export function numberFlag(values: Record<string, unknown>, name: string, fallback: number | undefined, min: number, max: number): number | undefined {
+  const raw = values[name];
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (raw === '' || !Number.isFinite(n) || n < min || n > max) throw new Ptq4vitError(`--${name} must be a number from ${min} to ${max}, got '${raw}'`);
   return n;
 }
 

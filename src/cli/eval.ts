@@ -1,7 +1,8 @@
 import path from 'node:path';
 import { openDataset } from '../data/datasets.js';
 import { evaluate } from '../eval/evaluate.js';
-import { loadModel } from '../models/load.js';
+import { openModel } from '../models/load.js';
+import { describeQuantization } from './describe.js';
 import { applyCommon, intFlag, parse, requireFlag, USAGE } from './args.js';
 import { ProgressBar } from './progress.js';
 import { printReport } from './report.js';
@@ -24,14 +25,14 @@ export async function runEval(args: string[]): Promise<void> {
   const data = requireFlag(v, 'data', 'eval');
   const limit = intFlag(v, 'limit', undefined);
   const batchSize = intFlag(v, 'batch-size', 64, 1, 4096);
-  const model = loadModel({ weights, config: v.config as string | undefined, arch: v.arch as string | undefined });
+  const { model, runner, quantized } = openModel({ weights, config: v.config as string | undefined, arch: v.arch as string | undefined });
   const dataset = await openDataset(data);
   const total = Math.min(limit ?? dataset.size, dataset.size);
   const bar = new ProgressBar(`eval ${model.spec.name}`, total, 'img', v.json === true && !process.stderr.isTTY);
-  const result = await evaluate(model, dataset, { limit, batchSize, onProgress: (done) => bar.update(done) });
+  const result = await evaluate(model, dataset, { limit, batchSize, runner, onProgress: (done) => bar.update(done) });
   const ignored = dataset.ignored?.length ?? 0;
   printReport({
-    title: `${model.spec.name} (${model.spec.timmClass}, FP32) on ${path.basename(data)}`,
+    title: `${model.spec.name} (${model.spec.timmClass}, ${quantized ? describeQuantization(quantized.provenance) : 'FP32'}) on ${path.basename(data)}`,
     rows: [
       ['top-1', `${(result.top1 * 100).toFixed(2)}%`],
       ['top-5', `${(result.top5 * 100).toFixed(2)}%`],
@@ -40,7 +41,7 @@ export async function runEval(args: string[]): Promise<void> {
     ],
     notes: result.skipped.slice(0, 10).map((s) => `skipped ${s.file}: ${s.reason}`),
     json: v.json === true
-      ? { command: 'eval', model: model.spec.name, data, top1: result.top1, top5: result.top5, images: result.images, skipped: result.skipped.length, ignored, seconds: result.seconds, images_per_second: result.imagesPerSecond }
+      ? { command: 'eval', model: model.spec.name, quantized: quantized !== null, data, top1: result.top1, top5: result.top5, images: result.images, skipped: result.skipped.length, ignored, seconds: result.seconds, images_per_second: result.imagesPerSecond }
       : undefined,
   });
 }

@@ -5,6 +5,7 @@ import { Ptq4vitError } from '../errors.js';
 import { PRESETS } from '../models/config.js';
 import { USAGE } from './args.js';
 import { runEval } from './eval.js';
+import { runQuantize } from './quantize.js';
 
 export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
@@ -14,6 +15,9 @@ export async function main(argv: string[]): Promise<number> {
     switch (command) {
       case 'eval':
         await runEval(rest);
+        return 0;
+      case 'quantize':
+        await runQuantize(rest);
         return 0;
       case 'demo':
         await runEval(['--model', path.join(packageRoot, 'assets', 'models', 'vit_tiny_c10.safetensors'), '--config', path.join(packageRoot, 'assets', 'models', 'vit_tiny_c10.json'), '--data', path.join(packageRoot, 'assets', 'cifar10-test500'), ...rest]);

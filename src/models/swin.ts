@@ -15,7 +15,6 @@
  * masks — is computed once at construction.
  */
 import { Ptq4vitError } from '../errors.js';
-import type { SafeTensors } from '../io/safetensors.js';
 import { fastKernels, type Kernels } from '../tensor/kernels.js';
 import { fromHeads, scale, scaleInPlace, toHeads } from '../tensor/ops.js';
 import { unfoldPatches } from '../tensor/patches.js';
@@ -32,7 +31,7 @@ import {
   type WindowGrid,
 } from '../tensor/window.js';
 import type { ModelSpec, QuantPoint, Runner, SwinArch, VisionModel } from './types.js';
-import { WeightReader, type Linear } from './weights.js';
+import { WeightReader, type Linear, type TensorSource } from './weights.js';
 
 /** nn.LayerNorm's default, which timm's Swin uses (ViT uses 1e-6). */
 const LN_EPS = 1e-5;
@@ -107,7 +106,7 @@ export class SwinTransformer implements VisionModel {
   private readonly norm: Norm;
   private readonly head: Linear;
 
-  constructor(spec: ModelSpec, weights: SafeTensors) {
+  constructor(spec: ModelSpec, weights: TensorSource) {
     if (spec.arch.family !== 'swin') {
       throw new Ptq4vitError(`${spec.name}: SwinTransformer needs a swin architecture, got family '${spec.arch.family}'`);
     }
@@ -315,7 +314,7 @@ function loadNorm(reader: WeightReader, name: string, features: number): Norm {
 }
 
 /** timm < 0.9 kept patch merging at the end of each stage and the classifier as `head`. */
-function oldLayoutHint(weights: SafeTensors): string {
+function oldLayoutHint(weights: TensorSource): string {
   const old = weights.names().some((n) => n.startsWith('layers.0.downsample.') || n === 'head.weight');
   return old
     ? ' — this looks like a timm < 0.9 Swin checkpoint; load it with timm ≥ 0.9 (which remaps the names) and save its state_dict again'

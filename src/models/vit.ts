@@ -9,13 +9,12 @@
  * applied after the product, as the PTQ4ViT reference quantizes q·kᵀ itself.
  */
 import { Ptq4vitError } from '../errors.js';
-import type { SafeTensors } from '../io/safetensors.js';
 import { fastKernels, type Kernels } from '../tensor/kernels.js';
 import { add, fromHeads, scale, scatterToken, selectToken, toHeads } from '../tensor/ops.js';
 import { unfoldPatches } from '../tensor/patches.js';
 import { fp32Runner } from '../tensor/runner.js';
 import { Tensor } from '../tensor/tensor.js';
-import { WeightReader, type Linear } from './weights.js';
+import { WeightReader, type Linear, type TensorSource } from './weights.js';
 import type { ModelSpec, QuantPoint, Runner, VisionModel, VitArch } from './types.js';
 
 const LN_EPS = 1e-6;
@@ -47,7 +46,7 @@ export class VisionTransformer implements VisionModel {
   private readonly norm: Norm;
   private readonly heads: Linear[];
 
-  constructor(spec: ModelSpec, weights: SafeTensors) {
+  constructor(spec: ModelSpec, weights: TensorSource) {
     if (spec.arch.family === 'swin') throw new Error('VisionTransformer: got a Swin spec');
     this.spec = spec;
     const a = (this.arch = spec.arch);

@@ -1,8 +1,18 @@
 /** Loading a model's parameters from a checkpoint, with every shape checked up front. */
 import { Ptq4vitError } from '../errors.js';
-import type { SafeTensors } from '../io/safetensors.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { QuantPoint } from './types.js';
+
+/**
+ * Where a model's parameters come from: a safetensors checkpoint, or a quantized model file whose
+ * integer weights are dequantized on read (src/quant/file.ts).
+ */
+export interface TensorSource {
+  readonly file: string;
+  names(): string[];
+  /** A float tensor; with `shape`, the stored shape must match (else a Ptq4vitError naming file and tensor). */
+  tensor(name: string, shape?: readonly number[]): Tensor;
+}
 
 /** A linear layer (or the patch-embedding conv viewed as one): weight [out, in], optional bias [out]. */
 export interface Linear {
@@ -14,7 +24,7 @@ export interface Linear {
 /** Reads tensors by name with an expected shape and remembers which names the model used. */
 export class WeightReader {
   readonly used = new Set<string>();
-  constructor(readonly weights: SafeTensors) {}
+  constructor(readonly weights: TensorSource) {}
 
   tensor(name: string, shape: number[]): Tensor {
     this.used.add(name);

@@ -126,19 +126,37 @@ async function linearWeights(model: VisionModel, images: Tensor): Promise<Map<st
   return found;
 }
 
-export async function calibrate(model: VisionModel, images: Tensor, labels: Int32Array | null, opts: CalibrationOptions): Promise<PointQuant[]> {
+/** Every quantization point's FP32 inputs, output and ∂L/∂O over the calibration set. */
+export interface CalibrationRecords {
+  data: Map<string, PointData>;
+  weights: Map<string, { weight: Tensor; bias: Tensor | null }>;
+  withGradients: boolean;
+}
+
+export async function recordCalibration(model: VisionModel, images: Tensor, labels: Int32Array | null, opts: CalibrationOptions): Promise<CalibrationRecords> {
   const weights = await linearWeights(model, images);
   const data = await record(model, images, labels, opts);
-  opts.onRecorded?.();
+  return { data, weights, withGradients: opts.metric === 'hessian' };
+}
+
+/** Search every point on recorded data. With `release`, each point's records are freed once searched. */
+export async function searchAll(model: VisionModel, records: CalibrationRecords, opts: CalibrationOptions, release: boolean): Promise<PointQuant[]> {
+  if (opts.metric === 'hessian' && !records.withGradients) throw new Error('the Hessian metric needs records made with gradients');
   const result: PointQuant[] = [];
   const points = model.quantPoints;
   for (let i = 0; i < points.length; i++) {
     const point = points[i];
-    const d = data.get(point.name);
+    const d = records.data.get(point.name);
     if (!d) throw new Error(`quantization point '${point.name}' was never called in the forward pass`);
-    data.delete(point.name); // free this point's recordings once searched
-    result.push(await searchPoint(point, d, weights, opts));
+    if (release) records.data.delete(point.name);
+    result.push(await searchPoint(point, d, records.weights, opts));
     opts.onPoint?.(i + 1, points.length, point.name);
   }
   return result;
+}
+
+export async function calibrate(model: VisionModel, images: Tensor, labels: Int32Array | null, opts: CalibrationOptions): Promise<PointQuant[]> {
+  const records = await recordCalibration(model, images, labels, opts);
+  opts.onRecorded?.();
+  return searchAll(model, records, opts, true);
 }

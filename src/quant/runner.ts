@@ -4,11 +4,11 @@
  * float accumulation order.
  */
 import type { Runner } from '../models/types.js';
-import { linear, matmul } from '../tensor/gemm.js';
+import { linear } from '../tensor/gemm.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { LinearQuant, PointQuant } from './params.js';
 import { fakeQuantGrouped } from './quantizers.js';
-import { fakeQuantActivation } from './search.js';
+import { quantLinear, quantMatmul } from './qkernels.js';
 
 /** Ŵ: each group of output rows on its own grid. */
 export function quantizedWeight(weight: Tensor, q: LinearQuant): Tensor {
@@ -39,16 +39,12 @@ export class QuantRunner implements Runner {
       wq = quantizedWeight(weight, q);
       this.weights.set(weight, wq);
     }
-    const xq = q.input ? new Tensor(fakeQuantActivation(x.data, q.input), x.shape) : x;
-    return linear(xq, wq, bias);
+    return q.input ? quantLinear(x, q.input, wq, bias) : linear(x, wq, bias);
   }
 
   async matmul(point: string, a: Tensor, b: Tensor, transB: boolean): Promise<Tensor> {
     const q = this.param(point);
     if (q.kind !== 'matmul') throw new Error(`'${point}' is a linear layer, called as a matmul`);
-    const per = (t: Tensor) => t.size / t.shape[0];
-    const aq = new Tensor(fakeQuantActivation(a.data, q.a, per(a)), a.shape);
-    const bq = new Tensor(fakeQuantActivation(b.data, q.b, per(b)), b.shape);
-    return matmul(aq, bq, transB);
+    return quantMatmul(a, b, transB, q.a, q.b, q.heads);
   }
 }

@@ -7,64 +7,20 @@
  *   cosine  (Base PTQ): mean over output rows of cos(O_row, Ô_row) — returned negated, lower is better
  */
 import { OnnxType, type GraphSpec, type Initializer, type NodeSpec } from '../onnx/proto.js';
+import { fakeQuantNodes, int64s as ints, scalar, type QuantizerKind } from './onnxquant.js';
 import { runGraph } from '../tensor/ort.js';
 import type { Tensor } from '../tensor/tensor.js';
 
 export type Metric = 'hessian' | 'cosine';
 
 /** How the searched operand is fake-quantized inside the graph. */
-export type SearchedQuantizer = 'uniform' | 'twin-gelu' | 'twin-softmax';
+export type SearchedQuantizer = QuantizerKind;
 
 const f32 = OnnxType.FLOAT;
 
-function scalar(name: string, value: number): Initializer {
-  const data = new Uint8Array(4);
-  new DataView(data.buffer).setFloat32(0, value, true);
-  return { name, elemType: f32, dims: [], data };
-}
-
-function ints(name: string, values: number[]): Initializer {
-  const data = new Uint8Array(8 * values.length);
-  const view = new DataView(data.buffer);
-  values.forEach((v, i) => view.setBigInt64(8 * i, BigInt(v), true));
-  return { name, elemType: OnnxType.INT64, dims: [values.length], data };
-}
-
-/** Nodes computing clamp(round(x/s), lo, hi)·s into `out` (s broadcasts). */
-function fakeQuantNodes(x: string, s: string, lo: string, hi: string, out: string): NodeSpec[] {
-  return [
-    { op: 'Div', inputs: [x, s], outputs: [`${out}_div`] },
-    { op: 'Round', inputs: [`${out}_div`], outputs: [`${out}_round`] },
-    { op: 'Clip', inputs: [`${out}_round`, lo, hi], outputs: [`${out}_clip`] },
-    { op: 'Mul', inputs: [`${out}_clip`, s], outputs: [out] },
-  ];
-}
-
-/**
- * The searched operand `x` quantized under candidate scales:
- *  uniform:      s            → clamp(round(x/s), −q, q−1)·s
- *  twin-gelu:    s, s2 (Δneg) → positive side with s, negative side with s2
- *  twin-softmax: s (Δ_R1), split, and the constant Δ_R2 → R1 below the split, R2 above
- */
+/** The searched operand `x` quantized into `xq` under the candidate scales s (and s2 / split). */
 function searchedQuantNodes(kind: SearchedQuantizer, bits: number, deltaR2: number): { nodes: NodeSpec[]; inits: Initializer[] } {
-  const q = 2 ** (bits - 1);
-  const inits = [scalar('qlo', -q), scalar('qhi', q - 1), scalar('zero', 0)];
-  if (kind === 'uniform') return { nodes: fakeQuantNodes('x', 's', 'qlo', 'qhi', 'xq'), inits };
-  if (kind === 'twin-gelu') {
-    return {
-      nodes: [...fakeQuantNodes('x', 's', 'zero', 'qhi', 'xpos'), ...fakeQuantNodes('x', 's2', 'qlo', 'zero', 'xneg'), { op: 'Add', inputs: ['xpos', 'xneg'], outputs: ['xq'] }],
-      inits,
-    };
-  }
-  return {
-    nodes: [
-      ...fakeQuantNodes('x', 's', 'zero', 'qhi', 'xr1'),
-      ...fakeQuantNodes('x', 'dr2', 'zero', 'qhi', 'xr2'),
-      { op: 'Less', inputs: ['x', 'split'], outputs: ['inR1'] },
-      { op: 'Where', inputs: ['inR1', 'xr1', 'xr2'], outputs: ['xq'] },
-    ],
-    inits: [...inits, scalar('dr2', deltaR2)],
-  };
+  return fakeQuantNodes(kind, bits, 'x', 'xq', '', deltaR2);
 }
 
 /**

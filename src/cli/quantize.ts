@@ -1,0 +1,183 @@
+/** `ptq4vit quantize`: calibrate a float checkpoint, write the quantized model, optionally evaluate both. */
+import fs from 'node:fs';
+import path from 'node:path';
+import { openDataset } from '../data/datasets.js';
+import { Ptq4vitError } from '../errors.js';
+import { evaluate, type EvalResult } from '../eval/evaluate.js';
+import { LOSS_KINDS, type LossKind } from '../grad/loss.js';
+import { openModel } from '../models/load.js';
+import type { VisionModel } from '../models/types.js';
+import { loadCalibration } from '../quant/calibset.js';
+import { recordCalibration, searchAll, type CalibrationOptions } from '../quant/calibrate.js';
+import { saveQuantizedModel } from '../quant/file.js';
+import { methodConfig, METHODS, type Method } from '../quant/methods.js';
+import type { PointQuant } from '../quant/params.js';
+import { QuantRunner } from '../quant/runner.js';
+import { applyCommon, intFlag, numberFlag, parse, requireFlag, USAGE } from './args.js';
+import { describeQuantization, percent } from './describe.js';
+import { ProgressBar } from './progress.js';
+import { printReport } from './report.js';
+
+export const QUANTIZE_OPTIONS = {
+  model: { type: 'string' },
+  config: { type: 'string' },
+  arch: { type: 'string' },
+  calib: { type: 'string' },
+  'calib-size': { type: 'string' },
+  method: { type: 'string' },
+  bits: { type: 'string' },
+  'w-bits': { type: 'string' },
+  'a-bits': { type: 'string' },
+  out: { type: 'string' },
+  eval: { type: 'string' },
+  limit: { type: 'string' },
+  seed: { type: 'string' },
+  loss: { type: 'string' },
+  alpha: { type: 'string' },
+  beta: { type: 'string' },
+  n: { type: 'string' },
+  rounds: { type: 'string' },
+  'no-hessian': { type: 'boolean' },
+  'no-twin-softmax': { type: 'boolean' },
+  'no-twin-gelu': { type: 'boolean' },
+  'gelu-unaligned': { type: 'boolean' },
+  'softmax-r2': { type: 'string' },
+} as const;
+
+type Values = Record<string, string | boolean | undefined>;
+
+function choice<T extends string>(values: Values, name: string, allowed: readonly T[], fallback: T): T {
+  const v = values[name] ?? fallback;
+  if (!allowed.includes(v as T)) throw new Ptq4vitError(`--${name} must be one of ${allowed.join(', ')}, got '${v}'`);
+  return v as T;
+}
+
+export function bitWidths(v: Values): { weightBits: number; activationBits: number } {
+  if (v.bits !== undefined && (v['w-bits'] !== undefined || v['a-bits'] !== undefined)) throw new Ptq4vitError('give either --bits or --w-bits/--a-bits, not both');
+  const bits = intFlag(v, 'bits', 8, 2, 16)!;
+  return { weightBits: intFlag(v, 'w-bits', bits, 2, 16)!, activationBits: intFlag(v, 'a-bits', bits, 2, 16)! };
+}
+
+export function calibrationOptions(v: Values, method: Method): CalibrationOptions {
+  const { weightBits, activationBits } = bitWidths(v);
+  const softmaxR2 = v['softmax-r2'] === undefined ? undefined : choice(v, 'softmax-r2', ['paper', 'exact-one'] as const, 'paper');
+  return methodConfig(method, {
+    weightBits,
+    activationBits,
+    alpha: numberFlag(v, 'alpha', undefined, 0, 10),
+    beta: numberFlag(v, 'beta', undefined, 0, 10),
+    n: intFlag(v, 'n', undefined, 1, 10000),
+    rounds: intFlag(v, 'rounds', undefined, 1, 100),
+    hessian: v['no-hessian'] ? false : undefined,
+    twinSoftmax: v['no-twin-softmax'] ? false : undefined,
+    twinGelu: v['no-twin-gelu'] ? false : undefined,
+    geluAligned: v['gelu-unaligned'] ? false : undefined,
+    softmaxDeltaR2: softmaxR2,
+    loss: v.loss === undefined ? undefined : choice<LossKind>(v, 'loss', LOSS_KINDS, 'label'),
+    seed: intFlag(v, 'seed', 0, 0, 2 ** 31 - 1),
+  });
+}
+
+/** Fail before minutes of calibration if the output cannot be written, or would overwrite the input. */
+function checkOutput(out: string, input: string): void {
+  if (path.resolve(out) === path.resolve(input)) throw new Ptq4vitError(`--out ${out} would overwrite the input checkpoint`);
+  const dir = path.dirname(path.resolve(out));
+  try {
+    if (!fs.statSync(dir).isDirectory()) throw new Error('not a directory');
+    fs.accessSync(dir, fs.constants.W_OK);
+  } catch {
+    throw new Ptq4vitError(`cannot write ${out}: directory ${dir} does not exist or is not writable`);
+  }
+  if (fs.existsSync(out) && fs.statSync(out).isDirectory()) throw new Ptq4vitError(`cannot write ${out}: it is a directory`);
+}
+
+export interface CalibrationRun {
+  points: PointQuant[];
+  seconds: number;
+}
+
+/** Calibrate with progress bars: one for recording, one per quantization point. */
+export async function runCalibration(model: VisionModel, images: import('../tensor/tensor.js').Tensor, labels: Int32Array, opts: CalibrationOptions, quiet: boolean, label: string): Promise<CalibrationRun> {
+  const start = performance.now();
+  if (!quiet) process.stderr.write(`${label}: recording FP32 activations${opts.metric === 'hessian' ? ' and gradients' : ''} on ${images.shape[0]} images…\n`);
+  const records = await recordCalibration(model, images, labels, opts);
+  const bar = new ProgressBar(label, model.quantPoints.length, 'layers', quiet);
+  const points = await searchAll(model, records, { ...opts, onPoint: (done, _total, point) => bar.update(done, point) }, true);
+  return { points, seconds: (performance.now() - start) / 1000 };
+}
+
+export async function runQuantize(args: string[]): Promise<void> {
+  const v = parse(args, QUANTIZE_OPTIONS);
+  if (v.help) {
+    process.stdout.write(USAGE);
+    return;
+  }
+  applyCommon(v);
+  const weights = requireFlag(v, 'model', 'quantize');
+  const calibPath = requireFlag(v, 'calib', 'quantize');
+  const method = choice<Method>(v, 'method', METHODS, 'ptq4vit');
+  const opts = calibrationOptions(v, method);
+  const calibSize = intFlag(v, 'calib-size', 32)!;
+  const limit = intFlag(v, 'limit', undefined);
+  const out = (v.out as string | undefined) ?? `${path.basename(weights).replace(/\.safetensors$/, '')}.${method}-w${opts.weightBits}a${opts.activationBits}.safetensors`;
+  checkOutput(out, weights);
+
+  const loaded = openModel({ weights, config: v.config as string | undefined, arch: v.arch as string | undefined });
+  if (loaded.quantized) throw new Ptq4vitError(`${weights} is already a quantized model; quantize the float checkpoint`);
+  const { model } = loaded;
+  const evalData = v.eval === undefined ? null : await openDataset(v.eval as string);
+  const calib = await openDataset(calibPath);
+  const { images, labels, indices } = await loadCalibration(calib, calibSize, opts.seed, model.spec.preprocess);
+  const quiet = v.json === true && !process.stderr.isTTY;
+  const label = `${method} W${opts.weightBits}A${opts.activationBits}`;
+  const run = await runCalibration(model, images, labels, opts, quiet, label);
+
+  const provenance = {
+    tool: 'ptq4vit',
+    method,
+    w_bits: opts.weightBits,
+    a_bits: opts.activationBits,
+    search: { metric: opts.metric, alpha: opts.alpha, beta: opts.beta, n: opts.n, rounds: opts.rounds, twin_softmax: opts.twinSoftmax, twin_gelu: opts.twinGelu, gelu_aligned: opts.geluAligned, softmax_delta_r2: opts.softmaxDeltaR2 },
+    loss: opts.metric === 'hessian' ? opts.loss : null,
+    seed: opts.seed,
+    source_checkpoint: path.basename(weights),
+    calibration: { data: path.basename(calibPath), images: indices.length, indices },
+  };
+  saveQuantizedModel(out, loaded.weights, { spec: model.spec, points: run.points, provenance });
+
+  let fp: EvalResult | null = null, quant: EvalResult | null = null;
+  if (evalData) {
+    const total = Math.min(limit ?? evalData.size, evalData.size);
+    const fpBar = new ProgressBar('eval FP32', total, 'img', quiet);
+    fp = await evaluate(model, evalData, { limit, onProgress: (d) => fpBar.update(d) });
+    const qBar = new ProgressBar(`eval ${label}`, total, 'img', quiet);
+    quant = await evaluate(model, evalData, { limit, runner: new QuantRunner(run.points), onProgress: (d) => qBar.update(d) });
+  }
+  const rows: [string, string][] = [
+    ['method', describeQuantization(provenance)],
+    ['calibration', `${indices.length} images from ${path.basename(calibPath)} · ${run.seconds.toFixed(1)} s`],
+    ['written', out],
+  ];
+  if (fp && quant) {
+    rows.push(['top-1', `${percent(quant.top1)}  (FP32 ${percent(fp.top1)}, ${((quant.top1 - fp.top1) * 100).toFixed(2)} points)`]);
+    rows.push(['top-5', `${percent(quant.top5)}  (FP32 ${percent(fp.top5)})`]);
+    rows.push(['images', `${quant.images}`]);
+  }
+  printReport({
+    title: `${model.spec.name} quantized`,
+    rows,
+    json: v.json === true
+      ? {
+          command: 'quantize',
+          model: model.spec.name,
+          method,
+          w_bits: opts.weightBits,
+          a_bits: opts.activationBits,
+          calib_images: indices.length,
+          calib_seconds: run.seconds,
+          out,
+          ...(fp && quant ? { top1: quant.top1, top5: quant.top5, fp32_top1: fp.top1, fp32_top5: fp.top5, eval_images: quant.images } : {}),
+        }
+      : undefined,
+  });
+}
