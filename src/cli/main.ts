@@ -1,13 +1,11 @@
 /** The `ptq4vit` command line: argument parsing, dispatch, and turning errors into one clear line. */
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Ptq4vitError } from '../errors.js';
 import { PRESETS } from '../models/config.js';
 import { USAGE } from './args.js';
+import { runDemo } from './demo.js';
 import { runEval } from './eval.js';
 import { runQuantize } from './quantize.js';
 
-export const packageRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 export async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -20,7 +18,7 @@ export async function main(argv: string[]): Promise<number> {
         await runQuantize(rest);
         return 0;
       case 'demo':
-        await runEval(['--model', path.join(packageRoot, 'assets', 'models', 'vit_tiny_c10.safetensors'), '--config', path.join(packageRoot, 'assets', 'models', 'vit_tiny_c10.json'), '--data', path.join(packageRoot, 'assets', 'cifar10-test500'), ...rest]);
+        await runDemo(rest);
         return 0;
       case 'presets':
         for (const [name, p] of Object.entries(PRESETS)) console.log(`${name.padEnd(36)} ${p.timmClass}`);
