@@ -1,7 +1,9 @@
 /**
  * Builds the bundled demo data from shared/ (run once by a developer; the product then needs only assets/):
- * every 20th CIFAR-10 test image (500 images, 50 per class: the test split is sorted by class) and the
- * 32 calibration images, written as lossless PNG image folders.
+ * every 20th CIFAR-10 test image (500 images, 50 per class: the test split is sorted by class), written
+ * as a lossless PNG image folder. The 32 calibration images are copied as their raw-uint8-hwc manifest
+ * (assets/cifar10-calib32/calib32.json): they include no horse, and an image folder takes its classes
+ * from its subfolders, so as a folder their labels would shift.
  *   npx tsc -p . && node dist/scripts/make_demo_assets.js
  */
 import fs from 'node:fs';
@@ -26,4 +28,5 @@ async function exportSplit(prefix: string, count: number, step: number, outDir: 
 }
 
 await exportSplit('test', 500, 20, path.join('assets', 'cifar10-test500'));
-await exportSplit('calib32', 32, 1, path.join('assets', 'cifar10-calib32'));
+fs.mkdirSync(path.join('assets', 'cifar10-calib32'), { recursive: true });
+for (const f of ['calib32.json', 'calib32_images.u8', 'calib32_labels.u8']) fs.copyFileSync(path.join(shared, f), path.join('assets', 'cifar10-calib32', f));

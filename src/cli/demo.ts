@@ -27,7 +27,7 @@ export async function runDemo(args: string[]): Promise<void> {
   const assets = path.join(packageRoot, 'assets');
   const { model } = openModel({ weights: path.join(assets, 'models', 'vit_tiny_c10.safetensors'), config: path.join(assets, 'models', 'vit_tiny_c10.json') });
   const test = await openDataset(path.join(assets, 'cifar10-test500'));
-  const calib = await openDataset(path.join(assets, 'cifar10-calib32'));
+  const calib = await openDataset(path.join(assets, 'cifar10-calib32', 'calib32.json'));
   const quiet = v.json === true && !process.stderr.isTTY;
 
   const fpBar = new ProgressBar('eval FP32', test.size, 'img', quiet);
