@@ -1,3 +1,6 @@
+import type { Dataset } from '../data/datasets.js';
+import { Ptq4vitError } from '../errors.js';
+
 /** One-line descriptions of a quantized model for reports. */
 export function describeQuantization(provenance: Record<string, unknown>): string {
   const method = provenance.method === 'base' ? 'Base PTQ' : 'PTQ4ViT';
@@ -6,4 +9,16 @@ export function describeQuantization(provenance: Record<string, unknown>): strin
 
 export function percent(x: number): string {
   return `${(x * 100).toFixed(2)}%`;
+}
+
+/**
+ * Labels are class indices in the dataset's class order; a dataset with a different number of classes
+ * than the model (an image folder missing a class, say) would be scored against shifted labels.
+ */
+export function checkClasses(ds: Dataset, numClasses: number): void {
+  if (ds.classes.length !== numClasses) {
+    throw new Ptq4vitError(
+      `${ds.source} has ${ds.classes.length} classes but the model predicts ${numClasses}: labels are class indices in the dataset's order (sorted subfolder names for an image folder), so they would not match the model's`,
+    );
+  }
 }

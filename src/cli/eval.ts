@@ -2,7 +2,7 @@ import path from 'node:path';
 import { openDataset } from '../data/datasets.js';
 import { evaluate } from '../eval/evaluate.js';
 import { openModel } from '../models/load.js';
-import { describeQuantization } from './describe.js';
+import { checkClasses, describeQuantization } from './describe.js';
 import { applyCommon, intFlag, parse, requireFlag, USAGE } from './args.js';
 import { ProgressBar } from './progress.js';
 import { printReport } from './report.js';
@@ -27,6 +27,7 @@ export async function runEval(args: string[]): Promise<void> {
   const batchSize = intFlag(v, 'batch-size', 64, 1, 4096);
   const { model, runner, quantized } = openModel({ weights, config: v.config as string | undefined, arch: v.arch as string | undefined });
   const dataset = await openDataset(data);
+  checkClasses(dataset, model.spec.arch.numClasses);
   const total = Math.min(limit ?? dataset.size, dataset.size);
   const bar = new ProgressBar(`eval ${model.spec.name}`, total, 'img', v.json === true && !process.stderr.isTTY);
   const result = await evaluate(model, dataset, { limit, batchSize, runner, onProgress: (done) => bar.update(done) });

@@ -14,7 +14,7 @@ import { methodConfig, METHODS, type Method } from '../quant/methods.js';
 import type { PointQuant } from '../quant/params.js';
 import { QuantRunner } from '../quant/runner.js';
 import { applyCommon, intFlag, numberFlag, parse, requireFlag, USAGE } from './args.js';
-import { describeQuantization, percent } from './describe.js';
+import { checkClasses, describeQuantization, percent } from './describe.js';
 import { ProgressBar } from './progress.js';
 import { printReport } from './report.js';
 
@@ -127,6 +127,14 @@ export async function runQuantize(args: string[]): Promise<void> {
   const { model } = loaded;
   const evalData = v.eval === undefined ? null : await openDataset(v.eval as string);
   const calib = await openDataset(calibPath);
+  if (evalData) checkClasses(evalData, model.spec.arch.numClasses);
+  if (opts.metric === 'hessian' && opts.loss === 'label') {
+    try {
+      checkClasses(calib, model.spec.arch.numClasses);
+    } catch (e) {
+      throw new Ptq4vitError(`${(e as Error).message} (calibrating with --loss pseudo needs no labels)`);
+    }
+  }
   const { images, labels, indices } = await loadCalibration(calib, calibSize, opts.seed, model.spec.preprocess);
   const quiet = v.json === true && !process.stderr.isTTY;
   const label = `${method} W${opts.weightBits}A${opts.activationBits}`;
