@@ -1,0 +1,186 @@
+/**
+ * RESULTS.md: FP32, Base PTQ and PTQ4ViT at W8A8/W6A6/W4A4 on vit_tiny_c10 and swin_micro_c10 (full
+ * CIFAR-10 test set, calibration = calib32), beside the authors' implementation on the same
+ * checkpoints; the ablation on vit_tiny_c10 W6A6; the choice of loss and of the twin variants.
+ *
+ *   npx tsc -p . && node dist/scripts/results.js [--quick]
+ *
+ * Each finished row is appended to results/results.jsonl and skipped on the next run, so the script can
+ * be stopped and resumed; RESULTS.md is rewritten from that file after every row.
+ * --quick evaluates on test1k instead (for trying things; its rows are kept apart).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { openDataset, type Dataset } from '../src/data/datasets.js';
+import { evaluate } from '../src/eval/evaluate.js';
+import type { LossKind } from '../src/grad/loss.js';
+import { openModel } from '../src/models/load.js';
+import type { VisionModel } from '../src/models/types.js';
+import { loadCalibration } from '../src/quant/calibset.js';
+import { recordCalibration, searchAll, type CalibrationRecords } from '../src/quant/calibrate.js';
+import { methodConfig, type Method, type MethodOverrides } from '../src/quant/methods.js';
+import { QuantRunner } from '../src/quant/runner.js';
+
+const shared = path.resolve('..', 'shared');
+const quick = process.argv.includes('--quick');
+const resultsFile = path.join('results', quick ? 'results-quick.jsonl' : 'results.jsonl');
+const evalManifest = path.join(shared, 'data', 'cifar10', quick ? 'test1k.json' : 'test.json');
+
+interface Row {
+  model: string;
+  config: string;
+  method: Method | 'fp32';
+  w_bits?: number;
+  a_bits?: number;
+  variant?: Partial<MethodOverrides>;
+  top1: number;
+  top5: number;
+  images: number;
+  calib_seconds?: number;
+  search_seconds?: number;
+}
+
+interface Job {
+  config: string;
+  method: Method;
+  bits: number;
+  variant: Partial<MethodOverrides>;
+}
+
+function ablationConfig(v: { hessian: boolean; twinSoftmax: boolean; twinGelu: boolean }): string {
+  return v.hessian && v.twinSoftmax && v.twinGelu ? 'PTQ4ViT-6' : `ablation-6:H${+v.hessian}S${+v.twinSoftmax}G${+v.twinGelu}`;
+}
+
+const MAIN: Job[] = [8, 6, 4].flatMap((bits) => (['base', 'ptq4vit'] as const).map((method) => ({ config: `${method === 'base' ? 'BasePTQ' : 'PTQ4ViT'}-${bits}`, method, bits, variant: {} })));
+
+/** The paper's ablation (Hessian metric, softmax twin, GELU twin on/off) plus our variants, at W6A6. */
+const ABLATION: Job[] = [
+  // All three on is the PTQ4ViT-6 row of the main table.
+  ...[false, true]
+    .flatMap((hessian) => [false, true].flatMap((twinSoftmax) => [false, true].map((twinGelu) => ({ hessian, twinSoftmax, twinGelu }))))
+    .filter((v) => !(v.hessian && v.twinSoftmax && v.twinGelu))
+    .map((variant) => ({ config: ablationConfig(variant), method: 'ptq4vit' as const, bits: 6, variant })),
+  { config: 'variant-6:gelu-unaligned', method: 'ptq4vit', bits: 6, variant: { geluAligned: false } },
+  { config: 'variant-6:softmax-r2-exact-one', method: 'ptq4vit', bits: 6, variant: { softmaxDeltaR2: 'exact-one' } },
+  { config: 'variant-6:loss-pseudo', method: 'ptq4vit', bits: 6, variant: { loss: 'pseudo' } },
+  { config: 'variant-6:loss-fisher', method: 'ptq4vit', bits: 6, variant: { loss: 'fisher' } },
+  { config: 'variant-4:softmax-r2-exact-one', method: 'ptq4vit', bits: 4, variant: { softmaxDeltaR2: 'exact-one' } },
+  { config: 'variant-4:gelu-unaligned', method: 'ptq4vit', bits: 4, variant: { geluAligned: false } },
+];
+
+function loadRows(): Row[] {
+  if (!fs.existsSync(resultsFile)) return [];
+  return fs.readFileSync(resultsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Row);
+}
+
+function appendRow(row: Row): void {
+  fs.mkdirSync(path.dirname(resultsFile), { recursive: true });
+  fs.appendFileSync(resultsFile, JSON.stringify(row) + '\n');
+  writeResults(loadRows());
+  console.log(`${row.model} ${row.config}: top-1 ${(row.top1 * 100).toFixed(2)}%${row.calib_seconds ? `, calibration ${row.calib_seconds.toFixed(0)} s` : ''}`);
+}
+
+async function evalRow(model: VisionModel, data: Dataset, runner?: QuantRunner): Promise<{ top1: number; top5: number; images: number }> {
+  const r = await evaluate(model, data, { runner, batchSize: 100 });
+  return { top1: r.top1, top5: r.top5, images: r.images };
+}
+
+async function runModel(name: string, jobs: Job[], done: Set<string>): Promise<void> {
+  const todo = jobs.filter((j) => !done.has(`${name}|${j.config}`));
+  const needFp = !done.has(`${name}|FP32`);
+  if (todo.length === 0 && !needFp) return;
+  const { model } = openModel({ weights: path.join(shared, 'models', `${name}.safetensors`), config: path.join(shared, 'models', `${name}.json`) });
+  const data = await openDataset(evalManifest);
+  if (needFp) appendRow({ model: name, config: 'FP32', method: 'fp32', ...(await evalRow(model, data)) });
+  if (todo.length === 0) return;
+  const calib = await openDataset(path.join(shared, 'data', 'cifar10', 'calib32.json'));
+  const { images, labels } = await loadCalibration(calib, 32, 0, model.spec.preprocess);
+  // Recordings depend only on the loss (for the gradients): make each once, reuse for every job.
+  const records = new Map<LossKind, { records: CalibrationRecords; seconds: number }>();
+  for (const job of todo) {
+    const opts = methodConfig(job.method, { weightBits: job.bits, activationBits: job.bits, ...job.variant });
+    let rec = records.get(opts.loss);
+    if (!rec) {
+      const t0 = performance.now();
+      const r = await recordCalibration(model, images, labels, { ...opts, metric: 'hessian' });
+      rec = { records: r, seconds: (performance.now() - t0) / 1000 };
+      records.set(opts.loss, rec);
+    }
+    const t0 = performance.now();
+    const points = await searchAll(model, rec.records, opts, false);
+    const searchSeconds = (performance.now() - t0) / 1000;
+    // A calibration run records once: charge the recording to every row (gradients only where used).
+    const recordSeconds = opts.metric === 'hessian' ? rec.seconds : rec.seconds / 2;
+    const result = await evalRow(model, data, new QuantRunner(points));
+    appendRow({ model: name, config: job.config, method: job.method, w_bits: job.bits, a_bits: job.bits, variant: job.variant, ...result, calib_seconds: searchSeconds + recordSeconds, search_seconds: searchSeconds });
+  }
+}
+
+interface Reference {
+  model: string;
+  config: string;
+  top1: number;
+  calib_seconds?: number;
+}
+
+function references(): Reference[] {
+  return fs.readFileSync(path.join(shared, 'reference', 'official_ptq4vit.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as Reference);
+}
+
+const pct = (x: number | undefined) => (x === undefined ? '—' : `${(x * 100).toFixed(2)}`);
+
+function writeResults(rows: Row[]): void {
+  const refs = references();
+  const find = (model: string, config: string) => rows.find((r) => r.model === model && r.config === config);
+  const ref = (model: string, config: string) => refs.find((r) => r.model === model && r.config === config);
+  const lines: string[] = [
+    '# Results',
+    '',
+    `Top-1 (%) on the CIFAR-10 ${quick ? 'test1k subset (1000 images)' : 'test set (10000 images)'}, calibration on \`calib32\` (the 32 images of every reference result).`,
+    '"authors" = the authors\' PTQ4ViT implementation on the same checkpoints and calibration images',
+    '(`../shared/reference/official_ptq4vit.jsonl`; PyTorch 1.13, 2 CPU threads). Produced by',
+    `\`npx tsc -p . && node dist/scripts/results.js${quick ? ' --quick' : ''}\` (rows in \`${resultsFile}\`).`,
+    '',
+  ];
+  for (const model of ['vit_tiny_c10', 'swin_micro_c10']) {
+    lines.push(`## ${model}`, '', '| config | ours | authors | Δ vs authors | calibration s (ours / authors) |', '|---|---|---|---|---|');
+    for (const config of ['FP32', ...MAIN.map((j) => j.config)]) {
+      const r = find(model, config), a = ref(model, config);
+      const delta = r && a ? `${((r.top1 - a.top1) * 100).toFixed(2)}` : '—';
+      const secs = `${r?.calib_seconds?.toFixed(0) ?? '—'} / ${a?.calib_seconds?.toFixed(0) ?? '—'}`;
+      lines.push(`| ${config} | ${pct(r?.top1)} | ${pct(a?.top1)} | ${delta} | ${config === 'FP32' ? '' : secs} |`);
+    }
+    lines.push('');
+  }
+  lines.push(
+    '## Ablation: vit_tiny_c10, W6A6',
+    '',
+    'Search grid of PTQ4ViT (α = 0.01, β = 1.2, n = 100, 3 rounds) in every row; without the Hessian metric the cosine metric is used.',
+    '',
+    '| Hessian metric | softmax twin | GELU twin | top-1 |',
+    '|---|---|---|---|',
+  );
+  for (const hessian of [false, true]) {
+    for (const twinSoftmax of [false, true]) {
+      for (const twinGelu of [false, true]) {
+        const config = ablationConfig({ hessian, twinSoftmax, twinGelu });
+        lines.push(`| ${hessian ? '✓' : ''} | ${twinSoftmax ? '✓' : ''} | ${twinGelu ? '✓' : ''} | ${pct(find('vit_tiny_c10', config)?.top1)} |`);
+      }
+    }
+  }
+  lines.push('', '## Variants: vit_tiny_c10', '', '| variant | top-1 | PTQ4ViT default |', '|---|---|---|');
+  for (const job of ABLATION.filter((j) => j.config.startsWith('variant'))) {
+    lines.push(`| W${job.bits}A${job.bits} ${job.config.split(':')[1]} | ${pct(find('vit_tiny_c10', job.config)?.top1)} | ${pct(find('vit_tiny_c10', `PTQ4ViT-${job.bits}`)?.top1)} |`);
+  }
+  lines.push('');
+  fs.writeFileSync(quick ? 'RESULTS-quick.md' : 'RESULTS.md', lines.join('\n'));
+}
+
+const done = new Set(loadRows().map((r) => `${r.model}|${r.config}`));
+const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7);
+if (!only || only === 'main') {
+  await runModel('vit_tiny_c10', MAIN, done);
+  await runModel('swin_micro_c10', MAIN, done);
+}
+if (!only || only === 'ablation') await runModel('vit_tiny_c10', ABLATION, done);
+writeResults(loadRows());
