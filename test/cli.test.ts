@@ -35,11 +35,23 @@ function run(...args: string[]): Run {
   const r = spawnSync(process.execPath, ['bin/ptq4vit.js', ...args], {
     cwd: repoRoot,
     encoding: 'utf8',
-    timeout: 120_000,
+    timeout: process.env.PTQ4VIT_SLOW_TESTS ? 1_800_000 : 120_000,
     env: { ...process.env, PTQ4VIT_DEBUG: '' },
   });
   if (r.error) throw r.error;
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** An image folder with the 10 CIFAR-10 classes, one JPEG each (copied from jpeg_sample). */
+function oneImagePerClass(classes?: string[]): string {
+  const root = tmpDir();
+  const sample = path.join(sharedDir, 'data', 'cifar10', 'jpeg_sample');
+  for (const cls of classes ?? fs.readdirSync(sample).sort()) {
+    fs.mkdirSync(path.join(root, cls));
+    const jpg = fs.readdirSync(path.join(sample, cls)).filter((f) => f.endsWith('.jpg')).sort()[0];
+    fs.copyFileSync(path.join(sample, cls, jpg), path.join(root, cls, 'good.jpg'));
+  }
+  return root;
 }
 
 const show = (r: Run): string => `exit ${r.status}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
@@ -106,15 +118,12 @@ describe('eval', () => {
   });
 
   test('an unreadable image is skipped and reported, not fatal', () => {
-    const root = tmpDir();
-    fs.mkdirSync(path.join(root, 'airplane'));
-    const jpg = fs.readdirSync(path.join(sharedDir, 'data', 'cifar10', 'jpeg_sample', 'airplane')).filter((f) => f.endsWith('.jpg'))[0];
-    fs.copyFileSync(path.join(sharedDir, 'data', 'cifar10', 'jpeg_sample', 'airplane', jpg), path.join(root, 'airplane', 'good.jpg'));
+    const root = oneImagePerClass();
     fs.writeFileSync(path.join(root, 'airplane', 'broken.jpg'), 'not a jpeg');
     const r = run('eval', '--model', MODEL, '--config', CARD, '--data', root, '--json');
     assert.equal(r.status, 0, show(r));
     const json = lastJson(r.stdout);
-    assert.equal(json.images, 1);
+    assert.equal(json.images, 10);
     assert.equal(json.skipped, 1);
     assert.match(r.stdout, /1 unreadable skipped/);
     assert.match(r.stdout, /broken\.jpg/);
@@ -138,10 +147,28 @@ describe('eval', () => {
   });
 });
 
-test('demo runs on the bundled assets and prints a top-1', () => {
-  const r = run('demo', '--limit', '32');
-  assertOk(r);
-  assert.match(r.stdout, /top-1\s+\d+\.\d\d%/);
+describe('demo', () => {
+  test('demo --help exits 0; demo rejects unknown flags', () => {
+    const help = run('demo', '--help');
+    assert.equal(help.status, 0, show(help));
+    assert.match(help.stdout, /ptq4vit demo/);
+    assertUserError(run('demo', '--bogus'), /Unknown option '--bogus'/);
+  });
+
+  // The demo calibrates and evaluates W8A8 and W6A6 on 500 images: minutes, too slow for this file.
+  test(
+    'demo runs on the bundled assets and prints FP32 and quantized top-1',
+    { skip: process.env.PTQ4VIT_SLOW_TESTS ? false : 'set PTQ4VIT_SLOW_TESTS=1 (runs for minutes)' },
+    () => {
+      const r = run('demo', '--json');
+      assertOk(r);
+      assert.match(r.stdout, /FP32\s+top-1 \d+\.\d\d%/);
+      assert.match(r.stdout, /W8A8\s+top-1 \d+\.\d\d%/);
+      const json = lastJson(r.stdout);
+      assert.equal(json.command, 'demo');
+      assert.equal(typeof json.fp32_top1, 'number');
+    },
+  );
 });
 
 describe('user errors: exit 2, one clear message, no stack trace', () => {
@@ -237,6 +264,11 @@ describe('user errors: exit 2, one clear message, no stack trace', () => {
     assertUserError(run(...evalArgs('--data', dir)), new RegExp(`image folder ${escape(dir)}: class folders with no images: cat, dog`));
   });
 
+  test('a folder whose classes do not match the model', () => {
+    const root = oneImagePerClass(['airplane', 'cat']);
+    assertUserError(run(...evalArgs('--data', root)), new RegExp(`${escape(root)} has 2 classes but the model predicts 10`));
+  });
+
   test('unknown flag', () => {
     const r = run(...evalArgs('--bogus'));
     assertUserError(r, /Unknown option '--bogus'/);
@@ -250,11 +282,13 @@ describe('user errors: exit 2, one clear message, no stack trace', () => {
     assertUserError(run('quantise', '--model', MODEL), /unknown command 'quantise'/);
   });
 
-  test('--limit 0, --limit abc, --limit 1.5, --batch-size 0', () => {
-    assertUserError(run(...evalArgs('--limit', '0')), /--limit must be an integer .*got '0'/);
-    assertUserError(run(...evalArgs('--limit', 'abc')), /--limit must be an integer .*got 'abc'/);
-    assertUserError(run(...evalArgs('--limit', '1.5')), /--limit must be an integer .*got '1\.5'/);
-    assertUserError(run(...evalArgs('--batch-size', '0')), /--batch-size must be an integer .*got '0'/);
+  test("--limit 0, --limit abc, --limit 1.5, --limit '', --batch-size 0", () => {
+    assertUserError(run(...evalArgs('--limit', '0')), /--limit must be an integer ≥ 1, got '0'/);
+    assertUserError(run(...evalArgs('--limit', 'abc')), /--limit must be an integer ≥ 1, got 'abc'/);
+    assertUserError(run(...evalArgs('--limit', '1.5')), /--limit must be an integer ≥ 1, got '1\.5'/);
+    assertUserError(run(...evalArgs('--limit', '')), /--limit must be an integer ≥ 1, got ''/);
+    assertUserError(run(...evalArgs('--batch-size', '0')), /--batch-size must be an integer from 1 to 4096, got '0'/);
+    assertUserError(run(...evalArgs('--threads', '0')), /--threads must be an integer from 1 to 256, got '0'/);
   });
 
   test('a bad card', () => {

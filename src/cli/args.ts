@@ -45,7 +45,10 @@ export function intFlag(values: Record<string, unknown>, name: string, fallback:
   const raw = values[name];
   if (raw === undefined) return fallback;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < min || n > max) throw new Ptq4vitError(`--${name} must be an integer from ${min} to ${max}, got '${raw}'`);
+  if (raw === '' || !Number.isInteger(n) || n < min || n > max) {
+    const range = max === Number.MAX_SAFE_INTEGER ? `≥ ${min}` : `from ${min} to ${max}`;
+    throw new Ptq4vitError(`--${name} must be an integer ${range}, got '${raw}'`);
+  }
   return n;
 }
 
