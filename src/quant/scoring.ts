@@ -144,7 +144,7 @@ export async function scoreLinear(p: LinearScoreInputs): Promise<Float32Array> {
   if (p.scales2) feeds.s2 = { data: p.scales2, shape: [C, 1, 1] };
   if (p.bias) feeds.b = feed(p.bias);
   if (p.metric === 'hessian') feeds.g = feed(p.grad!);
-  return (await runGraph(key, graph, feeds, 'score')).data;
+  return (await runGraph(key, graph, feeds, 'score', { arena: false })).data;
 }
 
 export interface MatmulScoreInputs {
@@ -198,5 +198,5 @@ export async function scoreMatmul(p: MatmulScoreInputs): Promise<Float32Array> {
   };
   if (twin) feeds.split = { data: p.splits!, shape: [C, 1, 1, 1, 1] };
   if (p.metric === 'hessian') feeds.g = p.grad!;
-  return (await runGraph(key, graph, feeds, 'score')).data;
+  return (await runGraph(key, graph, feeds, 'score', { arena: false })).data;
 }

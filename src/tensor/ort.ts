@@ -21,10 +21,20 @@ export const profile = new Map<string, { calls: number; ms: number }>();
 
 const sessions = new Map<string, Promise<ort.InferenceSession>>();
 
-function session(key: string, graph: () => GraphSpec): Promise<ort.InferenceSession> {
+export interface GraphOptions {
+  /**
+   * ORT's memory arena (default on). Every session keeps its own arena at its high-water mark, so graphs
+   * with large intermediates that run now and then (the candidate search) turn it off; otherwise dozens
+   * of them would hold gigabytes between uses.
+   */
+  arena?: boolean;
+}
+
+function session(key: string, graph: () => GraphSpec, options: GraphOptions): Promise<ort.InferenceSession> {
   let s = sessions.get(key);
   if (!s) {
     s = ort.InferenceSession.create(encodeModel(graph()), {
+      enableCpuMemArena: options.arena ?? true,
       intraOpNumThreads: threads,
       interOpNumThreads: 1,
       executionMode: 'sequential',
@@ -42,8 +52,9 @@ export async function runGraph(
   graph: () => GraphSpec,
   inputs: Record<string, { data: Float32Array; shape: readonly number[] }>,
   output = 'y',
+  options: GraphOptions = {},
 ): Promise<Tensor> {
-  const s = await session(key, graph);
+  const s = await session(key, graph, options);
   const feeds: Record<string, ort.Tensor> = {};
   for (const [name, t] of Object.entries(inputs)) feeds[name] = new ort.Tensor('float32', t.data, t.shape as number[]);
   const t0 = performance.now();
