@@ -1,0 +1,25 @@
+/** ptq4vit as a library: the same pieces the CLI is made of. */
+export { Ptq4vitError } from './errors.js';
+export { SafeTensors, writeSafetensors, encodeSafetensors, type Dtype, type TensorToWrite } from './io/safetensors.js';
+export { Tensor } from './tensor/tensor.js';
+export { setOrtThreads } from './tensor/ort.js';
+export { fp32Runner, RecordingRunner } from './tensor/runner.js';
+export type { Arch, ModelSpec, Preprocess, QuantPoint, Runner, VisionModel } from './models/types.js';
+export { PRESETS, readCard, specFromCard, specFromPreset } from './models/config.js';
+export { buildModel, loadModel, openModel, type LoadedModel, type ModelSource } from './models/load.js';
+export { VisionTransformer } from './models/vit.js';
+export { SwinTransformer } from './models/swin.js';
+export { openDataset, loadBatch, type Dataset } from './data/datasets.js';
+export { decodeImage, type RgbImage } from './data/decode.js';
+export { evalTransform } from './data/transform.js';
+export { evaluate, type EvalOptions, type EvalResult } from './eval/evaluate.js';
+export { computeGradients, type GradientOptions } from './grad/gradients.js';
+export { Tape } from './grad/tape.js';
+export { LOSS_KINDS, type LossKind } from './grad/loss.js';
+export { calibrate, recordCalibration, searchAll, type CalibrationOptions } from './quant/calibrate.js';
+export { methodConfig, METHODS, type Method, type MethodOverrides } from './quant/methods.js';
+export { loadCalibration, calibrationIndices } from './quant/calibset.js';
+export { QuantRunner } from './quant/runner.js';
+export { saveQuantizedModel, readQuantizedModel, QUANTIZED_FORMAT, type QuantizedModelInfo } from './quant/file.js';
+export type { ActivationQuant, LinearQuant, MatmulQuant, PointQuant } from './quant/params.js';
+export * as quantizers from './quant/quantizers.js';
