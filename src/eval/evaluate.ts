@@ -2,6 +2,7 @@
 import { loadBatch, type Dataset, type SkippedImage } from '../data/datasets.js';
 import type { Runner, VisionModel } from '../models/types.js';
 import { fp32Runner } from '../tensor/runner.js';
+import { concatFloat32 } from '../tensor/tensor.js';
 
 export interface EvalOptions {
   limit?: number;
@@ -79,18 +80,8 @@ export async function evaluate(model: VisionModel, dataset: Dataset, options: Ev
     skipped,
   };
   if (options.keepLogits) {
-    result.logits = concat(keptLogits);
+    result.logits = concatFloat32(keptLogits);
     result.indices = keptIndices;
   }
   return result;
-}
-
-function concat(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }

@@ -7,7 +7,7 @@ import { computeGradients } from '../grad/gradients.js';
 import type { LossKind } from '../grad/loss.js';
 import type { QuantPoint, Runner, VisionModel } from '../models/types.js';
 import { linear as linearFp, matmul as matmulFp } from '../tensor/gemm.js';
-import { Tensor } from '../tensor/tensor.js';
+import { Tensor, concatFloat32 } from '../tensor/tensor.js';
 import type { PointQuant } from './params.js';
 import { searchLinear, searchMatmul, type SearchConfig } from './search.js';
 
@@ -42,17 +42,6 @@ class Recorder implements Runner {
     this.sink(point, y, [a, b]);
     return y;
   }
-}
-
-function concat(parts: Float32Array[]): Float32Array {
-  if (parts.length === 1) return parts[0];
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }
 
 /** Leading dimension scaled from one chunk to the whole set (it counts images, or images·heads…). */
@@ -99,9 +88,9 @@ function transposeLast(t: Tensor): Tensor {
 }
 
 async function searchPoint(point: QuantPoint, d: PointData, weights: Map<string, { weight: Tensor; bias: Tensor | null }>, opts: CalibrationOptions): Promise<PointQuant> {
-  const output = new Tensor(concat(d.output), d.outputShape);
-  const grad = d.grad.length ? new Tensor(concat(d.grad), d.outputShape) : null;
-  const inputs = d.inputs.map((parts, i) => new Tensor(concat(parts), d.inputShapes[i]));
+  const output = new Tensor(concatFloat32(d.output), d.outputShape);
+  const grad = d.grad.length ? new Tensor(concatFloat32(d.grad), d.outputShape) : null;
+  const inputs = d.inputs.map((parts, i) => new Tensor(concatFloat32(parts), d.inputShapes[i]));
   if (point.kind === 'matmul') {
     const b = point.transB ? transposeLast(inputs[1]) : inputs[1];
     return searchMatmul({ point: point.name, heads: point.heads ?? 1, a: inputs[0], b, out: output, grad, postSoftmax: point.input === 'post-softmax' }, opts);
