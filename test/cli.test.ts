@@ -228,14 +228,10 @@ describe('user errors: exit 2, one clear message, no stack trace', () => {
     assertUserError(r, /swin_micro_c10\.safetensors: tensor '[\w.]+' (has shape|is missing)/);
   });
 
-  test(
-    'ViT weights with the Swin card: no misleading "timm < 0.9 Swin checkpoint" hint',
-    { todo: 'src/models/swin.ts oldLayoutHint treats any checkpoint with head.weight (every ViT) as an old Swin one' },
-    () => {
-      const r = run(...evalArgs('--config', SWIN_CARD));
-      assert.doesNotMatch(r.stderr, /timm < 0\.9 Swin/);
-    },
-  );
+  test('ViT weights with the Swin card: no misleading "timm < 0.9 Swin checkpoint" hint', () => {
+    const r = run(...evalArgs('--config', SWIN_CARD));
+    assert.doesNotMatch(r.stderr, /timm < 0\.9 Swin/);
+  });
 
   test('truncated safetensors', () => {
     const file = path.join(tmpDir(), 'cut.safetensors');

@@ -313,9 +313,12 @@ function loadNorm(reader: WeightReader, name: string, features: number): Norm {
   return { weight: reader.tensor(`${name}.weight`, [features]), bias: reader.tensor(`${name}.bias`, [features]) };
 }
 
-/** timm < 0.9 kept patch merging at the end of each stage and the classifier as `head`. */
+/**
+ * timm < 0.9 kept patch merging at the end of each stage (so stage 0 has a downsample) and the
+ * classifier as `head`; only the first is specific to Swin (every ViT has a `head.weight`).
+ */
 function oldLayoutHint(weights: TensorSource): string {
-  const old = weights.names().some((n) => n.startsWith('layers.0.downsample.') || n === 'head.weight');
+  const old = weights.names().some((n) => n.startsWith('layers.0.downsample.'));
   return old
     ? ' — this looks like a timm < 0.9 Swin checkpoint; load it with timm ≥ 0.9 (which remaps the names) and save its state_dict again'
     : '';
