@@ -35,7 +35,7 @@ function run(...args: string[]): Run {
   const r = spawnSync(process.execPath, ['bin/ptq4vit.js', ...args], {
     cwd: repoRoot,
     encoding: 'utf8',
-    timeout: process.env.PTQ4VIT_SLOW_TESTS ? 1_800_000 : 120_000,
+    timeout: 300_000,
     env: { ...process.env, PTQ4VIT_DEBUG: '' },
   });
   if (r.error) throw r.error;
@@ -155,20 +155,21 @@ describe('demo', () => {
     assertUserError(run('demo', '--bogus'), /Unknown option '--bogus'/);
   });
 
-  // The demo calibrates and evaluates W8A8 and W6A6 on 500 images: minutes, too slow for this file.
-  test(
-    'demo runs on the bundled assets and prints FP32 and quantized top-1',
-    { skip: process.env.PTQ4VIT_SLOW_TESTS ? false : 'set PTQ4VIT_SLOW_TESTS=1 (runs for minutes)' },
-    () => {
-      const r = run('demo', '--json');
-      assertOk(r);
-      assert.match(r.stdout, /FP32\s+top-1 \d+\.\d\d%/);
-      assert.match(r.stdout, /W8A8\s+top-1 \d+\.\d\d%/);
-      const json = lastJson(r.stdout);
-      assert.equal(json.command, 'demo');
-      assert.equal(typeof json.fp32_top1, 'number');
-    },
-  );
+  // The full demo (a 101-point, 3-round search on 500 images) takes minutes; the same path with a
+  // coarse search on 100 images runs here.
+  test('demo runs on the bundled assets and prints FP32 and quantized top-1', () => {
+    const r = run('demo', '--limit', '100', '--n', '8', '--rounds', '1', '--json');
+    assertOk(r);
+    assert.match(r.stdout, /FP32\s+top-1 \d+\.\d\d%/);
+    assert.match(r.stdout, /W8A8\s+top-1 \d+\.\d\d%/);
+    assert.match(r.stdout, /W6A6\s+top-1 \d+\.\d\d%/);
+    const json = lastJson(r.stdout) as { command: string; images: number; fp32_top1: number; quantized: { top1: number }[] };
+    assert.equal(json.command, 'demo');
+    assert.equal(json.images, 100);
+    assert.equal(json.quantized.length, 2);
+    // W8A8 on a 5 M-parameter ViT stays within a few points of FP32 even with a coarse search.
+    assert.ok(Math.abs(json.quantized[0].top1 - json.fp32_top1) < 0.05, JSON.stringify(json));
+  });
 });
 
 describe('user errors: exit 2, one clear message, no stack trace', () => {

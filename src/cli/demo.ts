@@ -11,14 +11,17 @@ import { loadCalibration } from '../quant/calibset.js';
 import { recordCalibration, searchAll } from '../quant/calibrate.js';
 import { methodConfig } from '../quant/methods.js';
 import { QuantRunner } from '../quant/runner.js';
-import { applyCommon, parse, USAGE } from './args.js';
+import { applyCommon, intFlag, parse, USAGE } from './args.js';
 import { percent } from './describe.js';
 import { packageRoot } from './paths.js';
 import { ProgressBar } from './progress.js';
 import { printReport } from './report.js';
 
 export async function runDemo(args: string[]): Promise<void> {
-  const v = parse(args, {});
+  // --limit / --n / --rounds shrink the demo (fewer test images, a coarser search) for smoke tests.
+  const v = parse(args, { limit: { type: 'string' }, n: { type: 'string' }, rounds: { type: 'string' } });
+  const limit = intFlag(v, 'limit', undefined);
+  const search = { n: intFlag(v, 'n', undefined, 1, 10000), rounds: intFlag(v, 'rounds', undefined, 1, 100) };
   if (v.help) {
     process.stdout.write(USAGE);
     return;
@@ -30,8 +33,9 @@ export async function runDemo(args: string[]): Promise<void> {
   const calib = await openDataset(path.join(assets, 'cifar10-calib32', 'calib32.json'));
   const quiet = v.json === true && !process.stderr.isTTY;
 
-  const fpBar = new ProgressBar('eval FP32', test.size, 'img', quiet);
-  const fp = await evaluate(model, test, { onProgress: (d) => fpBar.update(d) });
+  const testImages = Math.min(limit ?? test.size, test.size);
+  const fpBar = new ProgressBar('eval FP32', testImages, 'img', quiet);
+  const fp = await evaluate(model, test, { limit, onProgress: (d) => fpBar.update(d) });
   const { images, labels } = await loadCalibration(calib, calib.size, 0, model.spec.preprocess);
   const start = performance.now();
   if (!quiet) process.stderr.write(`recording FP32 activations and gradients on ${images.shape[0]} calibration images…\n`);
@@ -39,18 +43,18 @@ export async function runDemo(args: string[]): Promise<void> {
   const rows: [string, string][] = [['FP32', `top-1 ${percent(fp.top1)}  top-5 ${percent(fp.top5)}`]];
   const results: Record<string, unknown>[] = [];
   for (const bits of [8, 6]) {
-    const opts = methodConfig('ptq4vit', { weightBits: bits, activationBits: bits });
+    const opts = methodConfig('ptq4vit', { weightBits: bits, activationBits: bits, ...search });
     const t0 = performance.now();
     const bar = new ProgressBar(`PTQ4ViT W${bits}A${bits}`, model.quantPoints.length, 'layers', quiet);
     const points = await searchAll(model, records, { ...opts, onPoint: (done, _t, point) => bar.update(done, point) }, false);
     const searchSeconds = (performance.now() - t0) / 1000;
-    const evalBar = new ProgressBar(`eval W${bits}A${bits}`, test.size, 'img', quiet);
-    const q = await evaluate(model, test, { runner: new QuantRunner(points), onProgress: (d) => evalBar.update(d) });
+    const evalBar = new ProgressBar(`eval W${bits}A${bits}`, testImages, 'img', quiet);
+    const q = await evaluate(model, test, { limit, runner: new QuantRunner(points), onProgress: (d) => evalBar.update(d) });
     rows.push([`PTQ4ViT W${bits}A${bits}`, `top-1 ${percent(q.top1)}  top-5 ${percent(q.top5)}  (${((q.top1 - fp.top1) * 100).toFixed(2)} points; search ${searchSeconds.toFixed(0)} s)`]);
     results.push({ w_bits: bits, a_bits: bits, top1: q.top1, top5: q.top5, search_seconds: searchSeconds });
   }
   printReport({
-    title: `demo: ${model.spec.name} on ${test.size} bundled CIFAR-10 test images (calibration: ${calib.size} images)`,
+    title: `demo: ${model.spec.name} on ${testImages} bundled CIFAR-10 test images (calibration: ${calib.size} images)`,
     rows,
     notes: [`total ${((performance.now() - start) / 1000).toFixed(0)} s of calibration; quantize your own model with \`ptq4vit quantize\``],
     json: v.json === true ? { command: 'demo', model: model.spec.name, images: fp.images, fp32_top1: fp.top1, fp32_top5: fp.top5, quantized: results } : undefined,
