@@ -40,6 +40,10 @@ function session(key: string, graph: () => GraphSpec, options: GraphOptions): Pr
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
       logSeverityLevel: 3, // errors only: ORT's shape-merge notes are noise for our generated graphs
+      // ORT's worker threads spin between runs by default. We call ORT many times per forward pass with
+      // TypeScript work in between, so spinning workers compete with the main thread (and anything else
+      // on the machine): measured 4x slower ViT inference on 2 cores (BENCHMARKS.md).
+      extra: { session: { intra_op: { allow_spinning: '0' } } },
     });
     sessions.set(key, s);
   }
