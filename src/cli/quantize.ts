@@ -58,14 +58,25 @@ export function bitWidths(v: Values): { weightBits: number; activationBits: numb
   return { weightBits: intFlag(v, 'w-bits', bits, 2, 16)!, activationBits: intFlag(v, 'a-bits', bits, 2, 16)! };
 }
 
+/**
+ * --alpha/--beta: the candidate grid runs from α·Δ_maxabs to β·Δ_maxabs. A factor of 0 puts Δ = 0 among
+ * the candidates, whose x/Δ is NaN; a NaN score is never beaten in the argmin, so the search kept Δ = 0
+ * and wrote a model that outputs NaN.
+ */
+function gridFactor(v: Values, name: 'alpha' | 'beta'): number | undefined {
+  const f = numberFlag(v, name, undefined, 0, 10);
+  if (f === 0) throw new Ptq4vitError(`--${name} must be greater than 0 (it scales Δ_maxabs into a candidate scale), got '${v[name]}'`);
+  return f;
+}
+
 export function calibrationOptions(v: Values, method: Method): CalibrationOptions {
   const { weightBits, activationBits } = bitWidths(v);
   const softmaxR2 = v['softmax-r2'] === undefined ? undefined : choice(v, 'softmax-r2', ['paper', 'exact-one'] as const, 'paper');
   return methodConfig(method, {
     weightBits,
     activationBits,
-    alpha: numberFlag(v, 'alpha', undefined, 0, 10),
-    beta: numberFlag(v, 'beta', undefined, 0, 10),
+    alpha: gridFactor(v, 'alpha'),
+    beta: gridFactor(v, 'beta'),
     n: intFlag(v, 'n', undefined, 1, 10000),
     rounds: intFlag(v, 'rounds', undefined, 1, 100),
     hessian: v['no-hessian'] ? false : undefined,
