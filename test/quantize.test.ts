@@ -320,6 +320,16 @@ describe('user errors: exit 2, one clear message, no stack trace, nothing writte
     assert.deepEqual(fs.readdirSync(modelsDir).sort(), listing, 'no temporary file beside the checkpoint');
   });
 
+  test('--out equal to the card or the calibration manifest: refused, both untouched', () => {
+    for (const [flag, file] of [['config', CARD], ['calib', CALIB]] as const) {
+      const before = fs.readFileSync(path.join(repoRoot, file));
+      const r = run('quantize', '--model', MODEL, '--config', CARD, '--calib', CALIB, '--out', file);
+      assert.equal(r.status, 2, show(r));
+      assert.match(r.stderr.split('\n')[0], new RegExp(`^ptq4vit: error: --out .* would overwrite the --${flag} file`), show(r));
+      assert.ok(fs.readFileSync(path.join(repoRoot, file)).equals(before), `${file} unchanged`);
+    }
+  });
+
   test('unknown --method, --loss bogus, --softmax-r2 bogus', () => {
     refused(/--method must be one of ptq4vit, base, got 'foo'/, ['--method', 'foo']);
     refused(/--loss must be one of label, pseudo, fisher, got 'bogus'/, ['--loss', 'bogus']);

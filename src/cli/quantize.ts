@@ -90,8 +90,13 @@ export function calibrationOptions(v: Values, method: Method): CalibrationOption
 }
 
 /** Fail before minutes of calibration if the output cannot be written, or would overwrite the input. */
-function checkOutput(out: string, input: string): void {
+function checkOutput(out: string, input: string, others: Values): void {
   if (path.resolve(out) === path.resolve(input)) throw new Ptq4vitError(`--out ${out} would overwrite the input checkpoint`);
+  // A tab-completed --out naming the card or a manifest would silently replace it with a safetensors file.
+  for (const flag of ['config', 'calib', 'eval']) {
+    const p = others[flag];
+    if (typeof p === 'string' && path.resolve(out) === path.resolve(p)) throw new Ptq4vitError(`--out ${out} would overwrite the --${flag} file`);
+  }
   const dir = path.dirname(path.resolve(out));
   try {
     if (!fs.statSync(dir).isDirectory()) throw new Error('not a directory');
@@ -131,7 +136,7 @@ export async function runQuantize(args: string[]): Promise<void> {
   const calibSize = intFlag(v, 'calib-size', 32)!;
   const limit = intFlag(v, 'limit', undefined);
   const out = (v.out as string | undefined) ?? `${path.basename(weights).replace(/\.safetensors$/, '')}.${method}-w${opts.weightBits}a${opts.activationBits}.safetensors`;
-  checkOutput(out, weights);
+  checkOutput(out, weights, v);
 
   const loaded = openModel({ weights, config: v.config as string | undefined, arch: v.arch as string | undefined });
   if (loaded.quantized) throw new Ptq4vitError(`${weights} is already a quantized model; quantize the float checkpoint`);
