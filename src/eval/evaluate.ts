@@ -25,12 +25,17 @@ export interface EvalResult {
   logits?: Float32Array;
 }
 
-/** Rank of the true label among the logits (0 = predicted). Ties count against the label, as torch.topk would not. */
+/**
+ * Rank of the true label among the logits (0 = predicted). Ties count against the label, and a NaN
+ * anywhere in the row makes the prediction wrong (a broken model must not score as correct).
+ */
 function rankOfLabel(logits: Float32Array, offset: number, classes: number, label: number): number {
   const target = logits[offset + label];
+  if (Number.isNaN(target)) return classes;
   let rank = 0;
   for (let k = 0; k < classes; k++) {
     const v = logits[offset + k];
+    if (Number.isNaN(v)) return classes;
     if (v > target || (v === target && k < label)) rank++;
   }
   return rank;

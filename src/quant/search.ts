@@ -53,11 +53,15 @@ function maxAbsDelta(max: number, bits: number): number {
   return max > 0 ? max / (qmax(bits) - 0.5) : 1e-8;
 }
 
-/** Index of the smallest value in each of `columns` columns of a [rows, columns] array (first on ties). */
+/**
+ * Index of the smallest value in each of `columns` columns of a [rows, columns] array (first on ties;
+ * NaN never wins, so a degenerate candidate cannot be chosen).
+ */
 function argminColumns(scores: Float64Array, rows: number, columns: number): number[] {
+  const key = (v: number) => (Number.isNaN(v) ? Infinity : v);
   const best = new Array<number>(columns).fill(0);
   for (let c = 0; c < columns; c++) {
-    for (let r = 1; r < rows; r++) if (scores[r * columns + c] < scores[best[c] * columns + c]) best[c] = r;
+    for (let r = 1; r < rows; r++) if (key(scores[r * columns + c]) < key(scores[best[c] * columns + c])) best[c] = r;
   }
   return best;
 }
