@@ -9,7 +9,7 @@
 import { OnnxType, type GraphSpec, type Initializer, type NodeSpec } from '../onnx/proto.js';
 import { fakeQuantNodes, int64s as ints, scalar, type QuantizerKind } from './onnxquant.js';
 import { runGraph } from '../tensor/ort.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { Tensor } from '../tensor/tensor.js';
 
 export type Metric = 'hessian' | 'cosine';
 
@@ -35,10 +35,9 @@ function metricNodes(metric: Metric, sumAxes: number[], groups: number, cosineAx
       nodes: [
         { op: 'Sub', inputs: ['y', 'o'], outputs: ['diff'] },
         { op: 'Mul', inputs: ['diff', 'g'], outputs: ['wdiff'] },
-        { op: 'Mul', inputs: ['wdiff', 'wdiff'], outputs: ['sq'] },
-        { op: 'ReduceSum', inputs: ['sq', 'axes'], outputs: ['score'], attributes: { keepdims: 0 } },
+        { op: 'ReduceSumSquare', inputs: ['wdiff'], outputs: ['score'], attributes: { axes: sumAxes, keepdims: 0 } },
       ],
-      inits: [ints('axes', sumAxes)],
+      inits: [],
     };
   }
   // cos = Σ o·y / max(|o|·|y|, 1e-8) over each row (or each of `groups` blocks of a row), as torch.
@@ -104,7 +103,9 @@ export async function scoreLinear(p: LinearScoreInputs): Promise<Float32Array> {
   const outFeatures = p.w.shape[0];
   const C = p.candidates;
   const searchW = p.searched === 'weight';
-  const key = `lin:${p.searched}:${p.quantizer}:${p.bits}:${p.metric}:${p.cosineGroups}:${p.cosinePerColumn ? 'col' : 'row'}:${p.bias ? 'b' : ''}`;
+  // The Hessian metric only needs Ô − O = x̂·ŵᵀ − (O − b): the bias is folded into the target once.
+  const addBias = p.bias !== null && p.metric === 'cosine';
+  const key = `lin:${p.searched}:${p.quantizer}:${p.bits}:${p.metric}:${p.cosineGroups}:${p.cosinePerColumn ? 'col' : 'row'}:${addBias ? 'b' : ''}`;
   const graph = (): GraphSpec => {
     const q = searchedQuantNodes(p.quantizer, p.bits, 0);
     const m = metricNodes(p.metric, searchW ? [1] : [1, 2], p.cosineGroups, p.cosinePerColumn ? -2 : -1);
@@ -115,13 +116,13 @@ export async function scoreLinear(p: LinearScoreInputs): Promise<Float32Array> {
       ...(searchW
         ? [
             { op: 'Transpose', inputs: ['xq'], outputs: ['wt'], attributes: { perm: [0, 2, 1] } },
-            { op: 'MatMul', inputs: ['x', 'wt'], outputs: ['y0'] },
+            { op: 'MatMul', inputs: ['x', 'wt'], outputs: [addBias ? 'y0' : 'y'] },
           ]
         : [
             { op: 'Transpose', inputs: ['w'], outputs: ['wt'] },
-            { op: 'MatMul', inputs: ['xq', 'wt'], outputs: ['y0'] },
+            { op: 'MatMul', inputs: ['xq', 'wt'], outputs: [addBias ? 'y0' : 'y'] },
           ]),
-      p.bias ? { op: 'Add', inputs: ['y0', 'b'], outputs: ['y'] } : { op: 'Identity', inputs: ['y0'], outputs: ['y'] },
+      ...(addBias ? [{ op: 'Add', inputs: ['y0', 'b'], outputs: ['y'] }] : []),
       ...m.nodes,
     ];
     const inputs: GraphSpec['inputs'] = [
@@ -131,7 +132,7 @@ export async function scoreLinear(p: LinearScoreInputs): Promise<Float32Array> {
       { name: 'o', elemType: f32, shape: ['M', 'N'] },
     ];
     if (p.quantizer === 'twin-gelu') inputs.push({ name: 's2', elemType: f32, shape: ['C', 1, 1] });
-    if (p.bias) inputs.push({ name: 'b', elemType: f32, shape: ['N'] });
+    if (addBias) inputs.push({ name: 'b', elemType: f32, shape: ['N'] });
     if (p.metric === 'hessian') inputs.push({ name: 'g', elemType: f32, shape: ['M', 'N'] });
     return { name: 'score_linear', inputs, outputs: [{ name: 'score', elemType: f32, shape: [] }], nodes, initializers: [...q.inits, ...m.inits], opset: 17 };
   };
@@ -139,12 +140,26 @@ export async function scoreLinear(p: LinearScoreInputs): Promise<Float32Array> {
     x: feed(p.x),
     w: feed(p.w),
     s: { data: p.scales, shape: searchW ? [C, outFeatures, 1] : [C, 1, 1] },
-    o: feed(p.out),
+    o: p.bias && !addBias ? feed(minusBias(p.out, p.bias)) : feed(p.out),
   };
   if (p.scales2) feeds.s2 = { data: p.scales2, shape: [C, 1, 1] };
-  if (p.bias) feeds.b = feed(p.bias);
+  if (addBias) feeds.b = feed(p.bias!);
   if (p.metric === 'hessian') feeds.g = feed(p.grad!);
   return (await runGraph(key, graph, feeds, 'score', { arena: false })).data;
+}
+
+/** O − b, row by row (cached per output tensor: the same layer is scored hundreds of times). */
+const targets = new WeakMap<Tensor, Tensor>();
+function minusBias(out: Tensor, bias: Tensor): Tensor {
+  let t = targets.get(out);
+  if (!t) {
+    const n = bias.size;
+    const data = new Float32Array(out.size);
+    for (let i = 0; i < data.length; i++) data[i] = out.data[i] - bias.data[i % n];
+    t = new Tensor(data, out.shape);
+    targets.set(out, t);
+  }
+  return t;
 }
 
 export interface MatmulScoreInputs {

@@ -137,7 +137,13 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
   const cosineGroups = groups === 3 ? 3 : 1;
   // Per-channel weights (the conv) are scored per output channel; otherwise per output row (and q/k/v block).
   const perColumn = cfg.metric === 'cosine' && groups === N && N > 1;
+  // Each half-step depends only on the other operand's current scales: once a half-step sees the same
+  // scales as in the previous round, every later round repeats itself exactly, so we stop there.
+  let lastInputKey = '', lastWeightKey = '';
   for (let round = 0; round < cfg.rounds; round++) {
+    const inputKey = JSON.stringify(input);
+    if (round > 0 && inputKey === lastInputKey) break;
+    lastInputKey = inputKey;
     // Weight search: rows are independent, so every group is searched at once.
     const xq = input ? new Tensor(fakeQuantActivation(x.data, input), [M, K]) : x;
     const weightWidth = cfg.metric === 'hessian' || perColumn ? N : M * cosineGroups;
@@ -151,6 +157,9 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
     const bestW = argminColumns(perGroup, C, groups);
     weightDeltas = bestW.map((b, g) => factors[b] * w0[g]);
     if (!quantizeInput) continue;
+    const weightKey = JSON.stringify(weightDeltas);
+    if (round > 0 && weightKey === lastWeightKey) break;
+    lastWeightKey = weightKey;
 
     // Input search with the weight quantized at its current scales.
     const wq = new Tensor(fakeQuantGrouped(rec.weight.data, weightDeltas, rowsPerGroup * K, wBits), [N, K]);
@@ -218,7 +227,11 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
     cfg.metric === 'hessian' ? scores : cosineToLoss(Float32Array.from(scores), count, O * M, H, (i) => Math.floor(i / M) % H);
   const width = cfg.metric === 'hessian' ? H : O * H * M;
 
+  let lastBKey = '', lastAKey = '';
   for (let round = 0; round < cfg.rounds; round++) {
+    const bKey = JSON.stringify(bQuant);
+    if (round > 0 && bKey === lastBKey) break; // a fixed point: later rounds would repeat (see searchLinear)
+    lastBKey = bKey;
     const bq = view(fakeQuantActivation(rec.b.data, bQuant, K * N), K, N);
     if (twin) {
       const scores = await scoreInBatches(twinR1.length, 2 * G * M * Math.max(N, K), width, (start, count) => {
@@ -237,6 +250,9 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
       });
       aQuant = { kind: 'uniform', bits, deltas: argminColumns(lossOf(scores, C), C, H).map((b, h) => factors[b] * a0[h]) };
     }
+    const aKey = JSON.stringify(aQuant);
+    if (round > 0 && aKey === lastAKey) break;
+    lastAKey = aKey;
     const aq = view(fakeQuantActivation(rec.a.data, aQuant, M * K), M, K);
     const scores = await scoreInBatches(C, 2 * G * Math.max(M, K) * N, width, (start, count) => {
       const scales = new Float32Array(count * H);
