@@ -1,7 +1,6 @@
 /**
- * Vectorized elementwise/normalization kernels on onnxruntime, for the forward pass. The reference
- * TypeScript versions in ops.ts compute the same functions (and serve the backward pass); these exist
- * because erf and exp dominate a ViT's non-GEMM time (measured: GELU alone was half the forward).
+ * Vectorized elementwise/normalization kernels on onnxruntime, for the forward pass: erf and exp
+ * dominated a ViT's non-GEMM time in TypeScript loops (GELU alone was half the forward pass).
  */
 import { OnnxType, type GraphSpec } from '../onnx/proto.js';
 import { runGraph } from './ort.js';
