@@ -43,7 +43,8 @@ function session(key: string, graph: () => GraphSpec, options: GraphOptions): Pr
       // ORT's worker threads spin between runs by default. We call ORT many times per forward pass with
       // TypeScript work in between, so spinning workers compete with the main thread (and anything else
       // on the machine): measured 4x slower ViT inference on 2 cores (BENCHMARKS.md).
-      extra: { session: { intra_op: { allow_spinning: '0' } } },
+      // (PTQ4VIT_ORT_SPINNING=1 restores ORT's default, for measuring exactly that.)
+      extra: { session: { intra_op: { allow_spinning: process.env.PTQ4VIT_ORT_SPINNING === '1' ? '1' : '0' } } },
     });
     sessions.set(key, s);
   }
