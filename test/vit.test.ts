@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { Ptq4vitError } from '../src/errors.js';
 import { SafeTensors, writeSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
 import { specFromCard } from '../src/models/config.js';
@@ -58,6 +58,9 @@ for (const name of ['vit_p16_224_fixture', 'deit_distilled_p16_224_fixture']) {
   });
 }
 
+const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'ptq4vit-vit-'));
+after(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));
+
 function rewrite(weights: SafeTensors, edit: (tensors: Record<string, TensorToWrite>) => void): string {
   const tensors: Record<string, TensorToWrite> = {};
   for (const n of weights.names()) {
@@ -65,7 +68,7 @@ function rewrite(weights: SafeTensors, edit: (tensors: Record<string, TensorToWr
     tensors[n] = { dtype: 'F32', shape: t.shape, data: t.data };
   }
   edit(tensors);
-  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'ptq4vit-')), 'bad.safetensors');
+  const file = path.join(fs.mkdtempSync(path.join(tmpRoot, 'case-')), 'bad.safetensors');
   writeSafetensors(file, tensors);
   return file;
 }
