@@ -63,9 +63,6 @@ const ABLATION: Job[] = [
   { config: 'variant-6:gelu-unaligned', method: 'ptq4vit', bits: 6, variant: { geluAligned: false } },
   { config: 'variant-6:softmax-r2-exact-one', method: 'ptq4vit', bits: 6, variant: { softmaxDeltaR2: 'exact-one' } },
   { config: 'variant-6:loss-pseudo', method: 'ptq4vit', bits: 6, variant: { loss: 'pseudo' } },
-  { config: 'variant-6:loss-fisher', method: 'ptq4vit', bits: 6, variant: { loss: 'fisher' } },
-  { config: 'variant-4:softmax-r2-exact-one', method: 'ptq4vit', bits: 4, variant: { softmaxDeltaR2: 'exact-one' } },
-  { config: 'variant-4:gelu-unaligned', method: 'ptq4vit', bits: 4, variant: { geluAligned: false } },
 ];
 
 function loadRows(): Row[] {
