@@ -3,12 +3,10 @@
  * with --json), and every user mistake as exit code 2 + one `ptq4vit: error: …` message, no stack trace.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { after, describe, test } from 'node:test';
-import { repoRoot, sharedDir } from './helpers.js';
+import { describe, test } from 'node:test';
+import { repoRoot, runCli, scratchDir, sharedDir, showRun, type CliRun } from './helpers.js';
 
 const MODEL = '../shared/models/vit_tiny_c10.safetensors';
 const CARD = '../shared/models/vit_tiny_c10.json';
@@ -16,31 +14,12 @@ const SWIN_CARD = '../shared/models/swin_micro_c10.json';
 const TEST1K = '../shared/data/cifar10/test1k.json';
 const JPEGS = '../shared/data/cifar10/jpeg_sample';
 
-const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'ptq4vit-cli-'));
-after(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));
-let tmpCount = 0;
-function tmpDir(): string {
-  const dir = path.join(tmpRoot, String(tmpCount++));
-  fs.mkdirSync(dir);
-  return dir;
-}
+const scratch = scratchDir('cli');
+const tmpRoot = scratch.root;
+const tmpDir = scratch.next;
 
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(...args: string[]): Run {
-  const r = spawnSync(process.execPath, ['bin/ptq4vit.js', ...args], {
-    cwd: repoRoot,
-    encoding: 'utf8',
-    timeout: 300_000,
-    env: { ...process.env, PTQ4VIT_DEBUG: '' },
-  });
-  if (r.error) throw r.error;
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+type Run = CliRun;
+const run = (...args: string[]): Run => runCli(args, 300_000);
 
 /** An image folder with the 10 CIFAR-10 classes, one JPEG each (copied from jpeg_sample). */
 function oneImagePerClass(classes?: string[]): string {
@@ -54,7 +33,7 @@ function oneImagePerClass(classes?: string[]): string {
   return root;
 }
 
-const show = (r: Run): string => `exit ${r.status}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
+const show = showRun;
 
 function assertOk(r: Run): void {
   assert.equal(r.status, 0, show(r));

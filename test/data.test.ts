@@ -1,10 +1,9 @@
 /** Image decoding, PIL-exact resampling, timm's eval transform, datasets and batch loading. */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import sharp from 'sharp';
 import { loadBatch } from '../src/data/batch.js';
 import { openDataset } from '../src/data/datasets.js';
@@ -14,7 +13,7 @@ import { centerCrop, evalTransform, roundHalfEven, shorterSideSize } from '../sr
 import { Ptq4vitError } from '../src/errors.js';
 import { SafeTensors } from '../src/io/safetensors.js';
 import type { Preprocess } from '../src/models/types.js';
-import { fixturesDir, repoRoot, sharedDir } from './helpers.js';
+import { fixturesDir, repoRoot, scratchDir, sharedDir } from './helpers.js';
 
 const assetsDir = path.join(repoRoot, 'test', 'assets');
 const cifarDir = path.join(sharedDir, 'data', 'cifar10');
@@ -26,14 +25,9 @@ const IMAGENET: Preprocess = {
   std: [0.229, 0.224, 0.225],
 };
 
-const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'ptq4vit-data-'));
-after(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));
-let tmpCount = 0;
-function tmpDir(): string {
-  const dir = path.join(tmpRoot, String(tmpCount++));
-  fs.mkdirSync(dir);
-  return dir;
-}
+const scratch = scratchDir('data');
+const tmpRoot = scratch.root;
+const tmpDir = scratch.next;
 
 /** Deterministic bytes; test/assets/make_pil_refs.py generates the same ones in Python. */
 function hashPixels(w: number, h: number): Uint8Array {

@@ -7,15 +7,13 @@
  * Search settings are tiny (--n 10 --rounds 1, small calibration subsets) to keep the file fast.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { SafeTensors } from '../src/io/safetensors.js';
 import { QUANTIZED_FORMAT } from '../src/quant/file.js';
 import type { PointQuant } from '../src/quant/params.js';
-import { repoRoot } from './helpers.js';
+import { repoRoot, runCli, scratchDir, showRun, type CliRun } from './helpers.js';
 
 const MODEL = 'assets/models/vit_tiny_c10.safetensors';
 const CARD = 'assets/models/vit_tiny_c10.json';
@@ -24,33 +22,14 @@ const TEST = 'assets/cifar10-test500';
 const SWIN_MODEL = '../shared/models/swin_micro_c10.safetensors';
 const SWIN_CARD = '../shared/models/swin_micro_c10.json';
 
-const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'ptq4vit-quantize-'));
-after(() => fs.rmSync(tmpRoot, { recursive: true, force: true }));
-let tmpCount = 0;
-function tmpDir(): string {
-  const dir = path.join(tmpRoot, String(tmpCount++));
-  fs.mkdirSync(dir);
-  return dir;
-}
+const scratch = scratchDir('quantize');
+const tmpRoot = scratch.root;
+const tmpDir = scratch.next;
 
-interface Run {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
+type Run = CliRun;
+const run = (...args: string[]): Run => runCli(args, 600_000);
 
-function run(...args: string[]): Run {
-  const r = spawnSync(process.execPath, ['bin/ptq4vit.js', ...args], {
-    cwd: repoRoot,
-    encoding: 'utf8',
-    timeout: 600_000,
-    env: { ...process.env, PTQ4VIT_DEBUG: '' },
-  });
-  if (r.error) throw r.error;
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-const show = (r: Run): string => `exit ${r.status}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
+const show = showRun;
 
 /** `quantize` of the bundled ViT on the bundled calibration set, with extra flags. */
 const quantize = (...args: string[]): Run => run('quantize', '--model', MODEL, '--config', CARD, '--calib', CALIB, ...args);
