@@ -26,6 +26,9 @@ const quick = process.argv.includes('--quick');
 const resultsFile = path.join('results', quick ? 'results-quick.jsonl' : 'results.jsonl');
 const evalManifest = path.join(shared, 'data', 'cifar10', quick ? 'test1k.json' : 'test.json');
 
+/** model|config of every finished row (appendRow adds to it). */
+const done = new Set<string>();
+
 interface Row {
   model: string;
   config: string;
@@ -71,6 +74,7 @@ function loadRows(): Row[] {
 }
 
 function appendRow(row: Row): void {
+  done.add(`${row.model}|${row.config}`);
   fs.mkdirSync(path.dirname(resultsFile), { recursive: true });
   fs.appendFileSync(resultsFile, JSON.stringify(row) + '\n');
   writeResults(loadRows());
@@ -173,7 +177,7 @@ function writeResults(rows: Row[]): void {
   fs.writeFileSync(quick ? 'RESULTS-quick.md' : 'RESULTS.md', lines.join('\n'));
 }
 
-const done = new Set(loadRows().map((r) => `${r.model}|${r.config}`));
+for (const r of loadRows()) done.add(`${r.model}|${r.config}`);
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7);
 if (!only || only === 'main') {
   await runModel('vit_tiny_c10', MAIN, done);
