@@ -173,7 +173,19 @@ function writeResults(rows: Row[]): void {
   for (const job of ABLATION.filter((j) => j.config.startsWith('variant'))) {
     lines.push(`| W${job.bits}A${job.bits} ${job.config.split(':')[1]} | ${pct(find('vit_tiny_c10', job.config)?.top1)} | ${pct(find('vit_tiny_c10', `PTQ4ViT-${job.bits}`)?.top1)} |`);
   }
-  lines.push('');
+  lines.push(
+    '',
+    'How the defaults follow from these rows:',
+    '- **Softmax twin Δ_R2 = 1/2^(k−1)** (the paper) rather than the authors\' 1/(2^(k−1)−1): it keeps Δ_R2/Δ_R1 a',
+    '  power of two (the two ranges meet by a shift), and it was not worse here (`softmax-r2-exact-one` row). Losing',
+    '  1.0 exactly (it becomes 1 − 2^−(k−1)) costs less than the coarser grid of the alternative.',
+    '- **GELU twin aligned** (Δ_R2 = 2^m·Δ_R1, as the paper specifies), with the unaligned variant reported beside it.',
+    '- **Loss for the Hessian weights: cross-entropy against the labels** (`--loss label`); cross-entropy against the',
+    '  FP32 model\'s own prediction (`--loss pseudo`, label-free) is within a few hundredths of a point and is the',
+    '  choice for unlabeled calibration images. KL(FP ‖ current), as in the authors\' code, has a zero gradient at the',
+    '  FP32 point and is not offered.',
+    '',
+  );
   fs.writeFileSync(quick ? 'RESULTS-quick.md' : 'RESULTS.md', lines.join('\n'));
 }
 
