@@ -167,7 +167,7 @@ interface ModelResult {
   images: number;
   load: string;
   ours: ChunkResult[];
-  pytorch: { seconds: number; runs: number[]; loss: number; points: number; torch: string; threads: number; command: string } | null;
+  pytorch: { seconds: number; runs: number[]; loss: number; points: number; torch: string; threads: number; blas: string; command: string } | null;
   pytorchError?: string;
 }
 
@@ -196,7 +196,7 @@ async function benchModel(name: string, o: Options): Promise<ModelResult> {
     try {
       if (p.status !== 0) throw new Error(`exit ${p.status}: ${(p.stderr ?? '').trim().split('\n').slice(-3).join(' | ')}`);
       const j = JSON.parse(lines[lines.length - 1]);
-      result.pytorch = { seconds: j.seconds, runs: j.runs_seconds, loss: j.loss, points: j.quant_points, torch: j.torch, threads: j.threads, command };
+      result.pytorch = { seconds: j.seconds, runs: j.runs_seconds, loss: j.loss, points: j.quant_points, torch: j.torch, threads: j.threads, blas: j.blas ?? 'BLAS not reported', command };
       console.log(`  PyTorch ${j.torch}: median ${j.seconds.toFixed(3)} s of [${j.runs_seconds.map((s: number) => s.toFixed(3)).join(', ')}], loss ${j.loss.toFixed(4)}, ${j.quant_points} points`);
     } catch (e) {
       result.pytorchError = `${command}: ${(e as Error).message}`;
@@ -273,6 +273,7 @@ async function memoryChild(chunk: number): Promise<void> {
     images.data[i + 1] = r * Math.sin(a);
   }
   const labels = Int32Array.from({ length: batch }, (_, i) => (i * 37) % 1000);
+  (globalThis as { gc?: () => void }).gc?.(); // the parent passes --expose-gc: drop the encoded checkpoint first
   const rssAfterBuildKiB = Math.round(process.memoryUsage().rss / 1024);
   const run = await gradientsOnce(model, images, labels, chunk);
   const result: MemoryResult = {
@@ -290,7 +291,7 @@ async function memoryChild(chunk: number): Promise<void> {
 }
 
 function runMemoryChild(chunk: number, threads: number): MemoryResult {
-  const p = spawnSync(process.execPath, [fileURLToPath(import.meta.url), '--memory-child', '--chunk', String(chunk), '--threads', String(threads)], {
+  const p = spawnSync(process.execPath, ['--expose-gc', fileURLToPath(import.meta.url), '--memory-child', '--chunk', String(chunk), '--threads', String(threads)], {
     cwd: repoRoot,
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],
@@ -312,7 +313,7 @@ function markdown(m: Machine, loadBefore: string, loadAfter: string, models: Mod
   L.push(
     `Measured ${m.date} at ${gitRevision()} on this machine: \`nproc\` = ${m.nproc}, CPU "${m.cpu}" (/proc/cpuinfo), ` +
       `${m.memGiB.toFixed(0)} GiB RAM, Node ${m.node}, onnxruntime-node with ${o.threads} intra-op threads` +
-      `${torch ? `, PyTorch ${torch.torch} with ${torch.threads} threads` : ''}. ` +
+      `${torch ? `, PyTorch ${torch.torch} with ${torch.threads} threads on ${torch.blas}` : ''}. ` +
       `Load average (1 / 5 / 15 min, as \`uptime\`) ${loadBefore} when the run started and ${loadAfter} when it ended; ` +
       'the machine is shared with other engineers\' jobs, so the load before each measurement is given beside it.',
     '',
@@ -351,14 +352,14 @@ function markdown(m: Machine, loadBefore: string, loadAfter: string, models: Mod
         `224², 1000 classes; ${(memory.runs[0].params / 1e6).toFixed(1)} M parameters, seeded random weights built in memory through ` +
         'encodeSafetensors + SafeTensors.parse) and 32 random normalized images; one `computeGradients` producing every gradient ' +
         '(sink summing their squares), alone in a child process; peak RSS = `process.resourceUsage().maxRSS` of that process ' +
-        `at the end (it includes building the model). Load before: ${memory.load}.`,
+        `at the end (it includes building the model). "RSS before the gradients" is the 0.35 GB of weights plus what building them in memory (random tensors, encoded checkpoint) left mapped in the allocator; the tape of one chunk comes on top of it. Load before: ${memory.load}.`,
       '',
     );
-    L.push('| chunk | points with ∂L/∂O | peak RSS | RSS after building the model | seconds | under 8 GiB | command |');
+    L.push('| chunk | points with ∂L/∂O | peak RSS | RSS before the gradients | seconds | under 8 GiB | command |');
     L.push('|---|---|---|---|---|---|---|');
     for (const r of memory.runs) {
       L.push(
-        `| ${r.chunk} | ${r.points}/${r.totalPoints} | ${fmtGiB(r.maxRssKiB)} | ${fmtGiB(r.rssAfterBuildKiB)} | ${fmtS(r.seconds)} | ${r.maxRssKiB * 1024 < 8 * GIB ? 'yes' : 'NO'} | \`${SCRIPT} --memory-child --chunk ${r.chunk} --threads ${o.threads}\` |`,
+        `| ${r.chunk} | ${r.points}/${r.totalPoints} | ${fmtGiB(r.maxRssKiB)} | ${fmtGiB(r.rssAfterBuildKiB)} | ${fmtS(r.seconds)} | ${r.maxRssKiB * 1024 < 8 * GIB ? 'yes' : 'NO'} | \`node --expose-gc dist/scripts/bench_grads.js --memory-child --chunk ${r.chunk} --threads ${o.threads}\` |`,
       );
     }
     L.push('');
