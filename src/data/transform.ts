@@ -5,6 +5,9 @@
 import type { Preprocess } from '../models/types.js';
 import type { RgbImage } from './decode.js';
 import { resizeRgb } from './resize.js';
+import { roundHalfEven } from '../numeric.js';
+
+export { roundHalfEven };
 
 /** The normalized image as float32 CHW, length 3·S·S with S = p.inputSize. */
 export function evalTransform(img: RgbImage, p: Preprocess): Float32Array {
@@ -48,15 +51,6 @@ export function centerCrop(img: RgbImage, size: number): RgbImage {
     out.set(img.data.subarray(from, from + (x1 - x0) * 3), (y * size + x0) * 3);
   }
   return { width: size, height: size, data: out };
-}
-
-/** Python 3's round(): ties go to the even neighbour. */
-export function roundHalfEven(v: number): number {
-  const floor = Math.floor(v);
-  const frac = v - floor;
-  if (frac < 0.5) return floor;
-  if (frac > 0.5) return floor + 1;
-  return floor % 2 === 0 ? floor : floor + 1;
 }
 
 /**

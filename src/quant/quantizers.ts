@@ -12,17 +12,14 @@
  *
  * Rounding is half-to-even, as torch.round and ONNX Round, so our codes match the reference implementation's.
  */
+import { roundHalfEven } from '../numeric.js';
 
 /** 2^(k−1): the number of codes in one sign (or one twin range). */
 export function qmax(bits: number): number {
   return 2 ** (bits - 1);
 }
 
-/** Round half to even (banker's rounding). */
-export function roundHalfEven(v: number): number {
-  const r = Math.round(v); // rounds .5 up
-  return r - v === 0.5 && r % 2 !== 0 ? r - 1 : r;
-}
+export { roundHalfEven };
 
 function clamp(v: number, lo: number, hi: number): number {
   return v < lo ? lo : v > hi ? hi : v;
