@@ -13,8 +13,10 @@ Usage:
                [--seed N] [--loss label|pseudo|fisher] [--alpha A --beta B --n N --rounds R]
                [--no-hessian] [--no-twin-softmax] [--no-twin-gelu] [--gelu-unaligned]
                [--softmax-r2 paper|exact-one]
-  ptq4vit eval --model <weights.safetensors | quantized.safetensors> [--config <card.json> | --arch <preset>]
-               --data <image-folder | manifest.json> [--limit N] [--batch-size N]
+  ptq4vit eval --model <weights.safetensors | quantized.safetensors | model.onnx> [--config <card.json> | --arch <preset>]
+               --data <image-folder | manifest.json> [--limit N] [--batch-size N] [--simulate]
+  ptq4vit export --model <weights.safetensors | quantized.safetensors> [--config <card.json> | --arch <preset>]
+               --out <model.onnx> [--float]
   ptq4vit presets               list the timm architectures known by name
 
 Common options:
