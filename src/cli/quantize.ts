@@ -191,11 +191,11 @@ export async function runQuantize(args: string[]): Promise<void> {
   if (evalData) checkClasses(evalData, model.spec.arch.numClasses);
   const { opts, choice: lossChoice } = chooseLoss(flagOpts, v, calib, model.spec.arch.numClasses);
   const quiet = v.json === true && !process.stderr.isTTY;
-  if (!quiet && lossChoice === 'default for unlabeled data') process.stderr.write(`--calib ${calibPath} has no labels: calibrating with --loss pseudo (the FP32 model's own predictions)\n`);
   // The paper calibrates on 32 images; a folder of a few photos is used whole unless --calib-size asks for more.
   const calibSize = calibSizeFlag ?? Math.min(DEFAULT_CALIB_SIZE, calib.size);
-  if (!quiet && calibSize < DEFAULT_CALIB_SIZE && calibSizeFlag === undefined) process.stderr.write(`--calib ${calibPath} has ${calib.size} images, fewer than the default ${DEFAULT_CALIB_SIZE}: calibrating on all of them\n`);
   const { images, labels, indices, skipped } = await loadCalibration(calib, calibSize, opts.seed, model.spec.preprocess, { skipUnreadable: v['skip-unreadable'] === true });
+  if (!quiet && calibSize < DEFAULT_CALIB_SIZE && calibSizeFlag === undefined) process.stderr.write(`--calib ${calibPath} has ${calib.size} images, fewer than the default ${DEFAULT_CALIB_SIZE}: calibrating on all of them\n`);
+  if (!quiet && lossChoice === 'default for unlabeled data') process.stderr.write(`--calib ${calibPath} has no labels: calibrating with --loss pseudo (the FP32 model's own predictions)\n`);
   const label = `${method} W${opts.weightBits}A${opts.activationBits}`;
   const run = await runCalibration(model, images, labels, opts, quiet, label);
 
