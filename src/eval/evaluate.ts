@@ -1,9 +1,9 @@
 /** Top-1/top-5 evaluation over a dataset, batched, with the next batch decoded while this one runs. */
 import { loadBatch, type Dataset, type SkippedImage } from '../data/datasets.js';
-import { Ptq4vitError } from '../errors.js';
 import type { Runner, VisionModel } from '../models/types.js';
 import { fp32Runner } from '../tensor/runner.js';
 import { concatFloat32 } from '../tensor/tensor.js';
+import { Ptq4vitError } from '../errors.js';
 
 export interface EvalOptions {
   limit?: number;
