@@ -141,8 +141,10 @@ describe('demo', () => {
     assertOk(r);
     assert.match(r.stdout, /FP32\s+top-1 \d+\.\d\d%/);
     assert.match(r.stdout, /W8A8\s+top-1 \d+\.\d\d%/);
-    assert.match(r.stdout, /W6A6\s+top-1 \d+\.\d\d%/);
-    const json = lastJson(r.stdout) as { command: string; images: number; fp32_top1: number; quantized: { top1: number }[] };
+    assert.match(r.stdout, /W6A6\s+top-1 \d+\.\d\d%.*integer graph \d+ img\/s, ONNX \d+\.\d MB/);
+    const json = lastJson(r.stdout) as { command: string; images: number; fp32_top1: number; quantized: { top1: number; onnx_bytes: number }[] };
+    // The integer graphs hold int8 weight codes: about a quarter of the FP32 model's 21.5 MB.
+    for (const q of json.quantized) assert.ok(q.onnx_bytes > 4e6 && q.onnx_bytes < 0.3 * 21.5e6, JSON.stringify(q));
     assert.equal(json.command, 'demo');
     assert.equal(json.images, 100);
     assert.equal(json.quantized.length, 2);

@@ -33,8 +33,11 @@ async function evalTarget(weights: string, v: Record<string, string | boolean | 
   }
   const loaded = openModel({ weights, config, arch });
   const label = loaded.quantized ? describeQuantization(loaded.quantized.provenance) : 'FP32';
-  if (v.simulate === true) {
-    return { model: loaded.model, runner: loaded.runner, what: `${label}, ${loaded.quantized ? 'fake-quant simulation' : 'op by op'}`, quantized: loaded.quantized !== null };
+  // Codes wider than 8 bits have no int8 container: such a file runs op by op (the simulation).
+  const wide = loaded.quantized?.points.some((p) => (p.kind === 'matmul' ? Math.max(p.a.bits, p.b.bits) : Math.max(p.weightBits, p.input?.bits ?? 0)) > 8);
+  if (v.simulate === true || wide) {
+    const why = wide ? 'op by op: wider than 8 bits, no integer graph' : 'op by op';
+    return { model: loaded.model, runner: loaded.runner, what: `${label}, ${why}`, quantized: loaded.quantized !== null };
   }
   return { model: await wholeModelGraph(loaded, weights), what: `${label}${loaded.quantized ? ', integer graph' : ''}`, quantized: loaded.quantized !== null };
 }
