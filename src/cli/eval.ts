@@ -3,21 +3,28 @@ import { openDataset } from '../data/datasets.js';
 import { evaluate } from '../eval/evaluate.js';
 import { openModel } from '../models/load.js';
 import { checkClasses, describeQuantization } from './describe.js';
-import { applyCommon, intFlag, parse, requireFlag, USAGE } from './args.js';
+import { applyCommon, commandHelp, intFlag, parse, requireFlag, type CommandSpec } from './args.js';
 import { ProgressBar } from './progress.js';
 import { printReport } from './report.js';
 
+export const EVAL_COMMAND: CommandSpec = {
+  name: 'eval',
+  summary: 'top-1/top-5 and throughput of a float checkpoint or a quantized model file',
+  synopsis: '--model <path> [--config <card.json> | --arch <preset>] --data <data> [options]',
+  flags: {
+    model: { type: 'string', value: 'path', required: true, help: 'a quantized model file (carries its own architecture), a float .safetensors checkpoint (a NAME.json card beside it is used without --config) or a timm hub folder (config.json + model.safetensors)' },
+    config: { type: 'string', value: 'card.json', help: 'JSON model card for a float checkpoint' },
+    arch: { type: 'string', value: 'preset', help: "timm architecture by name for a float checkpoint ('ptq4vit presets' lists them)" },
+    data: { type: 'string', value: 'data', required: true, help: 'an image folder (one subfolder per class) or a raw-uint8 manifest.json' },
+    limit: { type: 'string', value: 'N', default: 'all', help: 'evaluate on the first N images' },
+    'batch-size': { type: 'string', value: 'N', default: '64', help: 'images per forward pass, 1 to 4096' },
+  },
+};
+
 export async function runEval(args: string[]): Promise<void> {
-  const v = parse(args, {
-    model: { type: 'string' },
-    config: { type: 'string' },
-    arch: { type: 'string' },
-    data: { type: 'string' },
-    limit: { type: 'string' },
-    'batch-size': { type: 'string' },
-  });
+  const v = parse(args, EVAL_COMMAND);
   if (v.help) {
-    process.stdout.write(USAGE);
+    process.stdout.write(commandHelp(EVAL_COMMAND));
     return;
   }
   applyCommon(v);
