@@ -5,6 +5,7 @@ import { openDataset } from '../data/datasets.js';
 import { Ptq4vitError } from '../errors.js';
 import { evaluate, type EvalResult } from '../eval/evaluate.js';
 import { LOSS_KINDS, type LossKind } from '../grad/loss.js';
+import { locateModel } from '../models/hub.js';
 import { openModel } from '../models/load.js';
 import type { VisionModel } from '../models/types.js';
 import { loadCalibration } from '../quant/calibset.js';
@@ -147,7 +148,8 @@ export async function runQuantize(args: string[]): Promise<void> {
   const calibSize = intFlag(v, 'calib-size', 32)!;
   const limit = intFlag(v, 'limit', undefined);
   const out = (v.out as string | undefined) ?? `${path.basename(weights).replace(/\.safetensors$/, '')}.${method}-w${opts.weightBits}a${opts.activationBits}.safetensors`;
-  checkOutput(out, weights, v);
+  const input = locateModel(weights); // a hub folder's model.safetensors + config.json, or the card beside the checkpoint
+  checkOutput(out, input.weights, { ...v, config: input.hubConfig ?? input.siblingCard ?? v.config });
 
   const loaded = openModel({ weights, config: v.config as string | undefined, arch: v.arch as string | undefined });
   if (loaded.quantized) throw new Ptq4vitError(`${weights} is already a quantized model; quantize the float checkpoint`);
