@@ -18,6 +18,9 @@ import { applyCommon, commandHelp, intFlag, numberFlag, parse, requireFlag, type
 import { checkClasses, describeQuantization, percent } from './describe.js';
 import { ProgressBar } from './progress.js';
 import { printReport } from './report.js';
+import { ReportCollector } from '../report/collect.js';
+import { checkReportTarget, writeReport } from '../report/html.js';
+import { quantizeReport } from '../report/quantize.js';
 
 /** Every quantize flag: its meaning and default (the parser and `--help` both read this table). */
 export const QUANTIZE_OPTIONS: FlagTable = {
@@ -150,6 +153,8 @@ export async function runQuantize(args: string[]): Promise<void> {
   const out = (v.out as string | undefined) ?? `${path.basename(weights).replace(/\.safetensors$/, '')}.${method}-w${opts.weightBits}a${opts.activationBits}.safetensors`;
   const input = locateModel(weights); // a hub folder's model.safetensors + config.json, or the card beside the checkpoint
   checkOutput(out, input.weights, { ...v, config: input.hubConfig ?? input.siblingCard ?? v.config });
+  const reportFile = v.report as string | undefined;
+  if (reportFile !== undefined) checkReportTarget(reportFile, { '--out': out, '--model': input.weights, '--config': input.hubConfig ?? input.siblingCard ?? (v.config as string | undefined), '--calib': calibPath, '--eval': v.eval as string | undefined });
 
   const loaded = openModel({ weights, config: v.config as string | undefined, arch: v.arch as string | undefined });
   if (loaded.quantized) throw new Ptq4vitError(`${weights} is already a quantized model; quantize the float checkpoint`);
@@ -167,7 +172,8 @@ export async function runQuantize(args: string[]): Promise<void> {
   const { images, labels, indices } = await loadCalibration(calib, calibSize, opts.seed, model.spec.preprocess);
   const quiet = v.json === true && !process.stderr.isTTY;
   const label = `${method} W${opts.weightBits}A${opts.activationBits}`;
-  const run = await runCalibration(model, images, labels, opts, quiet, label);
+  const collector = reportFile === undefined ? null : new ReportCollector(opts.metric);
+  const run = await runCalibration(model, images, labels, collector ? { ...opts, trace: collector.trace } : opts, quiet, label);
 
   const provenance = {
     tool: 'ptq4vit',
@@ -190,10 +196,14 @@ export async function runQuantize(args: string[]): Promise<void> {
     const qBar = new ProgressBar(`eval ${label}`, total, 'img', quiet);
     quant = await evaluate(model, evalData, { limit, runner: new QuantRunner(run.points), onProgress: (d) => qBar.update(d) });
   }
+  if (collector && reportFile !== undefined) {
+    writeReport(reportFile, quantizeReport(model.spec, provenance, collector, fp && quant ? { fp32: fp, quantized: quant, images: quant.images } : undefined));
+  }
   const rows: [string, string][] = [
     ['method', describeQuantization(provenance)],
     ['calibration', `${indices.length} images from ${path.basename(calibPath)} · ${run.seconds.toFixed(1)} s`],
     ['written', out],
+    ...(reportFile === undefined ? [] : [['report', reportFile] as [string, string]]),
   ];
   if (fp && quant) {
     rows.push(['top-1', `${percent(quant.top1)}  (FP32 ${percent(fp.top1)}, ${((quant.top1 - fp.top1) * 100).toFixed(2)} points)`]);
