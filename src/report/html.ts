@@ -146,14 +146,14 @@ function runsChart(runs: RunSummary[], fp32?: Accuracy): Chart {
       legend: { top: 0 },
       tooltip: { trigger: 'item' },
       grid: { left: 60, right: 30, top: 40, bottom: 50 },
-      xAxis: { type: 'value', name: 'activation bits (weights: same unless noted)', nameLocation: 'middle', nameGap: 30, minInterval: 1 },
+      xAxis: { type: 'value', name: 'activation bits', nameLocation: 'middle', nameGap: 30, minInterval: 1, min: Math.min(...runs.map((r) => r.a_bits)) - 1, max: Math.max(...runs.map((r) => r.a_bits)) + 1 },
       yAxis: { type: 'value', name: 'top-1 %', nameLocation: 'middle', nameGap: 40, scale: true },
       series: methods.map((m, i) => ({
         name: m,
         type: 'line',
         symbolSize: 9,
-        data: runs.filter((r) => r.method === m).sort((a, b) => a.a_bits - b.a_bits).map((r) => ({ name: r.label, value: [r.a_bits, Number((r.top1 * 100).toFixed(2))] })),
-        ...(i === 0 && fp32 ? { markLine: { symbol: 'none', label: { formatter: 'FP32 {c}%' }, lineStyle: { type: 'dashed', color: '#555' }, data: [{ yAxis: Number((fp32.top1 * 100).toFixed(2)) }] } } : {}),
+        data: runs.filter((r) => r.method === m).sort((a, b) => a.a_bits - b.a_bits).map((r) => ({ name: `${r.label} (W${r.w_bits}A${r.a_bits})`, value: [r.a_bits, Number((r.top1 * 100).toFixed(2))] })),
+        ...(i === 0 && fp32 ? { markLine: { symbol: 'none', label: { formatter: 'FP32 {c}%', position: 'insideEndTop' }, lineStyle: { type: 'dashed', color: '#555' }, data: [{ yAxis: Number((fp32.top1 * 100).toFixed(2)) }] } } : {}),
       })),
     },
   };
