@@ -57,6 +57,14 @@ describe('--version and --help', () => {
     assert.match(q.replace(/\s+/g, ' '), /--model <path> float checkpoint: .* or a timm hub folder \(config\.json \+ model\.safetensors\) \(required\)/);
   });
 
+  test("README's command reference is each command's --help, verbatim", () => {
+    const readme = fs.readFileSync(path.join(repoRoot, 'README.md'), 'utf8');
+    for (const command of ['quantize', 'eval', 'demo', 'presets']) {
+      const help = runCli([command, '--help']).stdout;
+      assert.ok(readme.includes('```text\n' + help + '```'), `README's section for 'ptq4vit ${command} --help' differs from the command's output; paste the output of: node bin/ptq4vit.js ${command} --help`);
+    }
+  });
+
   test('the global usage lists every command', () => {
     const r = runCli(['--help']);
     for (const command of ['demo', 'quantize', 'eval', 'presets']) assert.match(r.stdout, new RegExp(`\\n {2}${command} +\\S`));
