@@ -131,6 +131,15 @@ function references(): Reference[] {
 
 const pct = (x: number | undefined) => (x === undefined ? '—' : `${(x * 100).toFixed(2)}`);
 
+/** Sections other scripts keep in the same file (e.g. export_agreement.ts): carried over unchanged. */
+function foreignSections(file: string, own: string[]): string {
+  if (!fs.existsSync(file)) return '';
+  const ownHeadings = new Set(own.filter((l) => l.startsWith('## ')));
+  const sections = fs.readFileSync(file, 'utf8').split(/\n(?=## )/).slice(1);
+  const kept = sections.filter((s) => !ownHeadings.has(s.split('\n')[0]));
+  return kept.length ? `\n${kept.map((s) => s.trimEnd()).join('\n\n')}\n` : '';
+}
+
 function writeResults(rows: Row[]): void {
   const refs = references();
   const find = (model: string, config: string) => rows.find((r) => r.model === model && r.config === config);
@@ -188,7 +197,8 @@ function writeResults(rows: Row[]): void {
     '',
   );
   for (const model of ['vit_tiny_c10', 'swin_micro_c10']) lines.push(`Accuracy vs bits, ${model}: [${accuracyPage(model)}](${accuracyPage(model)}) (open in a browser).`, '');
-  fs.writeFileSync(quick ? 'RESULTS-quick.md' : 'RESULTS.md', lines.join('\n'));
+  const file = quick ? 'RESULTS-quick.md' : 'RESULTS.md';
+  fs.writeFileSync(file, lines.join('\n') + foreignSections(file, lines));
   for (const model of ['vit_tiny_c10', 'swin_micro_c10']) writeAccuracyPage(rows, model);
 }
 

@@ -35,8 +35,9 @@ describe('--version and --help', () => {
 
   test('every command has a --help listing every flag with its meaning, and defaults', () => {
     const expected: Record<string, string[]> = {
-      quantize: ['model', 'config', 'arch', 'calib', 'calib-size', 'method', 'bits', 'w-bits', 'a-bits', 'out', 'eval', 'limit', 'report', 'seed', 'loss', 'alpha', 'beta', 'n', 'rounds', 'no-hessian', 'no-twin-softmax', 'no-twin-gelu', 'gelu-unaligned', 'softmax-r2'],
-      eval: ['model', 'config', 'arch', 'data', 'limit', 'batch-size'],
+      quantize: ['model', 'config', 'arch', 'calib', 'calib-size', 'method', 'bits', 'w-bits', 'a-bits', 'out', 'eval', 'limit', 'report', 'seed', 'loss', 'alpha', 'beta', 'n', 'rounds', 'no-hessian', 'no-twin-softmax', 'no-twin-gelu', 'gelu-unaligned', 'skip-unreadable', 'softmax-r2'],
+      eval: ['model', 'config', 'arch', 'data', 'limit', 'batch-size', 'simulate'],
+      export: ['model', 'config', 'arch', 'out', 'float'],
       demo: ['limit', 'n', 'rounds'],
       presets: [],
     };
@@ -53,13 +54,13 @@ describe('--version and --help', () => {
     }
     const q = runCli(['quantize', '--help']).stdout;
     assert.match(q, /--bits <K> +weight and activation bits, 2 to 16 \(default: 8\)/);
-    assert.match(q, /--calib-size <N> +[^\n]*\(default: 32\)/);
+    assert.match(q.replace(/\s+/g, " "), /--calib-size <N> calibration images drawn \(seeded\) from --calib \(default: 32, or all images if fewer\)/);
     assert.match(q.replace(/\s+/g, ' '), /--model <path> float checkpoint: .* or a timm hub folder \(config\.json \+ model\.safetensors\) \(required\)/);
   });
 
   test("README's command reference is each command's --help, verbatim", () => {
     const readme = fs.readFileSync(path.join(repoRoot, 'README.md'), 'utf8');
-    for (const command of ['quantize', 'eval', 'demo', 'presets']) {
+    for (const command of ['quantize', 'eval', 'export', 'demo', 'presets']) {
       const help = runCli([command, '--help']).stdout;
       assert.ok(readme.includes('```text\n' + help + '```'), `README's section for 'ptq4vit ${command} --help' differs from the command's output; paste the output of: node bin/ptq4vit.js ${command} --help`);
     }
@@ -67,7 +68,7 @@ describe('--version and --help', () => {
 
   test('the global usage lists every command', () => {
     const r = runCli(['--help']);
-    for (const command of ['demo', 'quantize', 'eval', 'presets']) assert.match(r.stdout, new RegExp(`\\n {2}${command} +\\S`));
+    for (const command of ['demo', 'quantize', 'eval', 'export', 'presets']) assert.match(r.stdout, new RegExp(`\\n {2}${command} +\\S`));
   });
 
   test('presets --json: input size, crop, interpolation, mean/std of each preset', () => {
@@ -96,7 +97,7 @@ describe('flag errors: one line and a pointer to the help', () => {
   });
 
   test('unknown command: one line', () => {
-    assertOneLineError(runCli(['quantise']), /unknown command 'quantise' \(commands: demo, quantize, eval, presets\); see 'ptq4vit --help'$/);
+    assertOneLineError(runCli(['quantise']), /unknown command 'quantise' \(commands: demo, quantize, eval, export, presets\); see 'ptq4vit --help'$/);
   });
 });
 

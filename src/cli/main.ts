@@ -5,6 +5,7 @@ import { Ptq4vitError } from '../errors.js';
 import { commandHelp, type CommandSpec } from './args.js';
 import { DEMO_COMMAND, runDemo } from './demo.js';
 import { EVAL_COMMAND, runEval } from './eval.js';
+import { EXPORT_COMMAND, runExport } from './export.js';
 import { packageRoot } from './paths.js';
 import { PRESETS_COMMAND, runPresets } from './presets.js';
 import { QUANTIZE_COMMAND, runQuantize } from './quantize.js';
@@ -19,6 +20,7 @@ const COMMANDS: Command[] = [
   { spec: DEMO_COMMAND, run: runDemo },
   { spec: QUANTIZE_COMMAND, run: runQuantize },
   { spec: EVAL_COMMAND, run: runEval },
+  { spec: EXPORT_COMMAND, run: runExport },
   { spec: PRESETS_COMMAND, run: runPresets },
 ];
 
