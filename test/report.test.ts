@@ -77,6 +77,9 @@ describe('quantize --report', () => {
     has(`<th>quantized</th><td>${pct(json.top1)}</td><td>${pct(json.top5)}</td>`);
     has('Accuracy on 64 images');
     has(CLASSES.join(', '));
+    // …and the quantized file keeps them in its spec (for eval and export).
+    const written = openModel({ weights: path.join(path.dirname(report), 'report.safetensors') });
+    assert.deepEqual(written.model.spec.labelNames, CLASSES);
     const rows = page.match(/<tr><td>[a-z_]+[a-z_.0-9]*<\/td>/g) ?? [];
     assert.equal(rows.length, quantPoints, 'one table row per quantization point');
     // ViT: each block has a post-softmax (attn.matmul2) and a post-GELU (mlp.fc2) input.
