@@ -179,8 +179,11 @@ describe('user errors: exit 2, one clear message, no stack trace', () => {
     assertUserError(run(...evalArgs('!--data')), /eval: --data is required/);
   });
 
-  test('neither --config nor --arch', () => {
-    assertUserError(run(...evalArgs('!--config')), /the architecture is needed: pass --config <card\.json> or --arch <preset>/);
+  test('neither --config nor --arch (and no card beside the checkpoint)', () => {
+    // ../shared/models has vit_tiny_c10.json beside the checkpoint, which is its card: use a copy without one.
+    const bare = path.join(tmpDir(), 'bare.safetensors');
+    fs.copyFileSync(path.join(sharedDir, 'models', 'vit_tiny_c10.safetensors'), bare);
+    assertUserError(run(...evalArgs('--model', bare, '!--config')), /the architecture is needed: pass --config <card\.json> or --arch <preset>/);
   });
 
   test('nonexistent weights file', () => {
