@@ -14,21 +14,33 @@ import { openModel } from '../models/load.js';
 import { loadCalibration } from '../quant/calibset.js';
 import { recordCalibration, searchAll } from '../quant/calibrate.js';
 import { methodConfig } from '../quant/methods.js';
-import { applyCommon, intFlag, parse, USAGE } from './args.js';
+import { applyCommon, commandHelp, intFlag, parse, type CommandSpec } from './args.js';
 import { percent } from './describe.js';
 import { packageRoot } from './paths.js';
 import { ProgressBar } from './progress.js';
 import { printReport } from './report.js';
 
-export async function runDemo(args: string[]): Promise<void> {
+export const DEMO_COMMAND: CommandSpec = {
+  name: 'demo',
+  summary: 'quantize the bundled ViT (W8A8, W6A6) and compare top-1 with FP32',
+  synopsis: '[options]',
   // --limit / --n / --rounds shrink the demo (fewer test images, a coarser search) for smoke tests.
-  const v = parse(args, { limit: { type: 'string' }, n: { type: 'string' }, rounds: { type: 'string' } });
-  const limit = intFlag(v, 'limit', undefined);
-  const search = { n: intFlag(v, 'n', undefined, 1, 10000), rounds: intFlag(v, 'rounds', undefined, 1, 100) };
+  flags: {
+    limit: { type: 'string', value: 'N', default: '500', help: 'evaluate on the first N bundled test images' },
+    n: { type: 'string', value: 'N', default: '100', help: 'grid steps of the scale search (N + 1 candidates), 1 to 10000' },
+    rounds: { type: 'string', value: 'R', default: '3', help: 'rounds of alternating weight/input search, 1 to 100' },
+  },
+  notes: ['Runs on the bundled vit_tiny_c10 (CIFAR-10) with its 32 calibration images and 500 test images; takes a few minutes on 2 cores.'],
+};
+
+export async function runDemo(args: string[]): Promise<void> {
+  const v = parse(args, DEMO_COMMAND);
   if (v.help) {
-    process.stdout.write(USAGE);
+    process.stdout.write(commandHelp(DEMO_COMMAND));
     return;
   }
+  const limit = intFlag(v, 'limit', undefined);
+  const search = { n: intFlag(v, 'n', undefined, 1, 10000), rounds: intFlag(v, 'rounds', undefined, 1, 100) };
   applyCommon(v);
   const assets = path.join(packageRoot, 'assets');
   const { model } = openModel({ weights: path.join(assets, 'models', 'vit_tiny_c10.safetensors'), config: path.join(assets, 'models', 'vit_tiny_c10.json') });

@@ -7,7 +7,7 @@ import { openModel, resolveSpec } from '../models/load.js';
 import type { VisionModel } from '../models/types.js';
 import type { Runner } from '../tensor/runner.js';
 import { checkClasses, describeQuantization } from './describe.js';
-import { applyCommon, intFlag, parse, requireFlag, USAGE } from './args.js';
+import { applyCommon, commandHelp, intFlag, parse, requireFlag, type CommandSpec } from './args.js';
 import { ProgressBar } from './progress.js';
 import { printReport } from './report.js';
 
@@ -42,18 +42,25 @@ async function evalTarget(weights: string, v: Record<string, string | boolean | 
   return { model: await wholeModelGraph(loaded, weights), what: `${label}${loaded.quantized ? ', integer graph' : ''}`, quantized: loaded.quantized !== null };
 }
 
+export const EVAL_COMMAND: CommandSpec = {
+  name: 'eval',
+  summary: 'top-1/top-5 and throughput of a float checkpoint, a quantized model file or an ONNX model',
+  synopsis: '--model <path> [--config <card.json> | --arch <preset>] --data <data> [options]',
+  flags: {
+    model: { type: 'string', value: 'path', required: true, help: 'a quantized model file (carries its own architecture), an exported model.onnx, a float .safetensors checkpoint (a NAME.json card beside it is used without --config) or a timm hub folder (config.json + model.safetensors)' },
+    config: { type: 'string', value: 'card.json', help: 'JSON model card for a float checkpoint' },
+    arch: { type: 'string', value: 'preset', help: "timm architecture by name for a float checkpoint ('ptq4vit presets' lists them)" },
+    data: { type: 'string', value: 'data', required: true, help: 'an image folder (one subfolder per class) or a raw-uint8 manifest.json' },
+    limit: { type: 'string', value: 'N', default: 'all', help: 'evaluate on the first N images' },
+    'batch-size': { type: 'string', value: 'N', default: '64', help: 'images per forward pass, 1 to 4096' },
+    simulate: { type: 'boolean', help: 'run the op-by-op fake-quant simulation that calibration measured instead of one whole-model ONNX graph (the integer graph for a quantized file)' },
+  },
+};
+
 export async function runEval(args: string[]): Promise<void> {
-  const v = parse(args, {
-    model: { type: 'string' },
-    config: { type: 'string' },
-    arch: { type: 'string' },
-    data: { type: 'string' },
-    limit: { type: 'string' },
-    'batch-size': { type: 'string' },
-    simulate: { type: 'boolean', default: false },
-  });
+  const v = parse(args, EVAL_COMMAND);
   if (v.help) {
-    process.stdout.write(USAGE);
+    process.stdout.write(commandHelp(EVAL_COMMAND));
     return;
   }
   applyCommon(v);
