@@ -7,6 +7,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { decodeImage } from '../src/data/decode.js';
 import { evalTransform, shorterSideSize } from '../src/data/transform.js';
+import sharp from 'sharp';
+import { resizeRgb } from '../src/data/resize.js';
 import { hfPreprocessorConfig } from '../src/export/hfdir.js';
 import type { Preprocess } from '../src/models/types.js';
 import { roundHalfEven } from '../src/numeric.js';
@@ -69,3 +71,31 @@ function geometry(width: number, height: number, p: Preprocess): { ours: number[
   };
 }
 
+
+/**
+ * Where transformers.js's resize differs from PIL's, isolated on one image: mean |Δ| in 8-bit levels between
+ * our PIL resize and sharp's affine transform (what transformers.js runs in Node) as transformers.js calls it
+ * (pixel corners aligned) and with the output grid shifted by (scale − 1)/2 so pixel centres align. What is
+ * left after the shift is the kernel itself: PIL widens it by the downscale factor (antialiasing), affine
+ * does not.
+ */
+export async function resizeVsSharpAffine(file: string, p: Preprocess): Promise<{ cornerAligned: number; centreAligned: number; scale: number }> {
+  const img = await decodeImage(file);
+  const target = shorterSideSize(img.width, img.height, Math.floor(p.inputSize / p.cropPct));
+  const ours = resizeRgb(img, target.width, target.height, p.interpolation);
+  const sx = target.width / img.width, sy = target.height / img.height;
+  const meanLevels = async (offset: { odx?: number; ody?: number }) => {
+    const { data, info } = await sharp(img.data, { raw: { width: img.width, height: img.height, channels: 3 } })
+      .affine([sx, 0, 0, sy], { interpolator: p.interpolation, ...offset })
+      .raw()
+      .toBuffer({ resolveWithObject: true });
+    let sum = 0, n = 0;
+    for (let y = 0; y < Math.min(target.height, info.height); y++) {
+      for (let x = 0; x < Math.min(target.width, info.width); x++) {
+        for (let c = 0; c < 3; c++, n++) sum += Math.abs(data[(y * info.width + x) * info.channels + c] - ours.data[(y * target.width + x) * 3 + c]);
+      }
+    }
+    return sum / n;
+  };
+  return { cornerAligned: await meanLevels({}), centreAligned: await meanLevels({ odx: 0.5 * (sx - 1), ody: 0.5 * (sy - 1) }), scale: Math.min(sx, sy) };
+}

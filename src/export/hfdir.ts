@@ -17,9 +17,9 @@
  * which is the same geometry. What no processor setting can reproduce (measured by
  * scripts/hf_preprocess_parity.ts, table in RESULTS.md):
  *   - Node's resize is sharp's affine transform with a bicubic/bilinear interpolator: it maps pixel corners,
- *     not centres (a sub-pixel shift), and does not antialias when downscaling, unlike PIL. This is the
- *     whole difference on photos (up to 82 of 255 levels at edges, 0.003–0.08 mean |Δ| normalized); none
- *     when no resize happens (an image already at the model's resolution, e.g. CIFAR at 32×32, crop_pct 1).
+ *     not centres (a sub-pixel shift), and does not antialias when downscaling, unlike PIL. This is nearly
+ *     all of the difference on photos; there is none when no resize happens (an image already at the
+ *     model's resolution, e.g. CIFAR at 32×32 with crop_pct 1: the same pixels up to float rounding).
  *   - the crop offset is floor((size − S)/2) where torchvision rounds half to even: a one-pixel shift when
  *     size − S is odd and its half rounds up (e.g. 3 → torchvision 2, transformers.js 1).
  *   - it applies EXIF orientation (sharp's rotate()); PIL (and ptq4vit) does not.
