@@ -120,7 +120,7 @@ export interface TransformersJsOptions {
  * Load DIR with transformers.js exactly as a user would, offline (remote models off, the folder's parent
  * as the local model path), and classify image files with pipeline('image-classification').
  */
-export async function runTransformersJs(dir: string, images: readonly string[], options: TransformersJsOptions): Promise<TransformersJsResult> {
+export async function runTransformersJs(dir: string, images: readonly string[], options: TransformersJsOptions = { dtype: 'fp32' }): Promise<TransformersJsResult> {
   const { env, pipeline } = await import('@huggingface/transformers');
   env.allowRemoteModels = false;
   env.allowLocalModels = true;
