@@ -262,7 +262,7 @@ async function main(): Promise<void> {
     replaceSection(
       'BENCHMARKS.md',
       'Deployment: ONNX graphs under onnxruntime-node vs PyTorch',
-      `\`node dist/scripts/bench_deploy.js --threads=${threads} --batch=${batch} --images=${cifarImages} --vits-images=${vitsImages} --repeat=${repeat}\` at ${gitRevision()} — ${header}; load average (1 / 5 / 15 min) ${load(loadBefore)} at the start, ${load(loadAfter)} at the end.
+      `\`node dist/scripts/bench_deploy.js --threads=${threads} --batch=${batch} --images=${cifarImages} --vits-images=${vitsImages} --repeat=${repeat}\` at ${gitRevision()} — ${header} (1 / 5 / 15 min: ${load(loadBefore)}; at the end ${load(loadAfter)}).
 Images/s with ${threads} threads and batch ${batch} everywhere: PyTorch eager = \`scripts/pytorch_baseline.py forward\`
 (Debian's PyTorch 1.13, OpenBLAS, \`torch.inference_mode()\`); the PyTorch-exported graph = \`pytorch_baseline.py export-onnx\`
 (\`torch.onnx.export\`, opset 17, dynamic batch) run under onnxruntime-node 1.30 with ORT's default session settings;
