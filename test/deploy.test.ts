@@ -3,9 +3,9 @@
  * classifying real JPEGs, onnxruntime-web's wasm backend running the ONNX bytes, and how close
  * transformers.js's preprocessing comes to ours.
  *
- * Every check takes ONNX bytes: `deployModels()` is the one place that says which models. Today it is the
- * stand-in of test/standin.ts (same interface as the exporter); once src/export/onnx.ts lands, it returns
- * exportOnnx(model) and exportOnnx(model, { quant }) of vit_tiny_c10 instead.
+ * Every check takes ONNX bytes: `deployModels()` is the one place that says which models — vit_tiny_c10 exported
+ * by exportOnnx as the FP32 graph and as the W8A8 integer graph (a quick PTQ4ViT calibration on 8 images: the
+ * Δs only need to be plausible here; agreement with the simulation is export.test.ts's job).
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -15,14 +15,19 @@ import { openImageFolder } from '../src/data/folder.js';
 import { evalTransform } from '../src/data/transform.js';
 import { Ptq4vitError } from '../src/errors.js';
 import { HF_FILES, hfPreprocessorConfig, writeHfDir } from '../src/export/hfdir.js';
-import { readCard, specFromPreset } from '../src/models/config.js';
+import { openDataset } from '../src/data/datasets.js';
+import { exportOnnx } from '../src/export/onnx.js';
+import { specFromPreset } from '../src/models/config.js';
+import { openModel } from '../src/models/load.js';
 import type { ModelSpec } from '../src/models/types.js';
+import { loadCalibration } from '../src/quant/calibset.js';
+import { calibrate } from '../src/quant/calibrate.js';
+import { methodConfig } from '../src/quant/methods.js';
 import { assertClose, scratchDir, sharedDir } from './helpers.js';
 import { compareProcessors } from './preprocess-parity.js';
 import { argmaxRows, openOrtNode, runOrtWeb, runTransformersJs, softmaxRows, type Batch } from './runtimes.js';
-import { standInModels } from './standin.js';
 
-const cifarCard = path.join(sharedDir, 'models', 'vit_tiny_c10.json');
+const models_ = path.join(sharedDir, 'models');
 const jpegSample = path.join(sharedDir, 'data', 'cifar10', 'jpeg_sample');
 const scratch = scratchDir('deploy');
 
@@ -32,10 +37,13 @@ interface DeployModels {
   quantized: Uint8Array;
 }
 
-/** The models under test. Swap for the exporter's output here (and nowhere else). */
+/** The models under test: change them here and nowhere else. */
 async function deployModels(): Promise<DeployModels> {
-  const spec = readCard(cifarCard);
-  return standInModels(spec);
+  const { model } = openModel({ weights: path.join(models_, 'vit_tiny_c10.safetensors'), config: path.join(models_, 'vit_tiny_c10.json') });
+  const calib = await openDataset(path.join(sharedDir, 'data', 'cifar10', 'calib32.json'));
+  const { images, labels } = await loadCalibration(calib, 8, 0, model.spec.preprocess);
+  const points = await calibrate(model, images, labels, methodConfig('ptq4vit', { weightBits: 8, activationBits: 8, n: 4, rounds: 1 }));
+  return { spec: model.spec, fp32: await exportOnnx(model, {}), quantized: await exportOnnx(model, { quant: points }) };
 }
 
 /** jpeg_sample as files, labels and our preprocessing (timm's eval transform) as one batch. */
@@ -144,8 +152,11 @@ describe('transformers.js loads the folder offline and classifies jpeg_sample', 
       t.diagnostic(`${sample.files.length} images: top-1 agrees on ${agree}, max |Δscore| ${maxDiff.toExponential(2)}`);
       assert.ok(new Set(top1).size > 1, 'the model predicts one class for every image: agreement would prove nothing');
       assert.equal(agree, sample.files.length, 'transformers.js top-1 differs from onnxruntime-node on our preprocessing');
-      // The CIFAR images need no resize, so both runtimes see the same pixels up to float rounding.
-      assert.ok(maxDiff <= 1e-4, `scores differ by ${maxDiff}`);
+      // The CIFAR images need no resize, so both runtimes see the same pixels up to float rounding (≤ 2.4e-7).
+      // The FP32 graph passes that on smoothly; in the integer graph such a difference can move an activation
+      // across a rounding boundary, and one code step shows in the scores (measured up to 7e-3).
+      const bound = dtype === 'fp32' ? 1e-4 : 2e-2;
+      assert.ok(maxDiff <= bound, `scores differ by ${maxDiff} (bound ${bound})`);
     });
   }
 });
@@ -158,7 +169,11 @@ describe('onnxruntime-web (wasm backend, 1 thread) runs the ONNX models in Node'
       const ref = await node.run(sample.pixels);
       await node.release();
       assert.deepEqual(web.dims, [sample.files.length, models.spec.arch.numClasses]);
-      assertClose(web.data, ref.data, `${name} logits, onnxruntime-web vs onnxruntime-node`, 1e-5);
+      // FP32: the two builds differ only in float rounding. Integer graph: an ulp of difference in a float op
+      // (LayerNorm, softmax, GELU) before a QuantizeLinear can flip one activation code, which moves the
+      // logits by a quantization step (measured: 46 of 100 images differ, at most 0.032 with |logit| ≤ 4.3);
+      // the integer products themselves are exact on both. What must not change is the prediction.
+      assertClose(web.data, ref.data, `${name} logits, onnxruntime-web vs onnxruntime-node`, name === 'fp32' ? 1e-5 : 2e-2);
       assert.deepEqual(argmaxRows(web), argmaxRows(ref));
     });
   }
