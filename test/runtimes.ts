@@ -1,8 +1,9 @@
 /**
  * Running an exported ONNX model where users run it: onnxruntime-node (what ptq4vit itself uses),
  * onnxruntime-web's wasm backend in Node, and transformers.js's image-classification pipeline on a folder
- * written by writeHfDir. These take ONNX bytes / folders, not a particular model, so the deployment tests
- * and scripts run the stand-in today and the real exported models (src/export/onnx.ts) unchanged.
+ * written by writeHfDir. These take ONNX bytes / folders, not a particular model: any exported graph with
+ * input `pixel_values` [batch, 3, S, S] and output `logits` [batch, classes] runs through them. For many
+ * batches (test1k) keep one session open with openOrtWeb / openOrtNode instead of runOrtWeb / runOrtNode.
  *
  * onnxruntime-web and @huggingface/transformers are devDependencies: only tests and scripts import this.
  */
