@@ -1,9 +1,11 @@
+import path from 'node:path';
 import { Ptq4vitError } from '../errors.js';
 import { SafeTensors } from '../io/safetensors.js';
 import { readQuantizedModel, isQuantizedModel, type QuantizedModelInfo } from '../quant/file.js';
 import { QuantRunner } from '../quant/runner.js';
 import { fp32Runner } from '../tensor/runner.js';
 import { readCard, specFromPreset } from './config.js';
+import { locateModel, readHubConfig } from './hub.js';
 import { SwinTransformer } from './swin.js';
 import type { ModelSpec, Runner, VisionModel } from './types.js';
 import { VisionTransformer } from './vit.js';
@@ -14,7 +16,7 @@ export function buildModel(spec: ModelSpec, weights: TensorSource): VisionModel 
 }
 
 export interface ModelSource {
-  /** A safetensors checkpoint with timm parameter names, or a quantized model file. */
+  /** A safetensors checkpoint with timm parameter names (NAME.json beside it is its card), a timm hub folder, or a quantized model file. */
   weights: string;
   /** A JSON model card… */
   config?: string;
@@ -26,7 +28,7 @@ export function resolveSpec(source: ModelSource): ModelSpec {
   if (source.config && source.arch) throw new Ptq4vitError('give either --config or --arch, not both');
   if (source.config) return readCard(source.config);
   if (source.arch) return specFromPreset(source.arch);
-  throw new Ptq4vitError(`${source.weights}: the architecture is needed: pass --config <card.json> or --arch <preset>`);
+  throw new Ptq4vitError(`${source.weights}: the architecture is needed: pass --config <card.json> or --arch <preset> (or put its card beside it as ${path.basename(source.weights).replace(/\.safetensors$/, '')}.json)`);
 }
 
 /** Load a float checkpoint and build its model, validating every tensor against the spec. */
@@ -44,9 +46,12 @@ export interface LoadedModel {
 
 /** Open a float checkpoint (with --config/--arch) or a quantized model file (which carries its own spec). */
 export function openModel(source: ModelSource): LoadedModel {
-  const st = SafeTensors.read(source.weights);
+  const files = locateModel(source.weights);
+  if (files.hubConfig && (source.config || source.arch)) throw new Ptq4vitError(`${source.weights} is a timm hub folder described by its ${files.hubConfig}: drop --config/--arch`);
+  const st = SafeTensors.read(files.weights);
   if (!isQuantizedModel(st)) {
-    const model = buildModel(resolveSpec(source), st);
+    const spec = files.hubConfig ? readHubConfig(files.hubConfig) : files.siblingCard && !source.config && !source.arch ? readCard(files.siblingCard) : resolveSpec(source);
+    const model = buildModel(spec, st);
     return { model, runner: fp32Runner, weights: st, quantized: null };
   }
   if (source.config || source.arch) {
