@@ -21,10 +21,20 @@ Two measurements:
            (only activation gradients are computed); --param-grads also computes the weight gradients, as the
            original PTQ4ViT code incidentally does.
 
+  export-onnx  torch.onnx.export of vit_tiny_c10, swin_micro_c10 and vit_small_patch16_224_random (a ViT-S/16-224
+           with seeded random weights, also written as safetensors + card so ptq4vit runs the same model) to
+           --out-dir/NAME.torch.onnx: input `pixel_values` [batch, 3, S, S], output `logits`, dynamic batch,
+           opset 17 — what a PyTorch user would deploy (scripts/bench_deploy.ts runs them under onnxruntime).
+           torch 1.13's exporter serializes with its own bundled ONNX; the `onnx` Python package is not needed.
+
+For vit_small_patch16_224_random, forward times --images seeded random N(0, 1) inputs (no accuracy).
 Each run prints a human-readable line and, last, one JSON line.
 
   /usr/bin/python3 scripts/pytorch_baseline.py forward --model vit_tiny_c10 [--images 10000] [--batch-size 64] [--threads 2]
   /usr/bin/python3 scripts/pytorch_baseline.py grads --model swin_micro_c10 [--images 32] [--threads 2] [--repeat 3]
+  /usr/bin/python3 scripts/pytorch_baseline.py forward --model vit_tiny_c10 --split test1k --images 1000
+  /usr/bin/python3 scripts/pytorch_baseline.py forward --model vit_small_patch16_224_random --images 256 --batch-size 32
+  /usr/bin/python3 scripts/pytorch_baseline.py export-onnx --out-dir results/deploy [--opset 17] [--seed 0]
 
 Use the Debian system python (/usr/bin/python3, PyTorch 1.13 + numpy); --shared defaults to ../shared
 relative to the repository. That torch is built with BLAS_INFO=generic and runs its matmuls on whatever
@@ -375,7 +385,38 @@ def _reject_unknown(cls, kwargs):
 ARCHS = {'VisionTransformer': VisionTransformer, 'SwinTransformer': SwinTransformer}
 
 
-def load_model(models_dir, name):
+# A ViT-S/16-224-sized model with seeded random weights: the deployment benchmark's ImageNet-sized case
+# (timm's vit_small_patch16_224 architecture and preprocessing; no trained weights are needed for speed).
+RANDOM_MODELS = {
+    'vit_small_patch16_224_random': {
+        'name': 'vit_small_patch16_224_random',
+        'timm_class': 'VisionTransformer',
+        'timm_kwargs': {'img_size': 224, 'patch_size': 16, 'embed_dim': 384, 'depth': 12, 'num_heads': 6,
+                        'mlp_ratio': 4.0, 'qkv_bias': True, 'num_classes': 1000},
+        'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5], 'crop_pct': 0.9, 'interpolation': 'bicubic',
+    },
+}
+
+
+def random_model(name, seed):
+    """Seeded random weights: PyTorch's default Linear/Conv init, timm-like N(0, 0.02) tokens and positions, and
+    perturbed LayerNorms so no term is trivially zero or one."""
+    card = dict(RANDOM_MODELS[name], seed=seed)
+    gen = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = ARCHS[card['timm_class']](**card['timm_kwargs'])
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if pname.endswith(('cls_token', 'pos_embed')):
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+            elif '.norm' in pname or pname.startswith('norm'):
+                p.copy_((1.0 if pname.endswith('weight') else 0.0) + torch.randn(p.shape, generator=gen) * 0.02)
+    return model.eval(), card
+
+
+def load_model(models_dir, name, seed=0):
+    if name in RANDOM_MODELS:
+        return random_model(name, seed)
     with open(os.path.join(models_dir, name + '.json')) as f:
         card = json.load(f)
     cls = ARCHS.get(card['timm_class'])
@@ -440,7 +481,9 @@ def preprocess(images_u8, mean, std):
 # ----------------------------------------------------------------------------------------------- tasks
 
 def run_forward(args, model, card, mean, std):
-    images, labels = read_split(args.data, 'test', args.images)
+    if args.model in RANDOM_MODELS:
+        return run_forward_random(args, model, card)
+    images, labels = read_split(args.data, args.split, args.images)
     labels_t = torch.from_numpy(labels)
     bs = args.batch_size
     with torch.inference_mode():
@@ -460,7 +503,7 @@ def run_forward(args, model, card, mean, std):
 
     # Agreement with the card's GPU (TF32) logits of every 20th test image (expect ~5e-3).
     ref_path = os.path.join(args.models, card.get('logits_file', args.model + '.logits_every20.f32'))
-    if os.path.exists(ref_path) and n > 0:
+    if os.path.exists(ref_path) and n > 0 and args.split == 'test':
         ref = np.fromfile(ref_path, dtype='<f4').reshape(-1, logits_all[0].shape[1])
         ours = torch.cat(logits_all).numpy()[::20]
         rows = min(len(ours), len(ref))
@@ -468,7 +511,7 @@ def run_forward(args, model, card, mean, std):
 
     expected = card.get('test_top1_cpu_fp32')
     check = ''
-    if expected is not None and n == card.get('test_images', 10000):
+    if expected is not None and args.split == 'test' and n == card.get('test_images', 10000):
         result['card_top1'] = expected
         result['matches_card'] = abs(result['top1'] - expected) < 5e-5
         check = f" (card {expected:.4f}: {'match' if result['matches_card'] else 'MISMATCH'})"
@@ -477,6 +520,88 @@ def run_forward(args, model, card, mean, std):
           + (f"; max |logits - card logits| {result['logits_every20_max_abs_diff']:.2e}"
              if 'logits_every20_max_abs_diff' in result else ''))
     return result
+
+
+def random_inputs(count, size, seed):
+    """Normalized-image-like inputs for a model without a dataset: seeded N(0, 1), float32 NCHW."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn((count, 3, size, size), generator=gen)
+
+
+def run_forward_random(args, model, card):
+    """Throughput only (random weights have no accuracy): the same timing loop as run_forward, on --images
+    seeded random normalized tensors made before the clock starts."""
+    size = card['timm_kwargs']['img_size']
+    x = random_inputs(args.images, size, args.seed + 1)
+    bs = args.batch_size
+    with torch.inference_mode():
+        model(x[:min(bs, len(x))])  # warm-up, untimed
+        start = time.perf_counter()
+        for s in range(0, len(x), bs):
+            model(x[s:s + bs])
+        seconds = time.perf_counter() - start
+    n = len(x)
+    print(f"{args.model} forward: {n} random {size}x{size} inputs, {seconds:.2f} s = {n / seconds:.1f} img/s "
+          f"(batch {bs}, {args.threads} threads)")
+    return {'seconds': seconds, 'images_per_second': n / seconds}
+
+
+def write_safetensors(path, tensors, metadata=None):
+    """float32 safetensors (names sorted, offsets in that order): what ptq4vit's openModel reads."""
+    header, blobs, offset = {}, [], 0
+    if metadata:
+        header['__metadata__'] = metadata
+    for name in sorted(tensors):
+        arr = tensors[name].detach().contiguous().numpy().astype('<f4')
+        blob = arr.tobytes()
+        header[name] = {'dtype': 'F32', 'shape': list(arr.shape), 'data_offsets': [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    head = json.dumps(header, separators=(',', ':')).encode()
+    head += b' ' * ((8 - len(head) % 8) % 8)
+    tmp = path + '.tmp'
+    with open(tmp, 'wb') as f:
+        f.write(struct.pack('<Q', len(head)))
+        f.write(head)
+        for blob in blobs:
+            f.write(blob)
+    os.replace(tmp, path)
+
+
+def run_export_onnx(args):
+    """torch.onnx.export of each --export-models model: what a PyTorch user would deploy. Input `pixel_values`
+    float32 [batch, 3, S, S], output `logits` [batch, classes], dynamic batch, opset --opset; traced on a batch
+    of 2 (so no size-1 batch gets baked in). The random ViT-S also gets its weights (safetensors) and card, so
+    ptq4vit runs the very same model."""
+    os.makedirs(args.out_dir, exist_ok=True)
+    results = []
+    for name in args.export_models:
+        model, card = load_model(args.models, name, args.seed)
+        size = card['timm_kwargs'].get('img_size', 224)
+        dummy = random_inputs(2, size, args.seed + 1)
+        path = os.path.join(args.out_dir, name + '.torch.onnx')
+        tmp = path + '.tmp'
+        start = time.perf_counter()
+        with torch.no_grad():
+            torch.onnx.export(model, (dummy,), tmp, input_names=['pixel_values'], output_names=['logits'],
+                              dynamic_axes={'pixel_values': {0: 'batch'}, 'logits': {0: 'batch'}},
+                              opset_version=args.opset, do_constant_folding=True)
+        os.replace(tmp, path)
+        seconds = time.perf_counter() - start
+        entry = {'model': name, 'onnx': path, 'bytes': os.path.getsize(path), 'opset': args.opset,
+                 'export_seconds': seconds}
+        if name in RANDOM_MODELS:
+            weights = os.path.join(args.out_dir, name + '.safetensors')
+            write_safetensors(weights, model.state_dict(), {'seed': str(args.seed)})
+            card_path = os.path.join(args.out_dir, name + '.json')
+            with open(card_path + '.tmp', 'w') as f:
+                json.dump(card, f, indent=1)
+            os.replace(card_path + '.tmp', card_path)
+            entry.update({'weights': weights, 'card': card_path})
+        print(f"{name}: torch.onnx.export (opset {args.opset}, dynamic batch) -> {path}, "
+              f"{entry['bytes'] / 1e6:.1f} MB in {seconds:.1f} s")
+        results.append(entry)
+    return {'exports': results}
 
 
 def run_grads(args, model, card, mean, std):
@@ -528,9 +653,16 @@ def run_grads(args, model, card, mean, std):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description='PyTorch CPU baseline (forward accuracy/throughput, PTQ4ViT gradients).')
-    p.add_argument('task', choices=['forward', 'grads'])
-    p.add_argument('--model', required=True, help='model name in <shared>/models, e.g. vit_tiny_c10, swin_micro_c10')
+    p.add_argument('task', choices=['forward', 'grads', 'export-onnx'])
+    p.add_argument('--model', help='model name in <shared>/models, e.g. vit_tiny_c10, swin_micro_c10, or '
+                   + ', '.join(RANDOM_MODELS) + ' (seeded random weights)')
     p.add_argument('--images', type=int, default=None, help='first N images (forward: 10000, grads: 32)')
+    p.add_argument('--split', default='test', choices=['test', 'test1k'], help='forward: which test images')
+    p.add_argument('--seed', type=int, default=0, help='random models: weight seed (inputs use seed + 1)')
+    p.add_argument('--out-dir', help='export-onnx: where to write NAME.torch.onnx')
+    p.add_argument('--export-models', nargs='+', default=['vit_tiny_c10', 'swin_micro_c10', 'vit_small_patch16_224_random'],
+                   help='export-onnx: the models to export')
+    p.add_argument('--opset', type=int, default=17, help='export-onnx: ONNX opset')
     p.add_argument('--batch-size', type=int, default=64, help='forward batch size')
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--repeat', type=int, default=3, help='grads: runs to take the median of')
@@ -538,14 +670,23 @@ def main(argv=None):
     p.add_argument('--shared', default=DEFAULT_SHARED, help='the shared/ directory (default: ../shared)')
     args = p.parse_args(argv)
     if args.images is None:
-        args.images = 10000 if args.task == 'forward' else 32
+        args.images = {'forward': 10000, 'grads': 32}.get(args.task, 0)
     args.models = os.path.join(args.shared, 'models')
     args.data = os.path.join(args.shared, 'data', 'cifar10')
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     blas = setup_blas(args.threads)
-    model, card = load_model(args.models, args.model)
+    if args.task == 'export-onnx':
+        if not args.out_dir:
+            p.error('export-onnx needs --out-dir')
+        record = {'framework': 'pytorch', 'torch': torch.__version__, 'task': args.task, 'seed': args.seed}
+        record.update(run_export_onnx(args))
+        print(json.dumps(record))
+        return 0
+    if not args.model:
+        p.error(f'{args.task} needs --model')
+    model, card = load_model(args.models, args.model, args.seed)
     mean = torch.tensor(card['mean'], dtype=torch.float32)
     std = torch.tensor(card['std'], dtype=torch.float32)
     if args.task == 'forward':
@@ -558,6 +699,9 @@ def main(argv=None):
               'task': args.task, 'images': args.images}
     if args.task == 'forward':
         record['batch_size'] = args.batch_size
+        record['split'] = args.split if args.model not in RANDOM_MODELS else 'random'
+        if args.model in RANDOM_MODELS:
+            record['seed'] = args.seed
     record.update(result)
     print(json.dumps(record))
 

@@ -1,0 +1,294 @@
+/**
+ * Deployment benchmark (issue 7): images/s of ONNX graphs under onnxruntime-node beside PyTorch eager, and
+ * file sizes, for vit_tiny_c10, swin_micro_c10 (test1k images) and a ViT-S/16-224 with seeded random weights
+ * (random normalized inputs), all in one run with the same threads and batch size:
+ *
+ *   - PyTorch eager            scripts/pytorch_baseline.py forward (torch.inference_mode)
+ *   - PyTorch-exported graph   torch.onnx.export of the same model (pytorch_baseline.py export-onnx) under ORT
+ *   - ptq4vit FP32 graph       exportOnnx(model, {})                  under ORT  ┐ src/export/onnx.ts; until it
+ *   - ptq4vit W8A8 / W6A6      exportOnnx(model, { quant: points })   under ORT  ┘ exists these rows say so
+ *   - any other ONNX file      --onnx MODEL=FILE (repeatable), e.g. an exported model to compare
+ *
+ * Ratios are against the PyTorch-exported graph (img/s and size) and PyTorch eager (img/s). ORT: one
+ * session per file, --threads intra-op threads, ORT's default settings otherwise (what a user gets), one
+ * untimed warm-up batch, then --repeat timed passes over all images, median reported (PyTorch eager: the
+ * median of --repeat runs of the baseline script; the machine is shared, so every pass is listed below the
+ * table). Inputs are preprocessed before the clock starts; PyTorch
+ * eager's loop includes its x/255-normalize of each batch, a negligible part). CIFAR rows also report top-1
+ * on test1k, so a graph that runs fast but wrong shows.
+ *
+ *   npx tsc -p . && node dist/scripts/bench_deploy.js [--threads=2] [--batch=64] [--images=1000]
+ *       [--vits-images=256] [--repeat=3] [--out-dir=DIR] [--onnx=vit_tiny_c10=model.onnx ...] [--write]
+ */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import ort from 'onnxruntime-node';
+import { openDataset } from '../src/data/datasets.js';
+import { evalTransform } from '../src/data/transform.js';
+import { openModel } from '../src/models/load.js';
+import type { VisionModel } from '../src/models/types.js';
+import { loadCalibration } from '../src/quant/calibset.js';
+import { calibrate } from '../src/quant/calibrate.js';
+import { methodConfig } from '../src/quant/methods.js';
+import type { PointQuant } from '../src/quant/params.js';
+import { Tensor } from '../src/tensor/tensor.js';
+import { gitRevision, machine, pytorchBaseline, replaceSection } from './markdown.js';
+
+const args = process.argv.slice(2);
+const option = (name: string, fallback: number): number => {
+  const a = args.find((x) => x.startsWith(`--${name}=`));
+  const v = a ? Number(a.slice(name.length + 3)) : fallback;
+  if (!Number.isInteger(v) || v <= 0) throw new Error(`--${name} must be a positive integer`);
+  return v;
+};
+const threads = option('threads', 2);
+const batch = option('batch', 64);
+const cifarImages = option('images', 1000);
+const vitsImages = option('vits-images', 256);
+const repeat = option('repeat', 3);
+const outDir = args.find((a) => a.startsWith('--out-dir='))?.slice(10) ?? path.join(os.tmpdir(), 'ptq4vit-bench-deploy');
+const extraOnnx = args.filter((a) => a.startsWith('--onnx=')).map((a) => {
+  const [model, ...file] = a.slice(7).split('=');
+  if (!model || file.length === 0) throw new Error(`--onnx expects MODEL=FILE, got ${a}`);
+  return { model, file: file.join('=') };
+});
+const shared = path.resolve('..', 'shared');
+const VITS = 'vit_small_patch16_224_random';
+const MODELS = ['vit_tiny_c10', 'swin_micro_c10', VITS] as const;
+
+const progress = (msg: string) => process.stderr.write(`[bench_deploy] ${msg}\n`);
+
+// ----------------------------------------------------------------------------------------- the exporter slot
+
+/** The exporter's contract (issue 7). */
+type ExportOnnx = (model: VisionModel, options: { quant?: PointQuant[] }) => Promise<Uint8Array>;
+
+/** exportOnnx from src/export/onnx.ts, or why it is not available (a variable specifier: it may not exist yet). */
+async function loadExporter(): Promise<{ exportOnnx: ExportOnnx } | { missing: string }> {
+  const specifier = '../src/export/onnx.js';
+  try {
+    const mod = (await import(specifier)) as { exportOnnx?: unknown };
+    if (typeof mod.exportOnnx !== 'function') return { missing: 'src/export/onnx.ts has no exportOnnx function' };
+    return { exportOnnx: mod.exportOnnx as ExportOnnx };
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ERR_MODULE_NOT_FOUND') return { missing: 'the ONNX exporter (src/export/onnx.ts) is not on this branch yet' };
+    throw e;
+  }
+}
+
+// ----------------------------------------------------------------------------------------- inputs
+
+interface Inputs {
+  /** [count, 3, S, S] normalized, as one buffer. */
+  pixels: Float32Array;
+  size: number;
+  count: number;
+  labels: Int32Array | null;
+  what: string;
+}
+
+async function cifarInputs(model: VisionModel): Promise<Inputs> {
+  const data = await openDataset(path.join(shared, 'data', 'cifar10', 'test1k.json'));
+  const count = Math.min(cifarImages, data.size);
+  const s = model.spec.preprocess.inputSize;
+  const pixels = new Float32Array(count * 3 * s * s);
+  const labels = new Int32Array(count);
+  for (let i = 0; i < count; i++) {
+    pixels.set(evalTransform(await data.image(i), model.spec.preprocess), i * 3 * s * s);
+    labels[i] = data.label(i);
+  }
+  return { pixels, size: s, count, labels, what: `test1k (${count} images)` };
+}
+
+/** Seeded N(0, 1) inputs (normalized-image-like): speed does not depend on the values. */
+function randomInputs(size: number, count: number, seed: number): Inputs {
+  let s = seed >>> 0;
+  const uniform = () => ((s = (Math.imul(s, 1664525) + 1013904223) >>> 0) + 0.5) / 2 ** 32;
+  const pixels = new Float32Array(count * 3 * size * size);
+  for (let i = 0; i < pixels.length; i++) pixels[i] = Math.sqrt(-2 * Math.log(uniform())) * Math.cos(2 * Math.PI * uniform());
+  return { pixels, size, count, labels: null, what: `${count} random ${size}×${size} inputs` };
+}
+
+// ----------------------------------------------------------------------------------------- timing
+
+interface Timing {
+  /** Median over the --repeat timed passes. */
+  imagesPerSecond: number;
+  runs: number[];
+  top1: number | null;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+
+function countCorrect(logits: Float32Array, classes: number, labels: Int32Array): number {
+  let correct = 0;
+  for (let r = 0; r < labels.length; r++) {
+    let best = 0;
+    for (let c = 1; c < classes; c++) if (logits[r * classes + c] > logits[r * classes + best]) best = c;
+    if (best === labels[r]) correct++;
+  }
+  return correct;
+}
+
+async function timeOrt(bytesOrFile: Uint8Array | string, x: Inputs): Promise<Timing> {
+  const options: ort.InferenceSession.SessionOptions = { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', logSeverityLevel: 3 };
+  const session = typeof bytesOrFile === 'string' ? await ort.InferenceSession.create(bytesOrFile, options) : await ort.InferenceSession.create(bytesOrFile, options);
+  const per = 3 * x.size * x.size;
+  const feed = (start: number, n: number) => ({ pixel_values: new ort.Tensor('float32', x.pixels.subarray(start * per, (start + n) * per), [n, 3, x.size, x.size]) });
+  try {
+    await session.run(feed(0, Math.min(batch, x.count))); // warm-up, untimed
+    const rates: number[] = [];
+    let top1: number | null = null;
+    for (let pass = 0; pass < repeat; pass++) {
+      let correct = 0;
+      const t0 = performance.now();
+      for (let start = 0; start < x.count; start += batch) {
+        const n = Math.min(batch, x.count - start);
+        const logits = (await session.run(feed(start, n))).logits;
+        if (x.labels) correct += countCorrect(logits.data as Float32Array, logits.dims[1] as number, x.labels.subarray(start, start + n));
+      }
+      rates.push(x.count / ((performance.now() - t0) / 1000));
+      top1 = x.labels ? correct / x.count : null;
+    }
+    return { imagesPerSecond: median(rates), runs: rates, top1 };
+  } finally {
+    await session.release();
+  }
+}
+
+// ----------------------------------------------------------------------------------------- rows
+
+interface Row {
+  model: string;
+  runtime: string;
+  timing: Timing | null;
+  bytes: number | null;
+  note?: string;
+}
+
+function exportWithPytorch(): Record<string, { onnx: string; bytes: number; weights?: string; card?: string }> {
+  fs.mkdirSync(outDir, { recursive: true });
+  progress(`torch.onnx.export of ${MODELS.join(', ')} → ${outDir}`);
+  const python = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
+  const run = spawnSync(python, ['scripts/pytorch_baseline.py', 'export-onnx', '--out-dir', outDir, '--threads', String(threads), '--export-models', ...MODELS], { encoding: 'utf8', maxBuffer: 64 << 20 });
+  if (run.status !== 0) throw new Error(`torch.onnx.export failed:\n${run.stderr.slice(-3000)}`);
+  const record = JSON.parse(run.stdout.trim().split('\n').pop() ?? '{}') as { exports: { model: string; onnx: string; bytes: number; weights?: string; card?: string }[] };
+  return Object.fromEntries(record.exports.map((e) => [e.model, e]));
+}
+
+async function quantPoints(model: VisionModel, name: string, bits: number): Promise<PointQuant[]> {
+  // A quick search (n = 4, one round): the search settings change the Δs, not the cost of inference.
+  if (name === VITS) {
+    const x = randomInputs(model.spec.preprocess.inputSize, 8, 11);
+    const images = new Tensor(x.pixels, [x.count, 3, x.size, x.size]);
+    return calibrate(model, images, null, methodConfig('ptq4vit', { weightBits: bits, activationBits: bits, n: 4, rounds: 1, loss: 'pseudo' }));
+  }
+  const calib = await openDataset(path.join(shared, 'data', 'cifar10', 'calib32.json'));
+  const { images, labels } = await loadCalibration(calib, 32, 0, model.spec.preprocess);
+  return calibrate(model, images, labels, methodConfig('ptq4vit', { weightBits: bits, activationBits: bits, n: 4, rounds: 1 }));
+}
+
+async function main(): Promise<void> {
+  const header = machine();
+  const loadBefore = os.loadavg();
+  const exporter = await loadExporter();
+  if ('missing' in exporter) progress(`ptq4vit graph rows skipped: ${exporter.missing}`);
+  const torchOnnx = exportWithPytorch();
+  const rows: Row[] = [];
+
+  for (const name of MODELS) {
+    const weights = name === VITS ? torchOnnx[name].weights! : path.join(shared, 'models', `${name}.safetensors`);
+    const card = name === VITS ? torchOnnx[name].card! : path.join(shared, 'models', `${name}.json`);
+    const { model } = openModel({ weights, config: card });
+    const x = name === VITS ? randomInputs(model.spec.preprocess.inputSize, vitsImages, 1) : await cifarInputs(model);
+    progress(`${name}: ${x.what}, batch ${batch}, ${threads} threads`);
+
+    const eagerArgs = name === VITS
+      ? ['forward', '--model', name, '--images', String(vitsImages)]
+      : ['forward', '--model', name, '--split', 'test1k', '--images', String(x.count)];
+    const eagerRuns: Record<string, number | string>[] = [];
+    for (let pass = 0; pass < repeat; pass++) {
+      const r = pytorchBaseline([...eagerArgs, '--batch-size', String(batch), '--threads', String(threads)]);
+      if (r) eagerRuns.push(r);
+    }
+    const eagerRates = eagerRuns.map((r) => Number(r.images_per_second));
+    rows.push({
+      model: name,
+      runtime: 'PyTorch eager',
+      timing: eagerRuns.length === repeat ? { imagesPerSecond: median(eagerRates), runs: eagerRates, top1: eagerRuns[0].top1 === undefined ? null : Number(eagerRuns[0].top1) } : null,
+      bytes: null,
+      note: eagerRuns.length === repeat ? undefined : 'PyTorch baseline failed',
+    });
+
+    progress(`${name}: PyTorch-exported graph under onnxruntime-node`);
+    rows.push({ model: name, runtime: 'PyTorch-exported graph (torch.onnx.export), ORT', timing: await timeOrt(torchOnnx[name].onnx, x), bytes: torchOnnx[name].bytes });
+
+    if ('exportOnnx' in exporter) {
+      progress(`${name}: ptq4vit FP32 graph`);
+      const fp32 = await exporter.exportOnnx(model, {});
+      rows.push({ model: name, runtime: 'ptq4vit FP32 graph, ORT', timing: await timeOrt(fp32, x), bytes: fp32.length });
+      for (const bits of [8, 6]) {
+        progress(`${name}: W${bits}A${bits} calibration (quick search) and integer graph`);
+        const quantized = await exporter.exportOnnx(model, { quant: await quantPoints(model, name, bits) });
+        rows.push({ model: name, runtime: `ptq4vit W${bits}A${bits} integer graph, ORT`, timing: await timeOrt(quantized, x), bytes: quantized.length });
+      }
+    } else {
+      for (const runtime of ['ptq4vit FP32 graph, ORT', 'ptq4vit W8A8 integer graph, ORT', 'ptq4vit W6A6 integer graph, ORT']) {
+        rows.push({ model: name, runtime, timing: null, bytes: null, note: 'not measured: exporter missing' });
+      }
+    }
+    for (const extra of extraOnnx.filter((e) => e.model === name)) {
+      progress(`${name}: ${extra.file}`);
+      rows.push({ model: name, runtime: `${path.basename(extra.file)}, ORT`, timing: await timeOrt(extra.file, x), bytes: fs.statSync(extra.file).size });
+    }
+  }
+  const unknown = extraOnnx.filter((e) => !(MODELS as readonly string[]).includes(e.model));
+  if (unknown.length) progress(`ignored --onnx for unknown models: ${unknown.map((e) => e.model).join(', ')} (known: ${MODELS.join(', ')})`);
+
+  const table = render(rows);
+  const runs = rows.filter((r) => r.timing).map((r) => `- ${r.model}, ${r.runtime}: ${r.timing!.runs.map((v) => v.toFixed(1)).join(', ')} img/s`).join('\n');
+  const loadAfter = os.loadavg();
+  const load = (l: number[]) => l.map((v) => v.toFixed(2)).join(' / ');
+  console.log(table);
+  console.log(runs);
+  console.log(`load average (1/5/15 min) ${load(loadBefore)} at the start, ${load(loadAfter)} at the end`);
+
+  if (args.includes('--write')) {
+    replaceSection(
+      'BENCHMARKS.md',
+      'Deployment: ONNX graphs under onnxruntime-node vs PyTorch',
+      `\`node dist/scripts/bench_deploy.js --threads=${threads} --batch=${batch} --images=${cifarImages} --vits-images=${vitsImages} --repeat=${repeat}\` at ${gitRevision()} — ${header} (1 / 5 / 15 min: ${load(loadBefore)}; at the end ${load(loadAfter)}).
+Images/s with ${threads} threads and batch ${batch} everywhere: PyTorch eager = \`scripts/pytorch_baseline.py forward\`
+(Debian's PyTorch 1.13, OpenBLAS, \`torch.inference_mode()\`); the PyTorch-exported graph = \`pytorch_baseline.py export-onnx\`
+(\`torch.onnx.export\`, opset 17, dynamic batch) run under onnxruntime-node 1.30 with ORT's default session settings;
+one warm-up batch, then ${repeat} timed passes over all images, median shown (every pass listed below). CIFAR-10 models on test1k (top-1 shown), ViT-S/16-224 (seeded random
+weights, the same model on both sides) on ${vitsImages} random normalized inputs. Size = the ONNX file.
+
+${table}
+
+Passes (img/s):
+${runs}`,
+    );
+  }
+}
+
+function render(rows: Row[]): string {
+  const lines = ['| model | runtime | img/s | vs PyTorch-exported graph | vs PyTorch eager | top-1 | ONNX size | size vs PyTorch-exported |', '|---|---|---|---|---|---|---|---|'];
+  for (const r of rows) {
+    const same = rows.filter((o) => o.model === r.model);
+    const eager = same.find((o) => o.runtime === 'PyTorch eager')?.timing?.imagesPerSecond;
+    const exported = same.find((o) => o.runtime.startsWith('PyTorch-exported'));
+    const rate = r.timing?.imagesPerSecond;
+    const ratio = (a: number | undefined, b: number | undefined | null) => (a && b ? `${(a / b).toFixed(2)}×` : '—');
+    const mb = (b: number | null) => (b === null ? '—' : `${(b / 1e6).toFixed(1)} MB`);
+    lines.push(`| ${r.model} | ${r.runtime} | ${rate ? rate.toFixed(1) : r.note ?? '—'} | ${ratio(rate, exported?.timing?.imagesPerSecond)} | ${ratio(rate, eager)} | ${r.timing?.top1 != null ? (r.timing.top1 * 100).toFixed(1) + '%' : '—'} | ${mb(r.bytes)} | ${r.bytes && exported?.bytes ? ratio(r.bytes, exported.bytes) : '—'} |`);
+  }
+  return lines.join('\n');
+}
+
+await main();
