@@ -23,7 +23,7 @@ import type { ModelSpec } from '../src/models/types.js';
 import { loadCalibration } from '../src/quant/calibset.js';
 import { calibrate } from '../src/quant/calibrate.js';
 import { methodConfig } from '../src/quant/methods.js';
-import { assertClose, scratchDir, sharedDir } from './helpers.js';
+import { assertClose, runCli, scratchDir, sharedDir, showRun } from './helpers.js';
 import { compareProcessors } from './preprocess-parity.js';
 import { argmaxRows, openOrtNode, runOrtWeb, runTransformersJs, softmaxRows, type Batch } from './runtimes.js';
 
@@ -196,5 +196,39 @@ describe('transformers.js preprocessing vs ours (timm eval transform)', () => {
       // sharp's affine resize (corner-aligned, no antialiasing) vs PIL: visible but small on average (RESULTS.md).
       assert.ok(r.mean < 0.1, `${r.file}: mean |Δ| ${r.mean}`);
     }
+  });
+});
+
+describe('ptq4vit export --hf-dir: the folder a user gets from the CLI', () => {
+  test('a quantized file → model.onnx + model_quantized.onnx with class names; transformers.js q8 = the exported integer graph', async () => {
+    const dir = scratch.next();
+    const card = path.join(models_, 'vit_tiny_c10.json');
+    const file = path.join(dir, 'w8.safetensors');
+    const q = runCli(['quantize', '--model', path.join(models_, 'vit_tiny_c10.safetensors'), '--config', card, '--calib', path.join(sharedDir, 'data', 'cifar10', 'calib32.json'), '--n', '4', '--rounds', '1', '--calib-size', '8', '--out', file]);
+    assert.equal(q.status, 0, showRun(q));
+    const labels = path.join(dir, 'names.txt');
+    fs.writeFileSync(labels, sample.classes.join('\n') + '\n');
+    const hf = path.join(dir, 'hf');
+    const onnx = path.join(dir, 'w8.onnx');
+    const r = runCli(['export', '--model', file, '--hf-dir', hf, '--out', onnx, '--labels', labels]);
+    assert.equal(r.status, 0, showRun(r));
+    const config = JSON.parse(fs.readFileSync(path.join(hf, HF_FILES.config), 'utf8')) as { id2label: Record<string, string> };
+    assert.deepEqual(Object.values(config.id2label), sample.classes);
+    const integer = fs.readFileSync(onnx);
+    assert.ok(integer.equals(fs.readFileSync(path.join(hf, HF_FILES.quantized))), 'model_quantized.onnx is the integer graph --out wrote');
+    const ours = await openOrtNode(integer);
+    const top1 = argmaxRows(await ours.run(sample.pixels)).map((c) => sample.classes[c]);
+    await ours.release();
+    const got = await runTransformersJs(hf, sample.files, { dtype: 'q8' });
+    assert.deepEqual(got.labels, top1);
+    // Neither --out nor --hf-dir; a labels file of the wrong length.
+    const none = runCli(['export', '--model', file]);
+    assert.equal(none.status, 2, showRun(none));
+    assert.match(none.stderr, /--out <model.onnx> and\/or --hf-dir/);
+    fs.writeFileSync(labels, 'cat\ndog\n');
+    const bad = runCli(['export', '--model', file, '--hf-dir', path.join(dir, 'hf2'), '--labels', labels]);
+    assert.equal(bad.status, 2, showRun(bad));
+    assert.match(bad.stderr, /names\.txt: 2 class names, the model has 10 classes/);
+    assert.ok(!fs.existsSync(path.join(dir, 'hf2')));
   });
 });

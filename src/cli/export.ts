@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Ptq4vitError } from '../errors.js';
 import { exportOptionsFor } from '../export/graph.js';
+import { writeHfDir } from '../export/hfdir.js';
 import { exportOnnx } from '../export/onnx.js';
 import { writeFileAtomic } from '../io/safetensors.js';
 import { locateModel } from '../models/hub.js';
@@ -30,13 +31,15 @@ function checkOutput(out: string, inputs: (string | undefined)[]): void {
 export const EXPORT_COMMAND: CommandSpec = {
   name: 'export',
   summary: 'a float checkpoint or a quantized model file as one ONNX model (the quantized one with integer products)',
-  synopsis: '--model <path> [--config <card.json> | --arch <preset>] --out <model.onnx> [--float]',
+  synopsis: '--model <path> [--config <card.json> | --arch <preset>] (--out <model.onnx> | --hf-dir <dir>) [--float] [--labels <names.txt>]',
   flags: {
     model: { type: 'string', value: 'path', required: true, help: 'a quantized model file, a float .safetensors checkpoint (a NAME.json card beside it is used without --config) or a timm hub folder (config.json + model.safetensors)' },
     config: { type: 'string', value: 'card.json', help: 'JSON model card for a float checkpoint' },
     arch: { type: 'string', value: 'preset', help: "timm architecture by name for a float checkpoint ('ptq4vit presets' lists them)" },
-    out: { type: 'string', value: 'model.onnx', required: true, help: 'where the ONNX model is written (atomically)' },
+    out: { type: 'string', value: 'model.onnx', help: 'where the ONNX model is written (atomically); --out and/or --hf-dir is required' },
+    'hf-dir': { type: 'string', value: 'dir', help: 'write a folder transformers.js loads offline: config.json, preprocessor_config.json, onnx/model.onnx (FP32; for a quantized file, its dequantized weights) and, for a quantized file, onnx/model_quantized.onnx (the integer graph, dtype q8)' },
     float: { type: 'boolean', help: 'export a quantized file as an FP32 graph of its dequantized weights instead of integer products' },
+    labels: { type: 'string', value: 'names.txt', help: "class names, one per line, for the ONNX metadata and the folder's id2label (default: a hub folder's label_names, else class_0, class_1, …)" },
   },
 };
 
@@ -48,27 +51,54 @@ export async function runExport(args: string[]): Promise<void> {
   }
   applyCommon(v);
   const weights = requireFlag(v, 'model', 'export');
-  const out = requireFlag(v, 'out', 'export');
+  const out = v.out as string | undefined, hfDir = v['hf-dir'] as string | undefined;
+  if (!out && !hfDir) throw new Ptq4vitError("export: give --out <model.onnx> and/or --hf-dir <dir>; see 'ptq4vit export --help'");
   const config = v.config as string | undefined, arch = v.arch as string | undefined;
   const input = locateModel(weights); // a hub folder's model.safetensors and config.json are inputs too
-  checkOutput(out, [weights, input.weights, input.hubConfig ?? input.siblingCard, config]);
+  const inputs = [weights, input.weights, input.hubConfig ?? input.siblingCard, config, v.labels as string | undefined];
+  if (out) checkOutput(out, inputs);
+  if (hfDir) for (const i of inputs) if (i && sameFile(hfDir, i)) throw new Ptq4vitError(`--hf-dir ${hfDir} would overwrite the input ${i}`);
   const loaded = openModel({ weights, config, arch });
+  const { spec } = loaded.model;
+  const labels = v.labels ? readLabels(v.labels as string, spec.arch.numClasses) : spec.labelNames;
   const asFloat = v.float === true || !loaded.quantized;
   const t0 = performance.now();
-  const bytes = await exportOnnx(loaded.model, asFloat ? {} : exportOptionsFor(loaded));
-  writeFileAtomic(out, bytes);
-  const { spec } = loaded.model;
-  const kind = asFloat ? (loaded.quantized ? `FP32 graph of the dequantized weights (${describeQuantization(loaded.quantized.provenance)})` : 'FP32') : `${describeQuantization(loaded.quantized!.provenance)}, integer products`;
+  const bytes = await exportOnnx(loaded.model, asFloat ? { labels } : exportOptionsFor(loaded, { labels }));
+  const rows: [string, string][] = [];
+  if (out) {
+    writeFileAtomic(out, bytes);
+    const kind = asFloat ? (loaded.quantized ? `FP32 graph of the dequantized weights (${describeQuantization(loaded.quantized.provenance)})` : 'FP32') : `${describeQuantization(loaded.quantized!.provenance)}, integer products`;
+    rows.push(['graph', kind], ['size', `${(bytes.length / 1e6).toFixed(2)} MB`], ['written', out]);
+  }
+  if (hfDir) {
+    // model.onnx is always a float graph; model_quantized.onnx the integer graph of a quantized file.
+    const fp32 = asFloat ? bytes : await exportOnnx(loaded.model, { labels });
+    const quantized = loaded.quantized ? (asFloat ? await exportOnnx(loaded.model, exportOptionsFor(loaded, { labels })) : bytes) : undefined;
+    writeHfDir(hfDir, spec, { fp32, quantized }, labels);
+    rows.push(['hf folder', `${hfDir} (onnx/model.onnx ${(fp32.length / 1e6).toFixed(2)} MB${quantized ? `, onnx/model_quantized.onnx ${(quantized.length / 1e6).toFixed(2)} MB` : ''})`]);
+  }
   printReport({
     title: `${spec.name} (${spec.timmClass}) → ONNX`,
     rows: [
-      ['graph', kind],
+      ...rows,
       ['input', `pixel_values float32 [batch, ${spec.arch.inChans}, ${spec.arch.imgSize}, ${spec.arch.imgSize}]`],
       ['output', `logits float32 [batch, ${spec.arch.numClasses}]`],
-      ['size', `${(bytes.length / 1e6).toFixed(2)} MB`],
       ['time', `${((performance.now() - t0) / 1000).toFixed(1)} s`],
-      ['written', out],
     ],
-    json: v.json === true ? { command: 'export', model: spec.name, integer: !asFloat, out, bytes: bytes.length } : undefined,
+    json: v.json === true ? { command: 'export', model: spec.name, integer: !asFloat, out: out ?? null, hf_dir: hfDir ?? null, bytes: bytes.length } : undefined,
   });
+}
+
+/** Class names, one per line (blank lines ignored), exactly as many as the model has classes. */
+function readLabels(file: string, classes: number): string[] {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new Ptq4vitError(`cannot read --labels ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
+  }
+  const names = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l.length > 0);
+  if (names.length !== classes) throw new Ptq4vitError(`--labels ${file}: ${names.length} class names, the model has ${classes} classes`);
+  if (new Set(names).size !== names.length) throw new Ptq4vitError(`--labels ${file}: class names must be distinct`);
+  return names;
 }
