@@ -15,7 +15,7 @@ import { openImageFolder } from '../src/data/folder.js';
 import { evalTransform } from '../src/data/transform.js';
 import { Ptq4vitError } from '../src/errors.js';
 import { HF_FILES, hfPreprocessorConfig, writeHfDir } from '../src/export/hfdir.js';
-import { openDataset } from '../src/data/datasets.js';
+import { loadBatch, openDataset } from '../src/data/datasets.js';
 import { exportOnnx } from '../src/export/onnx.js';
 import { specFromPreset } from '../src/models/config.js';
 import { openModel } from '../src/models/load.js';
@@ -177,6 +177,30 @@ describe('onnxruntime-web (wasm backend, 1 thread) runs the ONNX models in Node'
       assert.deepEqual(argmaxRows(web), argmaxRows(ref));
     });
   }
+});
+
+describe('onnxruntime-web on test1k: the top-1 of onnxruntime-node', () => {
+  test('FP32 and the W8A8 integer graph', async (t) => {
+    const data = await openDataset(path.join(sharedDir, 'data', 'cifar10', 'test1k.json'));
+    const batch = await loadBatch(data, Array.from({ length: data.size }, (_, i) => i), models.spec.preprocess);
+    const pixels: Batch = { data: batch.images.data, dims: [...batch.images.shape] };
+    const accuracy = (pred: number[]) => pred.filter((c, i) => c === batch.labels[i]).length / pred.length;
+    for (const [name, bytes] of [['fp32', models.fp32], ['W8A8 integer', models.quantized]] as const) {
+      const web = argmaxRows(await runOrtWeb(bytes, pixels));
+      const node = await openOrtNode(bytes);
+      const ref = argmaxRows(await node.run(pixels));
+      await node.release();
+      const same = web.filter((c, i) => c === ref[i]).length;
+      t.diagnostic(`${name}: top-1 ${(accuracy(web) * 100).toFixed(2)}% (web) vs ${(accuracy(ref) * 100).toFixed(2)}% (node), same prediction on ${same}/${web.length}`);
+      if (name === 'fp32') assert.equal(same, web.length, 'FP32: onnxruntime-web and -node predict differently');
+      else {
+        // An ulp of difference in a float op can flip an activation code (see above): a handful of images
+        // may change their prediction, the accuracy must not move by more than 0.3 points.
+        assert.ok(same >= 0.99 * web.length, `integer graph: only ${same}/${web.length} identical predictions`);
+        assert.ok(Math.abs(accuracy(web) - accuracy(ref)) <= 0.003, `top-1 ${accuracy(web)} (web) vs ${accuracy(ref)} (node)`);
+      }
+    }
+  });
 });
 
 describe('transformers.js preprocessing vs ours (timm eval transform)', () => {
