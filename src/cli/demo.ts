@@ -6,7 +6,7 @@
 import path from 'node:path';
 import { openDataset } from '../data/datasets.js';
 import { evaluate } from '../eval/evaluate.js';
-import { openModel } from '../models/load.js';
+import { openModel } from '../open.js';
 import { loadCalibration } from '../quant/calibset.js';
 import { recordCalibration, searchAll } from '../quant/calibrate.js';
 import { methodConfig } from '../quant/methods.js';

@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { openDataset } from '../data/datasets.js';
 import { evaluate } from '../eval/evaluate.js';
-import { openModel } from '../models/load.js';
+import { openModel } from '../open.js';
 import { checkClasses, describeQuantization } from './describe.js';
 import { applyCommon, intFlag, parse, requireFlag, USAGE } from './args.js';
 import { ProgressBar } from './progress.js';

@@ -5,7 +5,7 @@ import { openDataset } from '../data/datasets.js';
 import { Ptq4vitError } from '../errors.js';
 import { evaluate, type EvalResult } from '../eval/evaluate.js';
 import { LOSS_KINDS, type LossKind } from '../grad/loss.js';
-import { openModel } from '../models/load.js';
+import { openModel } from '../open.js';
 import type { VisionModel } from '../models/types.js';
 import { loadCalibration } from '../quant/calibset.js';
 import { recordCalibration, searchAll, type CalibrationOptions } from '../quant/calibrate.js';
