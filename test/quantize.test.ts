@@ -309,6 +309,86 @@ describe('user errors: exit 2, one clear message, no stack trace, nothing writte
     }
   });
 
+  /**
+   * Issue 9: the same-file check compared resolved path strings, so an --out reaching an input through
+   * a symbolic link (or a hard link) passed, and the quantized file replaced the input checkpoint.
+   */
+  describe('--out reaching an input through a link: refused, every input untouched', () => {
+    /** A private copy of the model, card and calibration manifest (never the repository's files). */
+    function inputs(): { dir: string; model: string; card: string; calib: string; images: string } {
+      const dir = tmpDir();
+      fs.copyFileSync(path.join(repoRoot, MODEL), path.join(dir, 'm.safetensors'));
+      fs.copyFileSync(path.join(repoRoot, CARD), path.join(dir, 'card.json'));
+      const calibDir = path.join(repoRoot, path.dirname(CALIB));
+      for (const f of fs.readdirSync(calibDir)) fs.copyFileSync(path.join(calibDir, f), path.join(dir, f));
+      const manifest = JSON.parse(fs.readFileSync(path.join(dir, path.basename(CALIB)), 'utf8')) as { images: string };
+      return { dir, model: path.join(dir, 'm.safetensors'), card: path.join(dir, 'card.json'), calib: path.join(dir, path.basename(CALIB)), images: path.join(dir, manifest.images) };
+    }
+
+    function refusedKeepingInputs(pattern: RegExp, i: ReturnType<typeof inputs>, out: string, model = i.model, calib = i.calib): void {
+      const before = new Map([i.model, i.card, i.calib, i.images].map((f) => [f, fs.readFileSync(f)]));
+      const listing = fs.readdirSync(i.dir).sort();
+      const r = run('quantize', '--model', model, '--config', i.card, '--calib', calib, '--method', 'base', '--calib-size', '2', '--n', '2', '--out', out);
+      assert.equal(r.status, 2, show(r));
+      assert.match(r.stderr.split('\n')[0], pattern, show(r));
+      assert.ok(!r.stderr.includes('internal error') && !r.stderr.includes('    at '), show(r));
+      for (const [f, bytes] of before) assert.ok(fs.readFileSync(f).equals(bytes), `${f} unchanged`);
+      assert.deepEqual(fs.readdirSync(i.dir).sort(), listing, 'no file added beside the inputs (no temporary either)');
+    }
+
+    test('--out through a linked directory names the input checkpoint', () => {
+      const i = inputs();
+      const link = path.join(tmpDir(), 'linked');
+      fs.symlinkSync(i.dir, link);
+      refusedKeepingInputs(/^ptq4vit: error: --out .* would overwrite the input checkpoint/, i, path.join(link, 'm.safetensors'));
+    });
+
+    test('--model given as a symbolic link, --out naming the real checkpoint', () => {
+      const i = inputs();
+      const link = path.join(tmpDir(), 'link.safetensors');
+      fs.symlinkSync(i.model, link);
+      refusedKeepingInputs(/^ptq4vit: error: --out .* would overwrite the input checkpoint/, i, i.model, link);
+    });
+
+    test('--out a symbolic link to the checkpoint, and a hard link to it', () => {
+      const i = inputs();
+      const soft = path.join(tmpDir(), 'soft.safetensors');
+      fs.symlinkSync(i.model, soft);
+      refusedKeepingInputs(/^ptq4vit: error: --out .* would overwrite the input checkpoint/, i, soft);
+      const hard = path.join(tmpDir(), 'hard.safetensors');
+      fs.linkSync(i.model, hard);
+      refusedKeepingInputs(/^ptq4vit: error: --out .* would overwrite the input checkpoint/, i, hard);
+    });
+
+    test('--out reaching the card, the manifest, or the raw images the manifest names, through a link', () => {
+      const i = inputs();
+      const link = path.join(tmpDir(), 'linked');
+      fs.symlinkSync(i.dir, link);
+      refusedKeepingInputs(/would overwrite the --config file/, i, path.join(link, 'card.json'));
+      refusedKeepingInputs(/would overwrite the --calib file/, i, path.join(link, path.basename(CALIB)));
+      refusedKeepingInputs(/would overwrite the --calib manifest's images file/, i, path.join(link, path.basename(i.images)));
+      refusedKeepingInputs(/would overwrite the --calib manifest's images file/, i, i.images);
+    });
+
+    test('--out naming an image inside the --calib folder', () => {
+      const i = inputs();
+      const folder = tmpDir();
+      const jpegs = path.join(repoRoot, '..', 'shared', 'data', 'cifar10', 'jpeg_sample');
+      if (!fs.existsSync(jpegs)) return;
+      for (const cls of fs.readdirSync(jpegs)) {
+        fs.mkdirSync(path.join(folder, cls));
+        const f = fs.readdirSync(path.join(jpegs, cls)).sort()[0];
+        fs.copyFileSync(path.join(jpegs, cls, f), path.join(folder, cls, 'a.jpg'));
+      }
+      const cat = path.join(folder, 'cat', 'a.jpg');
+      const before = fs.readFileSync(cat);
+      const r = run('quantize', '--model', i.model, '--config', i.card, '--calib', folder, '--out', cat);
+      assert.equal(r.status, 2, show(r));
+      assert.match(r.stderr.split('\n')[0], /would overwrite a file inside the --calib folder/, show(r));
+      assert.ok(fs.readFileSync(cat).equals(before));
+    });
+  });
+
   test('unknown --method, --loss bogus, --softmax-r2 bogus', () => {
     refused(/--method must be one of ptq4vit, base, got 'foo'/, ['--method', 'foo']);
     refused(/--loss must be one of label, pseudo, fisher, got 'bogus'/, ['--loss', 'bogus']);

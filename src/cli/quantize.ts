@@ -15,6 +15,7 @@ import type { PointQuant } from '../quant/params.js';
 import { QuantRunner } from '../quant/runner.js';
 import { applyCommon, intFlag, numberFlag, parse, requireFlag, USAGE } from './args.js';
 import { checkClasses, describeQuantization, percent } from './describe.js';
+import { checkOutputNotInput, datasetInputs, type InputPath } from './paths.js';
 import { ProgressBar } from './progress.js';
 import { printReport } from './report.js';
 
@@ -89,14 +90,16 @@ export function calibrationOptions(v: Values, method: Method): CalibrationOption
   });
 }
 
-/** Fail before minutes of calibration if the output cannot be written, or would overwrite the input. */
+/** Fail before minutes of calibration if the output cannot be written, or would overwrite an input. */
 function checkOutput(out: string, input: string, others: Values): void {
-  if (path.resolve(out) === path.resolve(input)) throw new Ptq4vitError(`--out ${out} would overwrite the input checkpoint`);
   // A tab-completed --out naming the card or a manifest would silently replace it with a safetensors file.
-  for (const flag of ['config', 'calib', 'eval']) {
+  const inputs: InputPath[] = [{ what: 'input checkpoint', path: input }];
+  if (typeof others.config === 'string') inputs.push({ what: '--config file', path: others.config });
+  for (const flag of ['calib', 'eval']) {
     const p = others[flag];
-    if (typeof p === 'string' && path.resolve(out) === path.resolve(p)) throw new Ptq4vitError(`--out ${out} would overwrite the --${flag} file`);
+    if (typeof p === 'string') inputs.push(...datasetInputs(flag, p));
   }
+  checkOutputNotInput(out, inputs);
   const dir = path.dirname(path.resolve(out));
   try {
     if (!fs.statSync(dir).isDirectory()) throw new Error('not a directory');
