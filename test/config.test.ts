@@ -8,7 +8,7 @@ import { Ptq4vitError } from '../src/errors.js';
 import { PRESETS, readCard, specFromCard, specFromPreset } from '../src/models/config.js';
 import { resolveSpec } from '../src/models/load.js';
 import type { SwinArch, VitArch } from '../src/models/types.js';
-import { fixturesDir, sharedDir } from './helpers.js';
+import { fixturesDir, runCli, sharedDir, showRun } from './helpers.js';
 
 const modelsDir = path.join(sharedDir, 'models');
 const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'ptq4vit-config-'));
@@ -204,6 +204,32 @@ describe('bad cards', () => {
   test('bad crop_pct', () => {
     for (const crop of [0, -0.5, 1.5, '0.9', [0.9]]) bad(vitCard({}, { crop_pct: crop }), new RegExp(`crop_pct must be in \\(0, 1\\], got ${JSON.stringify(crop).replace(/[.[\]]/g, '\\$&')}`));
     assert.equal(specFromCard(vitCard({}, { crop_pct: 0.875 }), 'my.json').preprocess.cropPct, 0.875);
+  });
+});
+
+describe('geometry checks (issue 9: num_heads 5 with embed_dim 192 was an internal error)', () => {
+  const bad = (card: unknown, pattern: RegExp): void => assertError(() => specFromCard(card, 'my.json'), new RegExp(`^my\\.json: ${pattern.source}`));
+  const swin = (kwargs: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({ timm_class: 'SwinTransformer', timm_kwargs: { img_size: 224, ...kwargs }, ...extra });
+  test('ViT: num_heads must divide embed_dim; img_size a multiple of patch_size; bounded input', () => {
+    bad(vitCard({ num_heads: 5 }), /timm_kwargs\.num_heads 5 must divide timm_kwargs\.embed_dim 192/);
+    bad(vitCard({ num_heads: 7, embed_dim: 192 }), /timm_kwargs\.num_heads 7 must divide timm_kwargs\.embed_dim 192/);
+    bad(vitCard({ img_size: 30 }, { input_size: [3, 30, 30] }), /timm_kwargs\.img_size 30 is not a multiple of timm_kwargs\.patch_size 4/);
+    bad(vitCard({ img_size: 100000 }, { input_size: [3, 100000, 100000] }), /timm_kwargs\.img_size 100000 is larger than the 2048 supported/);
+    bad(vitCard({ img_size: 2048, patch_size: 2 }, { input_size: [3, 2048, 2048] }), /timm_kwargs\.img_size 2048 \/ patch_size 2 gives 1048576 patches, more than the 4096 supported/);
+    assert.equal((specFromCard(vitCard({ num_heads: 4 }), 'my.json').arch as VitArch).numHeads, 4);
+  });
+
+  test('Swin: every stage width embed_dim·2^i divisible by its heads; merges need even grids', () => {
+    bad(swin({ embed_dim: 96, num_heads: [3, 6, 12, 25] }), /timm_kwargs\.num_heads\[3\] = 25 must divide stage 3's width 768 \(embed_dim 96 × 2\^3\)/);
+    bad(swin({ embed_dim: 96, num_heads: [5, 6, 12, 24] }), /timm_kwargs\.num_heads\[0\] = 5 must divide stage 0's width 96/);
+    bad(swin({ img_size: 36 }, { input_size: [3, 36, 36] }), /timm_kwargs\.img_size 36: stage 1 would merge an odd 9×9 patch grid \(img_size \/ patch_size must be divisible by 8\)/);
+  });
+
+  test('through the CLI: exit 2 naming the field, not an internal error', () => {
+    const card = writeCard(vitCard({ num_heads: 5 }));
+    const r = runCli(['eval', '--model', path.join(modelsDir, 'vit_tiny_c10.safetensors'), '--config', card, '--data', path.join(sharedDir, 'data', 'cifar10', 'test1k.json'), '--limit', '8']);
+    assert.equal(r.status, 2, showRun(r));
+    assert.match(r.stderr.split('\n')[0], /^ptq4vit: error: .*card\d+\.json: timm_kwargs\.num_heads 5 must divide timm_kwargs\.embed_dim 192/, showRun(r));
   });
 });
 

@@ -57,6 +57,50 @@ function kwargsReader(kwargs: Kwargs, where: string, allowed: Set<string>) {
   return { positiveInt, intList, number, boolean, exact };
 }
 
+/**
+ * Largest input side we accept. timm's ViT/Swin checkpoints go up to 518 pixels; the bound keeps a bad
+ * card or file metadata from asking for a multi-gigabyte image batch (the preprocessing allocates
+ * 3·S² floats per image before any weight is read).
+ */
+export const MAX_IMG_SIZE = 2048;
+/** ViT attention is tokens² per head and image: 4096 tokens (a 64×64 patch grid) is far beyond timm's models. */
+export const MAX_VIT_TOKENS = 4096;
+
+/** Geometry every ViT needs: heads split the width evenly, patches tile the image, a bounded input. */
+function checkVitArch<A extends Arch>(arch: A & { numHeads: number }, where: string): A {
+  checkInput(arch, where);
+  if (arch.embedDim % arch.numHeads !== 0) {
+    throw new Ptq4vitError(`${where}: timm_kwargs.num_heads ${arch.numHeads} must divide timm_kwargs.embed_dim ${arch.embedDim} (each head gets embed_dim / num_heads channels)`);
+  }
+  const tokens = (arch.imgSize / arch.patchSize) ** 2;
+  if (tokens > MAX_VIT_TOKENS) throw new Ptq4vitError(`${where}: timm_kwargs.img_size ${arch.imgSize} / patch_size ${arch.patchSize} gives ${tokens} patches, more than the ${MAX_VIT_TOKENS} supported`);
+  return arch;
+}
+
+/** Swin: every stage's width (embed_dim·2^i) splits evenly into its heads, and every merge halves an even grid. */
+function checkSwinArch(arch: Arch & { family: 'swin' }, where: string): Arch {
+  checkInput(arch, where);
+  let grid = arch.imgSize / arch.patchSize;
+  for (let i = 0; i < arch.depths.length; i++) {
+    if (i > 0) {
+      if (grid % 2 !== 0) throw new Ptq4vitError(`${where}: timm_kwargs.img_size ${arch.imgSize}: stage ${i} would merge an odd ${grid}×${grid} patch grid (img_size / patch_size must be divisible by ${2 ** (arch.depths.length - 1)})`);
+      grid /= 2;
+    }
+    const width = arch.embedDim * 2 ** i;
+    if (width % arch.numHeads[i] !== 0) {
+      throw new Ptq4vitError(`${where}: timm_kwargs.num_heads[${i}] = ${arch.numHeads[i]} must divide stage ${i}'s width ${width} (embed_dim ${arch.embedDim} × 2^${i})`);
+    }
+  }
+  return arch;
+}
+
+function checkInput(arch: Arch, where: string): void {
+  if (arch.imgSize > MAX_IMG_SIZE) throw new Ptq4vitError(`${where}: timm_kwargs.img_size ${arch.imgSize} is larger than the ${MAX_IMG_SIZE} supported`);
+  if (arch.imgSize % arch.patchSize !== 0) {
+    throw new Ptq4vitError(`${where}: timm_kwargs.img_size ${arch.imgSize} is not a multiple of timm_kwargs.patch_size ${arch.patchSize}`);
+  }
+}
+
 /** The architecture a timm class + constructor kwargs describe (timm's defaults where a kwarg is absent). */
 export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string): Arch {
   switch (timmClass) {
@@ -65,7 +109,7 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string): 
       const k = kwargsReader(kwargs, where, VIT_KWARGS);
       k.exact('global_pool', 'token');
       k.exact('class_token', true);
-      return {
+      return checkVitArch({
         family: timmClass === 'VisionTransformer' ? 'vit' : 'deit-distilled',
         imgSize: k.positiveInt('img_size', 224),
         patchSize: k.positiveInt('patch_size', 16),
@@ -76,7 +120,7 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string): 
         mlpRatio: k.number('mlp_ratio', 4),
         qkvBias: k.boolean('qkv_bias', true),
         numClasses: k.positiveInt('num_classes', 1000),
-      };
+      }, where);
     }
     case 'SwinTransformer': {
       const k = kwargsReader(kwargs, where, SWIN_KWARGS);
@@ -86,7 +130,7 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string): 
       if (numHeads.length !== depths.length) {
         throw new Ptq4vitError(`${where}: timm_kwargs.num_heads has ${numHeads.length} entries but depths has ${depths.length}`);
       }
-      return {
+      return checkSwinArch({
         family: 'swin',
         imgSize: k.positiveInt('img_size', 224),
         patchSize: k.positiveInt('patch_size', 4),
@@ -98,7 +142,7 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string): 
         mlpRatio: k.number('mlp_ratio', 4),
         qkvBias: k.boolean('qkv_bias', true),
         numClasses: k.positiveInt('num_classes', 1000),
-      };
+      }, where);
     }
     default:
       throw new Ptq4vitError(`${where}: unknown architecture timm_class ${JSON.stringify(timmClass)} (supported: VisionTransformer, VisionTransformerDistilled, SwinTransformer)`);
