@@ -31,13 +31,8 @@ export function openModel(source: ModelSource): LoadedModel {
   if (source.config || source.arch) {
     throw new Ptq4vitError(`${source.weights} is a quantized model file and carries its own architecture: drop --config/--arch`);
   }
-  const info = readQuantizedModel(st);
-  const model = buildModel(info.spec, info.source);
-  const expected = model.quantPoints.map((p) => p.name).join(',');
-  if (info.points.map((p) => p.point).join(',') !== expected) {
-    throw new Ptq4vitError(`${source.weights}: its quantization parameters do not match the quantization points of ${info.spec.name}`);
-  }
-  return { model, runner: new QuantRunner(info.points), weights: info.source, quantized: info };
+  const { model, source: weights, spec, points, provenance } = readQuantizedModel(st);
+  return { model, runner: new QuantRunner(points), weights, quantized: { spec, points, provenance } };
 }
 
 /** Load a model file and build its model, validating every tensor against the spec. */

@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { Ptq4vitError } from '../src/errors.js';
-import { PRESETS, readCard, specFromCard, specFromPreset } from '../src/models/config.js';
+import { cardFromSpec, PRESETS, readCard, specFromCard, specFromPreset } from '../src/models/config.js';
 import { resolveSpec } from '../src/models/load.js';
 import type { SwinArch, VitArch } from '../src/models/types.js';
 import { fixturesDir, runCli, sharedDir, showRun } from './helpers.js';
@@ -230,6 +230,14 @@ describe('geometry checks (issue 9: num_heads 5 with embed_dim 192 was an intern
     const r = runCli(['eval', '--model', path.join(modelsDir, 'vit_tiny_c10.safetensors'), '--config', card, '--data', path.join(sharedDir, 'data', 'cifar10', 'test1k.json'), '--limit', '8']);
     assert.equal(r.status, 2, showRun(r));
     assert.match(r.stderr.split('\n')[0], /^ptq4vit: error: .*card\d+\.json: timm_kwargs\.num_heads 5 must divide timm_kwargs\.embed_dim 192/, showRun(r));
+  });
+});
+
+describe('cardFromSpec (how a quantized file stores its spec)', () => {
+  test('specFromCard(cardFromSpec(spec)) is the spec, for every preset and the real cards', () => {
+    const specs = Object.keys(PRESETS).map((name) => specFromPreset(name));
+    for (const f of ['vit_tiny_c10.json', 'swin_micro_c10.json']) if (fs.existsSync(path.join(modelsDir, f))) specs.push(readCard(path.join(modelsDir, f)));
+    for (const spec of specs) assert.deepEqual(specFromCard(JSON.parse(JSON.stringify(cardFromSpec(spec))), 'x'), { ...spec, timmClass: spec.timmClass }, spec.name);
   });
 });
 

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { SafeTensors } from '../src/io/safetensors.js';
-import { QUANTIZED_FORMAT } from '../src/quant/file.js';
+import { parseMetadata, QUANTIZED_FORMAT } from '../src/quant/file.js';
 import type { PointQuant } from '../src/quant/params.js';
 import { repoRoot, runCli, scratchDir, showRun, type CliRun } from './helpers.js';
 
@@ -57,7 +57,7 @@ function readQuantFile(file: string): QuantFile {
   for (const key of ['ptq4vit.spec', 'ptq4vit.quant', 'ptq4vit.provenance']) assert.equal(typeof st.metadata[key], 'string', `metadata ${key}`);
   return {
     st,
-    points: JSON.parse(st.metadata['ptq4vit.quant']) as PointQuant[],
+    points: parseMetadata(st.metadata, file).points,
     provenance: JSON.parse(st.metadata['ptq4vit.provenance']) as Record<string, unknown>,
     spec: JSON.parse(st.metadata['ptq4vit.spec']) as { name: string },
   };

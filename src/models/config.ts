@@ -183,8 +183,34 @@ export function specFromCard(card: unknown, where: string): ModelSpec {
     mean: c.mean === undefined ? IMAGENET_MEAN : triple(c.mean, 'mean', where),
     std: c.std === undefined ? IMAGENET_STD : triple(c.std, 'std', where),
   };
-  if (preprocess.std.some((s) => s <= 0)) throw new Ptq4vitError(`${where}: std values must be positive`);
+  if (preprocess.std.some((s) => s <= 0)) throw new Ptq4vitError(`${where}: std values must be positive, got ${JSON.stringify(preprocess.std)}`);
   return { name: typeof c.name === 'string' ? c.name : c.timm_class, timmClass: c.timm_class, arch, preprocess };
+}
+
+const TIMM_CLASS: Record<Arch['family'], string> = { vit: 'VisionTransformer', 'deit-distilled': 'VisionTransformerDistilled', swin: 'SwinTransformer' };
+
+/**
+ * The card describing a spec: specFromCard(cardFromSpec(s)) equals s. A quantized model file stores
+ * its spec this way, so its metadata is read by the same checks as a card (snake_case, field named).
+ */
+export function cardFromSpec(spec: ModelSpec): Record<string, unknown> {
+  const a = spec.arch;
+  const common = { img_size: a.imgSize, patch_size: a.patchSize, in_chans: a.inChans, embed_dim: a.embedDim };
+  const tail = { mlp_ratio: a.mlpRatio, qkv_bias: a.qkvBias, num_classes: a.numClasses };
+  const kwargs = a.family === 'swin'
+    ? { ...common, depths: [...a.depths], num_heads: [...a.numHeads], window_size: a.windowSize, ...tail }
+    : { ...common, depth: a.depth, num_heads: a.numHeads, ...tail };
+  const p = spec.preprocess;
+  return {
+    name: spec.name,
+    timm_class: TIMM_CLASS[a.family],
+    timm_kwargs: kwargs,
+    input_size: [a.inChans, p.inputSize, p.inputSize],
+    mean: [...p.mean],
+    std: [...p.std],
+    crop_pct: p.cropPct,
+    interpolation: p.interpolation,
+  };
 }
 
 export function readCard(file: string): ModelSpec {
