@@ -202,7 +202,7 @@ describe('bad cards', () => {
   });
 
   test('bad crop_pct', () => {
-    for (const crop of [0, -0.5, 1.5, '0.9', [0.9]]) bad(vitCard({}, { crop_pct: crop }), new RegExp(`crop_pct must be in \\(0, 1\\], got ${JSON.stringify(crop).replace(/[.[\]]/g, '\\$&')}`));
+    for (const crop of [0, -0.5, 1.5, '0.9', [0.9], 1e-320, 0.2]) bad(vitCard({}, { crop_pct: crop }), new RegExp(`crop_pct must be in \\[0\\.25, 1\\], got ${JSON.stringify(crop).replace(/[.[\]]/g, '\\$&')}`));
     assert.equal(specFromCard(vitCard({}, { crop_pct: 0.875 }), 'my.json').preprocess.cropPct, 0.875);
   });
 });

@@ -66,6 +66,9 @@ export const MAX_IMG_SIZE = 2048;
 /** ViT attention is tokens² per head and image: 4096 tokens (a 64×64 patch grid) is far beyond timm's models. */
 export const MAX_VIT_TOKENS = 4096;
 
+/** timm's eval crops use 0.875–1.0; below a quarter the resize before the crop grows out of proportion. */
+export const MIN_CROP_PCT = 0.25;
+
 /** Geometry every ViT needs: heads split the width evenly, patches tile the image, a bounded input. */
 function checkVitArch<A extends Arch>(arch: A & { numHeads: number }, where: string): A {
   checkInput(arch, where);
@@ -173,7 +176,8 @@ export function specFromCard(card: unknown, where: string): ModelSpec {
     throw new Ptq4vitError(`${where}: input_size ${JSON.stringify(inputSize)} does not match the architecture's [${arch.inChans}, ${arch.imgSize}, ${arch.imgSize}]`);
   }
   const cropPct = c.crop_pct ?? 1.0;
-  if (typeof cropPct !== 'number' || !(cropPct > 0 && cropPct <= 1)) throw new Ptq4vitError(`${where}: crop_pct must be in (0, 1], got ${JSON.stringify(c.crop_pct)}`);
+  // The image is first resized to input_size / crop_pct: a tiny crop_pct would ask for a gigantic resize.
+  if (typeof cropPct !== 'number' || !(cropPct >= MIN_CROP_PCT && cropPct <= 1)) throw new Ptq4vitError(`${where}: crop_pct must be in [${MIN_CROP_PCT}, 1], got ${JSON.stringify(c.crop_pct)}`);
   const interpolation = c.interpolation ?? 'bicubic';
   if (interpolation !== 'bicubic' && interpolation !== 'bilinear') throw new Ptq4vitError(`${where}: interpolation must be "bicubic" or "bilinear"`);
   const preprocess: Preprocess = {
