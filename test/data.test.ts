@@ -14,6 +14,7 @@ import { Ptq4vitError } from '../src/errors.js';
 import { SafeTensors } from '../src/io/safetensors.js';
 import type { Preprocess } from '../src/models/types.js';
 import { fixturesDir, repoRoot, scratchDir, sharedDir } from './helpers.js';
+import { bigPng } from './mutate.js';
 
 const assetsDir = path.join(repoRoot, 'test', 'assets');
 const cifarDir = path.join(sharedDir, 'data', 'cifar10');
@@ -528,31 +529,6 @@ describe('raw-uint8-hwc manifests', () => {
 });
 
 describe('issue 9: a pixel limit of our own, and decoder failures that say what is wrong', () => {
-  /** A valid 1-bit palette PNG of w×h (small on disk: rows of zeros deflate to almost nothing). */
-  function bigPng(w: number, h: number): Buffer {
-    const chunk = (type: string, data: Buffer): Buffer => {
-      const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
-      const len = Buffer.alloc(4);
-      len.writeUInt32BE(data.length);
-      const crc = Buffer.alloc(4);
-      crc.writeUInt32BE(zlib.crc32(body));
-      return Buffer.concat([len, body, crc]);
-    };
-    const ihdr = Buffer.alloc(13);
-    ihdr.writeUInt32BE(w, 0);
-    ihdr.writeUInt32BE(h, 4);
-    ihdr[8] = 1; // bit depth
-    ihdr[9] = 3; // palette
-    const raw = Buffer.alloc(h * (1 + Math.ceil(w / 8))); // filter byte 0 + zero bits per row
-    return Buffer.concat([
-      Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-      chunk('IHDR', ihdr),
-      chunk('PLTE', Buffer.from([10, 20, 30, 200, 210, 220])),
-      chunk('IDAT', zlib.deflateSync(raw)),
-      chunk('IEND', Buffer.alloc(0)),
-    ]);
-  }
-
   test('a valid 15000×15000 PNG is skipped from its header, quickly, with the size and the limit', async () => {
     const file = path.join(tmpDir(), 'huge.png');
     fs.writeFileSync(file, bigPng(15000, 15000));

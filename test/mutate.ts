@@ -1,4 +1,5 @@
-/** Editing safetensors files at the byte level for tests: header JSON, metadata, data section. */
+/** Editing safetensors files at the byte level for tests (header JSON, metadata, data section), and image builders. */
+import zlib from 'node:zlib';
 
 export interface Parts {
   header: Record<string, unknown>;
@@ -37,4 +38,29 @@ export function editJson(m: Metadata, key: string, mutate: (v: any) => unknown):
   const v = JSON.parse(m[key]);
   const r = mutate(v);
   m[key] = JSON.stringify(r === undefined ? v : r);
+}
+
+/** A valid 1-bit palette PNG of w×h (small on disk: rows of zeros deflate to almost nothing). */
+export function bigPng(w: number, h: number): Buffer {
+  const chunk = (type: string, data: Buffer): Buffer => {
+    const body = Buffer.concat([Buffer.from(type, 'ascii'), data]);
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(zlib.crc32(body));
+    return Buffer.concat([len, body, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
+  ihdr[8] = 1; // bit depth
+  ihdr[9] = 3; // palette
+  const raw = Buffer.alloc(h * (1 + Math.ceil(w / 8))); // filter byte 0 + zero bits per row
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk('IHDR', ihdr),
+    chunk('PLTE', Buffer.from([10, 20, 30, 200, 210, 220])),
+    chunk('IDAT', zlib.deflateSync(raw)),
+    chunk('IEND', Buffer.alloc(0)),
+  ]);
 }
