@@ -8,6 +8,9 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
+import { Ptq4vitError } from '../src/errors.js';
+import { PRESETS, specFromPreset } from '../src/models/config.js';
+import { checkSpecStorable } from '../src/quant/file.js';
 import { runCli, scratchDir, showRun } from './helpers.js';
 import { editJson, splitSafetensors, withMetadata, type Metadata } from './mutate.js';
 
@@ -184,5 +187,14 @@ describe('quantized file metadata: each bad edit is exit 2 naming the field (for
     assertRefused(withMetadata(v2Bytes, (m) => editJson(m, 'ptq4vit.quant', (p) => p.filter((q: any) => q.point !== 'head'))), /tensor 'head\.weight' holds I8 integer codes, but metadata ptq4vit\.quant has no point 'head'/);
     assertRefused(withMetadata(v2Bytes, (m) => editJson(m, 'ptq4vit.quant', (p) => { const q = firstPoint('twin-gelu')(p); const b = p.find((x: any) => x.kind === 'matmul'); b.a = q.input; })), /a is twin-gelu, but it is not a post-GELU input/);
     assertRefused(withMetadata(v2Bytes, (m) => editJson(m, 'ptq4vit.provenance', (p) => { delete p.method; })), /metadata ptq4vit\.provenance: method: /);
+  });
+});
+
+describe('checkSpecStorable: a spec the file format cannot hold fails before calibration', () => {
+  test('every preset is storable; a preprocessing size other than the model input is not', () => {
+    for (const name of Object.keys(PRESETS)) checkSpecStorable(specFromPreset(name));
+    const spec = specFromPreset('vit_base_patch16_224');
+    assert.throws(() => checkSpecStorable({ ...spec, preprocess: { ...spec.preprocess, inputSize: 256 } }), (e: unknown) =>
+      e instanceof Ptq4vitError && /^model vit_base_patch16_224: cannot be stored in a quantized model file: input_size \[3,256,256\] does not match/.test(e.message));
   });
 });

@@ -9,7 +9,7 @@ import { openModel } from '../open.js';
 import type { VisionModel } from '../models/types.js';
 import { loadCalibration } from '../quant/calibset.js';
 import { recordCalibration, searchAll, type CalibrationOptions } from '../quant/calibrate.js';
-import { saveQuantizedModel } from '../quant/file.js';
+import { checkSpecStorable, saveQuantizedModel } from '../quant/file.js';
 import { methodConfig, METHODS, type Method } from '../quant/methods.js';
 import type { PointQuant } from '../quant/params.js';
 import { QuantRunner } from '../quant/runner.js';
@@ -144,6 +144,7 @@ export async function runQuantize(args: string[]): Promise<void> {
   const loaded = openModel({ weights, config: v.config as string | undefined, arch: v.arch as string | undefined });
   if (loaded.quantized) throw new Ptq4vitError(`${weights} is already a quantized model; quantize the float checkpoint`);
   const { model } = loaded;
+  checkSpecStorable(model.spec);
   const evalData = v.eval === undefined ? null : await openDataset(v.eval as string);
   const calib = await openDataset(calibPath);
   if (evalData) checkClasses(evalData, model.spec.arch.numClasses);

@@ -126,6 +126,25 @@ function firstDifference(stored: unknown, canonical: unknown, field: string): st
   return stored === canonical ? null : field;
 }
 
+/**
+ * A stored spec card → the spec. A card may leave fields to timm's defaults; a file's card must not
+ * (a missing field would silently mean the default), so it must be exactly cardFromSpec of its spec.
+ */
+function specFromStoredCard(card: unknown, where: string): ModelSpec {
+  const spec = specFromCard(card, where);
+  const different = firstDifference(card, cardFromSpec(spec), '');
+  if (different !== null) throw new Ptq4vitError(`${where}: field ${different} is missing or not what the rest of the spec implies`);
+  return spec;
+}
+
+/**
+ * Throws unless a quantized file can store this spec (it is read back through the card checks). Called
+ * before calibrating, so a spec the format cannot hold fails in a second, not after minutes of search.
+ */
+export function checkSpecStorable(spec: ModelSpec): void {
+  specFromStoredCard(JSON.parse(JSON.stringify(cardFromSpec(spec))), `model ${spec.name}: cannot be stored in a quantized model file`);
+}
+
 /** Every metadata field of a quantized model file, checked and converted to the in-memory types. */
 export function parseMetadata(metadata: Readonly<Record<string, string>>, file: string): QuantizedModelInfo {
   const format = metadata['ptq4vit.format'];
@@ -136,10 +155,7 @@ export function parseMetadata(metadata: Readonly<Record<string, string>>, file: 
   const specWhere = `${file}: metadata ptq4vit.spec`;
   const rawSpec = parseJson(metadata, 'ptq4vit.spec', file);
   const card = v1 ? cardFromV1Spec(rawSpec, specWhere) : rawSpec;
-  const spec = specFromCard(card, specWhere);
-  // A card may leave fields to timm's defaults; a file must not (a missing field would silently mean the default).
-  const different = firstDifference(card, cardFromSpec(spec), '');
-  if (different !== null) throw new Ptq4vitError(`${specWhere}: field ${different} is missing or not what the rest of the spec implies`);
+  const spec = specFromStoredCard(card, specWhere);
   const rawPoints = parseJson(metadata, 'ptq4vit.quant', file);
   const points = pointsFromDisk(parseWith(pointsSchema, v1 ? snakeCaseKeys(rawPoints) : rawPoints, `${file}: metadata ptq4vit.quant`, 'points'));
   const provenance = parseWith(provenanceSchema, parseJson(metadata, 'ptq4vit.provenance', file), `${file}: metadata ptq4vit.provenance`) as Record<string, unknown>;
