@@ -130,6 +130,15 @@ function references(): Reference[] {
 
 const pct = (x: number | undefined) => (x === undefined ? '—' : `${(x * 100).toFixed(2)}`);
 
+/** Sections other scripts keep in the same file (e.g. export_agreement.ts): carried over unchanged. */
+function foreignSections(file: string, own: string[]): string {
+  if (!fs.existsSync(file)) return '';
+  const ownHeadings = new Set(own.filter((l) => l.startsWith('## ')));
+  const sections = fs.readFileSync(file, 'utf8').split(/\n(?=## )/).slice(1);
+  const kept = sections.filter((s) => !ownHeadings.has(s.split('\n')[0]));
+  return kept.length ? `\n${kept.map((s) => s.trimEnd()).join('\n\n')}\n` : '';
+}
+
 function writeResults(rows: Row[]): void {
   const refs = references();
   const find = (model: string, config: string) => rows.find((r) => r.model === model && r.config === config);
@@ -186,7 +195,8 @@ function writeResults(rows: Row[]): void {
     '  FP32 point and is not offered.',
     '',
   );
-  fs.writeFileSync(quick ? 'RESULTS-quick.md' : 'RESULTS.md', lines.join('\n'));
+  const file = quick ? 'RESULTS-quick.md' : 'RESULTS.md';
+  fs.writeFileSync(file, lines.join('\n') + foreignSections(file, lines));
 }
 
 for (const r of loadRows()) done.add(`${r.model}|${r.config}`);

@@ -9,7 +9,7 @@ export { PRESETS, readCard, specFromCard, specFromPreset } from './models/config
 export { buildModel, loadModel, openModel, type LoadedModel, type ModelSource } from './open.js';
 export { VisionTransformer } from './models/vit.js';
 export { SwinTransformer } from './models/swin.js';
-export { openDataset, loadBatch, type Dataset } from './data/datasets.js';
+export { openDataset, loadBatch, type Dataset, type DatasetKind, type OpenOptions } from './data/datasets.js';
 export { decodeImage, type RgbImage } from './data/decode.js';
 export { evalTransform } from './data/transform.js';
 export { evaluate, type EvalOptions, type EvalResult } from './eval/evaluate.js';
@@ -18,7 +18,7 @@ export { Tape } from './grad/tape.js';
 export { LOSS_KINDS, type LossKind } from './grad/loss.js';
 export { calibrate, recordCalibration, searchAll, type CalibrationOptions } from './quant/calibrate.js';
 export { methodConfig, METHODS, type Method, type MethodOverrides } from './quant/methods.js';
-export { loadCalibration, calibrationIndices } from './quant/calibset.js';
+export { loadCalibration, calibrationIndices, type CalibrationLoadOptions, type CalibrationSet } from './quant/calibset.js';
 export { QuantRunner } from './quant/runner.js';
 export { saveQuantizedModel, readQuantizedModel, QUANTIZED_FORMAT, type QuantizedModelInfo } from './quant/file.js';
 export type { ActivationQuant, LinearQuant, MatmulQuant, PointQuant } from './quant/params.js';

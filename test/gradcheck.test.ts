@@ -10,7 +10,7 @@
  *    from the rounded float32 inputs. Losses are ⟨y, g⟩ summed in float64.
  *  - Linear maps (layouts): the adjoint identity ⟨f(x), y⟩ = Σᵢ ⟨xᵢ, f*(y)ᵢ⟩ with random x, y — exact
  *    up to summation order — both for the named kernels and for every layout call a model's forward
- *    really makes (the inline adjoints in vit.ts/swin.ts included), by intercepting Kernels.layout.
+ *    really makes (every named layout op of src/tensor/layout.ts), by intercepting Kernels.layout.
  *  - Models: ∂L/∂O from computeGradients against central differences of the mean cross-entropy with
  *    respect to that point's output, perturbed through a wrapping Runner; along the gradient direction,
  *    a random ±1 direction and single coordinates.
@@ -31,9 +31,9 @@ import { encodeSafetensors, SafeTensors, type TensorToWrite } from '../src/io/sa
 import { specFromCard } from '../src/models/config.js';
 import { buildModel } from '../src/models/load.js';
 import type { Runner, VisionModel } from '../src/models/types.js';
-import { VisionTransformer } from '../src/models/vit.js';
 import { linear as linearFp, matmul as matmulFp } from '../src/tensor/gemm.js';
 import { fastKernels, type Kernels } from '../src/tensor/kernels.js';
+import { prependTokensOp } from '../src/tensor/layout.js';
 import { add, fromHeads, scale, scaleInPlace, scatterToken, selectToken, toHeads } from '../src/tensor/ops.js';
 import { Tensor, numel } from '../src/tensor/tensor.js';
 import {
@@ -469,13 +469,14 @@ test('layout adjoints: every layout map the tiny models\' forward passes use (in
     const images = tinyImages(model);
     await model.forward(
       images,
-      runnerWithLayout((inputs, forward, adjoint) => {
-        const r = checkAdjoint(`${name} layout #${checked + noGradient}`, forward, adjoint, inputs.map((t) => t.shape), rand);
+      runnerWithLayout((op, inputs) => {
+        const forward = (...xs: Tensor[]) => op.forward(xs);
+        const r = checkAdjoint(`${name} ${op.name}`, forward, (g) => op.adjoint(g, inputs), inputs.map((t) => t.shape), rand);
         if (r.differentiated === 0) {
           assert.equal(inputs[0], images, `${name}: only the image unfold may have no gradient`);
           noGradient++;
         } else checked++;
-        return forward(...inputs);
+        return op.forward(inputs);
       }),
     );
     assert.equal(noGradient, 1, `${name}: the patch unfold is the one layout map without a gradient`);
@@ -488,12 +489,10 @@ test('layout adjoints: every layout map the tiny models\' forward passes use (in
 
 test('layout adjoints: ViT\'s prefix/position add, checked directly (1 and 2 prefix tokens)', (ctx) => {
   const rand = gaussian(24);
-  for (const distilled of [false, true]) {
-    const vit = tinyVit(distilled).model as VisionTransformer;
-    // Private helpers, reached by name: the adjoint of an affine map, f(e) − f(0) against dropPrefix.
-    const forward = (e: Tensor) => vit['addPrefixAndPosition'](e);
-    const adjoint = (g: Tensor) => [vit['dropPrefix'](g)];
-    const r = checkAdjoint(`addPrefixAndPosition (${distilled ? 2 : 1} prefix)`, forward, adjoint, [[2, 16, 12]], rand);
+  for (const numPrefix of [1, 2]) {
+    // Affine, not linear: checkAdjoint compares f(e) − f(0) with the adjoint (drop the prefix).
+    const op = prependTokensOp(randn([numPrefix, 12], rand), randn([numPrefix + 16, 12], rand));
+    const r = checkAdjoint(`prependTokens (${numPrefix} prefix)`, (...xs) => op.forward(xs), (g) => op.adjoint(g, []), [[2, 16, 12]], rand);
     assert.equal(r.differentiated, 1);
   }
   reportAdjoint(ctx);

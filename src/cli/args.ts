@@ -8,13 +8,19 @@ export const USAGE = `ptq4vit — post-training quantization of vision transform
 Usage:
   ptq4vit demo                  quantize the bundled ViT (W8A8, W6A6) and compare top-1 with FP32
   ptq4vit quantize --model <weights.safetensors> (--config <card.json> | --arch <preset>)
-               --calib <image-folder | manifest.json> [--calib-size N] [--method ptq4vit|base]
+               --calib <folder | list.txt | manifest.json> [--calib-size N] [--method ptq4vit|base]
                [--bits K | --w-bits K --a-bits K] [--out <file>] [--eval <dataset> [--limit N]]
                [--seed N] [--loss label|pseudo|fisher] [--alpha A --beta B --n N --rounds R]
                [--no-hessian] [--no-twin-softmax] [--no-twin-gelu] [--gelu-unaligned]
-               [--softmax-r2 paper|exact-one]
-  ptq4vit eval --model <weights.safetensors | quantized.safetensors> [--config <card.json> | --arch <preset>]
-               --data <image-folder | manifest.json> [--limit N] [--batch-size N]
+               [--softmax-r2 paper|exact-one] [--skip-unreadable]
+      --calib: one subfolder per class, a folder of unlabeled images (searched recursively), or a
+      text file listing image paths; without labels --loss defaults to pseudo. An unreadable
+      calibration image stops with its name, or with --skip-unreadable is replaced by the next
+      image of the seeded draw. --calib-size defaults to 32 (or all images, if fewer).
+  ptq4vit eval --model <weights.safetensors | quantized.safetensors | model.onnx> [--config <card.json> | --arch <preset>]
+               --data <image-folder | manifest.json> [--limit N] [--batch-size N] [--simulate]
+  ptq4vit export --model <weights.safetensors | quantized.safetensors> [--config <card.json> | --arch <preset>]
+               --out <model.onnx> [--float]
   ptq4vit presets               list the timm architectures known by name
 
 Common options:

@@ -16,6 +16,7 @@ export function percent(x: number): string {
  * than the model (an image folder missing a class, say) would be scored against shifted labels.
  */
 export function checkClasses(ds: Dataset, numClasses: number): void {
+  if (!ds.labeled) throw new Ptq4vitError(`${ds.source} has no labels: it is ${ds.description}; expected one subfolder per class or a .json manifest`);
   if (ds.classes.length !== numClasses) {
     throw new Ptq4vitError(
       `${ds.source} has ${ds.classes.length} classes but the model predicts ${numClasses}: labels are class indices in the dataset's order (sorted subfolder names for an image folder), so they would not match the model's`,

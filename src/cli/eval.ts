@@ -1,11 +1,44 @@
 import path from 'node:path';
 import { openDataset } from '../data/datasets.js';
 import { evaluate } from '../eval/evaluate.js';
+import { wholeModelGraph } from '../export/graph.js';
+import { openOnnxModel } from '../export/runtime.js';
+import { resolveSpec } from '../models/load.js';
+import type { VisionModel } from '../models/types.js';
 import { openModel } from '../open.js';
+import type { Runner } from '../tensor/runner.js';
 import { checkClasses, describeQuantization } from './describe.js';
 import { applyCommon, intFlag, parse, requireFlag, USAGE } from './args.js';
 import { ProgressBar } from './progress.js';
 import { printReport } from './report.js';
+
+interface EvalTarget {
+  model: VisionModel;
+  runner?: Runner;
+  /** FP32, the integer graph, the simulation… for the report. */
+  what: string;
+  quantized: boolean;
+}
+
+/**
+ * What `eval --model` runs: an .onnx file as is; a checkpoint or quantized file exported in memory to one
+ * whole-model graph (the quantized file as its integer graph); with --simulate, the op-by-op fake-quant
+ * simulation that calibration measured.
+ */
+async function evalTarget(weights: string, v: Record<string, string | boolean | undefined>): Promise<EvalTarget> {
+  const config = v.config as string | undefined, arch = v.arch as string | undefined;
+  if (weights.toLowerCase().endsWith('.onnx')) {
+    const spec = config || arch ? resolveSpec({ weights, config, arch }) : undefined;
+    const opened = await openOnnxModel(weights, spec);
+    return { model: opened.model, what: opened.quantized ? 'integer ONNX' : 'ONNX', quantized: opened.quantized };
+  }
+  const loaded = openModel({ weights, config, arch });
+  const label = loaded.quantized ? describeQuantization(loaded.quantized.provenance) : 'FP32';
+  if (v.simulate === true) {
+    return { model: loaded.model, runner: loaded.runner, what: `${label}, ${loaded.quantized ? 'fake-quant simulation' : 'op by op'}`, quantized: loaded.quantized !== null };
+  }
+  return { model: await wholeModelGraph(loaded, weights), what: `${label}${loaded.quantized ? ', integer graph' : ''}`, quantized: loaded.quantized !== null };
+}
 
 export async function runEval(args: string[]): Promise<void> {
   const v = parse(args, {
@@ -15,6 +48,7 @@ export async function runEval(args: string[]): Promise<void> {
     data: { type: 'string' },
     limit: { type: 'string' },
     'batch-size': { type: 'string' },
+    simulate: { type: 'boolean', default: false },
   });
   if (v.help) {
     process.stdout.write(USAGE);
@@ -25,7 +59,7 @@ export async function runEval(args: string[]): Promise<void> {
   const data = requireFlag(v, 'data', 'eval');
   const limit = intFlag(v, 'limit', undefined);
   const batchSize = intFlag(v, 'batch-size', 64, 1, 4096);
-  const { model, runner, quantized } = openModel({ weights, config: v.config as string | undefined, arch: v.arch as string | undefined });
+  const { model, runner, what, quantized } = await evalTarget(weights, v);
   const dataset = await openDataset(data);
   checkClasses(dataset, model.spec.arch.numClasses);
   const total = Math.min(limit ?? dataset.size, dataset.size);
@@ -33,7 +67,7 @@ export async function runEval(args: string[]): Promise<void> {
   const result = await evaluate(model, dataset, { limit, batchSize, runner, onProgress: (done) => bar.update(done) });
   const ignored = dataset.ignored?.length ?? 0;
   printReport({
-    title: `${model.spec.name} (${model.spec.timmClass}, ${quantized ? describeQuantization(quantized.provenance) : 'FP32'}) on ${path.basename(data)}`,
+    title: `${model.spec.name} (${model.spec.timmClass}, ${what}) on ${path.basename(data)}`,
     rows: [
       ['top-1', `${(result.top1 * 100).toFixed(2)}%`],
       ['top-5', `${(result.top5 * 100).toFixed(2)}%`],
@@ -42,7 +76,7 @@ export async function runEval(args: string[]): Promise<void> {
     ],
     notes: result.skipped.slice(0, 10).map((s) => `skipped ${s.file}: ${s.reason}`),
     json: v.json === true
-      ? { command: 'eval', model: model.spec.name, quantized: quantized !== null, data, top1: result.top1, top5: result.top5, images: result.images, skipped: result.skipped.length, ignored, seconds: result.seconds, images_per_second: result.imagesPerSecond }
+      ? { command: 'eval', model: model.spec.name, quantized, runtime: runner ? 'simulation' : 'onnx-graph', data, top1: result.top1, top5: result.top5, images: result.images, skipped: result.skipped.length, ignored, seconds: result.seconds, images_per_second: result.imagesPerSecond }
       : undefined,
   });
 }

@@ -4,6 +4,7 @@ import { PRESETS } from '../models/config.js';
 import { USAGE } from './args.js';
 import { runDemo } from './demo.js';
 import { runEval } from './eval.js';
+import { runExport } from './export.js';
 import { runQuantize } from './quantize.js';
 
 
@@ -16,6 +17,9 @@ export async function main(argv: string[]): Promise<number> {
         return 0;
       case 'quantize':
         await runQuantize(rest);
+        return 0;
+      case 'export':
+        await runExport(rest);
         return 0;
       case 'demo':
         await runDemo(rest);

@@ -1,7 +1,7 @@
 /** `ptq4vit quantize`: calibrate a float checkpoint, write the quantized model, optionally evaluate both. */
 import fs from 'node:fs';
 import path from 'node:path';
-import { openDataset } from '../data/datasets.js';
+import { openDataset, type Dataset, type DatasetKind, type SkippedImage } from '../data/datasets.js';
 import { Ptq4vitError } from '../errors.js';
 import { evaluate, type EvalResult } from '../eval/evaluate.js';
 import { LOSS_KINDS, type LossKind } from '../grad/loss.js';
@@ -43,9 +43,13 @@ export const QUANTIZE_OPTIONS = {
   'no-twin-gelu': { type: 'boolean' },
   'gelu-unaligned': { type: 'boolean' },
   'softmax-r2': { type: 'string' },
+  'skip-unreadable': { type: 'boolean' },
 } as const;
 
 type Values = Record<string, string | boolean | undefined>;
+
+/** Calibration images when --calib-size is not given (the paper's setting). */
+const DEFAULT_CALIB_SIZE = 32;
 
 function choice<T extends string>(values: Values, name: string, allowed: readonly T[], fallback: T): T {
   const v = values[name] ?? fallback;
@@ -110,13 +114,54 @@ function checkOutput(out: string, input: string, others: Values): void {
   if (fs.existsSync(out) && fs.statSync(out).isDirectory()) throw new Ptq4vitError(`cannot write ${out}: it is a directory`);
 }
 
+/** What each loss fits the Hessian weights to, for the report. */
+const LOSS_MEANING: Record<LossKind, string> = {
+  label: "cross-entropy against the data's labels",
+  pseudo: "cross-entropy against the FP32 model's own predictions",
+  fisher: "cross-entropy against labels sampled from the FP32 model's softmax",
+};
+
+const KIND_NAME: Record<DatasetKind, string> = {
+  'class-folders': 'class folders',
+  'raw-manifest': 'manifest',
+  'image-folder': 'unlabeled image folder',
+  'image-list': 'image list',
+};
+
+/** Why the loss is what it is: given with --loss, the default, or the default for data without labels. */
+type LossChoice = '--loss' | 'default' | 'default for unlabeled data';
+
+/**
+ * The loss for the Hessian weights: --loss when given, otherwise 'label' for labeled calibration data
+ * and 'pseudo' (the FP32 model's own predictions) for data without labels. The dataset's classes are
+ * checked against the model's only when its labels are used.
+ */
+function chooseLoss(opts: CalibrationOptions, v: Values, calib: Dataset, numClasses: number): { opts: CalibrationOptions; choice: LossChoice | null } {
+  if (opts.metric !== 'hessian') return { opts, choice: null };
+  const given = v.loss !== undefined;
+  if (!calib.labeled) {
+    if (given && opts.loss === 'label') {
+      throw new Ptq4vitError(`--loss label needs labels, but --calib ${v.calib} has none: it is ${calib.description}; use --loss pseudo (the FP32 model's own predictions, the default without labels), or one subfolder per class`);
+    }
+    return given ? { opts, choice: '--loss' } : { opts: { ...opts, loss: 'pseudo' }, choice: 'default for unlabeled data' };
+  }
+  if (opts.loss === 'label') {
+    try {
+      checkClasses(calib, numClasses);
+    } catch (e) {
+      throw new Ptq4vitError(`${(e as Error).message} (calibrating with --loss pseudo needs no labels)`);
+    }
+  }
+  return { opts, choice: given ? '--loss' : 'default' };
+}
+
 export interface CalibrationRun {
   points: PointQuant[];
   seconds: number;
 }
 
 /** Calibrate with progress bars: one for recording, one per quantization point. */
-export async function runCalibration(model: VisionModel, images: import('../tensor/tensor.js').Tensor, labels: Int32Array, opts: CalibrationOptions, quiet: boolean, label: string): Promise<CalibrationRun> {
+export async function runCalibration(model: VisionModel, images: import('../tensor/tensor.js').Tensor, labels: Int32Array | null, opts: CalibrationOptions, quiet: boolean, label: string): Promise<CalibrationRun> {
   const start = performance.now();
   if (!quiet) process.stderr.write(`${label}: recording FP32 activations${opts.metric === 'hessian' ? ' and gradients' : ''} on ${images.shape[0]} images…\n`);
   const records = await recordCalibration(model, images, labels, opts);
@@ -135,10 +180,10 @@ export async function runQuantize(args: string[]): Promise<void> {
   const weights = requireFlag(v, 'model', 'quantize');
   const calibPath = requireFlag(v, 'calib', 'quantize');
   const method = choice<Method>(v, 'method', METHODS, 'ptq4vit');
-  const opts = calibrationOptions(v, method);
-  const calibSize = intFlag(v, 'calib-size', 32)!;
+  const flagOpts = calibrationOptions(v, method);
+  const calibSizeFlag = intFlag(v, 'calib-size', undefined);
   const limit = intFlag(v, 'limit', undefined);
-  const out = (v.out as string | undefined) ?? `${path.basename(weights).replace(/\.safetensors$/, '')}.${method}-w${opts.weightBits}a${opts.activationBits}.safetensors`;
+  const out = (v.out as string | undefined) ?? `${path.basename(weights).replace(/\.safetensors$/, '')}.${method}-w${flagOpts.weightBits}a${flagOpts.activationBits}.safetensors`;
   checkOutput(out, weights, v);
 
   const loaded = openModel({ weights, config: v.config as string | undefined, arch: v.arch as string | undefined });
@@ -146,17 +191,15 @@ export async function runQuantize(args: string[]): Promise<void> {
   const { model } = loaded;
   checkSpecStorable(model.spec);
   const evalData = v.eval === undefined ? null : await openDataset(v.eval as string);
-  const calib = await openDataset(calibPath);
+  const calib = await openDataset(calibPath, { allowUnlabeled: true });
   if (evalData) checkClasses(evalData, model.spec.arch.numClasses);
-  if (opts.metric === 'hessian' && opts.loss === 'label') {
-    try {
-      checkClasses(calib, model.spec.arch.numClasses);
-    } catch (e) {
-      throw new Ptq4vitError(`${(e as Error).message} (calibrating with --loss pseudo needs no labels)`);
-    }
-  }
-  const { images, labels, indices } = await loadCalibration(calib, calibSize, opts.seed, model.spec.preprocess);
+  const { opts, choice: lossChoice } = chooseLoss(flagOpts, v, calib, model.spec.arch.numClasses);
   const quiet = v.json === true && !process.stderr.isTTY;
+  // The paper calibrates on 32 images; a folder of a few photos is used whole unless --calib-size asks for more.
+  const calibSize = calibSizeFlag ?? Math.min(DEFAULT_CALIB_SIZE, calib.size);
+  const { images, labels, indices, skipped } = await loadCalibration(calib, calibSize, opts.seed, model.spec.preprocess, { skipUnreadable: v['skip-unreadable'] === true });
+  if (!quiet && calibSize < DEFAULT_CALIB_SIZE && calibSizeFlag === undefined) process.stderr.write(`--calib ${calibPath} has ${calib.size} images, fewer than the default ${DEFAULT_CALIB_SIZE}: calibrating on all of them\n`);
+  if (!quiet && lossChoice === 'default for unlabeled data') process.stderr.write(`--calib ${calibPath} has no labels: calibrating with --loss pseudo (the FP32 model's own predictions)\n`);
   const label = `${method} W${opts.weightBits}A${opts.activationBits}`;
   const run = await runCalibration(model, images, labels, opts, quiet, label);
 
@@ -167,9 +210,10 @@ export async function runQuantize(args: string[]): Promise<void> {
     a_bits: opts.activationBits,
     search: { metric: opts.metric, alpha: opts.alpha, beta: opts.beta, n: opts.n, rounds: opts.rounds, twin_softmax: opts.twinSoftmax, twin_gelu: opts.twinGelu, gelu_aligned: opts.geluAligned, softmax_delta_r2: opts.softmaxDeltaR2 },
     loss: opts.metric === 'hessian' ? opts.loss : null,
+    loss_choice: lossChoice,
     seed: opts.seed,
     source_checkpoint: path.basename(weights),
-    calibration: { data: path.basename(calibPath), images: indices.length, indices },
+    calibration: calibrationRecord(calib, calibPath, indices, skipped),
   };
   saveQuantizedModel(out, loaded.weights, { spec: model.spec, points: run.points, provenance });
 
@@ -183,9 +227,10 @@ export async function runQuantize(args: string[]): Promise<void> {
   }
   const rows: [string, string][] = [
     ['method', describeQuantization(provenance)],
-    ['calibration', `${indices.length} images from ${path.basename(calibPath)} · ${run.seconds.toFixed(1)} s`],
+    ['calibration', `${indices.length}${indices.length < calib.size ? ` of ${calib.size}` : ''} images from ${path.basename(calibPath)} (${KIND_NAME[calib.kind]}${indices.length < calib.size ? `, seed ${opts.seed}` : ''}) · ${run.seconds.toFixed(1)} s`],
     ['written', out],
   ];
+  if (lossChoice) rows.splice(1, 0, ['loss', `${opts.loss}: ${LOSS_MEANING[opts.loss]}${lossChoice === 'default for unlabeled data' ? ' (the default: the calibration images have no labels)' : ''}`]);
   if (fp && quant) {
     rows.push(['top-1', `${percent(quant.top1)}  (FP32 ${percent(fp.top1)}, ${((quant.top1 - fp.top1) * 100).toFixed(2)} points)`]);
     rows.push(['top-5', `${percent(quant.top5)}  (FP32 ${percent(fp.top5)})`]);
@@ -194,6 +239,7 @@ export async function runQuantize(args: string[]): Promise<void> {
   printReport({
     title: `${model.spec.name} quantized`,
     rows,
+    notes: skipped.slice(0, 10).map((s) => `unreadable, replaced: ${s.file}: ${s.reason}`),
     json: v.json === true
       ? {
           command: 'quantize',
@@ -202,10 +248,30 @@ export async function runQuantize(args: string[]): Promise<void> {
           w_bits: opts.weightBits,
           a_bits: opts.activationBits,
           calib_images: indices.length,
+          calib_skipped: skipped.length,
+          loss: opts.metric === 'hessian' ? opts.loss : null,
           calib_seconds: run.seconds,
           out,
           ...(fp && quant ? { top1: quant.top1, top5: quant.top5, fp32_top1: fp.top1, fp32_top5: fp.top5, eval_images: quant.images } : {}),
         }
       : undefined,
   });
+}
+
+/**
+ * The calibration set in the provenance: what was read, and which images by index and (for files)
+ * by path relative to the folder or list, so the same sample can be checked or rebuilt.
+ */
+function calibrationRecord(calib: Dataset, calibPath: string, indices: number[], skipped: SkippedImage[]): Record<string, unknown> {
+  const files = calib.kind === 'raw-manifest' ? null : indices.map((i) => calib.itemPath(i));
+  return {
+    data: path.basename(calibPath),
+    kind: calib.kind,
+    labeled: calib.labeled,
+    size: calib.size,
+    images: indices.length,
+    indices,
+    ...(files ? { files } : {}),
+    ...(skipped.length > 0 ? { skipped: skipped.map((s) => ({ file: calib.itemPath(s.index) ?? s.file, reason: s.reason })) } : {}),
+  };
 }

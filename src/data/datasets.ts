@@ -1,11 +1,13 @@
 /**
- * A labelled image collection, opened from a path: a class-per-subfolder image folder (torchvision's
- * ImageFolder) or a `.json` manifest pointing at raw uint8 arrays.
+ * An image collection, opened from a path. Labeled: a class-per-subfolder image folder (torchvision's
+ * ImageFolder) or a `.json` manifest pointing at raw uint8 arrays. Unlabeled, when the caller allows
+ * it (calibration): a folder holding images itself, read recursively, or a text file listing images.
  */
 import fs from 'node:fs/promises';
 import { Ptq4vitError } from '../errors.js';
 import type { RgbImage } from './decode.js';
 import { openImageFolder } from './folder.js';
+import { openImageList } from './list.js';
 import { openRawManifest } from './manifest.js';
 
 /** A file found while scanning that is not part of the dataset, and why. */
@@ -14,10 +16,18 @@ export interface IgnoredFile {
   reason: string;
 }
 
+/** How a dataset was read: labeled class folders or manifest, unlabeled image folder or image list. */
+export type DatasetKind = 'class-folders' | 'raw-manifest' | 'image-folder' | 'image-list';
+
 export interface Dataset {
   /** The path the dataset was opened from. */
   readonly source: string;
+  readonly kind: DatasetKind;
+  /** What the data is, for messages: e.g. "an image folder of 10 classes (one subfolder per class)". */
+  readonly description: string;
   readonly size: number;
+  /** Whether items carry labels; without them `classes` is empty and label(i) is −1. */
+  readonly labeled: boolean;
   /** Class names; a label is an index into this list. */
   readonly classes: readonly string[];
   /** Files seen but not used (non-image extensions, files outside class folders). */
@@ -27,9 +37,19 @@ export interface Dataset {
   image(i: number): Promise<RgbImage>;
   /** Where item i comes from, for messages: its file, or `${manifest}#${i}` for raw arrays. */
   itemName(i: number): string;
+  /** Item i's file relative to the folder or list (as listed), for records; null for raw arrays. */
+  itemPath(i: number): string | null;
 }
 
-export async function openDataset(path: string): Promise<Dataset> {
+export interface OpenOptions {
+  /**
+   * Also accept data without labels (calibration): a folder holding images at its top level (read
+   * recursively) and any non-.json file as a list of image paths.
+   */
+  allowUnlabeled?: boolean;
+}
+
+export async function openDataset(path: string, options: OpenOptions = {}): Promise<Dataset> {
   let stat;
   try {
     stat = await fs.stat(path);
@@ -37,9 +57,10 @@ export async function openDataset(path: string): Promise<Dataset> {
     const code = (e as NodeJS.ErrnoException).code;
     throw new Ptq4vitError(`cannot open dataset ${path}: ${code === 'ENOENT' ? 'no such file or directory' : code}`);
   }
-  if (stat.isDirectory()) return openImageFolder(path);
+  if (stat.isDirectory()) return openImageFolder(path, options);
   if (path.toLowerCase().endsWith('.json')) return openRawManifest(path);
-  throw new Ptq4vitError(`cannot open dataset ${path}: expected an image folder (one subfolder per class) or a .json manifest`);
+  if (options.allowUnlabeled) return openImageList(path);
+  throw new Ptq4vitError(`cannot open dataset ${path}: expected an image folder (one subfolder per class) or a .json manifest (a list of image paths has no labels)`);
 }
 
 /** Shared by both kinds of dataset: an out-of-range index is a caller's mistake, reported plainly. */

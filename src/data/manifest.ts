@@ -23,6 +23,8 @@ interface RawManifest {
 
 class RawDataset implements Dataset {
   readonly ignored: readonly IgnoredFile[] = [];
+  readonly kind = 'raw-manifest';
+  readonly labeled = true;
 
   constructor(
     readonly source: string,
@@ -37,6 +39,10 @@ class RawDataset implements Dataset {
 
   get classes(): readonly string[] {
     return this.m.classes;
+  }
+
+  get description(): string {
+    return `a ${RAW_FORMAT} manifest of ${this.m.classes.length} classes`;
   }
 
   label(i: number): number {
@@ -55,6 +61,11 @@ class RawDataset implements Dataset {
   itemName(i: number): string {
     checkIndex(this, i);
     return `${this.source}#${i}`;
+  }
+
+  itemPath(i: number): null {
+    checkIndex(this, i);
+    return null;
   }
 }
 

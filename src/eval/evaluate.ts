@@ -1,8 +1,10 @@
 /** Top-1/top-5 evaluation over a dataset, batched, with the next batch decoded while this one runs. */
 import { loadBatch, type Dataset, type SkippedImage } from '../data/datasets.js';
-import type { Runner, VisionModel } from '../models/types.js';
+import type { VisionModel } from '../models/types.js';
+import type { Runner } from '../tensor/runner.js';
 import { fp32Runner } from '../tensor/runner.js';
 import { concatFloat32 } from '../tensor/tensor.js';
+import { Ptq4vitError } from '../errors.js';
 
 export interface EvalOptions {
   limit?: number;
@@ -42,6 +44,7 @@ function rankOfLabel(logits: Float32Array, offset: number, classes: number, labe
 }
 
 export async function evaluate(model: VisionModel, dataset: Dataset, options: EvalOptions = {}): Promise<EvalResult> {
+  if (!dataset.labeled) throw new Ptq4vitError(`cannot evaluate on ${dataset.source}: it is ${dataset.description}, and top-1 needs labels`);
   const total = Math.min(options.limit ?? dataset.size, dataset.size);
   const batchSize = options.batchSize ?? 64;
   const runner = options.runner ?? fp32Runner;

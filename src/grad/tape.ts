@@ -4,7 +4,7 @@
  * inputs. `backward` then walks the ops in reverse, reporting ∂L/∂O at every quantization point and
  * freeing each op's saved tensors as soon as its gradient has been propagated.
  */
-import type { Runner } from '../models/types.js';
+import type { Runner } from '../tensor/runner.js';
 import { linear as linearFp, matmul as matmulFp } from '../tensor/gemm.js';
 import { add } from '../tensor/ops.js';
 import { fastKernels, type Kernels } from '../tensor/kernels.js';
@@ -66,7 +66,7 @@ export class Tape implements Runner {
         return this.record({ inputs: [x], output, backward: (g) => [softmaxBackward(output, g, scale)] });
       },
       add: (a, b) => this.record({ inputs: [a, b], output: add(a, b), backward: (g) => [g, g] }),
-      layout: (inputs, forward, adjoint) => this.record({ inputs, output: forward(...inputs), backward: (g) => adjoint(g) }),
+      layout: (op, inputs) => this.record({ inputs: [...inputs], output: op.forward(inputs), backward: (g) => op.adjoint(g, inputs) }),
     };
   }
 

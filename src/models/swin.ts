@@ -10,27 +10,17 @@
  *
  * Every product goes through the Runner under the names of the quantization points, so calibration
  * sees (and may replace) exactly what PTQ4ViT quantizes; everything else goes through the runner's
- * Kernels (each layout map with its adjoint), so the gradient tape differentiates this same code.
+ * Kernels (layout maps as named ops), so the gradient tape and the ONNX tracer run this same code.
  * Everything that depends only on the geometry — relative position bias per head, shifted-window
  * masks — is computed once at construction.
  */
 import { Ptq4vitError } from '../errors.js';
-import { fastKernels, type Kernels } from '../tensor/kernels.js';
-import { fromHeads, scale, scaleInPlace, toHeads } from '../tensor/ops.js';
-import { unfoldPatches } from '../tensor/patches.js';
-import { fp32Runner } from '../tensor/runner.js';
+import { meanOverTokensOp, mergePatchesOp, windowPartitionOp, windowReverseAddOp, type LayoutOp } from '../tensor/layout.js';
+import { fp32Runner, type Runner } from '../tensor/runner.js';
 import { Tensor, shapeString } from '../tensor/tensor.js';
-import {
-  meanOverTokens,
-  mergePatches2x2,
-  splitPatches2x2,
-  spreadOverTokens,
-  windowPartition,
-  windowReverse,
-  windowReverseAdd,
-  type WindowGrid,
-} from '../tensor/window.js';
-import type { ModelSpec, QuantPoint, Runner, SwinArch, VisionModel } from './types.js';
+import type { WindowGrid } from '../tensor/window.js';
+import { applyLinear, Attention, kernelsOf, LayerNorm, Mlp, PatchEmbed } from './layers.js';
+import type { ModelSpec, QuantPoint, SwinArch, VisionModel } from './types.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
 
 /** nn.LayerNorm's default, which timm's Swin uses (ViT uses 1e-6). */
@@ -38,52 +28,6 @@ const LN_EPS = 1e-5;
 
 /** timm's shifted-window mask value for query/key pairs from different regions of the rolled grid. */
 const CROSS_REGION_MASK = -100;
-
-interface Norm {
-  weight: Tensor;
-  bias: Tensor;
-}
-
-interface PatchEmbed {
-  patch: number;
-  /** The kernel = stride = patch conv as a linear layer over patches unfolded in (c, ky, kx) order. */
-  proj: Linear;
-  norm: Norm;
-}
-
-interface PatchMerging {
-  /** Token grid before merging. */
-  height: number;
-  width: number;
-  norm: Norm;
-  reduction: Linear;
-}
-
-interface SwinBlock {
-  /** Module path, e.g. "layers.2.blocks.1". */
-  name: string;
-  grid: WindowGrid;
-  heads: number;
-  /** head_dim^-0.5, applied to q before q·kᵀ (as timm's non-fused path). */
-  qScale: number;
-  norm1: Norm;
-  qkv: Linear;
-  /**
-   * Added to the scores q·kᵀ of every window: the relative position bias [heads, N, N], or for a shifted
-   * block bias + mask per window [nW, heads, N, N]. Scores are [B·nW·heads, N, N], so either repeats
-   * exactly over them.
-   */
-  attnBias: Tensor;
-  proj: Linear;
-  norm2: Norm;
-  fc1: Linear;
-  fc2: Linear;
-}
-
-interface SwinStage {
-  downsample: PatchMerging | null;
-  blocks: SwinBlock[];
-}
 
 /** Where one stage runs: its token grid, width, heads, and the window timm actually uses there. */
 interface StageGeometry {
@@ -97,13 +41,76 @@ interface StageGeometry {
   shift: number;
 }
 
+/** timm's PatchMerging: concatenate each 2×2 neighbourhood, LayerNorm, bias-free reduction to 2C. */
+class PatchMerging {
+  readonly norm: LayerNorm;
+  readonly reduction: Linear;
+  private readonly gather: LayoutOp;
+
+  constructor(reader: WeightReader, name: string, before: StageGeometry, after: StageGeometry) {
+    this.norm = new LayerNorm(reader, `${name}.norm`, 4 * before.dim, LN_EPS);
+    this.reduction = reader.linear(`${name}.reduction`, after.dim, 4 * before.dim, false);
+    this.gather = mergePatchesOp(before.height, before.width);
+  }
+
+  async forward(runner: Runner, x: Tensor): Promise<Tensor> {
+    const k = kernelsOf(runner);
+    return applyLinear(runner, this.reduction, await this.norm.forward(k, k.layout(this.gather, [x])));
+  }
+}
+
+/** One Swin block: (shifted) window attention and MLP, each with its residual. */
+class SwinBlock {
+  readonly norm1: LayerNorm;
+  readonly attn: Attention;
+  /**
+   * Added to the scores q·kᵀ of every window: the relative position bias [heads, N, N], or for a shifted
+   * block bias + mask per window [nW·heads, N, N]. Scores are [B·nW·heads, N, N], so either repeats
+   * exactly over them.
+   */
+  readonly attnBias: Tensor;
+  readonly norm2: LayerNorm;
+  readonly mlp: Mlp;
+  private readonly partition: LayoutOp;
+  private readonly reverseAdd: LayoutOp;
+
+  constructor(reader: WeightReader, arch: SwinArch, g: StageGeometry, grid: WindowGrid, name: string) {
+    const { dim, heads } = g;
+    const span = 2 * grid.window - 1;
+    this.norm1 = new LayerNorm(reader, `${name}.norm1`, dim, LN_EPS);
+    this.attn = new Attention(reader, `${name}.attn`, { features: dim, heads, qkvBias: arch.qkvBias, scale: 'queries' });
+    this.attnBias = attentionBias(reader.tensor(`${name}.attn.relative_position_bias_table`, [span * span, heads]), grid, heads);
+    this.norm2 = new LayerNorm(reader, `${name}.norm2`, dim, LN_EPS);
+    this.mlp = new Mlp(reader, `${name}.mlp`, dim, arch.mlpRatio);
+    this.partition = windowPartitionOp(grid);
+    this.reverseAdd = windowReverseAddOp(grid);
+  }
+
+  get points(): QuantPoint[] {
+    return [...this.attn.points, ...this.mlp.points];
+  }
+
+  async forward(runner: Runner, x: Tensor): Promise<Tensor> {
+    const k = kernelsOf(runner);
+    const windows = k.layout(this.partition, [await this.norm1.forward(k, x)]);
+    const attended = await this.attn.forward(runner, windows, this.attnBias);
+    const y = k.layout(this.reverseAdd, [x, attended]); // x + windowReverse(attended), in one pass
+    return k.add(y, await this.mlp.forward(runner, await this.norm2.forward(k, y)));
+  }
+}
+
+interface SwinStage {
+  downsample: PatchMerging | null;
+  blocks: SwinBlock[];
+}
+
 export class SwinTransformer implements VisionModel {
   readonly spec: ModelSpec;
   readonly quantPoints: readonly QuantPoint[];
   private readonly arch: SwinArch;
   private readonly patchEmbed: PatchEmbed;
   private readonly stages: SwinStage[];
-  private readonly norm: Norm;
+  private readonly norm: LayerNorm;
   private readonly head: Linear;
 
   constructor(spec: ModelSpec, weights: TensorSource) {
@@ -111,20 +118,32 @@ export class SwinTransformer implements VisionModel {
       throw new Ptq4vitError(`${spec.name}: SwinTransformer needs a swin architecture, got family '${spec.arch.family}'`);
     }
     this.spec = spec;
-    this.arch = spec.arch;
-    const geometry = stageGeometry(spec.name, this.arch);
+    const arch = (this.arch = spec.arch);
+    const geometry = stageGeometry(spec.name, arch);
     const reader = new WeightReader(weights);
     try {
-      this.patchEmbed = loadPatchEmbed(reader, this.arch);
-      this.stages = geometry.map((_, i) => loadStage(reader, this.arch, geometry, i));
+      const { inChans, patchSize: patch, embedDim } = arch;
+      this.patchEmbed = new PatchEmbed(reader, 'patch_embed', { inChans, embedDim, patch, normEps: LN_EPS });
+      this.stages = geometry.map((g, i) => ({
+        downsample: i > 0 ? new PatchMerging(reader, `layers.${i}.downsample`, geometry[i - 1], g) : null,
+        blocks: Array.from({ length: arch.depths[i] }, (_, j) => {
+          const grid: WindowGrid = { height: g.height, width: g.width, window: g.window, shift: j % 2 === 0 ? 0 : g.shift };
+          return new SwinBlock(reader, arch, g, grid, `layers.${i}.blocks.${j}`);
+        }),
+      }));
       const features = geometry[geometry.length - 1].dim;
-      this.norm = loadNorm(reader, 'norm', features);
-      this.head = reader.linear('head.fc', this.arch.numClasses, features);
-      reader.checkAllUsed(`${spec.name} (Swin, depths [${this.arch.depths.join(', ')}], embed_dim ${this.arch.embedDim})`);
+      this.norm = new LayerNorm(reader, 'norm', features, LN_EPS);
+      this.head = reader.linear('head.fc', arch.numClasses, features);
+      reader.checkAllUsed(`${spec.name} (Swin, depths [${arch.depths.join(', ')}], embed_dim ${arch.embedDim})`);
     } catch (e) {
       throw e instanceof Ptq4vitError ? new Ptq4vitError(e.message + oldLayoutHint(weights)) : e;
     }
-    this.quantPoints = listQuantPoints(this.patchEmbed, this.stages, this.head);
+    // In forward order (the order of the parity fixtures' quant_points).
+    this.quantPoints = [
+      ...this.patchEmbed.points,
+      ...this.stages.flatMap((s) => [...(s.downsample ? [s.downsample.reduction.point] : []), ...s.blocks.flatMap((b) => b.points)]),
+      this.head.point,
+    ];
   }
 
   /** images: normalized [B, C, H, W] → logits [B, numClasses]. */
@@ -134,74 +153,16 @@ export class SwinTransformer implements VisionModel {
     if (images.rank !== 4 || s[1] !== inChans || s[2] !== imgSize || s[3] !== imgSize) {
       throw new Ptq4vitError(`${this.spec.name}: expected images [B, ${inChans}, ${imgSize}, ${imgSize}], got ${shapeString(s)}`);
     }
-    const k = runner.kernels ?? fastKernels;
-    let x = await patchEmbedForward(this.patchEmbed, images, runner, k);
+    const k = kernelsOf(runner);
+    let x = await this.patchEmbed.forward(runner, images);
     for (const stage of this.stages) {
-      if (stage.downsample) x = await patchMergingForward(stage.downsample, x, runner, k);
-      for (const block of stage.blocks) x = await blockForward(block, x, runner, k);
+      if (stage.downsample) x = await stage.downsample.forward(runner, x);
+      for (const block of stage.blocks) x = await block.forward(runner, x);
     }
-    return headForward(this.norm, this.head, x, runner, k);
+    // Final LayerNorm, global average pool over tokens, classifier.
+    const pooled = k.layout(meanOverTokensOp, [await this.norm.forward(k, x)]);
+    return applyLinear(runner, this.head, pooled);
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Forward pass, top-down. `k` runs the non-GEMM ops; layout maps carry their adjoints for backward.
-
-/** Conv patch embedding as unfold + linear, then LayerNorm: [B, C, H, W] → tokens [B, H/p·W/p, D]. */
-async function patchEmbedForward(pe: PatchEmbed, images: Tensor, runner: Runner, k: Kernels): Promise<Tensor> {
-  const patches = k.layout([images], (img) => unfoldPatches(img, pe.patch), () => [null]); // no image gradient
-  const embedded = await runner.linear(pe.proj.point.name, patches, pe.proj.weight, pe.proj.bias);
-  return layerNorm(k, embedded, pe.norm);
-}
-
-/** timm's PatchMerging: concatenate each 2×2 neighbourhood, LayerNorm, bias-free reduction to 2C. */
-async function patchMergingForward(pm: PatchMerging, x: Tensor, runner: Runner, k: Kernels): Promise<Tensor> {
-  const { height, width } = pm;
-  const merged = k.layout([x], (t) => mergePatches2x2(t, height, width), (g) => [splitPatches2x2(g, height, width)]);
-  return runner.linear(pm.reduction.point.name, await layerNorm(k, merged, pm.norm), pm.reduction.weight, null);
-}
-
-/** One Swin block: windowed attention and MLP, each with its residual. */
-async function blockForward(block: SwinBlock, x: Tensor, runner: Runner, k: Kernels): Promise<Tensor> {
-  const { grid } = block;
-  const normed = await layerNorm(k, x, block.norm1);
-  const windows = k.layout([normed], (t) => windowPartition(t, grid), (g) => [windowReverse(g, grid)]);
-  const attended = await windowAttention(block, windows, runner, k);
-  // x + windowReverse(attended) in one pass; a linear map of (x, attended).
-  const y = k.layout([x, attended], (res, win) => windowReverseAdd(res, win, grid), (g) => [g, windowPartition(g, grid)]);
-  return k.add(y, await mlpForward(block, await layerNorm(k, y, block.norm2), runner, k));
-}
-
-/** Multi-head self-attention inside each window: windows [B·nW, N, C] → [B·nW, N, C]. */
-async function windowAttention(block: SwinBlock, windows: Tensor, runner: Runner, k: Kernels): Promise<Tensor> {
-  const { qkv, proj, heads, name, qScale } = block;
-  const packed = await runner.linear(qkv.point.name, windows, qkv.weight, qkv.bias); // [B·nW, N, 3C]
-  // q, k, v: column blocks 0, 1, 2 of the packed projection, each as [B·nW·heads, N, d]; q pre-scaled as timm.
-  const q = k.layout([packed], (t) => scaleInPlace(toHeads(t, heads, 0, 3), qScale), (g) => [fromHeads(scale(g, qScale), heads, 0, 3)]);
-  const key = k.layout([packed], (t) => toHeads(t, heads, 1, 3), (g) => [fromHeads(g, heads, 1, 3)]);
-  const value = k.layout([packed], (t) => toHeads(t, heads, 2, 3), (g) => [fromHeads(g, heads, 2, 3)]);
-  const scores = await runner.matmul(`${name}.attn.matmul1`, q, key, true); // [B·nW·heads, N, N]
-  const probs = await k.softmax(scores, 1, block.attnBias); // softmax(scores + bias [+ mask]), a new tensor
-  const context = await runner.matmul(`${name}.attn.matmul2`, probs, value, false); // [B·nW·heads, N, d]
-  const merged = k.layout([context], (c) => fromHeads(c, heads), (g) => [toHeads(g, heads)]); // [B·nW, N, C]
-  return runner.linear(proj.point.name, merged, proj.weight, proj.bias);
-}
-
-async function mlpForward(block: SwinBlock, x: Tensor, runner: Runner, k: Kernels): Promise<Tensor> {
-  const { fc1, fc2 } = block;
-  const hidden = await k.gelu(await runner.linear(fc1.point.name, x, fc1.weight, fc1.bias));
-  return runner.linear(fc2.point.name, hidden, fc2.weight, fc2.bias);
-}
-
-/** Final LayerNorm, global average pool over tokens, classifier. */
-async function headForward(norm: Norm, head: Linear, x: Tensor, runner: Runner, k: Kernels): Promise<Tensor> {
-  const tokens = x.shape[1];
-  const pooled = k.layout([await layerNorm(k, x, norm)], meanOverTokens, (g) => [spreadOverTokens(g, tokens)]);
-  return runner.linear(head.point.name, pooled, head.weight, head.bias);
-}
-
-function layerNorm(k: Kernels, x: Tensor, norm: Norm): Promise<Tensor> {
-  return k.layerNorm(x, norm.weight, norm.bias, LN_EPS);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -307,11 +268,6 @@ function attentionBias(table: Tensor, g: WindowGrid, heads: number): Tensor {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Loading: every tensor is read with its exact expected shape; leftovers are rejected (checkAllUsed).
-
-function loadNorm(reader: WeightReader, name: string, features: number): Norm {
-  return { weight: reader.tensor(`${name}.weight`, [features]), bias: reader.tensor(`${name}.bias`, [features]) };
-}
 
 /**
  * timm < 0.9 kept patch merging at the end of each stage (so stage 0 has a downsample) and the
@@ -322,76 +278,4 @@ function oldLayoutHint(weights: TensorSource): string {
   return old
     ? ' — this looks like a timm < 0.9 Swin checkpoint; load it with timm ≥ 0.9 (which remaps the names) and save its state_dict again'
     : '';
-}
-
-function loadPatchEmbed(reader: WeightReader, arch: SwinArch): PatchEmbed {
-  const { inChans, patchSize, embedDim } = arch;
-  return {
-    patch: patchSize,
-    proj: reader.patchConv('patch_embed.proj', embedDim, inChans, patchSize),
-    norm: loadNorm(reader, 'patch_embed.norm', embedDim),
-  };
-}
-
-function loadStage(reader: WeightReader, arch: SwinArch, geometry: StageGeometry[], index: number): SwinStage {
-  const g = geometry[index];
-  let downsample: PatchMerging | null = null;
-  if (index > 0) {
-    const before = geometry[index - 1];
-    const name = `layers.${index}.downsample`;
-    downsample = {
-      height: before.height,
-      width: before.width,
-      norm: loadNorm(reader, `${name}.norm`, 4 * before.dim),
-      reduction: reader.linear(`${name}.reduction`, g.dim, 4 * before.dim, false),
-    };
-  }
-  const blocks: SwinBlock[] = [];
-  for (let j = 0; j < arch.depths[index]; j++) {
-    const grid: WindowGrid = { height: g.height, width: g.width, window: g.window, shift: j % 2 === 0 ? 0 : g.shift };
-    blocks.push(loadBlock(reader, arch, g, grid, `layers.${index}.blocks.${j}`));
-  }
-  return { downsample, blocks };
-}
-
-function loadBlock(reader: WeightReader, arch: SwinArch, g: StageGeometry, grid: WindowGrid, name: string): SwinBlock {
-  const { dim, heads } = g;
-  const hidden = Math.floor(dim * arch.mlpRatio); // timm: int(dim * mlp_ratio)
-  const span = 2 * grid.window - 1;
-  const table = reader.tensor(`${name}.attn.relative_position_bias_table`, [span * span, heads]);
-  return {
-    name,
-    grid,
-    heads,
-    qScale: (dim / heads) ** -0.5,
-    norm1: loadNorm(reader, `${name}.norm1`, dim),
-    qkv: reader.linear(`${name}.attn.qkv`, 3 * dim, dim, arch.qkvBias),
-    attnBias: attentionBias(table, grid, heads),
-    proj: reader.linear(`${name}.attn.proj`, dim, dim),
-    norm2: loadNorm(reader, `${name}.norm2`, dim),
-    fc1: reader.linear(`${name}.mlp.fc1`, hidden, dim),
-    fc2: reader.linear(`${name}.mlp.fc2`, dim, hidden),
-  };
-}
-
-// ---------------------------------------------------------------------------------------------
-
-/** The quantization points in forward order (the order of the parity fixtures' quant_points). */
-function listQuantPoints(patchEmbed: PatchEmbed, stages: SwinStage[], head: Linear): QuantPoint[] {
-  const points: QuantPoint[] = [patchEmbed.proj.point];
-  for (const stage of stages) {
-    if (stage.downsample) points.push(stage.downsample.reduction.point);
-    for (const b of stage.blocks) {
-      points.push(
-        { ...b.qkv.point, weightGroups: 3 },
-        b.proj.point,
-        { name: `${b.name}.attn.matmul1`, kind: 'matmul', heads: b.heads, transB: true },
-        { name: `${b.name}.attn.matmul2`, kind: 'matmul', heads: b.heads, input: 'post-softmax' },
-        b.fc1.point,
-        { ...b.fc2.point, input: 'post-gelu' },
-      );
-    }
-  }
-  points.push(head.point);
-  return points;
 }

@@ -1,5 +1,5 @@
 /** What every model family shares: its architecture description, quantization points and forward pass. */
-import type { Kernels } from '../tensor/kernels.js';
+import type { Runner } from '../tensor/runner.js';
 import type { Tensor } from '../tensor/tensor.js';
 
 export interface VitArch {
@@ -70,19 +70,8 @@ export interface QuantPoint {
   input?: 'post-gelu' | 'post-softmax';
 }
 
-/**
- * The forward pass calls every quantization point through a runner, so calibration can record
- * inputs/outputs and substitute fake-quantized products without the model knowing.
- * Linear inputs are [..., inFeatures]; the conv is given already unfolded into patches
- * (x: [B, patches, C·p·p], weight: [outChannels, C·p·p]).
- */
-export interface Runner {
-  linear(point: string, x: Tensor, weight: Tensor, bias: Tensor | null): Promise<Tensor>;
-  /** a·b, or a·bᵀ with transB, batched over the leading dimension: [G, M, K]. */
-  matmul(point: string, a: Tensor, b: Tensor, transB: boolean): Promise<Tensor>;
-  /** The kernels for everything else (default: fastKernels); the gradient tape supplies its own. */
-  readonly kernels?: Kernels;
-}
+/** The runner interface lives with the kernels (src/tensor/runner.ts); re-exported for model code. */
+export type { Runner } from '../tensor/runner.js';
 
 export interface VisionModel {
   readonly spec: ModelSpec;

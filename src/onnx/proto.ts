@@ -4,7 +4,7 @@
  */
 
 /** ONNX TensorProto.DataType values we use. */
-export const OnnxType = { FLOAT: 1, UINT8: 2, INT8: 3, INT32: 6, INT64: 7, FLOAT16: 10 } as const;
+export const OnnxType = { FLOAT: 1, UINT8: 2, INT8: 3, INT32: 6, INT64: 7, BOOL: 9, FLOAT16: 10 } as const;
 
 class Writer {
   private chunks: Uint8Array[] = [];
@@ -103,6 +103,8 @@ export interface GraphSpec {
   nodes: NodeSpec[];
   initializers?: Initializer[];
   opset?: number;
+  /** ModelProto.metadata_props: free-form key/value pairs carried by the file. */
+  metadata?: Record<string, string>;
 }
 
 function writeValueInfo(w: Writer, info: ValueInfo): void {
@@ -176,5 +178,11 @@ export function encodeModel(graph: GraphSpec): Uint8Array {
     o.string(1, '');
     o.int(2, graph.opset ?? 17);
   });
+  for (const [key, value] of Object.entries(graph.metadata ?? {})) {
+    w.message(14, (entry) => {
+      entry.string(1, key);
+      entry.string(2, value);
+    });
+  }
   return w.finish();
 }

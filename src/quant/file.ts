@@ -175,6 +175,14 @@ export class DequantizedSource implements TensorSource {
     return this.st.names();
   }
 
+  /** The stored integer codes of a quantized weight, exactly as written (for the integer ONNX export). */
+  codes(name: string): Int8Array | Int16Array {
+    if (!this.linear.has(name)) throw new Ptq4vitError(`${this.file}: tensor '${name}' is not a quantized weight`);
+    const codes = this.st.ints(name);
+    if (!(codes instanceof Int8Array) && !(codes instanceof Int16Array)) throw new Ptq4vitError(`${this.file}: quantized weight '${name}' must be I8 or I16`);
+    return codes;
+  }
+
   tensor(name: string, shape?: readonly number[]): Tensor {
     const q = this.linear.get(name);
     if (!q) {

@@ -3,7 +3,7 @@
  * k-bit grids (weights once, activations on the fly), exactly as the integer pipeline would up to
  * float accumulation order.
  */
-import type { Runner } from '../models/types.js';
+import type { Runner } from '../tensor/runner.js';
 import { linear } from '../tensor/gemm.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { LinearQuant, PointQuant } from './params.js';

@@ -1,9 +1,11 @@
 /**
- * The non-GEMM operations a model's forward pass runs, as one interface with two implementations:
- * `fastKernels` (onnxruntime, for inference) and the gradient tape (src/grad/tape.ts), which runs the
- * same kernels and records how to propagate ∂L/∂y back. Models call only these and the Runner, so one
- * model definition serves inference, calibration and the backward pass.
+ * The non-GEMM operations a model's forward pass runs, as one interface with three implementations:
+ * `fastKernels` (onnxruntime, for inference), the gradient tape (src/grad/tape.ts), which runs the same
+ * kernels and records how to propagate ∂L/∂y back, and the tracer (src/export/trace.ts), which also
+ * emits every op into one ONNX graph. Models call only these and the Runner, so one model definition
+ * serves inference, calibration, the backward pass and export.
  */
+import type { LayoutOp } from './layout.js';
 import { add, addRepeatedBias } from './ops.js';
 import { geluFast, layerNormFast, scaledSoftmaxFast } from './ortops.js';
 import type { Tensor } from './tensor.js';
@@ -14,11 +16,8 @@ export interface Kernels {
   /** softmax(scale·x + bias) over the last dimension; bias [..., N, N] repeats over x's leading groups. */
   softmax(x: Tensor, scale: number, bias?: Tensor): Promise<Tensor>;
   add(a: Tensor, b: Tensor): Tensor;
-  /**
-   * A linear layout map (reshape, permute, gather, token pooling…) y = f(x₁, …), with its adjoint
-   * (the transposed map) giving ∂L/∂xᵢ from ∂L/∂y. Inference ignores the adjoint.
-   */
-  layout(inputs: Tensor[], forward: (...xs: Tensor[]) => Tensor, adjoint: (gradOut: Tensor) => (Tensor | null)[]): Tensor;
+  /** A named linear layout map (src/tensor/layout.ts): reshapes, head splits, windows, token pooling… */
+  layout(op: LayoutOp, inputs: readonly Tensor[]): Tensor;
 }
 
 export const fastKernels: Kernels = {
@@ -28,5 +27,5 @@ export const fastKernels: Kernels = {
     return bias ? scaledSoftmaxFast(addRepeatedBias(x, bias, scale), 1) : scaledSoftmaxFast(x, scale);
   },
   add,
-  layout: (inputs, forward) => forward(...inputs),
+  layout: (op, inputs) => op.forward(inputs),
 };

@@ -16,6 +16,11 @@ export function setOrtThreads(n: number): void {
   sessions.clear();
 }
 
+/** Threads ORT may use for one kernel (setOrtThreads, default every core). */
+export function ortThreads(): number {
+  return threads;
+}
+
 /** Per-kernel call counts and time, when PTQ4VIT_PROFILE is set. */
 export const profile = new Map<string, { calls: number; ms: number }>();
 

@@ -1,6 +1,24 @@
-import type { Runner } from '../models/types.js';
+/**
+ * Runners: how a model's quantization points (its matrix products) are computed. The forward pass calls
+ * every quantization point through a runner, so calibration can record inputs/outputs, the tape can
+ * differentiate, the tracer can emit ONNX, and fake- or integer-quantized products can stand in for
+ * float ones without the model knowing.
+ */
 import { linear, matmul } from './gemm.js';
+import type { Kernels } from './kernels.js';
 import type { Tensor } from './tensor.js';
+
+/**
+ * Linear inputs are [..., inFeatures]; the patch-embedding conv is given already unfolded into patches
+ * (x: [B, patches, C·p·p], weight: [outChannels, C·p·p]).
+ */
+export interface Runner {
+  linear(point: string, x: Tensor, weight: Tensor, bias: Tensor | null): Promise<Tensor>;
+  /** a·b, or a·bᵀ with transB, batched over the leading dimension: [G, M, K]. */
+  matmul(point: string, a: Tensor, b: Tensor, transB: boolean): Promise<Tensor>;
+  /** The kernels for everything else (default: fastKernels); the gradient tape and the tracer supply their own. */
+  readonly kernels?: Kernels;
+}
 
 /** The plain float32 runner: every quantization point is an ordinary product. */
 export const fp32Runner: Runner = {

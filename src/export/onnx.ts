@@ -1,0 +1,74 @@
+/**
+ * Whole-model ONNX export: the model code traced once (src/export/trace.ts) into one graph.
+ *   input  `pixel_values` float32 [batch, C, H, W], normalized as the model's preprocessing says
+ *   output `logits`       float32 [batch, classes]  (distilled DeiT: the mean of both heads, timm's eval)
+ * Opset 17 (LayerNormalization, per-axis QuantizeLinear/DequantizeLinear, MatMulInteger); only default-domain
+ * ops, so onnxruntime-node, onnxruntime-web and transformers.js all run it. The model spec (architecture,
+ * preprocessing) and class names travel in the file's metadata (`ptq4vit.spec`, `ptq4vit.labels`), so
+ * `ptq4vit eval --model model.onnx` needs nothing else.
+ */
+import { GraphBuilder } from '../onnx/builder.js';
+import { encodeModel, OnnxType } from '../onnx/proto.js';
+import type { ModelSpec, VisionModel } from '../models/types.js';
+import { weightCodes } from '../quant/file.js';
+import type { PointQuant } from '../quant/params.js';
+import { QuantRunner } from '../quant/runner.js';
+import { fp32Runner } from '../tensor/runner.js';
+import { Tensor } from '../tensor/tensor.js';
+import { fp32Products, integerProducts, type WeightCodes } from './products.js';
+import { Tracer } from './trace.js';
+
+export const ONNX_OPSET = 17;
+export const ONNX_INPUT = 'pixel_values';
+export const ONNX_OUTPUT = 'logits';
+
+export interface ExportOptions {
+  /** Quantization parameters: export the integer graph (omit for FP32). */
+  quant?: readonly PointQuant[];
+  /** The int8 codes of each quantized weight (default: quantize the float weight with its Δs). */
+  codes?: WeightCodes;
+  /** Class names, stored in the metadata. */
+  labels?: readonly string[];
+  /** Extra metadata entries (e.g. provenance). */
+  metadata?: Record<string, string>;
+}
+
+/** A deterministic example batch for the trace (values only steer the eager side; shapes are what count). */
+function exampleImages(spec: ModelSpec): Tensor {
+  const { inChans, imgSize } = spec.arch;
+  const data = new Float32Array(inChans * imgSize * imgSize);
+  for (let i = 0; i < data.length; i++) data[i] = Math.sin(i * 0.37) * 1.5;
+  return new Tensor(data, [1, inChans, imgSize, imgSize]);
+}
+
+export async function exportOnnx(model: VisionModel, options: ExportOptions = {}): Promise<Uint8Array> {
+  const { spec } = model;
+  const g = new GraphBuilder();
+  const quant = options.quant;
+  const products = quant
+    ? integerProducts(quant, options.codes ?? ((q, w) => weightCodes(w, q) as Int8Array))
+    : fp32Products;
+  const tracer = new Tracer(g, quant ? new QuantRunner(quant) : fp32Runner, products);
+  const images = exampleImages(spec);
+  tracer.bind(images, g.reserve(ONNX_INPUT));
+  const logits = await model.forward(images, tracer);
+  g.reserve(ONNX_OUTPUT);
+  g.opInto(ONNX_OUTPUT, 'Identity', [tracer.value(logits)]);
+  const { inChans, imgSize, numClasses } = spec.arch;
+  const graph = g.finish(
+    spec.name,
+    [{ name: ONNX_INPUT, elemType: OnnxType.FLOAT, shape: ['batch', inChans, imgSize, imgSize] }],
+    [{ name: ONNX_OUTPUT, elemType: OnnxType.FLOAT, shape: ['batch', numClasses] }],
+    ONNX_OPSET,
+  );
+  graph.metadata = {
+    'ptq4vit.format': ONNX_FORMAT,
+    'ptq4vit.spec': JSON.stringify(spec),
+    'ptq4vit.quantized': quant ? 'integer' : 'fp32',
+    ...(options.labels ? { 'ptq4vit.labels': JSON.stringify(options.labels) } : {}),
+    ...options.metadata,
+  };
+  return encodeModel(graph);
+}
+
+export const ONNX_FORMAT = 'ptq4vit-onnx/1';

@@ -1,0 +1,156 @@
+/**
+ * The building blocks ViT, DeiT and Swin share, in the spirit of timm's `layers`: LayerNorm, the
+ * patch embedding, the MLP and multi-head attention. Each block loads its own parameters (shape-checked),
+ * runs its forward pass through a Runner (products, by quantization point) and Kernels (everything else),
+ * and lists its own quantization points — a model's points are its blocks' points in forward order, so
+ * the list can never drift from the forward pass.
+ */
+import { fastKernels, type Kernels } from '../tensor/kernels.js';
+import { mergeHeadsOp, splitHeadsOp, unfoldPatchesOp, type LayoutOp } from '../tensor/layout.js';
+import type { Runner } from '../tensor/runner.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { QuantPoint } from './types.js';
+import type { Linear, WeightReader } from './weights.js';
+
+export function kernelsOf(runner: Runner): Kernels {
+  return runner.kernels ?? fastKernels;
+}
+
+/** y = x·Wᵀ + b through the runner, under the layer's quantization point. */
+export function applyLinear(runner: Runner, layer: Linear, x: Tensor): Promise<Tensor> {
+  return runner.linear(layer.point.name, x, layer.weight, layer.bias);
+}
+
+/** timm's Mlp width: int(in_features · mlp_ratio) — truncation, in ViT and Swin alike. */
+export function mlpHiddenWidth(features: number, mlpRatio: number): number {
+  return Math.floor(features * mlpRatio);
+}
+
+export class LayerNorm {
+  readonly weight: Tensor;
+  readonly bias: Tensor;
+
+  constructor(reader: WeightReader, name: string, features: number, readonly eps: number) {
+    this.weight = reader.tensor(`${name}.weight`, [features]);
+    this.bias = reader.tensor(`${name}.bias`, [features]);
+  }
+
+  forward(k: Kernels, x: Tensor): Promise<Tensor> {
+    return k.layerNorm(x, this.weight, this.bias, this.eps);
+  }
+}
+
+/**
+ * A kernel = stride = p conv, run as unfold + linear (weight [D, C·p·p], quantized per output channel;
+ * its image input stays float, as the authors do), optionally followed by a LayerNorm (Swin).
+ */
+export class PatchEmbed {
+  readonly proj: Linear;
+  readonly norm: LayerNorm | null;
+  private readonly unfold: LayoutOp;
+
+  /** `normEps`: followed by a LayerNorm `${name}.norm` with this eps (Swin). */
+  constructor(reader: WeightReader, name: string, options: { inChans: number; embedDim: number; patch: number; normEps?: number }) {
+    this.proj = reader.patchConv(`${name}.proj`, options.embedDim, options.inChans, options.patch);
+    this.norm = options.normEps === undefined ? null : new LayerNorm(reader, `${name}.norm`, options.embedDim, options.normEps);
+    this.unfold = unfoldPatchesOp(options.patch);
+  }
+
+  get points(): QuantPoint[] {
+    return [this.proj.point];
+  }
+
+  /** [B, C, H, W] → tokens [B, (H/p)·(W/p), D]. */
+  async forward(runner: Runner, images: Tensor): Promise<Tensor> {
+    const k = kernelsOf(runner);
+    const embedded = await applyLinear(runner, this.proj, k.layout(this.unfold, [images]));
+    return this.norm ? this.norm.forward(k, embedded) : embedded;
+  }
+}
+
+/** fc1 → GELU → fc2; fc2's input is the post-GELU activation PTQ4ViT quantizes with a twin quantizer. */
+export class Mlp {
+  readonly fc1: Linear;
+  readonly fc2: Linear;
+
+  constructor(reader: WeightReader, name: string, features: number, mlpRatio: number) {
+    const hidden = mlpHiddenWidth(features, mlpRatio);
+    this.fc1 = reader.linear(`${name}.fc1`, hidden, features);
+    this.fc2 = reader.linear(`${name}.fc2`, features, hidden);
+    this.fc2.point.input = 'post-gelu';
+  }
+
+  get points(): QuantPoint[] {
+    return [this.fc1.point, this.fc2.point];
+  }
+
+  async forward(runner: Runner, x: Tensor): Promise<Tensor> {
+    const hidden = await kernelsOf(runner).gelu(await applyLinear(runner, this.fc1, x));
+    return applyLinear(runner, this.fc2, hidden);
+  }
+}
+
+export interface AttentionOptions {
+  features: number;
+  heads: number;
+  qkvBias: boolean;
+  /**
+   * Where head_dim^-½ is applied: to the scores inside the softmax (timm's ViT; the PTQ4ViT reference
+   * quantizes q·kᵀ before scaling) or to q before the product (timm's Swin, non-fused path).
+   */
+  scale: 'scores' | 'queries';
+}
+
+/**
+ * Multi-head self-attention over [G, N, C] (G = images, or images·windows): fused qkv projection (one
+ * weight Δ each for q, k, v), the two attention products as quantization points
+ *   `${name}.matmul1` = q·kᵀ            (both operands per head)
+ *   `${name}.matmul2` = softmax(·)·v    (post-softmax operand: twin quantizer)
+ * and the output projection.
+ */
+export class Attention {
+  readonly qkv: Linear;
+  readonly proj: Linear;
+  readonly heads: number;
+  private readonly scale: number;
+  private readonly scaleScores: boolean;
+  private readonly split: [LayoutOp, LayoutOp, LayoutOp];
+  private readonly merge: LayoutOp;
+
+  constructor(reader: WeightReader, readonly name: string, options: AttentionOptions) {
+    const { features, heads } = options;
+    this.heads = heads;
+    this.qkv = reader.linear(`${name}.qkv`, 3 * features, features, options.qkvBias);
+    this.qkv.point.weightGroups = 3;
+    this.proj = reader.linear(`${name}.proj`, features, features);
+    this.scale = (features / heads) ** -0.5;
+    this.scaleScores = options.scale === 'scores';
+    const factor = this.scaleScores ? 1 : this.scale;
+    this.split = [
+      splitHeadsOp({ heads, part: 0, parts: 3, factor }),
+      splitHeadsOp({ heads, part: 1, parts: 3 }),
+      splitHeadsOp({ heads, part: 2, parts: 3 }),
+    ];
+    this.merge = mergeHeadsOp(heads);
+  }
+
+  get points(): QuantPoint[] {
+    return [
+      this.qkv.point,
+      this.proj.point,
+      { name: `${this.name}.matmul1`, kind: 'matmul', heads: this.heads, transB: true },
+      { name: `${this.name}.matmul2`, kind: 'matmul', heads: this.heads, input: 'post-softmax' },
+    ];
+  }
+
+  /** x [G, N, C] → [G, N, C]; `scoreBias` (Swin's relative position bias + mask) repeats over the scores. */
+  async forward(runner: Runner, x: Tensor, scoreBias?: Tensor): Promise<Tensor> {
+    const k = kernelsOf(runner);
+    const packed = await applyLinear(runner, this.qkv, x);
+    const [q, key, value] = this.split.map((op) => k.layout(op, [packed]));
+    const scores = await runner.matmul(`${this.name}.matmul1`, q, key, true); // [G·heads, N, N]
+    const probs = await k.softmax(scores, this.scaleScores ? this.scale : 1, scoreBias);
+    const context = await runner.matmul(`${this.name}.matmul2`, probs, value, false); // [G·heads, N, d]
+    return applyLinear(runner, this.proj, k.layout(this.merge, [context]));
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * Building one ONNX graph node by node: unique value names, constants as initializers (each tensor
+ * stored once), and the finished GraphSpec for `encodeModel`. Used by the tracer (src/export/trace.ts),
+ * which turns one run of the model code into a whole-model graph, and by the ONNX translations of the
+ * named layout ops (src/tensor/layout.ts).
+ */
+import { OnnxType, type AttributeValue, type GraphSpec, type Initializer, type NodeSpec, type ValueInfo } from './proto.js';
+
+export type TypedData = Float32Array | Int8Array | Uint8Array | Int32Array | BigInt64Array;
+
+function bytesOf(data: TypedData): Uint8Array {
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+export class GraphBuilder {
+  readonly nodes: NodeSpec[] = [];
+  readonly initializers: Initializer[] = [];
+  private readonly taken = new Set<string>();
+  /** Constants already stored, by identity of their source array, so a shared tensor is stored once. */
+  private readonly stored = new WeakMap<object, string>();
+
+  /** A fresh value name starting with `hint`. */
+  fresh(hint: string): string {
+    const base = hint.replace(/[^A-Za-z0-9_.]/g, '_');
+    let name = base;
+    for (let i = 1; this.taken.has(name); i++) name = `${base}_${i}`;
+    this.taken.add(name);
+    return name;
+  }
+
+  /** Reserve an exact name (graph inputs and outputs). */
+  reserve(name: string): string {
+    if (this.taken.has(name)) throw new Error(`GraphBuilder: '${name}' is taken`);
+    this.taken.add(name);
+    return name;
+  }
+
+  /** One node with one output; returns the output's name. */
+  op(op: string, inputs: string[], attributes?: Record<string, AttributeValue>, hint = op.toLowerCase(), domain?: string): string {
+    const out = this.fresh(hint);
+    this.nodes.push({ op, inputs, outputs: [out], attributes, domain });
+    return out;
+  }
+
+  /** A node whose single output gets an exact name (e.g. the graph output). */
+  opInto(output: string, op: string, inputs: string[], attributes?: Record<string, AttributeValue>): string {
+    this.nodes.push({ op, inputs, outputs: [output], attributes });
+    return output;
+  }
+
+  private constant(hint: string, elemType: number, dims: readonly number[], data: TypedData, key?: object): string {
+    if (key) {
+      const known = this.stored.get(key);
+      if (known) return known;
+    }
+    const name = this.fresh(hint);
+    this.initializers.push({ name, elemType, dims: [...dims], data: bytesOf(data) });
+    if (key) this.stored.set(key, name);
+    return name;
+  }
+
+  /** A float32 constant; `key` (e.g. the source Float32Array) stores it once however often it is used. */
+  floats(hint: string, data: Float32Array, dims: readonly number[], key?: object): string {
+    return this.constant(hint, OnnxType.FLOAT, dims, data, key);
+  }
+
+  float(hint: string, value: number): string {
+    return this.constant(hint, OnnxType.FLOAT, [], Float32Array.of(value));
+  }
+
+  int64s(hint: string, values: readonly number[]): string {
+    return this.constant(hint, OnnxType.INT64, [values.length], BigInt64Array.from(values.map((v) => BigInt(v))));
+  }
+
+  int64(hint: string, value: number): string {
+    return this.constant(hint, OnnxType.INT64, [], BigInt64Array.of(BigInt(value)));
+  }
+
+  int8s(hint: string, data: Int8Array, dims: readonly number[]): string {
+    return this.constant(hint, OnnxType.INT8, dims, data);
+  }
+
+  uint8(hint: string, value: number): string {
+    return this.constant(hint, OnnxType.UINT8, [], Uint8Array.of(value));
+  }
+
+  uint8s(hint: string, values: readonly number[]): string {
+    return this.constant(hint, OnnxType.UINT8, [values.length], Uint8Array.from(values));
+  }
+
+  int8(hint: string, value: number): string {
+    return this.constant(hint, OnnxType.INT8, [], Int8Array.of(value));
+  }
+
+  int8zeros(hint: string, length: number): string {
+    return this.constant(hint, OnnxType.INT8, [length], new Int8Array(length));
+  }
+
+  int32(hint: string, value: number): string {
+    return this.constant(hint, OnnxType.INT32, [], Int32Array.of(value));
+  }
+
+  /** Reshape to `shape`, where −1 stands for the (dynamic) batch-like leading dimension. */
+  reshape(x: string, shape: readonly number[], hint = 'reshape'): string {
+    return this.op('Reshape', [x, this.int64s(`${hint}_shape`, shape)], undefined, hint);
+  }
+
+  transpose(x: string, perm: readonly number[], hint = 'transpose'): string {
+    return this.op('Transpose', [x], { perm: [...perm] }, hint);
+  }
+
+  /** x[start:end] along `axis` (static bounds). */
+  slice(x: string, axis: number, start: number, end: number, hint = 'slice'): string {
+    return this.op('Slice', [x, this.int64s(`${hint}_start`, [start]), this.int64s(`${hint}_end`, [end]), this.int64s(`${hint}_axis`, [axis])], undefined, hint);
+  }
+
+  finish(name: string, inputs: ValueInfo[], outputs: ValueInfo[], opset: number): GraphSpec {
+    return { name, inputs, outputs, nodes: this.nodes, initializers: this.initializers, opset };
+  }
+}

@@ -1,0 +1,146 @@
+/**
+ * Integer arithmetic for the quantized graph: each quantizer kind turns a float activation into uint8
+ * codes (ONNX nodes), and `integerProduct` multiplies codes by int8 codes with MatMulInteger (int32
+ * accumulation) and one float rescale.
+ *
+ * Signedness is a speed decision: onnxruntime's u8×s8 MatMulInteger ran 1.7–3.2× faster than float MatMul
+ * on this CPU (AVX-512 VNNI), s8×s8 4× slower. So the left operand (activations, post-softmax and
+ * post-GELU codes) is always uint8 — signed codes carry zero point 128 — and the right operand (weights,
+ * k and v) is int8 with zero point 0.
+ *
+ * Twin quantizers give two code tensors (R1, R2), multiplied separately. When Δ_R2/Δ_R1 = 2^m (the paper's
+ * design: post-softmax R2 is 1/2^(k−1) against a power-of-two Δ_R1; aligned post-GELU), the two int32
+ * products are added as P1 + 2^m·P2 before a single rescale by Δ_R1.
+ */
+import { Ptq4vitError } from '../errors.js';
+import type { GraphBuilder } from '../onnx/builder.js';
+import type { ActivationQuant } from './params.js';
+import { qmax } from './quantizers.js';
+
+/** One code tensor of an operand: value = (code − zeroPoint)·scale, scale per head or per tensor. */
+export interface CodePart {
+  codes: string;
+  /** Name of the zero-point constant (uint8 128 or 0 for activations; absent for int8 operands). */
+  zeroPoint?: string;
+  /** Δ of this part: one value, or one per head. */
+  scales: number[];
+}
+
+/** Codes of an operand: one part (uniform) or two (twin R1, R2). */
+export interface IntegerOperand {
+  parts: CodePart[];
+}
+
+/** Where per-head scales apply: axis 1 of a [G/H, H, rows, cols] operand. */
+const HEAD_AXIS = 1;
+
+function checkBits(bits: number, what: string): void {
+  if (bits < 2 || bits > 8) throw new Ptq4vitError(`${what}: ${bits}-bit codes do not fit the int8 container of the integer graph (2–8 bits); export with --float or quantize with at most 8 bits`);
+}
+
+/** QuantizeLinear into uint8 with zero point `zero`, then the k-bit code range [lo, hi] (as uint8 values). */
+function quantizeU8(g: GraphBuilder, x: string, scales: number[], zero: number, lo: number, hi: number, hint: string): string {
+  const perHead = scales.length > 1;
+  const scale = perHead ? g.floats(`${hint}_scale`, Float32Array.from(scales), [scales.length]) : g.float(`${hint}_scale`, scales[0]);
+  const zp = perHead ? g.uint8s(`${hint}_zp`, scales.map(() => zero)) : g.uint8(`${hint}_zp`, zero);
+  const q = g.op('QuantizeLinear', [x, scale, zp], perHead ? { axis: HEAD_AXIS } : undefined, `${hint}_q`);
+  // QuantizeLinear saturates to [0, 255]; narrower codes (k < 8, twin halves) clamp further.
+  if (lo === 0 && hi === 255) return q;
+  return g.op('Clip', [q, g.uint8(`${hint}_lo`, lo), g.uint8(`${hint}_hi`, hi)], undefined, `${hint}_codes`);
+}
+
+/**
+ * The left operand of an integer product as uint8 codes, for each quantizer kind (x: float tensor name;
+ * per-head scales apply along axis 1).
+ *   uniform       code = clamp(round(x/Δ), −2^(k−1), 2^(k−1)−1) + 128
+ *   twin-gelu     R1 = clamp(round(x/Δ_R1), −2^(k−1), 0) + 128,  R2 = clamp(round(x/Δ_R2), 0, 2^(k−1)−1) + 128
+ *   twin-softmax  R1 = x < 2^(k−1)·Δ_R1 ? clamp(round(x/Δ_R1), 0, 2^(k−1)−1) : 0,  R2 = otherwise clamp(round(x/Δ_R2), …)
+ */
+export function activationCodes(g: GraphBuilder, x: string, q: ActivationQuant, hint: string): IntegerOperand {
+  checkBits(q.bits, hint);
+  const half = qmax(q.bits);
+  switch (q.kind) {
+    case 'uniform': {
+      const zp = g.uint8(`${hint}_zp128`, 128);
+      return { parts: [{ codes: quantizeU8(g, x, q.deltas, 128, 128 - half, 128 + half - 1, hint), zeroPoint: zp, scales: q.deltas }] };
+    }
+    case 'twin-gelu': {
+      const zp = g.uint8(`${hint}_zp128`, 128);
+      return {
+        parts: [
+          { codes: quantizeU8(g, x, [q.deltaNeg], 128, 128 - half, 128, `${hint}_r1`), zeroPoint: zp, scales: [q.deltaNeg] },
+          { codes: quantizeU8(g, x, [q.deltaPos], 128, 128, 128 + half - 1, `${hint}_r2`), zeroPoint: zp, scales: [q.deltaPos] },
+        ],
+      };
+    }
+    case 'twin-softmax': {
+      const zp = g.uint8(`${hint}_zp0`, 0);
+      const inR1 = g.op('Less', [x, g.float(`${hint}_split`, half * q.deltaR1)], undefined, `${hint}_in_r1`);
+      const none = g.uint8(`${hint}_none`, 0);
+      const r1 = quantizeU8(g, x, [q.deltaR1], 0, 0, half - 1, `${hint}_r1`);
+      const r2 = quantizeU8(g, x, [q.deltaR2], 0, 0, half - 1, `${hint}_r2`);
+      return {
+        parts: [
+          { codes: g.op('Where', [inR1, r1, none], undefined, `${hint}_r1_only`), zeroPoint: zp, scales: [q.deltaR1] },
+          { codes: g.op('Where', [inR1, none, r2], undefined, `${hint}_r2_only`), zeroPoint: zp, scales: [q.deltaR2] },
+        ],
+      };
+    }
+  }
+}
+
+/** The right operand of an attention product (k or v) as int8 codes, zero point 0, one Δ per head. */
+export function signedCodes(g: GraphBuilder, x: string, q: ActivationQuant, hint: string): CodePart {
+  if (q.kind !== 'uniform') throw new Ptq4vitError(`${hint}: the right operand of a product must be uniformly quantized, got ${q.kind}`);
+  checkBits(q.bits, hint);
+  const half = qmax(q.bits);
+  const perHead = q.deltas.length > 1;
+  const scale = perHead ? g.floats(`${hint}_scale`, Float32Array.from(q.deltas), [q.deltas.length]) : g.float(`${hint}_scale`, q.deltas[0]);
+  const zp = perHead ? g.int8zeros(`${hint}_zp`, q.deltas.length) : g.int8(`${hint}_zp`, 0);
+  let codes = g.op('QuantizeLinear', [x, scale, zp], perHead ? { axis: HEAD_AXIS } : undefined, `${hint}_q`);
+  if (half < 128) codes = g.op('Clip', [codes, g.int8(`${hint}_lo`, -half), g.int8(`${hint}_hi`, half - 1)], undefined, `${hint}_codes`);
+  return { codes, scales: q.deltas };
+}
+
+/** log2 of the ratio if `ratio` is an exact power of two (within float rounding), else null. */
+function exactPowerOfTwo(ratio: number): number | null {
+  const m = Math.round(Math.log2(ratio));
+  return Math.abs(ratio / 2 ** m - 1) < 1e-6 ? m : null;
+}
+
+/**
+ * Σ over the parts of (codes − zp)·right, rescaled to float: `right` is an int8 tensor (weights, k or v),
+ * `scaleOf(part)` gives the float factor of that part's int32 product (broadcasting over the output).
+ * Parts whose Δ are power-of-two multiples of the first part's are added in int32 first (one rescale),
+ * unless the shifted sum could overflow int32 for a reduction over `depth` terms of |codes| ≤ 128.
+ */
+export function integerProduct(
+  g: GraphBuilder,
+  left: IntegerOperand,
+  right: string,
+  depth: number,
+  scaleOf: (part: CodePart) => string,
+  hint: string,
+): string {
+  const base = left.parts[0];
+  const products = left.parts.map((p, i) => g.op('MatMulInteger', [p.codes, right, ...(p.zeroPoint ? [p.zeroPoint] : [])], undefined, `${hint}_p${i + 1}`));
+  const ratios = left.parts.map((p) => p.scales.map((s, h) => s / base.scales[h]));
+  const shifts = ratios.map((r) => (r.every((v) => v === r[0]) ? exactPowerOfTwo(r[0]) : null));
+  const bound = (m: number) => depth * 128 * 128 * (1 + 2 ** m);
+  if (shifts.every((m) => m !== null && m >= 0 && bound(m) < 2 ** 31)) {
+    // One accumulator: P1 + 2^m·P2 in int32, one rescale by the first part's Δ (the paper's shift argument).
+    let sum = products[0];
+    for (let i = 1; i < products.length; i++) {
+      const shifted = shifts[i] === 0 ? products[i] : g.op('Mul', [products[i], g.int32(`${hint}_shift`, 2 ** shifts[i]!)], undefined, `${hint}_p${i + 1}_shifted`);
+      sum = g.op('Add', [sum, shifted], undefined, `${hint}_acc`);
+    }
+    return g.op('Mul', [g.op('Cast', [sum], { to: 1 }, `${hint}_f`), scaleOf(base)], undefined, `${hint}_rescaled`);
+  }
+  // Unaligned twin ranges (e.g. --gelu-unaligned): rescale each product on its own, then add.
+  let out: string | null = null;
+  products.forEach((p, i) => {
+    const scaled = g.op('Mul', [g.op('Cast', [p], { to: 1 }, `${hint}_f${i + 1}`), scaleOf(left.parts[i])], undefined, `${hint}_rescaled${i + 1}`);
+    out = out === null ? scaled : g.op('Add', [out, scaled], undefined, `${hint}_sum`);
+  });
+  return out!;
+}

@@ -1,0 +1,212 @@
+/**
+ * The named layout ops every model lowers its data movement to: linear maps y = f(x₁, …) such as
+ * splitting attention heads, cutting windows or prepending the class token. Each op carries
+ *   - `forward`: the eager kernel (tight loops in ops.ts / window.ts / patches.ts),
+ *   - `adjoint`: the transposed map, ∂L/∂xᵢ from ∂L/∂y, for the backward pass (src/grad/tape.ts),
+ *   - `onnx`: the same map as ONNX nodes, for tracing a whole model into one graph (src/export/trace.ts).
+ * In ONNX the leading (batch-like) dimension is always −1 in reshapes, so traced graphs take any batch.
+ */
+import type { GraphBuilder } from '../onnx/builder.js';
+import { add, fromHeads, scale, scaleInPlace, scatterToken, selectToken, toHeads } from './ops.js';
+import { unfoldPatches } from './patches.js';
+import { Tensor } from './tensor.js';
+import {
+  meanOverTokens,
+  mergePatches2x2,
+  splitPatches2x2,
+  spreadOverTokens,
+  windowPartition,
+  windowReverse,
+  windowReverseAdd,
+  type WindowGrid,
+} from './window.js';
+
+export interface LayoutOp {
+  /** What the op is, with its parameters (shows in traced graphs and error messages). */
+  readonly name: string;
+  forward(inputs: readonly Tensor[]): Tensor;
+  /** ∂L/∂inputs from ∂L/∂y; null where an input needs no gradient. `inputs` are the forward inputs. */
+  adjoint(gradOut: Tensor, inputs: readonly Tensor[]): (Tensor | null)[];
+  /** Emit the op into `g`; `inputs` are value names, `shapes` the traced input shapes. Returns the output name. */
+  onnx(g: GraphBuilder, inputs: readonly string[], shapes: readonly (readonly number[])[]): string;
+}
+
+/** NCHW images → p×p patches [B, (H/p)·(W/p), C·p·p] in (c, ky, kx) order; images get no gradient. */
+export function unfoldPatchesOp(patch: number): LayoutOp {
+  return {
+    name: `unfoldPatches(${patch})`,
+    forward: ([images]) => unfoldPatches(images, patch),
+    adjoint: () => [null],
+    onnx(g, [x], [[, c, h, w]]) {
+      const gh = h / patch, gw = w / patch;
+      const grid = g.reshape(x, [-1, c, gh, patch, gw, patch], 'patches');
+      const ordered = g.transpose(grid, [0, 2, 4, 1, 3, 5], 'patches_t');
+      return g.reshape(ordered, [-1, gh * gw, c * patch * patch], 'patches_flat');
+    },
+  };
+}
+
+export interface HeadSplit {
+  heads: number;
+  /** Column block `part` of `parts` equal blocks (q, k, v = 0, 1, 2 of timm's fused qkv). */
+  part: number;
+  parts: number;
+  /** A factor applied on the way (Swin scales q by head_dim^-½ before q·kᵀ); default 1. */
+  factor?: number;
+}
+
+/** [B, N, parts·H·d] → block `part` as heads [B·H, N, d] (times `factor`). */
+export function splitHeadsOp({ heads, part, parts, factor = 1 }: HeadSplit): LayoutOp {
+  return {
+    name: `splitHeads(${heads}, ${part}/${parts}${factor !== 1 ? `, ×${factor}` : ''})`,
+    forward: ([x]) => {
+      const y = toHeads(x, heads, part, parts);
+      return factor === 1 ? y : scaleInPlace(y, factor);
+    },
+    adjoint: (g) => [fromHeads(factor === 1 ? g : scale(g, factor), heads, part, parts)],
+    onnx(b, [x], [[, tokens, width]]) {
+      const c = width / parts;
+      const block = parts === 1 ? x : b.slice(x, 2, part * c, (part + 1) * c, 'qkv_part');
+      const split = b.reshape(block, [-1, tokens, heads, c / heads], 'heads');
+      const perHead = b.reshape(b.transpose(split, [0, 2, 1, 3], 'heads_t'), [-1, tokens, c / heads], 'heads_flat');
+      return factor === 1 ? perHead : b.op('Mul', [perHead, b.float('factor', factor)], undefined, 'heads_scaled');
+    },
+  };
+}
+
+/** Heads [B·H, N, d] → [B, N, H·d]: the inverse of splitHeads with one part. */
+export function mergeHeadsOp(heads: number): LayoutOp {
+  return {
+    name: `mergeHeads(${heads})`,
+    forward: ([x]) => fromHeads(x, heads),
+    adjoint: (g) => [toHeads(g, heads)],
+    onnx(b, [x], [[, tokens, d]]) {
+      const split = b.reshape(x, [-1, heads, tokens, d], 'merge');
+      return b.reshape(b.transpose(split, [0, 2, 1, 3], 'merge_t'), [-1, tokens, heads * d], 'merged');
+    },
+  };
+}
+
+/**
+ * Patch embeddings [B, P, D] → tokens [B, prefix + P, D]: the class (and distillation) tokens prepended,
+ * position embeddings added. Affine, not linear: its adjoint is that of the linear part (drop the prefix).
+ */
+export function prependTokensOp(prefix: Tensor, position: Tensor): LayoutOp {
+  const [numPrefix, D] = prefix.shape;
+  return {
+    name: `prependTokens(${numPrefix})`,
+    forward([patches]) {
+      const [batch, numPatches] = patches.shape;
+      const tokens = numPatches + numPrefix;
+      const out = new Float32Array(batch * tokens * D);
+      const pos = position.data;
+      for (let b = 0; b < batch; b++) {
+        const base = b * tokens * D;
+        out.set(prefix.data, base);
+        out.set(patches.data.subarray(b * numPatches * D, (b + 1) * numPatches * D), base + numPrefix * D);
+        for (let j = 0; j < tokens * D; j++) out[base + j] += pos[j];
+      }
+      return new Tensor(out, [batch, tokens, D]);
+    },
+    adjoint(g) {
+      const [batch, tokens] = g.shape;
+      const numPatches = tokens - numPrefix;
+      const out = new Float32Array(batch * numPatches * D);
+      for (let b = 0; b < batch; b++) out.set(g.data.subarray((b * tokens + numPrefix) * D, (b + 1) * tokens * D), b * numPatches * D);
+      return [new Tensor(out, [batch, numPatches, D])];
+    },
+    onnx(b, [x], [[, numPatches]]) {
+      // Broadcast the prefix over the batch: Expand to [B, prefix, D] with B read off the input's shape.
+      const batch = b.slice(b.op('Shape', [x], undefined, 'batch_shape'), 0, 0, 1, 'batch');
+      const target = b.op('Concat', [batch, b.int64s('prefix_dims', [numPrefix, D])], { axis: 0 }, 'prefix_shape');
+      const tokens = b.floats('prefix_tokens', prefix.data, [1, numPrefix, D], prefix.data);
+      const expanded = b.op('Expand', [tokens, target], undefined, 'prefix');
+      const joined = b.op('Concat', [expanded, x], { axis: 1 }, 'tokens');
+      return b.op('Add', [joined, b.floats('pos_embed', position.data, [1, numPrefix + numPatches, D], position.data)], undefined, 'tokens_pos');
+    },
+  };
+}
+
+/** Token t of every image: [B, N, C] → [B, C]. */
+export function selectTokenOp(token: number): LayoutOp {
+  return {
+    name: `selectToken(${token})`,
+    forward: ([x]) => selectToken(x, token),
+    adjoint: (g, [x]) => [scatterToken(g, token, x.shape[1])],
+    onnx: (b, [x]) => b.op('Gather', [x, b.int64('token', token)], { axis: 1 }, `token${token}`),
+  };
+}
+
+/** (a + b)/2: the distilled DeiT's inference output, the mean of its two heads. */
+export const averageOp: LayoutOp = {
+  name: 'average',
+  forward: ([a, b]) => scaleInPlace(add(a, b), 0.5),
+  adjoint: (g) => [scale(g, 0.5), scale(g, 0.5)],
+  onnx: (b, [x, y]) => b.op('Mul', [b.op('Add', [x, y], undefined, 'sum'), b.float('half', 0.5)], undefined, 'average'),
+};
+
+/** Roll a [B, H, W, C] grid by `by` along H and W (torch.roll semantics), as Slice + Concat. */
+function rollGrid(b: GraphBuilder, x: string, height: number, width: number, by: number): string {
+  let y = x;
+  for (const [axis, size] of [[1, height], [2, width]] as const) {
+    const s = ((by % size) + size) % size;
+    if (s === 0) continue;
+    // roll(x, s)[i] = x[(i − s) mod size]: the last s entries move to the front.
+    y = b.op('Concat', [b.slice(y, axis, size - s, size, 'roll_tail'), b.slice(y, axis, 0, size - s, 'roll_head')], { axis }, 'rolled');
+  }
+  return y;
+}
+
+/** Tokens [B, H·W, C] → (shifted) windows [B·nW, window², C] (see windowPartition). */
+export function windowPartitionOp(grid: WindowGrid): LayoutOp {
+  const { height, width, window, shift } = grid;
+  return {
+    name: `windowPartition(${height}×${width}, w${window}, s${shift})`,
+    forward: ([x]) => windowPartition(x, grid),
+    adjoint: (g) => [windowReverse(g, grid)],
+    onnx(b, [x], [[, , c]]) {
+      const rolled = rollGrid(b, b.reshape(x, [-1, height, width, c], 'grid'), height, width, -shift);
+      const cut = b.reshape(rolled, [-1, height / window, window, width / window, window, c], 'windows');
+      const ordered = b.transpose(cut, [0, 1, 3, 2, 4, 5], 'windows_t');
+      return b.reshape(ordered, [-1, window * window, c], 'windows_flat');
+    },
+  };
+}
+
+/** residual [B, H·W, C] + windowReverse(windows): a Swin block's attention residual in one pass. */
+export function windowReverseAddOp(grid: WindowGrid): LayoutOp {
+  const { height, width, window, shift } = grid;
+  return {
+    name: `windowReverseAdd(${height}×${width}, w${window}, s${shift})`,
+    forward: ([residual, windows]) => windowReverseAdd(residual, windows, grid),
+    adjoint: (g) => [g, windowPartition(g, grid)],
+    onnx(b, [residual, windows], [, [, , c]]) {
+      const cut = b.reshape(windows, [-1, height / window, width / window, window, window, c], 'unwindow');
+      const placed = b.reshape(b.transpose(cut, [0, 1, 3, 2, 4, 5], 'unwindow_t'), [-1, height, width, c], 'ungrid');
+      const tokens = b.reshape(rollGrid(b, placed, height, width, shift), [-1, height * width, c], 'untokens');
+      return b.op('Add', [residual, tokens], undefined, 'residual');
+    },
+  };
+}
+
+/** Swin patch merging's gather: [B, H·W, C] → [B, (H/2)·(W/2), 4C] in timm's (dx, dy) order. */
+export function mergePatchesOp(height: number, width: number): LayoutOp {
+  return {
+    name: `mergePatches(${height}×${width})`,
+    forward: ([x]) => mergePatches2x2(x, height, width),
+    adjoint: (g) => [splitPatches2x2(g, height, width)],
+    onnx(b, [x], [[, , c]]) {
+      // reshape(B, H/2, 2, W/2, 2, C).permute(0, 1, 3, 4, 2, 5), as timm's PatchMerging.
+      const grid = b.reshape(x, [-1, height / 2, 2, width / 2, 2, c], 'merge_grid');
+      return b.reshape(b.transpose(grid, [0, 1, 3, 4, 2, 5], 'merge_grid_t'), [-1, (height / 2) * (width / 2), 4 * c], 'merged_patches');
+    },
+  };
+}
+
+/** Global average pool over tokens: [B, L, C] → [B, C]. */
+export const meanOverTokensOp: LayoutOp = {
+  name: 'meanOverTokens',
+  forward: ([x]) => meanOverTokens(x),
+  adjoint: (g, [x]) => [spreadOverTokens(g, x.shape[1])],
+  onnx: (b, [x]) => b.op('ReduceMean', [x], { axes: [1], keepdims: 0 }, 'pooled'),
+};
