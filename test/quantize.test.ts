@@ -386,6 +386,15 @@ describe('user errors: exit 2, one clear message, no stack trace, nothing writte
       assert.equal(r.status, 2, show(r));
       assert.match(r.stderr.split('\n')[0], /would overwrite a file inside the --calib folder/, show(r));
       assert.ok(fs.readFileSync(cat).equals(before));
+      // An image list (unlabeled calibration): --out naming a listed image, through a linked directory.
+      const list = path.join(tmpDir(), 'list.txt');
+      fs.writeFileSync(list, `${path.join(folder, 'dog', 'a.jpg')}\n${cat}\n`);
+      const link = path.join(tmpDir(), 'linked');
+      fs.symlinkSync(path.join(folder, 'cat'), link);
+      const viaList = run('quantize', '--model', i.model, '--config', i.card, '--calib', list, '--out', path.join(link, 'a.jpg'));
+      assert.equal(viaList.status, 2, show(viaList));
+      assert.match(viaList.stderr.split('\n')[0], /would overwrite the image listed in --calib/, show(viaList));
+      assert.ok(fs.readFileSync(cat).equals(before));
     });
   });
 

@@ -29,17 +29,28 @@ function realOrNull(p: string): string | null {
 }
 
 /**
- * The files behind a dataset path: the folder itself, or a manifest and the raw arrays it names
- * (read loosely here: a manifest that does not parse fails later, when the dataset is opened).
+ * The files behind a dataset path: the folder itself; a manifest and the raw arrays it names; or an
+ * image list and, with `listEntries`, every image it lists (only worth reading when the output already
+ * exists, since only an existing file can be one of them). Read loosely: a manifest or list that does
+ * not parse fails later, when the dataset is opened.
  */
-export function datasetInputs(flag: string, p: string): InputPath[] {
-  const inputs: InputPath[] = [{ what: `--${flag} ${statOrNull(p)?.isDirectory() ? 'folder' : 'file'}`, path: p }];
-  if (!p.toLowerCase().endsWith('.json')) return inputs;
+export function datasetInputs(flag: string, p: string, options: { listEntries?: boolean } = {}): InputPath[] {
+  const stat = statOrNull(p);
+  const inputs: InputPath[] = [{ what: `--${flag} ${stat?.isDirectory() ? 'folder' : 'file'}`, path: p }];
+  if (!stat || stat.isDirectory()) return inputs;
   try {
-    const m = JSON.parse(fs.readFileSync(p, 'utf8')) as Record<string, unknown>;
-    for (const field of ['images', 'labels']) {
-      const f = m[field];
-      if (typeof f === 'string' && f !== '') inputs.push({ what: `--${flag} manifest's ${field} file`, path: path.resolve(path.dirname(p), f) });
+    const text = fs.readFileSync(p, 'utf8');
+    if (p.toLowerCase().endsWith('.json')) {
+      const m = JSON.parse(text) as Record<string, unknown>;
+      for (const field of ['images', 'labels']) {
+        const f = m[field];
+        if (typeof f === 'string' && f !== '') inputs.push({ what: `--${flag} manifest's ${field} file`, path: path.resolve(path.dirname(p), f) });
+      }
+    } else if (options.listEntries) {
+      for (const line of text.split('\n')) {
+        const entry = line.endsWith('\r') ? line.slice(0, -1) : line;
+        if (entry.trim() !== '') inputs.push({ what: `image listed in --${flag}`, path: path.resolve(path.dirname(p), entry) });
+      }
     }
   } catch {
     // not readable or not JSON: nothing more to protect here

@@ -101,7 +101,7 @@ function checkOutput(out: string, input: string, others: Values): void {
   if (typeof others.config === 'string') inputs.push({ what: '--config file', path: others.config });
   for (const flag of ['calib', 'eval']) {
     const p = others[flag];
-    if (typeof p === 'string') inputs.push(...datasetInputs(flag, p));
+    if (typeof p === 'string') inputs.push(...datasetInputs(flag, p, { listEntries: fs.existsSync(out) }));
   }
   checkOutputNotInput(out, inputs);
   const dir = path.dirname(path.resolve(out));
