@@ -410,7 +410,7 @@ describe('ORT fake-quant graphs agree with the TypeScript quantizers', () => {
       for (const delta of [0.25, Math.fround(0.0371), Math.fround(1.37e-3)]) {
         const x = uniformInputs(delta, bits, 64 * K, bits * 7);
         const q: ActivationQuant = { kind: 'uniform', bits, deltas: [delta] };
-        const y = await quantLinear(new Tensor(x, [64, K]), q, identity(K), null);
+        const y = await quantLinear(new Tensor(x, [64, K]), q, { codes: identity(K), rowDeltas: new Float64Array(K).fill(1) }, null);
         assert.deepEqual(y.shape, [64, K]);
         assertSameQuant(y.data, fakeQuantUniform(x, delta, bits), x, () => delta, `k=${bits} Δ=${delta}`);
       }
@@ -428,7 +428,7 @@ describe('ORT fake-quant graphs agree with the TypeScript quantizers', () => {
         const x = Float32Array.from({ length: 40 * K }, (_, i) => (i % 2 ? -r() * 0.2 : r() * 3.5));
         x.set([0, -0.17, -GELU_MIN, -1e-6, -0.5 * deltaNeg, -1.5 * deltaNeg, 0.5 * deltaPos, 2.5 * deltaPos, (qmax(bits) - 0.5) * deltaPos, 1e3]);
         const q: ActivationQuant = { kind: 'twin-gelu', bits, ...p };
-        const y = await quantLinear(new Tensor(x, [40, K]), q, identity(K), null);
+        const y = await quantLinear(new Tensor(x, [40, K]), q, { codes: identity(K), rowDeltas: new Float64Array(K).fill(1) }, null);
         assertSameQuant(y.data, fakeQuantTwinGelu(x, p, bits), x, (i) => (x[i] < 0 ? deltaNeg : deltaPos), `k=${bits} aligned=${aligned}`);
       }
     }

@@ -58,18 +58,28 @@ export interface OnnxInfo {
   opset: number | null;
   inputs: string[];
   outputs: string[];
+  /** Operator of every node, `domain::op` outside the default domain (e.g. `com.microsoft::MatMulIntegerToFloat`). */
+  ops: string[];
   metadata: Record<string, string>;
 }
 
-/** ModelProto fields: 1 ir_version, 7 graph, 8 opset_import, 14 metadata_props. GraphProto: 11 input, 12 output. */
+/** ModelProto fields: 1 ir_version, 7 graph, 8 opset_import, 14 metadata_props. GraphProto: 1 node, 11 input, 12 output. */
 export function readOnnxInfo(bytes: Uint8Array): OnnxInfo {
-  const info: OnnxInfo = { irVersion: 0, opset: null, inputs: [], outputs: [], metadata: {} };
+  const info: OnnxInfo = { irVersion: 0, opset: null, inputs: [], outputs: [], ops: [], metadata: {} };
   let sawGraph = false;
   new Reader(bytes).fields((num, wire, sub, value) => {
     if (num === 1 && wire === 0) info.irVersion = value;
     else if (num === 7 && sub) {
       sawGraph = true;
       sub.fields((gnum, _w, gsub) => {
+        if (gnum === 1 && gsub) {
+          let op = '', domain = '';
+          gsub.fields((nnum, _nw, nsub) => {
+            if (nnum === 4 && nsub) op = nsub.string();
+            if (nnum === 7 && nsub) domain = nsub.string();
+          });
+          info.ops.push(domain && domain !== 'ai.onnx' ? `${domain}::${op}` : op);
+        }
         if ((gnum === 11 || gnum === 12) && gsub) {
           let name = '';
           gsub.fields((vnum, _vw, vsub) => {

@@ -31,6 +31,15 @@ export interface IntegerOperand {
   parts: CodePart[];
 }
 
+/** The Δ of each code part of a quantizer: one part (uniform, per tensor or per head) or two (twin R1, R2). */
+export function partScales(q: ActivationQuant): number[][] {
+  switch (q.kind) {
+    case 'uniform': return [q.deltas];
+    case 'twin-gelu': return [[q.deltaNeg], [q.deltaPos]];
+    case 'twin-softmax': return [[q.deltaR1], [q.deltaR2]];
+  }
+}
+
 /** Where per-head scales apply: axis 1 of a [G/H, H, rows, cols] operand. */
 const HEAD_AXIS = 1;
 
@@ -109,6 +118,18 @@ function exactPowerOfTwo(ratio: number): number | null {
 }
 
 /**
+ * The shift m with Δ_2 = 2^m·Δ_1 when two parts can share one int32 accumulator (P1 + 2^m·P2), else null:
+ * the ratio must be a power of two, the same for every head, and the shifted sum of `depth` products of
+ * |codes| ≤ 128 must fit int32. The simulation (qkernels.ts) follows the same plan, so both round alike.
+ */
+export function sharedAccumulatorShift(first: readonly number[], second: readonly number[], depth: number): number | null {
+  const ratios = second.map((s, h) => s / first[first.length > 1 ? h : 0]);
+  if (!ratios.every((r) => r === ratios[0])) return null;
+  const m = exactPowerOfTwo(ratios[0]);
+  return m !== null && m >= 0 && depth * 128 * 128 * (1 + 2 ** m) < 2 ** 31 ? m : null;
+}
+
+/**
  * Σ over the parts of (codes − zp)·right, rescaled to float: `right` is an int8 tensor (weights, k or v),
  * `scaleOf(part)` gives the float factor of that part's int32 product (broadcasting over the output).
  * Parts whose Δ are power-of-two multiples of the first part's are added in int32 first (one rescale),
@@ -124,10 +145,8 @@ export function integerProduct(
 ): string {
   const base = left.parts[0];
   const products = left.parts.map((p, i) => g.op('MatMulInteger', [p.codes, right, ...(p.zeroPoint ? [p.zeroPoint] : [])], undefined, `${hint}_p${i + 1}`));
-  const ratios = left.parts.map((p) => p.scales.map((s, h) => s / base.scales[h]));
-  const shifts = ratios.map((r) => (r.every((v) => v === r[0]) ? exactPowerOfTwo(r[0]) : null));
-  const bound = (m: number) => depth * 128 * 128 * (1 + 2 ** m);
-  if (shifts.every((m) => m !== null && m >= 0 && bound(m) < 2 ** 31)) {
+  const shifts = left.parts.map((p) => sharedAccumulatorShift(base.scales, p.scales, depth));
+  if (shifts.every((m) => m !== null)) {
     // One accumulator: P1 + 2^m·P2 in int32, one rescale by the first part's Δ (the paper's shift argument).
     let sum = products[0];
     for (let i = 1; i < products.length; i++) {

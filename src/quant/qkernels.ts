@@ -1,101 +1,175 @@
 /**
- * Quantized inference kernels on onnxruntime: the activation is rounded to its grid and multiplied in
- * the same graph (the weights are quantized once, ahead of time). Doing the rounding in TypeScript took
- * two thirds of a quantized forward pass.
+ * Quantized inference op by op (the simulation `QuantRunner` runs): each product is one small onnxruntime
+ * graph that rounds its activation to the k-bit grid and multiplies — in float, on the quantization grid.
+ *
+ * The product is factored as the quantizers define it, x̂·ŵ = Δx·Δw·(codes_x·codes_w): float products of
+ * integer-valued codes are exact while the sums stay below 2^24, and one rescale follows — the same
+ * arithmetic plan as the exported integer graph (src/quant/integer.ts: the same parts, the same shared
+ * accumulator P1 + 2^m·P2 for twin ranges, the same f32 rescale constants). So the simulation predicts the
+ * deployed model bit for bit wherever the float sums are exact, while running for any width (2–16 bits).
  */
-import { OnnxType, type GraphSpec } from '../onnx/proto.js';
+import { GraphBuilder } from '../onnx/builder.js';
+import { OnnxType, type ValueInfo } from '../onnx/proto.js';
 import { runGraph } from '../tensor/ort.js';
 import { Tensor } from '../tensor/tensor.js';
-import { fakeQuantNodes } from './onnxquant.js';
+import { partScales, sharedAccumulatorShift } from './integer.js';
 import type { ActivationQuant } from './params.js';
+import { qmax } from './quantizers.js';
 
 const f32 = OnnxType.FLOAT;
 type Feed = { data: Float32Array; shape: readonly number[] };
 
-/** Feeds for a quantizer's scale inputs (per tensor, or per head shaped to broadcast over [O, H, M, K]). */
-function scaleFeeds(q: ActivationQuant, prefix: string, perHeadShape: number[]): Record<string, Feed> {
+/**
+ * Float code parts of activation `x` (the uint8 codes of integer.ts minus their zero point):
+ *   uniform       clamp(round(x/Δ), −2^(k−1), 2^(k−1)−1)
+ *   twin-gelu     R1 = clamp(round(x/Δ_R1), −2^(k−1), 0),  R2 = clamp(round(x/Δ_R2), 0, 2^(k−1)−1)
+ *   twin-softmax  R1 = x < 2^(k−1)·Δ_R1 ? clamp(round(x/Δ_R1), 0, 2^(k−1)−1) : 0,  R2 the other way round
+ * Δs are graph inputs `${p}s1`, `${p}s2`, `${p}split` (so one session serves every layer of a kind).
+ */
+function codeParts(g: GraphBuilder, q: ActivationQuant, x: string, p: string, scaleShape: (string | number)[]): { parts: string[]; inputs: ValueInfo[] } {
+  const half = qmax(q.bits);
+  const grid = (s: string, lo: number, hi: number, hint: string): string =>
+    g.op('Clip', [g.op('Round', [g.op('Div', [x, s], undefined, `${hint}_div`)], undefined, `${hint}_round`), g.float(`${hint}_lo`, lo), g.float(`${hint}_hi`, hi)], undefined, hint);
+  const scale = (name: string, shape: (string | number)[] = [1]): ValueInfo => ({ name: g.reserve(`${p}${name}`), elemType: f32, shape });
   switch (q.kind) {
-    case 'uniform':
-      return { [`${prefix}s`]: { data: Float32Array.from(q.deltas), shape: q.deltas.length === 1 ? [1] : perHeadShape } };
-    case 'twin-gelu':
-      return { [`${prefix}s`]: { data: Float32Array.of(q.deltaPos), shape: [1] }, [`${prefix}s2`]: { data: Float32Array.of(q.deltaNeg), shape: [1] } };
-    case 'twin-softmax':
-      return { [`${prefix}s`]: { data: Float32Array.of(q.deltaR1), shape: [1] }, [`${prefix}split`]: { data: Float32Array.of(q.deltaR1 * 2 ** (q.bits - 1)), shape: [1] } };
+    case 'uniform': {
+      const s1 = scale('s1', q.deltas.length > 1 ? scaleShape : [1]);
+      return { parts: [grid(s1.name, -half, half - 1, `${p}c`)], inputs: [s1] };
+    }
+    case 'twin-gelu': {
+      const s1 = scale('s1'), s2 = scale('s2');
+      return { parts: [grid(s1.name, -half, 0, `${p}c1`), grid(s2.name, 0, half - 1, `${p}c2`)], inputs: [s1, s2] };
+    }
+    case 'twin-softmax': {
+      const s1 = scale('s1'), s2 = scale('s2'), split = scale('split');
+      const inR1 = g.op('Less', [x, split.name], undefined, `${p}in_r1`);
+      const zero = g.float(`${p}zero`, 0);
+      return {
+        parts: [
+          g.op('Where', [inR1, grid(s1.name, 0, half - 1, `${p}r1`), zero], undefined, `${p}c1`),
+          g.op('Where', [inR1, zero, grid(s2.name, 0, half - 1, `${p}r2`)], undefined, `${p}c2`),
+        ],
+        inputs: [s1, s2, split],
+      };
+    }
   }
 }
 
-function quantizerKey(q: ActivationQuant): string {
-  return `${q.kind}${q.bits}${q.kind === 'twin-softmax' ? `:${q.deltaR2}` : ''}${q.kind === 'uniform' && q.deltas.length > 1 ? 'h' : ''}`;
+function codeFeeds(q: ActivationQuant, p: string, perHeadShape: readonly number[]): Record<string, Feed> {
+  const [first, second] = partScales(q);
+  const feeds: Record<string, Feed> = { [`${p}s1`]: { data: Float32Array.from(first), shape: first.length > 1 ? perHeadShape : [1] } };
+  if (second) feeds[`${p}s2`] = { data: Float32Array.from(second), shape: [1] };
+  if (q.kind === 'twin-softmax') feeds[`${p}split`] = { data: Float32Array.of(qmax(q.bits) * q.deltaR1), shape: [1] };
+  return feeds;
 }
 
-function deltaR2(q: ActivationQuant): number {
-  return q.kind === 'twin-softmax' ? q.deltaR2 : 0;
+/** How the parts' products meet: one accumulator (P1 + 2^m·P2, then one rescale) or one rescale each. */
+type Plan = { shared: true; shift: number } | { shared: false };
+
+function plan(q: ActivationQuant, depth: number): Plan {
+  const [first, second] = partScales(q);
+  if (!second) return { shared: true, shift: 0 };
+  const m = sharedAccumulatorShift(first, second, depth);
+  return m === null ? { shared: false } : { shared: true, shift: m };
 }
 
-function scaleInputs(names: string[], q: ActivationQuant, perHead: (string | number)[]): GraphSpec['inputs'] {
-  return names.map((name) => ({ name, elemType: f32, shape: q.kind === 'uniform' && q.deltas.length > 1 ? perHead : [1] }));
+function kindKey(q: ActivationQuant, pl: Plan): string {
+  const perHead = q.kind === 'uniform' && q.deltas.length > 1 ? 'h' : '';
+  return `${q.kind}${q.bits}${perHead}:${pl.shared ? `acc${pl.shift}` : 'sep'}`;
 }
 
-/** y = Q(x)·Ŵᵀ + b. */
-export async function quantLinear(x: Tensor, input: ActivationQuant, wq: Tensor, bias: Tensor | null): Promise<Tensor> {
-  const [outFeatures, inFeatures] = wq.shape;
-  const key = `qlinear:${quantizerKey(input)}:${bias ? 'b' : ''}`;
-  const graph = (): GraphSpec => {
-    const fq = fakeQuantNodes(input.kind, input.bits, 'x', 'xq', 'x_', deltaR2(input));
-    return {
-      name: 'qlinear',
-      inputs: [
-        { name: 'x', elemType: f32, shape: ['M', 'K'] },
-        { name: 'w', elemType: f32, shape: ['N', 'K'] },
-        ...(bias ? [{ name: 'b', elemType: f32, shape: ['N'] }] : []),
-        ...scaleInputs(fq.scaleInputs, input, []),
-      ],
-      outputs: [{ name: 'y', elemType: f32, shape: ['M', 'N'] }],
-      nodes: [...fq.nodes, { op: 'Gemm', inputs: bias ? ['xq', 'w', 'b'] : ['xq', 'w'], outputs: ['y'], attributes: { transB: 1 } }],
-      initializers: fq.inits,
-      opset: 17,
-    };
+/** Σ parts' products, combined by the plan and rescaled: rescale inputs `r1` (and `r2` when separate). */
+function combine(g: GraphBuilder, products: string[], pl: Plan, rescaleShape: (string | number)[]): { y: string; inputs: ValueInfo[] } {
+  const r1: ValueInfo = { name: g.reserve('r1'), elemType: f32, shape: rescaleShape };
+  if (pl.shared) {
+    let acc = products[0];
+    if (products.length > 1) acc = g.op('Add', [acc, g.op('Mul', [products[1], g.float('shift', 2 ** pl.shift)], undefined, 'p2_shifted')], undefined, 'acc');
+    return { y: g.op('Mul', [acc, r1.name], undefined, 'rescaled'), inputs: [r1] };
+  }
+  const r2: ValueInfo = { name: g.reserve('r2'), elemType: f32, shape: rescaleShape };
+  const y = g.op('Add', [g.op('Mul', [products[0], r1.name], undefined, 'rescaled1'), g.op('Mul', [products[1], r2.name], undefined, 'rescaled2')], undefined, 'sum');
+  return { y, inputs: [r1, r2] };
+}
+
+/** f32 rescale constants of each part: Δ_part·Δ_other for every output column (or head), computed in f64 as the exporter does. */
+function rescaleFeeds(q: ActivationQuant, pl: Plan, other: (i: number) => number, count: number, shape: readonly number[]): Record<string, Feed> {
+  const parts = partScales(q);
+  const make = (scales: number[]) => ({ data: Float32Array.from({ length: count }, (_, i) => (scales.length > 1 ? scales[i] : scales[0]) * other(i)), shape });
+  return pl.shared ? { r1: make(parts[0]) } : { r1: make(parts[0]), r2: make(parts[1]) };
+}
+
+/** A quantized weight as the simulation holds it: integer codes (as floats) and Δw of every output row. */
+export interface WeightGrid {
+  codes: Tensor;
+  rowDeltas: Float64Array;
+}
+
+/** y = Δx·Δw·(codes(x)·codes(W)ᵀ) + b over the last dimension of x. */
+export async function quantLinear(x: Tensor, input: ActivationQuant, w: WeightGrid, bias: Tensor | null): Promise<Tensor> {
+  const [outFeatures, inFeatures] = w.codes.shape;
+  const pl = plan(input, inFeatures);
+  const key = `qlinear:${kindKey(input, pl)}:${bias ? 'b' : ''}`;
+  const graph = () => {
+    const g = new GraphBuilder();
+    const xs = g.reserve('x'), ws = g.reserve('w');
+    const { parts, inputs } = codeParts(g, input, xs, 'x_', []);
+    const products = parts.map((c, i) => g.op('Gemm', [c, ws], { transB: 1 }, `p${i + 1}`));
+    const { y, inputs: rescale } = combine(g, products, pl, ['N']);
+    g.reserve('y');
+    if (bias) g.opInto('y', 'Add', [y, g.reserve('b')]);
+    else g.opInto('y', 'Identity', [y]);
+    return g.finish('qlinear', [
+      { name: 'x', elemType: f32, shape: ['M', 'K'] },
+      { name: 'w', elemType: f32, shape: ['N', 'K'] },
+      ...(bias ? [{ name: 'b', elemType: f32, shape: ['N'] }] : []),
+      ...inputs,
+      ...rescale,
+    ], [{ name: 'y', elemType: f32, shape: ['M', 'N'] }], 17);
   };
-  const feeds: Record<string, Feed> = { x: { data: x.data, shape: [x.size / inFeatures, inFeatures] }, w: wq, ...scaleFeeds(input, 'x_', []) };
+  const feeds: Record<string, Feed> = {
+    x: { data: x.data, shape: [x.size / inFeatures, inFeatures] },
+    w: w.codes,
+    ...codeFeeds(input, 'x_', []),
+    ...rescaleFeeds(input, pl, (n) => w.rowDeltas[n], outFeatures, [outFeatures]),
+  };
   if (bias) feeds.b = bias;
   const y = await runGraph(key, graph, feeds);
   return y.reshape([...x.shape.slice(0, -1), outFeatures]);
 }
 
-/** Q(a)·Q(b) (or Q(a)·Q(b)ᵀ), operands [G, M, K] with G = outer·heads, head fastest. */
+/** Q(a)·Q(b) (or Q(a)·Q(b)ᵀ), operands [G, M, K] with G = outer·heads, head fastest; one Δ per head. */
 export async function quantMatmul(a: Tensor, b: Tensor, transB: boolean, qa: ActivationQuant, qb: ActivationQuant, heads: number): Promise<Tensor> {
   const [G, M, K] = a.shape;
   const outer = G / heads;
-  const key = `qmatmul:${quantizerKey(qa)}:${quantizerKey(qb)}:${transB ? 'T' : 'N'}`;
-  const graph = (): GraphSpec => {
-    const fa = fakeQuantNodes(qa.kind, qa.bits, 'a', 'aq', 'a_', deltaR2(qa));
-    const fb = fakeQuantNodes(qb.kind, qb.bits, 'b', 'bq', 'b_', deltaR2(qb));
-    const perHead: (string | number)[] = [1, 'H', 1, 1];
-    return {
-      name: 'qmatmul',
-      inputs: [
-        { name: 'a', elemType: f32, shape: ['O', 'H', 'M', 'K'] },
-        { name: 'b', elemType: f32, shape: transB ? ['O', 'H', 'N', 'K'] : ['O', 'H', 'K', 'N'] },
-        ...scaleInputs(fa.scaleInputs, qa, perHead),
-        ...scaleInputs(fb.scaleInputs, qb, perHead),
-      ],
-      outputs: [{ name: 'y', elemType: f32, shape: ['O', 'H', 'M', 'N'] }],
-      nodes: [
-        ...fa.nodes,
-        ...fb.nodes,
-        ...(transB ? [{ op: 'Transpose', inputs: ['bq'], outputs: ['bt'], attributes: { perm: [0, 1, 3, 2] } }] : []),
-        { op: 'MatMul', inputs: ['aq', transB ? 'bt' : 'bq'], outputs: ['y'] },
-      ],
-      initializers: [...fa.inits, ...fb.inits],
-      opset: 17,
-    };
+  const pl = plan(qa, K);
+  const key = `qmatmul:${kindKey(qa, pl)}:${kindKey(qb, { shared: true, shift: 0 })}:${transB ? 'T' : 'N'}`;
+  const perHead: (string | number)[] = [1, 'H', 1, 1];
+  const graph = () => {
+    const g = new GraphBuilder();
+    const as = g.reserve('a'), bs = g.reserve('b');
+    const left = codeParts(g, qa, as, 'a_', perHead);
+    const right = codeParts(g, qb, bs, 'b_', perHead);
+    const rightCodes = transB ? g.transpose(right.parts[0], [0, 1, 3, 2], 'bT') : right.parts[0];
+    const products = left.parts.map((c, i) => g.op('MatMul', [c, rightCodes], undefined, `p${i + 1}`));
+    const { y, inputs: rescale } = combine(g, products, pl, perHead);
+    g.reserve('y');
+    g.opInto('y', 'Identity', [y]);
+    return g.finish('qmatmul', [
+      { name: 'a', elemType: f32, shape: ['O', 'H', 'M', 'K'] },
+      { name: 'b', elemType: f32, shape: transB ? ['O', 'H', 'N', 'K'] : ['O', 'H', 'K', 'N'] },
+      ...left.inputs,
+      ...right.inputs,
+      ...rescale,
+    ], [{ name: 'y', elemType: f32, shape: ['O', 'H', 'M', 'N'] }], 17);
   };
   const perHeadShape = [1, heads, 1, 1];
+  const [bScales] = partScales(qb);
   const feeds: Record<string, Feed> = {
     a: { data: a.data, shape: [outer, heads, M, K] },
     b: { data: b.data, shape: [outer, heads, b.shape[1], b.shape[2]] },
-    ...scaleFeeds(qa, 'a_', perHeadShape),
-    ...scaleFeeds(qb, 'b_', perHeadShape),
+    ...codeFeeds(qa, 'a_', perHeadShape),
+    ...codeFeeds(qb, 'b_', perHeadShape),
+    ...rescaleFeeds(qa, pl, (h) => (bScales.length > 1 ? bScales[h] : bScales[0]), heads, perHeadShape),
   };
   const y = await runGraph(key, graph, feeds);
   return y.reshape([G, M, y.shape[3]]);

@@ -1,14 +1,14 @@
 /**
- * Fake-quantized inference: every quantization point computes with its operands rounded to their
- * k-bit grids (weights once, activations on the fly), exactly as the integer pipeline would up to
- * float accumulation order.
+ * Quantized inference op by op: every quantization point computes with its operands on their k-bit grids
+ * (weights once, activations on the fly), factored as Δ·(integer codes product) exactly as the exported
+ * integer graph computes it (see qkernels.ts).
  */
-import type { Runner } from '../tensor/runner.js';
 import { linear } from '../tensor/gemm.js';
+import type { Runner } from '../tensor/runner.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { LinearQuant, PointQuant } from './params.js';
-import { fakeQuantGrouped } from './quantizers.js';
-import { quantLinear, quantMatmul } from './qkernels.js';
+import { fakeQuantGrouped, uniformCode } from './quantizers.js';
+import { quantLinear, quantMatmul, type WeightGrid } from './qkernels.js';
 
 /** Ŵ: each group of output rows on its own grid. */
 export function quantizedWeight(weight: Tensor, q: LinearQuant): Tensor {
@@ -17,9 +17,27 @@ export function quantizedWeight(weight: Tensor, q: LinearQuant): Tensor {
   return new Tensor(fakeQuantGrouped(weight.data, q.weightDeltas, rowsPerGroup * cols, q.weightBits), weight.shape);
 }
 
+/** The weight's integer codes (as floats) and the Δ of every output row. */
+export function weightGrid(weight: Tensor, q: LinearQuant): WeightGrid {
+  const [rows, cols] = weight.shape;
+  const rowsPerGroup = rows / q.weightDeltas.length;
+  const rowDeltas = Float64Array.from({ length: rows }, (_, r) => q.weightDeltas[Math.floor(r / rowsPerGroup)]);
+  const codes = new Float32Array(weight.size);
+  for (let i = 0; i < weight.size; i++) codes[i] = uniformCode(weight.data[i], rowDeltas[Math.floor(i / cols)], q.weightBits);
+  return { codes: new Tensor(codes, weight.shape), rowDeltas };
+}
+
+function dequantize(grid: WeightGrid): Tensor {
+  const cols = grid.codes.shape[1];
+  const out = new Float32Array(grid.codes.size);
+  for (let i = 0; i < out.length; i++) out[i] = grid.codes.data[i] * Math.fround(grid.rowDeltas[Math.floor(i / cols)]);
+  return new Tensor(out, grid.codes.shape);
+}
+
 export class QuantRunner implements Runner {
   private readonly params = new Map<string, PointQuant>();
-  private readonly weights = new Map<Tensor, Tensor>();
+  private readonly grids = new Map<Tensor, WeightGrid>();
+  private readonly dequantized = new Map<Tensor, Tensor>();
 
   constructor(points: readonly PointQuant[]) {
     for (const p of points) this.params.set(p.point, p);
@@ -34,12 +52,16 @@ export class QuantRunner implements Runner {
   async linear(point: string, x: Tensor, weight: Tensor, bias: Tensor | null): Promise<Tensor> {
     const q = this.param(point);
     if (q.kind === 'matmul') throw new Error(`'${point}' is a matmul, called as a linear layer`);
-    let wq = this.weights.get(weight);
-    if (!wq) {
-      wq = quantizedWeight(weight, q);
-      this.weights.set(weight, wq);
+    let grid = this.grids.get(weight);
+    if (!grid) this.grids.set(weight, (grid = weightGrid(weight, q)));
+    if (!q.input) {
+      // Float input (the patch embedding's image): a float product with Ŵ = code·Δw rounded once to f32,
+      // as the exported graph's Cast + Mul computes it.
+      let wq = this.dequantized.get(weight);
+      if (!wq) this.dequantized.set(weight, (wq = dequantize(grid)));
+      return linear(x, wq, bias);
     }
-    return q.input ? quantLinear(x, q.input, wq, bias) : linear(x, wq, bias);
+    return quantLinear(x, q.input, grid, bias);
   }
 
   async matmul(point: string, a: Tensor, b: Tensor, transB: boolean): Promise<Tensor> {
