@@ -20,6 +20,7 @@ import { loadCalibration } from '../src/quant/calibset.js';
 import { recordCalibration, searchAll, type CalibrationRecords } from '../src/quant/calibrate.js';
 import { methodConfig, type Method, type MethodOverrides } from '../src/quant/methods.js';
 import { QuantRunner } from '../src/quant/runner.js';
+import { writeReport, type RunSummary } from '../src/report/html.js';
 
 const shared = path.resolve('..', 'shared');
 const quick = process.argv.includes('--quick');
@@ -195,8 +196,27 @@ function writeResults(rows: Row[]): void {
     '  FP32 point and is not offered.',
     '',
   );
+  for (const model of ['vit_tiny_c10', 'swin_micro_c10']) lines.push(`Accuracy vs bits, ${model}: [${accuracyPage(model)}](${accuracyPage(model)}) (open in a browser).`, '');
   const file = quick ? 'RESULTS-quick.md' : 'RESULTS.md';
   fs.writeFileSync(file, lines.join('\n') + foreignSections(file, lines));
+  for (const model of ['vit_tiny_c10', 'swin_micro_c10']) writeAccuracyPage(rows, model);
+}
+
+const accuracyPage = (model: string) => path.join('results', `${model}${quick ? '-quick' : ''}.accuracy.html`);
+
+/** The main-table rows of one model as an accuracy-vs-bits page (the same report module as `quantize --report`). */
+function writeAccuracyPage(rows: Row[], model: string): void {
+  const fp32 = rows.find((r) => r.model === model && r.config === 'FP32');
+  const runs: RunSummary[] = rows
+    .filter((r) => r.model === model && MAIN.some((j) => j.config === r.config) && r.w_bits !== undefined && r.a_bits !== undefined)
+    .map((r) => ({ label: r.config, method: r.method === 'base' ? 'Base PTQ' : 'PTQ4ViT', w_bits: r.w_bits!, a_bits: r.a_bits!, top1: r.top1, top5: r.top5 }));
+  if (runs.length < 2) return;
+  writeReport(accuracyPage(model), {
+    title: `${model}: top-1 vs bits`,
+    facts: [['model', model], ['evaluation', `CIFAR-10 ${quick ? 'test1k' : 'test set'}, calibration calib32`], ['rows', resultsFile]],
+    runs,
+    ...(fp32 ? { fp32: { top1: fp32.top1, top5: fp32.top5 } } : {}),
+  });
 }
 
 for (const r of loadRows()) done.add(`${r.model}|${r.config}`);

@@ -4,6 +4,8 @@
  */
 import { Ptq4vitError } from './errors.js';
 import { SafeTensors } from './io/safetensors.js';
+import { readCard } from './models/config.js';
+import { locateModel, readHubConfig } from './models/hub.js';
 import { buildModel, resolveSpec, type ModelSource } from './models/load.js';
 import type { Runner, VisionModel } from './models/types.js';
 import type { TensorSource } from './models/weights.js';
@@ -23,9 +25,12 @@ export interface LoadedModel {
 
 /** Open a float checkpoint (with --config/--arch) or a quantized model file (which carries its own spec). */
 export function openModel(source: ModelSource): LoadedModel {
-  const st = SafeTensors.read(source.weights);
+  const files = locateModel(source.weights);
+  if (files.hubConfig && (source.config || source.arch)) throw new Ptq4vitError(`${source.weights} is a timm hub folder described by its ${files.hubConfig}: drop --config/--arch`);
+  const st = SafeTensors.read(files.weights);
   if (!isQuantizedModel(st)) {
-    const model = buildModel(resolveSpec(source), st);
+    const spec = files.hubConfig ? readHubConfig(files.hubConfig) : files.siblingCard && !source.config && !source.arch ? readCard(files.siblingCard) : resolveSpec(source);
+    const model = buildModel(spec, st);
     return { model, runner: fp32Runner, weights: st, quantized: null };
   }
   if (source.config || source.arch) {

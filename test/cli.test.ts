@@ -123,21 +123,26 @@ describe('eval', () => {
     assert.match(r.stdout, /skipped .*huge\.png: image is 15000×15000 \(225\.0 megapixels\), above the limit of 89\.5 megapixels/, show(r));
   });
 
-  test('--help exits 0 with the usage', () => {
-    for (const args of [['--help'], ['-h'], ['help'], ['eval', '--help']]) {
+  test('--help exits 0 with the usage; eval --help lists its flags', () => {
+    for (const args of [['--help'], ['-h'], ['help']]) {
       const r = run(...args);
       assert.equal(r.status, 0, show(r));
-      assert.match(r.stdout, /Usage:/);
-      assert.match(r.stdout, /ptq4vit eval --model/);
+      assert.match(r.stdout, /Usage: ptq4vit <command>/);
+      assert.match(r.stdout, /\n {2}eval {2,}top-1\/top-5/);
       assert.equal(r.stderr, '');
     }
+    const r = run('eval', '--help');
+    assert.equal(r.status, 0, show(r));
+    assert.match(r.stdout, /ptq4vit eval --model/);
+    assert.match(r.stdout, /--batch-size <N> +images per forward pass, 1 to 4096 \(default: 64\)/);
   });
 
   test('presets lists the known architectures', () => {
     const r = run('presets');
     assertOk(r);
-    assert.match(r.stdout, /vit_base_patch16_224\s+VisionTransformer/);
-    assert.match(r.stdout, /swin_tiny_patch4_window7_224\s+SwinTransformer/);
+    assert.match(r.stdout, /vit_base_patch16_224\s+VisionTransformer\s+224×224\s+0\.9\s+bicubic\s+0\.5,0\.5,0\.5\s+0\.5,0\.5,0\.5/);
+    assert.match(r.stdout, /swin_tiny_patch4_window7_224\s+SwinTransformer\s+224×224\s+0\.9\s+bicubic\s+0\.485,0\.456,0\.406\s+0\.229,0\.224,0\.225/);
+    assert.match(r.stdout, /vit_base_patch16_384\s+VisionTransformer\s+384×384\s+1\s+bicubic/);
   });
 });
 
@@ -146,7 +151,7 @@ describe('demo', () => {
     const help = run('demo', '--help');
     assert.equal(help.status, 0, show(help));
     assert.match(help.stdout, /ptq4vit demo/);
-    assertUserError(run('demo', '--bogus'), /Unknown option '--bogus'/);
+    assertUserError(run('demo', '--bogus'), /unknown option '--bogus'; see 'ptq4vit demo --help'$/);
   });
 
   // The full demo (a 101-point, 3-round search on 500 images) takes minutes; the same path with a
@@ -156,8 +161,10 @@ describe('demo', () => {
     assertOk(r);
     assert.match(r.stdout, /FP32\s+top-1 \d+\.\d\d%/);
     assert.match(r.stdout, /W8A8\s+top-1 \d+\.\d\d%/);
-    assert.match(r.stdout, /W6A6\s+top-1 \d+\.\d\d%/);
-    const json = lastJson(r.stdout) as { command: string; images: number; fp32_top1: number; quantized: { top1: number }[] };
+    assert.match(r.stdout, /W6A6\s+top-1 \d+\.\d\d%.*integer graph \d+ img\/s, ONNX \d+\.\d MB/);
+    const json = lastJson(r.stdout) as { command: string; images: number; fp32_top1: number; quantized: { top1: number; onnx_bytes: number }[] };
+    // The integer graphs hold int8 weight codes: about a quarter of the FP32 model's 21.5 MB.
+    for (const q of json.quantized) assert.ok(q.onnx_bytes > 4e6 && q.onnx_bytes < 0.3 * 21.5e6, JSON.stringify(q));
     assert.equal(json.command, 'demo');
     assert.equal(json.images, 100);
     assert.equal(json.quantized.length, 2);
@@ -189,8 +196,11 @@ describe('user errors: exit 2, one clear message, no stack trace', () => {
     assertUserError(run(...evalArgs('!--data')), /eval: --data is required/);
   });
 
-  test('neither --config nor --arch', () => {
-    assertUserError(run(...evalArgs('!--config')), /the architecture is needed: pass --config <card\.json> or --arch <preset>/);
+  test('neither --config nor --arch (and no card beside the checkpoint)', () => {
+    // ../shared/models has vit_tiny_c10.json beside the checkpoint, which is its card: use a copy without one.
+    const bare = path.join(tmpDir(), 'bare.safetensors');
+    fs.copyFileSync(path.join(sharedDir, 'models', 'vit_tiny_c10.safetensors'), bare);
+    assertUserError(run(...evalArgs('--model', bare, '!--config')), /the architecture is needed: pass --config <card\.json> or --arch <preset>/);
   });
 
   test('nonexistent weights file', () => {
@@ -262,7 +272,7 @@ describe('user errors: exit 2, one clear message, no stack trace', () => {
 
   test('unknown flag', () => {
     const r = run(...evalArgs('--bogus'));
-    assertUserError(r, /Unknown option '--bogus'/);
+    assertUserError(r, /unknown option '--bogus'; see 'ptq4vit eval --help'$/);
   });
 
   test('a flag without its value', () => {

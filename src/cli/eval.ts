@@ -8,7 +8,7 @@ import type { VisionModel } from '../models/types.js';
 import { openModel } from '../open.js';
 import type { Runner } from '../tensor/runner.js';
 import { checkClasses, describeQuantization } from './describe.js';
-import { applyCommon, intFlag, parse, requireFlag, USAGE } from './args.js';
+import { applyCommon, commandHelp, intFlag, parse, requireFlag, type CommandSpec } from './args.js';
 import { ProgressBar } from './progress.js';
 import { printReport } from './report.js';
 
@@ -34,24 +34,34 @@ async function evalTarget(weights: string, v: Record<string, string | boolean | 
   }
   const loaded = openModel({ weights, config, arch });
   const label = loaded.quantized ? describeQuantization(loaded.quantized.provenance) : 'FP32';
-  if (v.simulate === true) {
-    return { model: loaded.model, runner: loaded.runner, what: `${label}, ${loaded.quantized ? 'fake-quant simulation' : 'op by op'}`, quantized: loaded.quantized !== null };
+  // Codes wider than 8 bits have no int8 container: such a file runs op by op (the simulation).
+  const wide = loaded.quantized?.points.some((p) => (p.kind === 'matmul' ? Math.max(p.a.bits, p.b.bits) : Math.max(p.weightBits, p.input?.bits ?? 0)) > 8);
+  if (v.simulate === true || wide) {
+    const why = wide ? 'op by op: wider than 8 bits, no integer graph' : 'op by op';
+    return { model: loaded.model, runner: loaded.runner, what: `${label}, ${why}`, quantized: loaded.quantized !== null };
   }
   return { model: await wholeModelGraph(loaded, weights), what: `${label}${loaded.quantized ? ', integer graph' : ''}`, quantized: loaded.quantized !== null };
 }
 
+export const EVAL_COMMAND: CommandSpec = {
+  name: 'eval',
+  summary: 'top-1/top-5 and throughput of a float checkpoint, a quantized model file or an ONNX model',
+  synopsis: '--model <path> [--config <card.json> | --arch <preset>] --data <data> [options]',
+  flags: {
+    model: { type: 'string', value: 'path', required: true, help: 'a quantized model file (carries its own architecture), an exported model.onnx, a float .safetensors checkpoint (a NAME.json card beside it is used without --config) or a timm hub folder (config.json + model.safetensors)' },
+    config: { type: 'string', value: 'card.json', help: 'JSON model card for a float checkpoint' },
+    arch: { type: 'string', value: 'preset', help: "timm architecture by name for a float checkpoint ('ptq4vit presets' lists them)" },
+    data: { type: 'string', value: 'data', required: true, help: 'an image folder (one subfolder per class) or a raw-uint8 manifest.json' },
+    limit: { type: 'string', value: 'N', default: 'all', help: 'evaluate on the first N images' },
+    'batch-size': { type: 'string', value: 'N', default: '64', help: 'images per forward pass, 1 to 4096' },
+    simulate: { type: 'boolean', help: 'run the op-by-op fake-quant simulation that calibration measured instead of one whole-model ONNX graph (the integer graph for a quantized file)' },
+  },
+};
+
 export async function runEval(args: string[]): Promise<void> {
-  const v = parse(args, {
-    model: { type: 'string' },
-    config: { type: 'string' },
-    arch: { type: 'string' },
-    data: { type: 'string' },
-    limit: { type: 'string' },
-    'batch-size': { type: 'string' },
-    simulate: { type: 'boolean', default: false },
-  });
+  const v = parse(args, EVAL_COMMAND);
   if (v.help) {
-    process.stdout.write(USAGE);
+    process.stdout.write(commandHelp(EVAL_COMMAND));
     return;
   }
   applyCommon(v);

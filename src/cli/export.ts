@@ -5,8 +5,9 @@ import { Ptq4vitError } from '../errors.js';
 import { exportOptionsFor } from '../export/graph.js';
 import { exportOnnx } from '../export/onnx.js';
 import { writeFileAtomic } from '../io/safetensors.js';
+import { locateModel } from '../models/hub.js';
 import { openModel } from '../open.js';
-import { applyCommon, parse, requireFlag, USAGE } from './args.js';
+import { applyCommon, commandHelp, parse, requireFlag, type CommandSpec } from './args.js';
 import { describeQuantization } from './describe.js';
 import { printReport } from './report.js';
 
@@ -26,23 +27,31 @@ function checkOutput(out: string, inputs: (string | undefined)[]): void {
   if (fs.existsSync(out) && fs.statSync(out).isDirectory()) throw new Ptq4vitError(`cannot write ${out}: it is a directory`);
 }
 
+export const EXPORT_COMMAND: CommandSpec = {
+  name: 'export',
+  summary: 'a float checkpoint or a quantized model file as one ONNX model (the quantized one with integer products)',
+  synopsis: '--model <path> [--config <card.json> | --arch <preset>] --out <model.onnx> [--float]',
+  flags: {
+    model: { type: 'string', value: 'path', required: true, help: 'a quantized model file, a float .safetensors checkpoint (a NAME.json card beside it is used without --config) or a timm hub folder (config.json + model.safetensors)' },
+    config: { type: 'string', value: 'card.json', help: 'JSON model card for a float checkpoint' },
+    arch: { type: 'string', value: 'preset', help: "timm architecture by name for a float checkpoint ('ptq4vit presets' lists them)" },
+    out: { type: 'string', value: 'model.onnx', required: true, help: 'where the ONNX model is written (atomically)' },
+    float: { type: 'boolean', help: 'export a quantized file as an FP32 graph of its dequantized weights instead of integer products' },
+  },
+};
+
 export async function runExport(args: string[]): Promise<void> {
-  const v = parse(args, {
-    model: { type: 'string' },
-    config: { type: 'string' },
-    arch: { type: 'string' },
-    out: { type: 'string' },
-    float: { type: 'boolean', default: false },
-  });
+  const v = parse(args, EXPORT_COMMAND);
   if (v.help) {
-    process.stdout.write(USAGE);
+    process.stdout.write(commandHelp(EXPORT_COMMAND));
     return;
   }
   applyCommon(v);
   const weights = requireFlag(v, 'model', 'export');
   const out = requireFlag(v, 'out', 'export');
   const config = v.config as string | undefined, arch = v.arch as string | undefined;
-  checkOutput(out, [weights, config]);
+  const input = locateModel(weights); // a hub folder's model.safetensors and config.json are inputs too
+  checkOutput(out, [weights, input.weights, input.hubConfig ?? input.siblingCard, config]);
   const loaded = openModel({ weights, config, arch });
   const asFloat = v.float === true || !loaded.quantized;
   const t0 = performance.now();

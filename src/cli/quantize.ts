@@ -5,6 +5,7 @@ import { openDataset, type Dataset, type DatasetKind, type SkippedImage } from '
 import { Ptq4vitError } from '../errors.js';
 import { evaluate, type EvalResult } from '../eval/evaluate.js';
 import { LOSS_KINDS, type LossKind } from '../grad/loss.js';
+import { locateModel } from '../models/hub.js';
 import { openModel } from '../open.js';
 import type { VisionModel } from '../models/types.js';
 import { loadCalibration } from '../quant/calibset.js';
@@ -13,40 +14,54 @@ import { checkSpecStorable, saveQuantizedModel } from '../quant/file.js';
 import { methodConfig, METHODS, type Method } from '../quant/methods.js';
 import type { PointQuant } from '../quant/params.js';
 import { QuantRunner } from '../quant/runner.js';
-import { applyCommon, intFlag, numberFlag, parse, requireFlag, USAGE } from './args.js';
+import { applyCommon, commandHelp, intFlag, numberFlag, parse, requireFlag, type CommandSpec, type FlagTable, type Values } from './args.js';
 import { checkClasses, describeQuantization, percent } from './describe.js';
 import { checkOutputNotInput, datasetInputs, type InputPath } from './paths.js';
 import { ProgressBar } from './progress.js';
 import { printReport } from './report.js';
+import { ReportCollector } from '../report/collect.js';
+import { checkReportTarget, writeReport } from '../report/html.js';
+import { quantizeReport } from '../report/quantize.js';
 
-export const QUANTIZE_OPTIONS = {
-  model: { type: 'string' },
-  config: { type: 'string' },
-  arch: { type: 'string' },
-  calib: { type: 'string' },
-  'calib-size': { type: 'string' },
-  method: { type: 'string' },
-  bits: { type: 'string' },
-  'w-bits': { type: 'string' },
-  'a-bits': { type: 'string' },
-  out: { type: 'string' },
-  eval: { type: 'string' },
-  limit: { type: 'string' },
-  seed: { type: 'string' },
-  loss: { type: 'string' },
-  alpha: { type: 'string' },
-  beta: { type: 'string' },
-  n: { type: 'string' },
-  rounds: { type: 'string' },
-  'no-hessian': { type: 'boolean' },
-  'no-twin-softmax': { type: 'boolean' },
-  'no-twin-gelu': { type: 'boolean' },
-  'gelu-unaligned': { type: 'boolean' },
-  'softmax-r2': { type: 'string' },
-  'skip-unreadable': { type: 'boolean' },
-} as const;
+/** Every quantize flag: its meaning and default (the parser and `--help` both read this table). */
+export const QUANTIZE_OPTIONS: FlagTable = {
+  model: { type: 'string', value: 'path', required: true, help: 'float checkpoint: a .safetensors file (a NAME.json card beside NAME.safetensors is used without --config) or a timm hub folder (config.json + model.safetensors)' },
+  config: { type: 'string', value: 'card.json', help: 'JSON model card describing the architecture and preprocessing' },
+  arch: { type: 'string', value: 'preset', help: "timm architecture by name ('ptq4vit presets' lists them)" },
+  calib: { type: 'string', value: 'data', required: true, help: 'calibration images: a folder with one subfolder per class, a folder of unlabeled images (searched recursively), a text file listing image paths, or a raw-uint8 manifest.json' },
+  'calib-size': { type: 'string', value: 'N', default: '32, or all images if fewer', help: 'calibration images drawn (seeded) from --calib' },
+  method: { type: 'string', value: 'ptq4vit|base', default: 'ptq4vit', help: "ptq4vit (twin uniform + Hessian-guided search) or base (the paper's baseline: cosine metric, no twin)" },
+  bits: { type: 'string', value: 'K', default: '8', help: 'weight and activation bits, 2 to 16' },
+  'w-bits': { type: 'string', value: 'K', default: '--bits', help: 'weight bits, 2 to 16 (instead of --bits)' },
+  'a-bits': { type: 'string', value: 'K', default: '--bits', help: 'activation bits, 2 to 16 (instead of --bits)' },
+  out: { type: 'string', value: 'file', default: 'NAME.METHOD-wKaK.safetensors', help: 'where the quantized model is written (atomically)' },
+  eval: { type: 'string', value: 'data', help: 'also evaluate FP32 and quantized top-1/top-5 on this image folder or manifest' },
+  limit: { type: 'string', value: 'N', default: 'all', help: 'evaluate on the first N images of --eval' },
+  report: { type: 'string', value: 'file.html', help: 'write a self-contained HTML report: accuracy, per-layer scales, metric before/after the search, histograms' },
+  seed: { type: 'string', value: 'N', default: '0', help: 'seed for drawing the calibration images and for --loss fisher' },
+  loss: { type: 'string', value: 'label|pseudo|fisher', default: 'label; pseudo without labels', help: "loss whose gradient weights the Hessian metric: dataset labels, the FP32 model's top-1, or labels sampled from its softmax" },
+  alpha: { type: 'string', value: 'A', default: '0.01; base: 0.5', help: 'smallest candidate scale as a fraction of Δ_maxabs, in (0, 10], below --beta' },
+  beta: { type: 'string', value: 'B', default: '1.2', help: 'largest candidate scale as a fraction of Δ_maxabs, in (0, 10]' },
+  n: { type: 'string', value: 'N', default: '100', help: 'grid steps between alpha and beta (N + 1 candidates), 1 to 10000' },
+  rounds: { type: 'string', value: 'R', default: '3; base: 1', help: 'rounds of alternating weight/input search, 1 to 100' },
+  'no-hessian': { type: 'boolean', help: 'score candidates by cosine similarity instead of the Hessian-guided metric' },
+  'no-twin-softmax': { type: 'boolean', help: 'plain uniform quantization for post-softmax inputs' },
+  'no-twin-gelu': { type: 'boolean', help: 'plain uniform quantization for post-GELU inputs' },
+  'gelu-unaligned': { type: 'boolean', help: 'do not force Δ_R2 = 2^m·Δ_R1 for the GELU twin' },
+  'skip-unreadable': { type: 'boolean', help: 'replace an unreadable calibration image by the next image of the seeded draw instead of stopping' },
+  'softmax-r2': { type: 'string', value: 'paper|exact-one', default: 'paper', help: "Δ_R2 of the softmax twin: 1/2^(k−1) (paper) or 1/(2^(k−1)−1) (the authors' code)" },
+};
 
-type Values = Record<string, string | boolean | undefined>;
+export const QUANTIZE_COMMAND: CommandSpec = {
+  name: 'quantize',
+  summary: 'calibrate a float checkpoint, write the quantized model, optionally evaluate FP32 vs quantized',
+  synopsis: '--model <path> [--config <card.json> | --arch <preset>] --calib <data> [options]',
+  flags: QUANTIZE_OPTIONS,
+  notes: [
+    'Data: --eval takes an image folder with one subfolder per class (JPEG, PNG, BMP, WebP) or a raw-uint8-hwc manifest.json; --calib also takes unlabeled images (a folder or a list file), and without labels --loss defaults to pseudo. An unreadable calibration image stops with its name, or with --skip-unreadable is replaced by the next image of the seeded draw.',
+    'Bad input ends with exit code 2 and one line naming the file and field.',
+  ],
+};
 
 /** Calibration images when --calib-size is not given (the paper's setting). */
 const DEFAULT_CALIB_SIZE = 32;
@@ -77,7 +92,7 @@ function gridFactor(v: Values, name: 'alpha' | 'beta'): number | undefined {
 export function calibrationOptions(v: Values, method: Method): CalibrationOptions {
   const { weightBits, activationBits } = bitWidths(v);
   const softmaxR2 = v['softmax-r2'] === undefined ? undefined : choice(v, 'softmax-r2', ['paper', 'exact-one'] as const, 'paper');
-  return methodConfig(method, {
+  const opts = methodConfig(method, {
     weightBits,
     activationBits,
     alpha: gridFactor(v, 'alpha'),
@@ -92,6 +107,9 @@ export function calibrationOptions(v: Values, method: Method): CalibrationOption
     loss: v.loss === undefined ? undefined : choice<LossKind>(v, 'loss', LOSS_KINDS, 'label'),
     seed: intFlag(v, 'seed', 0, 0, 2 ** 31 - 1),
   });
+  // A reversed range would search nothing sensible: candidates run from α·Δ_maxabs up to β·Δ_maxabs.
+  if (!(opts.alpha < opts.beta)) throw new Ptq4vitError(`--alpha (${opts.alpha}) must be less than --beta (${opts.beta}): candidate scales run from α·Δ_maxabs up to β·Δ_maxabs`);
+  return opts;
 }
 
 /** Fail before minutes of calibration if the output cannot be written, or would overwrite an input. */
@@ -171,9 +189,9 @@ export async function runCalibration(model: VisionModel, images: import('../tens
 }
 
 export async function runQuantize(args: string[]): Promise<void> {
-  const v = parse(args, QUANTIZE_OPTIONS);
+  const v = parse(args, QUANTIZE_COMMAND);
   if (v.help) {
-    process.stdout.write(USAGE);
+    process.stdout.write(commandHelp(QUANTIZE_COMMAND));
     return;
   }
   applyCommon(v);
@@ -184,7 +202,10 @@ export async function runQuantize(args: string[]): Promise<void> {
   const calibSizeFlag = intFlag(v, 'calib-size', undefined);
   const limit = intFlag(v, 'limit', undefined);
   const out = (v.out as string | undefined) ?? `${path.basename(weights).replace(/\.safetensors$/, '')}.${method}-w${flagOpts.weightBits}a${flagOpts.activationBits}.safetensors`;
-  checkOutput(out, weights, v);
+  const input = locateModel(weights); // a hub folder's model.safetensors + config.json, or the card beside the checkpoint
+  checkOutput(out, input.weights, { ...v, config: input.hubConfig ?? input.siblingCard ?? v.config });
+  const reportFile = v.report as string | undefined;
+  if (reportFile !== undefined) checkReportTarget(reportFile, { '--out': out, '--model': input.weights, '--config': input.hubConfig ?? input.siblingCard ?? (v.config as string | undefined), '--calib': calibPath, '--eval': v.eval as string | undefined });
 
   const loaded = openModel({ weights, config: v.config as string | undefined, arch: v.arch as string | undefined });
   if (loaded.quantized) throw new Ptq4vitError(`${weights} is already a quantized model; quantize the float checkpoint`);
@@ -201,7 +222,8 @@ export async function runQuantize(args: string[]): Promise<void> {
   if (!quiet && calibSize < DEFAULT_CALIB_SIZE && calibSizeFlag === undefined) process.stderr.write(`--calib ${calibPath} has ${calib.size} images, fewer than the default ${DEFAULT_CALIB_SIZE}: calibrating on all of them\n`);
   if (!quiet && lossChoice === 'default for unlabeled data') process.stderr.write(`--calib ${calibPath} has no labels: calibrating with --loss pseudo (the FP32 model's own predictions)\n`);
   const label = `${method} W${opts.weightBits}A${opts.activationBits}`;
-  const run = await runCalibration(model, images, labels, opts, quiet, label);
+  const collector = reportFile === undefined ? null : new ReportCollector(opts.metric);
+  const run = await runCalibration(model, images, labels, collector ? { ...opts, trace: collector.trace } : opts, quiet, label);
 
   const provenance = {
     tool: 'ptq4vit',
@@ -225,10 +247,14 @@ export async function runQuantize(args: string[]): Promise<void> {
     const qBar = new ProgressBar(`eval ${label}`, total, 'img', quiet);
     quant = await evaluate(model, evalData, { limit, runner: new QuantRunner(run.points), onProgress: (d) => qBar.update(d) });
   }
+  if (collector && reportFile !== undefined) {
+    writeReport(reportFile, quantizeReport(model.spec, provenance, collector, fp && quant ? { fp32: fp, quantized: quant, images: quant.images } : undefined));
+  }
   const rows: [string, string][] = [
     ['method', describeQuantization(provenance)],
     ['calibration', `${indices.length}${indices.length < calib.size ? ` of ${calib.size}` : ''} images from ${path.basename(calibPath)} (${KIND_NAME[calib.kind]}${indices.length < calib.size ? `, seed ${opts.seed}` : ''}) · ${run.seconds.toFixed(1)} s`],
     ['written', out],
+    ...(reportFile === undefined ? [] : [['report', reportFile] as [string, string]]),
   ];
   if (lossChoice) rows.splice(1, 0, ['loss', `${opts.loss}: ${LOSS_MEANING[opts.loss]}${lossChoice === 'default for unlabeled data' ? ' (the default: the calibration images have no labels)' : ''}`]);
   if (fp && quant) {

@@ -27,7 +27,7 @@ export interface ExportOptions {
   quant?: readonly PointQuant[];
   /** The int8 codes of each quantized weight (default: quantize the float weight with its Δs). */
   codes?: WeightCodes;
-  /** Class names, stored in the metadata. */
+  /** Class names, stored in the metadata (default: the spec's, e.g. a hub folder's label_names). */
   labels?: readonly string[];
   /** Extra metadata entries (e.g. provenance). */
   metadata?: Record<string, string>;
@@ -65,7 +65,7 @@ export async function exportOnnx(model: VisionModel, options: ExportOptions = {}
     'ptq4vit.format': ONNX_FORMAT,
     'ptq4vit.spec': JSON.stringify(spec),
     'ptq4vit.quantized': quant ? 'integer' : 'fp32',
-    ...(options.labels ? { 'ptq4vit.labels': JSON.stringify(options.labels) } : {}),
+    ...((options.labels ?? spec.labelNames) ? { 'ptq4vit.labels': JSON.stringify(options.labels ?? spec.labelNames) } : {}),
     ...options.metadata,
   };
   return encodeModel(graph);

@@ -71,10 +71,10 @@ export class Tracer implements Runner {
       },
       gelu: async (x) => {
         const y = await fastKernels.gelu(x);
-        // Exact GELU, x·Φ(x) = x·½·(1 + erf(x/√2)): the pattern onnxruntime fuses into its Gelu kernel.
-        const erf = g.op('Erf', [g.op('Mul', [this.value(x), g.float('inv_sqrt2', Math.SQRT1_2)], undefined, 'gelu_in')], undefined, 'gelu_erf');
-        const phi = g.op('Mul', [g.op('Add', [erf, g.float('one', 1)], undefined, 'gelu_1p'), g.float('half', 0.5)], undefined, 'gelu_phi');
-        return this.emit(y, g.op('Mul', [this.value(x), phi], undefined, 'gelu'));
+        // Exact GELU, x·½·(1 + erf(x/√2)), written as the pattern onnxruntime fuses into its Gelu kernel.
+        const erf = g.op('Erf', [g.op('Div', [this.value(x), g.float('sqrt2', Math.SQRT2)], undefined, 'gelu_in')], undefined, 'gelu_erf');
+        const scaled = g.op('Mul', [this.value(x), g.op('Add', [erf, g.float('one', 1)], undefined, 'gelu_1p')], undefined, 'gelu_x');
+        return this.emit(y, g.op('Mul', [scaled, g.float('half', 0.5)], undefined, 'gelu'));
       },
       softmax: async (x, scale, bias) => {
         const y = await fastKernels.softmax(x, scale, bias);

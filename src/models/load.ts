@@ -2,6 +2,7 @@
  * Building a model from a spec and its tensors. Opening a file (float checkpoint or quantized model)
  * is src/open.ts: it needs quant/, which sits above models/.
  */
+import path from 'node:path';
 import { Ptq4vitError } from '../errors.js';
 import { readCard, specFromPreset } from './config.js';
 import { SwinTransformer } from './swin.js';
@@ -14,7 +15,7 @@ export function buildModel(spec: ModelSpec, weights: TensorSource): VisionModel 
 }
 
 export interface ModelSource {
-  /** A safetensors checkpoint with timm parameter names, or a quantized model file. */
+  /** A safetensors checkpoint with timm parameter names (NAME.json beside it is its card), a timm hub folder, or a quantized model file. */
   weights: string;
   /** A JSON model card… */
   config?: string;
@@ -26,5 +27,5 @@ export function resolveSpec(source: ModelSource): ModelSpec {
   if (source.config && source.arch) throw new Ptq4vitError('give either --config or --arch, not both');
   if (source.config) return readCard(source.config);
   if (source.arch) return specFromPreset(source.arch);
-  throw new Ptq4vitError(`${source.weights}: the architecture is needed: pass --config <card.json> or --arch <preset>`);
+  throw new Ptq4vitError(`${source.weights}: the architecture is needed: pass --config <card.json> or --arch <preset> (or put its card beside it as ${path.basename(source.weights).replace(/\.safetensors$/, '')}.json)`);
 }

@@ -46,6 +46,8 @@ export interface ModelSpec {
   timmClass: string;
   arch: Arch;
   preprocess: Preprocess;
+  /** Class names by class index (from a hub folder's label_names), for reports and export. */
+  labelNames?: string[];
 }
 
 /**

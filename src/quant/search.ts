@@ -24,7 +24,11 @@ export interface SearchConfig {
   geluAligned: boolean;
   /** Δ_R2 of the softmax twin: 1/2^(k−1) (paper, a power of two) or 1/(2^(k−1)−1) (authors' code: 1.0 exact). */
   softmaxDeltaR2: 'paper' | 'exact-one';
+  /** Called with each point's FP32 record and its result once searched (the report measures them); must not keep the record. */
+  trace?: (t: SearchTrace) => Promise<void>;
 }
+
+export type SearchTrace = { kind: 'linear'; record: LinearRecord; result: LinearQuant } | { kind: 'matmul'; record: MatmulRecord; result: MatmulQuant };
 
 /** Float budget for one candidate batch's largest intermediate (keeps ORT's working set ~100 MB). */
 const CANDIDATE_BATCH_FLOATS = 24_000_000;
@@ -173,7 +177,9 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
     const aLoss = cfg.metric === 'hessian' ? aScores : cosineToLoss(Float32Array.from(aScores), C, M, 1, () => 0);
     input = inputQuant(factors[argminColumns(aLoss, C, 1)[0]] * a0);
   }
-  return { kind: rec.kind, point: rec.point, weightBits: wBits, weightDeltas, input };
+  const result: LinearQuant = { kind: rec.kind, point: rec.point, weightBits: wBits, weightDeltas, input };
+  await cfg.trace?.({ kind: 'linear', record: rec, result });
+  return result;
 }
 
 /** [C, N] per-row scores → [C, groups] sums over each group's rows. */
@@ -261,5 +267,7 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
     });
     bQuant = { kind: 'uniform', bits, deltas: argminColumns(lossOf(scores, C), C, H).map((b, h) => factors[b] * b0[h]) };
   }
-  return { kind: 'matmul', point: rec.point, heads: H, a: aQuant, b: bQuant };
+  const result: MatmulQuant = { kind: 'matmul', point: rec.point, heads: H, a: aQuant, b: bQuant };
+  await cfg.trace?.({ kind: 'matmul', record: rec, result });
+  return result;
 }

@@ -1,0 +1,96 @@
+/**
+ * How far one quantization point's output moves from FP32 under given quantization parameters, on the
+ * calibration records the search used — for reports. Two measures:
+ *
+ *   metric:       the search's own score (hessian: Σ (∂L/∂O ⊙ (Ô − O))²; cosine: 1 − mean row cos(O, Ô))
+ *   cosine error: 1 − mean over output rows of cos(O, Ô), comparable across layers whatever the metric
+ *
+ * and the naive starting point they are compared with: max-abs uniform quantization of every operand
+ * (Δ = max|x| / (2^(k−1) − 0.5) per tensor, per q/k/v group, per channel or per head, as the point is
+ * quantized), no search and no twin ranges.
+ */
+import { Tensor } from '../tensor/tensor.js';
+import type { ActivationQuant, LinearQuant, MatmulQuant } from './params.js';
+import { fakeQuantGrouped, qmax } from './quantizers.js';
+import { scoreLinear, scoreMatmul, type Metric } from './scoring.js';
+import { fakeQuantActivation, type LinearRecord, type MatmulRecord } from './search.js';
+
+const sum = (xs: ArrayLike<number>): number => {
+  let s = 0;
+  for (let i = 0; i < xs.length; i++) s += xs[i];
+  return s;
+};
+
+/** The score array of one candidate reduced to one number, lower is better. */
+const reduce = (scores: Float32Array, metric: Metric): number => (metric === 'hessian' ? sum(scores) : 1 - sum(scores) / scores.length);
+
+export async function measureLinear(rec: LinearRecord, q: LinearQuant, metric: Metric): Promise<number> {
+  const [N, K] = rec.weight.shape;
+  const M = rec.x.size / K;
+  const x = rec.x.reshape([M, K]);
+  const out = rec.out.reshape([M, N]);
+  const grad = metric === 'hessian' && rec.grad ? rec.grad.reshape([M, N]) : null;
+  const rowsPerGroup = N / q.weightDeltas.length;
+  const common = { bias: rec.bias, out, grad, candidates: 1, metric, cosineGroups: 1 };
+  if (q.input) {
+    const wq = new Tensor(fakeQuantGrouped(rec.weight.data, q.weightDeltas, rowsPerGroup * K, q.weightBits), [N, K]);
+    const twin = q.input.kind === 'twin-gelu';
+    const scales = Float32Array.of(q.input.kind === 'twin-gelu' ? q.input.deltaPos : q.input.kind === 'uniform' ? q.input.deltas[0] : NaN);
+    const scales2 = q.input.kind === 'twin-gelu' ? Float32Array.of(q.input.deltaNeg) : undefined;
+    return reduce(await scoreLinear({ ...common, searched: 'input', x, w: wq, scales, scales2, bits: q.input.bits, quantizer: twin ? 'twin-gelu' : 'uniform' }), metric);
+  }
+  // The image input of the patch embedding stays float: only the weight is quantized.
+  const scales = Float32Array.from({ length: N }, (_, n) => q.weightDeltas[Math.floor(n / rowsPerGroup)]);
+  return reduce(await scoreLinear({ ...common, searched: 'weight', x, w: rec.weight, scales, bits: q.weightBits, quantizer: 'uniform' }), metric);
+}
+
+export async function measureMatmul(rec: MatmulRecord, q: MatmulQuant, metric: Metric): Promise<number> {
+  const H = q.heads;
+  const [G, M, K] = rec.a.shape;
+  const N = rec.b.shape[2];
+  const view = (data: Float32Array, rows: number, cols: number) => ({ data, shape: [G / H, H, rows, cols] });
+  const bq = view(fakeQuantActivation(rec.b.data, q.b, K * N), K, N);
+  const grad = metric === 'hessian' && rec.grad ? view(rec.grad.data, M, N) : null;
+  const common = { searched: 'A' as const, a: view(rec.a.data, M, K), b: bq, out: view(rec.out.data, M, N), grad, candidates: 1, heads: H, bits: q.a.bits, metric };
+  if (q.a.kind === 'twin-softmax') {
+    const { deltaR1, deltaR2 } = q.a;
+    return reduce(await scoreMatmul({ ...common, scales: Float32Array.of(deltaR1), splits: Float32Array.of(deltaR1 * qmax(q.a.bits)), deltaR2, quantizer: 'twin-softmax' }), metric);
+  }
+  if (q.a.kind !== 'uniform') throw new Error(`attention operand of ${q.point} cannot be ${q.a.kind}`);
+  return reduce(await scoreMatmul({ ...common, scales: Float32Array.from(q.a.deltas), quantizer: 'uniform' }), metric);
+}
+
+function maxAbs(data: Float32Array, start = 0, end = data.length): number {
+  let m = 0;
+  for (let i = start; i < end; i++) {
+    const v = Math.abs(data[i]);
+    if (v > m) m = v;
+  }
+  return m;
+}
+
+const maxAbsDelta = (max: number, bits: number): number => (max > 0 ? max / (qmax(bits) - 0.5) : 1e-8);
+
+/** The naive baseline for a linear point: max-abs Δ per weight group, and per tensor for the input. */
+export function maxAbsLinear(rec: LinearRecord, searched: LinearQuant): LinearQuant {
+  const [N, K] = rec.weight.shape;
+  const groups = searched.weightDeltas.length;
+  const per = (N / groups) * K;
+  const weightDeltas = Array.from({ length: groups }, (_, g) => maxAbsDelta(maxAbs(rec.weight.data, g * per, (g + 1) * per), searched.weightBits));
+  const bits = searched.input?.bits;
+  const input: ActivationQuant | null = bits === undefined ? null : { kind: 'uniform', bits, deltas: [maxAbsDelta(maxAbs(rec.x.data), bits)] };
+  return { ...searched, weightDeltas, input };
+}
+
+function perHeadMaxAbs(t: Tensor, heads: number, bits: number): number[] {
+  const per = t.size / t.shape[0];
+  const max = new Array<number>(heads).fill(0);
+  for (let g = 0; g < t.shape[0]; g++) max[g % heads] = Math.max(max[g % heads], maxAbs(t.data, g * per, (g + 1) * per));
+  return max.map((m) => maxAbsDelta(m, bits));
+}
+
+/** The naive baseline for an attention product: max-abs Δ per head for both operands. */
+export function maxAbsMatmul(rec: MatmulRecord, searched: MatmulQuant): MatmulQuant {
+  const bits = searched.a.bits;
+  return { ...searched, a: { kind: 'uniform', bits, deltas: perHeadMaxAbs(rec.a, searched.heads, bits) }, b: { kind: 'uniform', bits: searched.b.bits, deltas: perHeadMaxAbs(rec.b, searched.heads, searched.b.bits) } };
+}
