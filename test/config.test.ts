@@ -239,6 +239,15 @@ describe('cardFromSpec (how a quantized file stores its spec)', () => {
     for (const f of ['vit_tiny_c10.json', 'swin_micro_c10.json']) if (fs.existsSync(path.join(modelsDir, f))) specs.push(readCard(path.join(modelsDir, f)));
     for (const spec of specs) assert.deepEqual(specFromCard(JSON.parse(JSON.stringify(cardFromSpec(spec))), 'x'), { ...spec, timmClass: spec.timmClass }, spec.name);
   });
+
+  test('label_names (a hub folder\'s class names) travel in the card; a wrong count is refused', () => {
+    const names = Array.from({ length: 10 }, (_, i) => `class ${i}`);
+    const spec = specFromCard(vitCard({}, { label_names: names }), 'my.json');
+    assert.deepEqual(spec.labelNames, names);
+    assert.deepEqual(specFromCard(JSON.parse(JSON.stringify(cardFromSpec(spec))), 'x'), spec);
+    assertError(() => specFromCard(vitCard({}, { label_names: names.slice(1) }), 'my.json'), /^my\.json: label_names must be a list of 10 class names \(num_classes\)/);
+    assertError(() => specFromCard(vitCard({}, { label_names: [...names.slice(1), 3] }), 'my.json'), /label_names must be a list of 10 class names/);
+  });
 });
 
 describe('card files', () => {

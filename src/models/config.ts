@@ -188,7 +188,16 @@ export function specFromCard(card: unknown, where: string): ModelSpec {
     std: c.std === undefined ? IMAGENET_STD : triple(c.std, 'std', where),
   };
   if (preprocess.std.some((s) => s <= 0)) throw new Ptq4vitError(`${where}: std values must be positive, got ${JSON.stringify(preprocess.std)}`);
-  return { name: typeof c.name === 'string' ? c.name : c.timm_class, timmClass: c.timm_class, arch, preprocess };
+  const labelNames = c.label_names === undefined ? undefined : classNames(c.label_names, arch.numClasses, where);
+  return { name: typeof c.name === 'string' ? c.name : c.timm_class, timmClass: c.timm_class, arch, preprocess, ...(labelNames ? { labelNames } : {}) };
+}
+
+/** `label_names`: one name per class, by class index (a quantized file keeps a hub folder's names this way). */
+function classNames(v: unknown, numClasses: number, where: string): string[] {
+  if (!Array.isArray(v) || v.length !== numClasses || v.some((n) => typeof n !== 'string')) {
+    throw new Ptq4vitError(`${where}: label_names must be a list of ${numClasses} class names (num_classes), got ${JSON.stringify(v)?.slice(0, 80)}`);
+  }
+  return v as string[];
 }
 
 const TIMM_CLASS: Record<Arch['family'], string> = { vit: 'VisionTransformer', 'deit-distilled': 'VisionTransformerDistilled', swin: 'SwinTransformer' };
@@ -214,6 +223,7 @@ export function cardFromSpec(spec: ModelSpec): Record<string, unknown> {
     std: [...p.std],
     crop_pct: p.cropPct,
     interpolation: p.interpolation,
+    ...(spec.labelNames ? { label_names: [...spec.labelNames] } : {}),
   };
 }
 
