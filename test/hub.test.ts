@@ -163,7 +163,8 @@ describe('hub folder errors: exit 2, the file and field named', () => {
       [{}, { input_size: [3, 224, 224], fixed_input_size: false }, /pretrained_cfg\.input_size \[3,224,224\] does not match the architecture's \[3, 32, 32\]/],
       [{}, { mean: [0.5, 0.5] }, /pretrained_cfg\.mean must be a list of 3 numbers/],
       [{}, { std: [0.5, 0, 0.5] }, /pretrained_cfg\.std values must be positive/],
-      [{}, { crop_pct: 1.5 }, /pretrained_cfg\.crop_pct must be in \(0, 1\], got 1\.5/],
+      [{}, { crop_pct: 1.5 }, /pretrained_cfg\.crop_pct must be in \[0\.25, 1\], got 1\.5/],
+      [{}, { crop_pct: 1e-320 }, /pretrained_cfg\.crop_pct must be in \[0\.25, 1\], got 1e-320/],
       [{}, { crop_mode: 'squash' }, /pretrained_cfg\.crop_mode "squash" is not supported \(only "center"\)/],
       [{}, { interpolation: 'nearest' }, /pretrained_cfg\.interpolation must be "bicubic" or "bilinear", got "nearest"/],
     ];
