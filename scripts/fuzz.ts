@@ -26,7 +26,7 @@ try {
   const fuzzer = new Fuzzer(await makeSeeds(dir), { caseMs: 5000 });
   const plan: [string, number, (seed: number) => Promise<void>][] = [
     ['safetensors files', 1000 * scale, (s) => fuzzer.safetensorsCase(s)],
-    ['cards', 200 * scale, (s) => fuzzer.cardCase(s)],
+    ['cards and hub configs', 200 * scale, (s) => fuzzer.cardCase(s)],
     ['manifests', 150 * scale, (s) => fuzzer.manifestCase(s)],
     ['images', 250 * scale, (s) => fuzzer.imageCase(s)],
   ];
@@ -49,7 +49,7 @@ try {
     `Every case must end in a result or a \`Ptq4vitError\` (the CLI's exit 2). Mutations: byte flips, truncations,`,
     `header size and header JSON edits (dtypes, shapes, data_offsets, dropped and duplicated entries), planted`,
     `NaN/Inf values and extreme integer codes, metadata JSON edits (spec, points, provenance, format) for`,
-    `tiny ViT, DeiT and Swin checkpoints and their quantized files; card and manifest JSON edits and array`,
+    `tiny ViT, DeiT and Swin checkpoints and their quantized files; card, hub config.json and manifest JSON edits and array`,
     `truncations; JPEG/PNG/BMP/WebP header, size-field and body edits. \`npm test\` runs scale 1 with other seeds.`,
     '',
     `\`${command}\` · ${seconds.toFixed(0)} s · ${startedOn} · git ${gitRevision()}`,

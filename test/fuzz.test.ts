@@ -31,12 +31,12 @@ describe('fuzzing (seeded; every case a result or a Ptq4vitError)', () => {
     assert.ok(ck.errors > 100 && q.errors > 100 && ck.results >= 15 && q.results >= 15, `both outcomes occur:\n${fuzzer.report()}`);
   });
 
-  test('200 mutated cards and 150 mutated manifests', { timeout: 60_000 }, async () => {
+  test('200 mutated cards and hub configs, 150 mutated manifests', { timeout: 60_000 }, async () => {
     const from = fuzzer.failures.length;
     for (let seed = 0; seed < 200; seed++) await fuzzer.cardCase(200_000 + seed);
     for (let seed = 0; seed < 150; seed++) await fuzzer.manifestCase(300_000 + seed);
     assert.equal(fuzzer.failures.length, from, shown(fuzzer, from));
-    assert.ok(fuzzer.counts.get('cards')!.errors > 50 && fuzzer.counts.get('manifests')!.errors > 30, fuzzer.report());
+    assert.ok(fuzzer.counts.get('cards')!.errors > 30 && fuzzer.counts.get('hub configs')!.errors > 30 && fuzzer.counts.get('manifests')!.errors > 30, fuzzer.report());
   });
 
   test('250 mutated images: JPEG, PNG, BMP, WebP headers and bodies', { timeout: 60_000 }, async () => {

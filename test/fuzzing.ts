@@ -160,6 +160,8 @@ export interface Seeds {
   /** name → bytes of a valid checkpoint or quantized model file */
   checkpoints: Map<string, { bytes: Uint8Array; card: string | null }>;
   cards: Map<string, unknown>;
+  /** A timm hub folder's config.json for the tiny ViT (model.safetensors beside it when a case runs). */
+  hubConfig: unknown;
   manifest: { json: Record<string, unknown>; images: Uint8Array; labels: Uint8Array };
   images: Map<string, Uint8Array>;
   /** A tiny dataset for forward passes: one 8×8 image per class. */
@@ -238,7 +240,14 @@ export async function makeSeeds(dir: string): Promise<Seeds> {
     ['bmp24', bmp24(13, 7, r)],
     ['bmp8', bmp8(9, 5, r)],
   ]);
-  return { dir, checkpoints, cards, manifest: { json: manifest, images, labels }, images: imageSeeds, data };
+  const hubConfig = {
+    architecture: 'vit_tiny_patch16_224',
+    num_classes: 3,
+    model_args: { img_size: 8, patch_size: 4, embed_dim: 8, depth: 1, num_heads: 2 },
+    label_names: ['a', 'b', 'c'],
+    pretrained_cfg: { input_size: [3, 8, 8], interpolation: 'bicubic', crop_pct: 0.875, crop_mode: 'center', mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },
+  };
+  return { dir, checkpoints, cards, hubConfig, manifest: { json: manifest, images, labels }, images: imageSeeds, data };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -465,19 +474,29 @@ export class Fuzzer {
     });
   }
 
-  /** A mutated card: parsed, and if valid, a model built from it with random weights of its shapes. */
+  /**
+   * A mutated card, or a mutated hub folder config.json (every other case): parsed, and if valid, the
+   * model built from it with the tiny checkpoint of the original card's shapes.
+   */
   async cardCase(seed: number): Promise<void> {
     const r = rng(seed);
-    const [name, card] = pick(r, [...this.seeds.cards]);
+    const hub = seed % 2 === 1;
+    const [name, card] = hub ? ['vit', this.seeds.hubConfig] : pick(r, [...this.seeds.cards]);
     let doc = card;
     const edits = 1 + int(r, 3);
     for (let i = 0; i < edits; i++) doc = mutateJson(r, doc);
     const text = r() < 0.05 ? jsonText(doc).slice(0, int(r, 40)) : jsonText(doc);
+    const checkpoint = this.seeds.checkpoints.get(`${name}.safetensors`)!.bytes;
+    if (hub) {
+      const dir = path.join(this.seeds.dir, `hub${seed % 4}`);
+      fs.mkdirSync(dir, { recursive: true });
+      fs.writeFileSync(path.join(dir, 'config.json'), text);
+      fs.writeFileSync(path.join(dir, 'model.safetensors'), checkpoint);
+      await this.run('hub configs', seed, text.slice(0, 160), text.length, async () => openModel({ weights: dir }));
+      return;
+    }
     const file = this.scratchFile('card.json', Buffer.from(text));
-    await this.run('cards', seed, `${name}: ${text.slice(0, 160)}`, text.length, async () => {
-      const loaded = openModel({ weights: this.scratchFile(`${name}.safetensors`, this.seeds.checkpoints.get(`${name}.safetensors`)!.bytes), config: file });
-      return loaded;
-    });
+    await this.run('cards', seed, `${name}: ${text.slice(0, 160)}`, text.length, async () => openModel({ weights: this.scratchFile(`${name}.safetensors`, checkpoint), config: file }));
   }
 
   /** A mutated manifest (its JSON, or the size of its arrays): opened, and a few items loaded. */
