@@ -172,6 +172,8 @@ describe('bad cards', () => {
     bad(vitCard({ num_heads: 0 }), /timm_kwargs\.num_heads must be a positive integer, got 0/);
     bad(vitCard({ num_classes: -10 }), /timm_kwargs\.num_classes must be a positive integer, got -10/);
     bad(vitCard({ img_size: [32, 32] }), /timm_kwargs\.img_size must be a positive integer, got \[32,32\]/);
+    bad(vitCard({ depth: 1e308 }), /timm_kwargs\.depth 1e\+308 is larger than the 1000000 supported/); // found by fuzzing: an internal RangeError
+    bad(vitCard({ num_classes: 2 ** 40 }), /timm_kwargs\.num_classes 1099511627776 is larger than the 1000000 supported/);
     bad(vitCard({ mlp_ratio: 'four' }), /timm_kwargs\.mlp_ratio must be a positive number, got "four"/);
     bad(vitCard({ mlp_ratio: -4 }), /timm_kwargs\.mlp_ratio must be a positive number/);
     bad(vitCard({ qkv_bias: 'true' }), /timm_kwargs\.qkv_bias must be true or false, got "true"/);

@@ -19,6 +19,13 @@ const INFERENCE_NEUTRAL = new Set(['drop_rate', 'drop_path_rate', 'attn_drop_rat
 const VIT_KWARGS = new Set(['img_size', 'patch_size', 'in_chans', 'num_classes', 'embed_dim', 'depth', 'num_heads', 'mlp_ratio', 'qkv_bias', 'global_pool', 'class_token']);
 const SWIN_KWARGS = new Set(['img_size', 'patch_size', 'in_chans', 'num_classes', 'embed_dim', 'depths', 'num_heads', 'window_size', 'mlp_ratio', 'qkv_bias', 'global_pool']);
 
+/**
+ * Largest integer kwarg we accept (depth, widths, classes…): far above any timm model, and small enough
+ * that no count a card gives (1e308 is an integer too) can reach an array length limit before the
+ * checkpoint's tensors are compared with it.
+ */
+export const MAX_KWARG_INT = 1_000_000;
+
 function kwargsReader(kwargs: Kwargs, where: string, allowed: Set<string>) {
   for (const key of Object.keys(kwargs)) {
     if (!allowed.has(key) && !INFERENCE_NEUTRAL.has(key)) {
@@ -30,6 +37,7 @@ function kwargsReader(kwargs: Kwargs, where: string, allowed: Set<string>) {
     if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
       throw new Ptq4vitError(`${where}: timm_kwargs.${key} must be a positive integer, got ${JSON.stringify(kwargs[key])}`);
     }
+    if (v > MAX_KWARG_INT) throw new Ptq4vitError(`${where}: timm_kwargs.${key} ${v} is larger than the ${MAX_KWARG_INT} supported`);
     return v;
   };
   const intList = (key: string, fallback?: number[]): number[] => {
@@ -37,6 +45,7 @@ function kwargsReader(kwargs: Kwargs, where: string, allowed: Set<string>) {
     if (!Array.isArray(v) || v.length === 0 || v.some((d) => !Number.isInteger(d) || d <= 0)) {
       throw new Ptq4vitError(`${where}: timm_kwargs.${key} must be a list of positive integers, got ${JSON.stringify(kwargs[key])}`);
     }
+    if (v.length > 64 || v.some((d) => d > MAX_KWARG_INT)) throw new Ptq4vitError(`${where}: timm_kwargs.${key} ${JSON.stringify(v).slice(0, 80)} is larger than supported (at most 64 entries of at most ${MAX_KWARG_INT})`);
     return v as number[];
   };
   const number = (key: string, fallback: number): number => {
