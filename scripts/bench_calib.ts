@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { openDataset } from '../src/data/datasets.js';
-import { openModel } from '../src/models/load.js';
+import { openModel } from '../src/open.js';
 import { loadCalibration } from '../src/quant/calibset.js';
 import { calibrate } from '../src/quant/calibrate.js';
 import { methodConfig, type Method } from '../src/quant/methods.js';

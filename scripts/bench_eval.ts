@@ -8,7 +8,7 @@
 import path from 'node:path';
 import { openDataset } from '../src/data/datasets.js';
 import { evaluate } from '../src/eval/evaluate.js';
-import { openModel } from '../src/models/load.js';
+import { openModel } from '../src/open.js';
 import { loadCalibration } from '../src/quant/calibset.js';
 import { calibrate } from '../src/quant/calibrate.js';
 import { methodConfig } from '../src/quant/methods.js';

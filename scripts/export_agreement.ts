@@ -15,7 +15,7 @@ import path from 'node:path';
 import { openDataset } from '../src/data/datasets.js';
 import { evaluate, type EvalResult } from '../src/eval/evaluate.js';
 import { wholeModelGraph } from '../src/export/graph.js';
-import { openModel } from '../src/models/load.js';
+import { openModel } from '../src/open.js';
 import { machine, replaceSection } from './markdown.js';
 
 const quick = process.argv.includes('--quick');

@@ -2,6 +2,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
+import { writeFileAtomic } from '../src/io/safetensors.js';
 
 /** Replace the `## heading` section of a markdown file (or append it), keeping everything else. */
 export function replaceSection(file: string, heading: string, body: string, title = '# Benchmarks'): void {
@@ -10,11 +11,11 @@ export function replaceSection(file: string, heading: string, body: string, titl
   const section = `${marker}\n\n${body.trim()}\n`;
   const start = text.indexOf(marker);
   if (start < 0) {
-    fs.writeFileSync(file, `${text.trimEnd()}\n\n${section}`);
+    writeFileAtomic(file, Buffer.from(`${text.trimEnd()}\n\n${section}`));
     return;
   }
   const next = text.indexOf('\n## ', start + marker.length);
-  fs.writeFileSync(file, text.slice(0, start) + section + (next < 0 ? '' : text.slice(next)));
+  writeFileAtomic(file, Buffer.from(text.slice(0, start) + section + (next < 0 ? '' : text.slice(next))));
 }
 
 /** The machine line every benchmark section carries. */

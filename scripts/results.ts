@@ -14,7 +14,7 @@ import path from 'node:path';
 import { openDataset, type Dataset } from '../src/data/datasets.js';
 import { evaluate } from '../src/eval/evaluate.js';
 import type { LossKind } from '../src/grad/loss.js';
-import { openModel } from '../src/models/load.js';
+import { openModel } from '../src/open.js';
 import type { VisionModel } from '../src/models/types.js';
 import { loadCalibration } from '../src/quant/calibset.js';
 import { recordCalibration, searchAll, type CalibrationRecords } from '../src/quant/calibrate.js';

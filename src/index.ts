@@ -6,7 +6,7 @@ export { setOrtThreads } from './tensor/ort.js';
 export { fp32Runner, RecordingRunner } from './tensor/runner.js';
 export type { Arch, ModelSpec, Preprocess, QuantPoint, Runner, VisionModel } from './models/types.js';
 export { PRESETS, readCard, specFromCard, specFromPreset } from './models/config.js';
-export { buildModel, loadModel, openModel, type LoadedModel, type ModelSource } from './models/load.js';
+export { buildModel, loadModel, openModel, type LoadedModel, type ModelSource } from './open.js';
 export { VisionTransformer } from './models/vit.js';
 export { SwinTransformer } from './models/swin.js';
 export { openDataset, loadBatch, type Dataset, type DatasetKind, type OpenOptions } from './data/datasets.js';

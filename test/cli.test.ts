@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { repoRoot, runCli, scratchDir, sharedDir, showRun, type CliRun } from './helpers.js';
+import { bigPng } from './mutate.js';
 
 const MODEL = '../shared/models/vit_tiny_c10.safetensors';
 const CARD = '../shared/models/vit_tiny_c10.json';
@@ -106,6 +107,20 @@ describe('eval', () => {
     assert.equal(json.skipped, 1);
     assert.match(r.stdout, /1 unreadable skipped/);
     assert.match(r.stdout, /broken\.jpg/);
+  });
+
+  test('issue 9: a corrupt JPEG and a 15000×15000 PNG are skipped with reasons that say what is wrong', () => {
+    const root = oneImagePerClass();
+    const jpeg = fs.readFileSync(path.join(root, 'cat', 'good.jpg'));
+    fs.writeFileSync(path.join(root, 'cat', 'cut.jpg'), jpeg.subarray(0, 200));
+    fs.writeFileSync(path.join(root, 'dog', 'huge.png'), bigPng(15000, 15000));
+    const r = run('eval', '--model', MODEL, '--config', CARD, '--data', root, '--json');
+    assert.equal(r.status, 0, show(r));
+    const json = lastJson(r.stdout);
+    assert.equal(json.images, 10);
+    assert.equal(json.skipped, 2);
+    assert.match(r.stdout, /skipped .*cut\.jpg: corrupt JPEG data: \S.*\n/, show(r));
+    assert.match(r.stdout, /skipped .*huge\.png: image is 15000×15000 \(225\.0 megapixels\), above the limit of 89\.5 megapixels/, show(r));
   });
 
   test('--help exits 0 with the usage; eval --help lists its flags', () => {

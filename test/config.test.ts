@@ -5,10 +5,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { Ptq4vitError } from '../src/errors.js';
-import { PRESETS, readCard, specFromCard, specFromPreset } from '../src/models/config.js';
+import { cardFromSpec, PRESETS, readCard, specFromCard, specFromPreset } from '../src/models/config.js';
 import { resolveSpec } from '../src/models/load.js';
 import type { SwinArch, VitArch } from '../src/models/types.js';
-import { fixturesDir, sharedDir } from './helpers.js';
+import { fixturesDir, runCli, sharedDir, showRun } from './helpers.js';
 
 const modelsDir = path.join(sharedDir, 'models');
 const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'ptq4vit-config-'));
@@ -172,6 +172,8 @@ describe('bad cards', () => {
     bad(vitCard({ num_heads: 0 }), /timm_kwargs\.num_heads must be a positive integer, got 0/);
     bad(vitCard({ num_classes: -10 }), /timm_kwargs\.num_classes must be a positive integer, got -10/);
     bad(vitCard({ img_size: [32, 32] }), /timm_kwargs\.img_size must be a positive integer, got \[32,32\]/);
+    bad(vitCard({ depth: 1e308 }), /timm_kwargs\.depth 1e\+308 is larger than the 1000000 supported/); // found by fuzzing: an internal RangeError
+    bad(vitCard({ num_classes: 2 ** 40 }), /timm_kwargs\.num_classes 1099511627776 is larger than the 1000000 supported/);
     bad(vitCard({ mlp_ratio: 'four' }), /timm_kwargs\.mlp_ratio must be a positive number, got "four"/);
     bad(vitCard({ mlp_ratio: -4 }), /timm_kwargs\.mlp_ratio must be a positive number/);
     bad(vitCard({ qkv_bias: 'true' }), /timm_kwargs\.qkv_bias must be true or false, got "true"/);
@@ -202,8 +204,51 @@ describe('bad cards', () => {
   });
 
   test('bad crop_pct', () => {
-    for (const crop of [0, -0.5, 1.5, '0.9', [0.9]]) bad(vitCard({}, { crop_pct: crop }), new RegExp(`crop_pct must be in \\(0, 1\\], got ${JSON.stringify(crop).replace(/[.[\]]/g, '\\$&')}`));
+    for (const crop of [0, -0.5, 1.5, '0.9', [0.9], 1e-320, 0.2]) bad(vitCard({}, { crop_pct: crop }), new RegExp(`crop_pct must be in \\[0\\.25, 1\\], got ${JSON.stringify(crop).replace(/[.[\]]/g, '\\$&')}`));
     assert.equal(specFromCard(vitCard({}, { crop_pct: 0.875 }), 'my.json').preprocess.cropPct, 0.875);
+  });
+});
+
+describe('geometry checks (issue 9: num_heads 5 with embed_dim 192 was an internal error)', () => {
+  const bad = (card: unknown, pattern: RegExp): void => assertError(() => specFromCard(card, 'my.json'), new RegExp(`^my\\.json: ${pattern.source}`));
+  const swin = (kwargs: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({ timm_class: 'SwinTransformer', timm_kwargs: { img_size: 224, ...kwargs }, ...extra });
+  test('ViT: num_heads must divide embed_dim; img_size a multiple of patch_size; bounded input', () => {
+    bad(vitCard({ num_heads: 5 }), /timm_kwargs\.num_heads 5 must divide timm_kwargs\.embed_dim 192/);
+    bad(vitCard({ num_heads: 7, embed_dim: 192 }), /timm_kwargs\.num_heads 7 must divide timm_kwargs\.embed_dim 192/);
+    bad(vitCard({ img_size: 30 }, { input_size: [3, 30, 30] }), /timm_kwargs\.img_size 30 is not a multiple of timm_kwargs\.patch_size 4/);
+    bad(vitCard({ img_size: 100000 }, { input_size: [3, 100000, 100000] }), /timm_kwargs\.img_size 100000 is larger than the 2048 supported/);
+    bad(vitCard({ img_size: 2048, patch_size: 2 }, { input_size: [3, 2048, 2048] }), /timm_kwargs\.img_size 2048 \/ patch_size 2 gives 1048576 patches, more than the 4096 supported/);
+    assert.equal((specFromCard(vitCard({ num_heads: 4 }), 'my.json').arch as VitArch).numHeads, 4);
+  });
+
+  test('Swin: every stage width embed_dim·2^i divisible by its heads; merges need even grids', () => {
+    bad(swin({ embed_dim: 96, num_heads: [3, 6, 12, 25] }), /timm_kwargs\.num_heads\[3\] = 25 must divide stage 3's width 768 \(embed_dim 96 × 2\^3\)/);
+    bad(swin({ embed_dim: 96, num_heads: [5, 6, 12, 24] }), /timm_kwargs\.num_heads\[0\] = 5 must divide stage 0's width 96/);
+    bad(swin({ img_size: 36 }, { input_size: [3, 36, 36] }), /timm_kwargs\.img_size 36: stage 1 would merge an odd 9×9 patch grid \(img_size \/ patch_size must be divisible by 8\)/);
+  });
+
+  test('through the CLI: exit 2 naming the field, not an internal error', () => {
+    const card = writeCard(vitCard({ num_heads: 5 }));
+    const r = runCli(['eval', '--model', path.join(modelsDir, 'vit_tiny_c10.safetensors'), '--config', card, '--data', path.join(sharedDir, 'data', 'cifar10', 'test1k.json'), '--limit', '8']);
+    assert.equal(r.status, 2, showRun(r));
+    assert.match(r.stderr.split('\n')[0], /^ptq4vit: error: .*card\d+\.json: timm_kwargs\.num_heads 5 must divide timm_kwargs\.embed_dim 192/, showRun(r));
+  });
+});
+
+describe('cardFromSpec (how a quantized file stores its spec)', () => {
+  test('specFromCard(cardFromSpec(spec)) is the spec, for every preset and the real cards', () => {
+    const specs = Object.keys(PRESETS).map((name) => specFromPreset(name));
+    for (const f of ['vit_tiny_c10.json', 'swin_micro_c10.json']) if (fs.existsSync(path.join(modelsDir, f))) specs.push(readCard(path.join(modelsDir, f)));
+    for (const spec of specs) assert.deepEqual(specFromCard(JSON.parse(JSON.stringify(cardFromSpec(spec))), 'x'), { ...spec, timmClass: spec.timmClass }, spec.name);
+  });
+
+  test('label_names (a hub folder\'s class names) travel in the card; a wrong count is refused', () => {
+    const names = Array.from({ length: 10 }, (_, i) => `class ${i}`);
+    const spec = specFromCard(vitCard({}, { label_names: names }), 'my.json');
+    assert.deepEqual(spec.labelNames, names);
+    assert.deepEqual(specFromCard(JSON.parse(JSON.stringify(cardFromSpec(spec))), 'x'), spec);
+    assertError(() => specFromCard(vitCard({}, { label_names: names.slice(1) }), 'my.json'), /^my\.json: label_names must be a list of 10 class names \(num_classes\)/);
+    assertError(() => specFromCard(vitCard({}, { label_names: [...names.slice(1), 3] }), 'my.json'), /label_names must be a list of 10 class names/);
   });
 });
 

@@ -14,6 +14,7 @@ import { Ptq4vitError } from '../src/errors.js';
 import { SafeTensors } from '../src/io/safetensors.js';
 import type { Preprocess } from '../src/models/types.js';
 import { fixturesDir, repoRoot, scratchDir, sharedDir } from './helpers.js';
+import { bigPng } from './mutate.js';
 
 const assetsDir = path.join(repoRoot, 'test', 'assets');
 const cifarDir = path.join(sharedDir, 'data', 'cifar10');
@@ -524,5 +525,60 @@ describe('raw-uint8-hwc manifests', () => {
     const img = await (await openDataset(file)).image(1);
     assert.deepEqual(Array.from(img.data.subarray(0, 6)), [6, 6, 6, 7, 7, 7]);
     assert.equal(img.data.length, 18);
+  });
+});
+
+describe('issue 9: a pixel limit of our own, and decoder failures that say what is wrong', () => {
+  test('a valid 15000×15000 PNG is skipped from its header, quickly, with the size and the limit', async () => {
+    const file = path.join(tmpDir(), 'huge.png');
+    fs.writeFileSync(file, bigPng(15000, 15000));
+    const start = performance.now();
+    await assert.rejects(decodeImage(file), (e: unknown) => {
+      assert.ok(e instanceof ImageDecodeError, String(e));
+      assert.match(e.reason, /^image is 15000×15000 \(225\.0 megapixels\), above the limit of 89\.5 megapixels for one image/);
+      return true;
+    });
+    const ms = performance.now() - start;
+    assert.ok(ms < 2000, `refused from the header, not decoded: ${ms.toFixed(0)} ms`);
+    // Just under the limit still decodes (9000×9000 = 81 MP).
+    const ok = path.join(tmpDir(), 'ok.png');
+    fs.writeFileSync(ok, bigPng(9000, 9000));
+    const img = await decodeImage(ok);
+    assert.deepEqual([img.width, img.height, Array.from(img.data.subarray(0, 3))], [9000, 9000, [10, 20, 30]]);
+  });
+
+  test('a BMP header claiming 20000×20000 pixels is refused before anything is allocated', async () => {
+    const header = Buffer.alloc(54);
+    header.write('BM', 0, 'ascii');
+    header.writeUInt32LE(54, 10);
+    header.writeUInt32LE(40, 14);
+    header.writeInt32LE(20000, 18);
+    header.writeInt32LE(20000, 22);
+    header.writeUInt16LE(1, 26);
+    header.writeUInt16LE(24, 28);
+    const file = path.join(tmpDir(), 'huge.bmp');
+    fs.writeFileSync(file, header);
+    await assert.rejects(decodeImage(file), (e: unknown) => e instanceof ImageDecodeError && /^image is 20000×20000 \(400\.0 megapixels\), above the limit/.test(e.reason));
+  });
+
+  test('48 corrupt JPEGs decoded at once: every reason says what is wrong (no empty "corrupt header:")', async () => {
+    const dir = tmpDir();
+    const jpegDir = path.join(cifarDir, 'jpeg_sample', 'cat');
+    const good = fs.readFileSync(path.join(jpegDir, fs.readdirSync(jpegDir).sort()[0]));
+    const files = Array.from({ length: 48 }, (_, k) => {
+      const bad = Buffer.from(good);
+      bad.fill(0xab, 4, 30 + (k % 5)); // destroys the APP0 segment: libjpeg stops at a premature end
+      const f = path.join(dir, `bad${k}.jpg`);
+      fs.writeFileSync(f, bad);
+      return f;
+    });
+    const results = await Promise.allSettled(files.map((f) => decodeImage(f)));
+    for (const r of results) {
+      assert.equal(r.status, 'rejected');
+      const e = (r as PromiseRejectedResult).reason as ImageDecodeError;
+      assert.ok(e instanceof ImageDecodeError, String(e));
+      assert.ok(!/:\s*$/.test(e.reason), `reason ends in an empty detail: ${JSON.stringify(e.reason)}`);
+      assert.match(e.reason, /^corrupt JPEG data: \S/, e.reason);
+    }
   });
 });

@@ -10,7 +10,7 @@ import { describe, test } from 'node:test';
 import { Ptq4vitError } from '../src/errors.js';
 import { readCard } from '../src/models/config.js';
 import { specFromHubConfig } from '../src/models/hub.js';
-import { openModel } from '../src/models/load.js';
+import { openModel } from '../src/open.js';
 import { runCli, scratchDir, sharedDir, showRun, type CliRun } from './helpers.js';
 
 const modelsDir = path.join(sharedDir, 'models');
@@ -163,7 +163,8 @@ describe('hub folder errors: exit 2, the file and field named', () => {
       [{}, { input_size: [3, 224, 224], fixed_input_size: false }, /pretrained_cfg\.input_size \[3,224,224\] does not match the architecture's \[3, 32, 32\]/],
       [{}, { mean: [0.5, 0.5] }, /pretrained_cfg\.mean must be a list of 3 numbers/],
       [{}, { std: [0.5, 0, 0.5] }, /pretrained_cfg\.std values must be positive/],
-      [{}, { crop_pct: 1.5 }, /pretrained_cfg\.crop_pct must be in \(0, 1\], got 1\.5/],
+      [{}, { crop_pct: 1.5 }, /pretrained_cfg\.crop_pct must be in \[0\.25, 1\], got 1\.5/],
+      [{}, { crop_pct: 1e-320 }, /pretrained_cfg\.crop_pct must be in \[0\.25, 1\], got 1e-320/],
       [{}, { crop_mode: 'squash' }, /pretrained_cfg\.crop_mode "squash" is not supported \(only "center"\)/],
       [{}, { interpolation: 'nearest' }, /pretrained_cfg\.interpolation must be "bicubic" or "bilinear", got "nearest"/],
     ];

@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 import { loadBatch, openDataset } from '../src/data/datasets.js';
-import { loadModel } from '../src/models/load.js';
+import { loadModel } from '../src/open.js';
 import { sharedDir } from './helpers.js';
 
 const TOLERANCE = 1e-2;

@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 import { SafeTensors } from '../src/io/safetensors.js';
-import { QUANTIZED_FORMAT } from '../src/quant/file.js';
+import { parseMetadata, QUANTIZED_FORMAT } from '../src/quant/file.js';
 import type { PointQuant } from '../src/quant/params.js';
 import { repoRoot, runCli, scratchDir, showRun, type CliRun } from './helpers.js';
 
@@ -57,7 +57,7 @@ function readQuantFile(file: string): QuantFile {
   for (const key of ['ptq4vit.spec', 'ptq4vit.quant', 'ptq4vit.provenance']) assert.equal(typeof st.metadata[key], 'string', `metadata ${key}`);
   return {
     st,
-    points: JSON.parse(st.metadata['ptq4vit.quant']) as PointQuant[],
+    points: parseMetadata(st.metadata, file).points,
     provenance: JSON.parse(st.metadata['ptq4vit.provenance']) as Record<string, unknown>,
     spec: JSON.parse(st.metadata['ptq4vit.spec']) as { name: string },
   };
@@ -307,6 +307,95 @@ describe('user errors: exit 2, one clear message, no stack trace, nothing writte
       assert.match(r.stderr.split('\n')[0], new RegExp(`^ptq4vit: error: --out .* would overwrite the --${flag} file`), show(r));
       assert.ok(fs.readFileSync(path.join(repoRoot, file)).equals(before), `${file} unchanged`);
     }
+  });
+
+  /**
+   * Issue 9: the same-file check compared resolved path strings, so an --out reaching an input through
+   * a symbolic link (or a hard link) passed, and the quantized file replaced the input checkpoint.
+   */
+  describe('--out reaching an input through a link: refused, every input untouched', () => {
+    /** A private copy of the model, card and calibration manifest (never the repository's files). */
+    function inputs(): { dir: string; model: string; card: string; calib: string; images: string } {
+      const dir = tmpDir();
+      fs.copyFileSync(path.join(repoRoot, MODEL), path.join(dir, 'm.safetensors'));
+      fs.copyFileSync(path.join(repoRoot, CARD), path.join(dir, 'card.json'));
+      const calibDir = path.join(repoRoot, path.dirname(CALIB));
+      for (const f of fs.readdirSync(calibDir)) fs.copyFileSync(path.join(calibDir, f), path.join(dir, f));
+      const manifest = JSON.parse(fs.readFileSync(path.join(dir, path.basename(CALIB)), 'utf8')) as { images: string };
+      return { dir, model: path.join(dir, 'm.safetensors'), card: path.join(dir, 'card.json'), calib: path.join(dir, path.basename(CALIB)), images: path.join(dir, manifest.images) };
+    }
+
+    function refusedKeepingInputs(pattern: RegExp, i: ReturnType<typeof inputs>, out: string, model = i.model, calib = i.calib): void {
+      const before = new Map([i.model, i.card, i.calib, i.images].map((f) => [f, fs.readFileSync(f)]));
+      const listing = fs.readdirSync(i.dir).sort();
+      const r = run('quantize', '--model', model, '--config', i.card, '--calib', calib, '--method', 'base', '--calib-size', '2', '--n', '2', '--out', out);
+      assert.equal(r.status, 2, show(r));
+      assert.match(r.stderr.split('\n')[0], pattern, show(r));
+      assert.ok(!r.stderr.includes('internal error') && !r.stderr.includes('    at '), show(r));
+      for (const [f, bytes] of before) assert.ok(fs.readFileSync(f).equals(bytes), `${f} unchanged`);
+      assert.deepEqual(fs.readdirSync(i.dir).sort(), listing, 'no file added beside the inputs (no temporary either)');
+    }
+
+    test('--out through a linked directory names the input checkpoint', () => {
+      const i = inputs();
+      const link = path.join(tmpDir(), 'linked');
+      fs.symlinkSync(i.dir, link);
+      refusedKeepingInputs(/^ptq4vit: error: --out .* would overwrite the input checkpoint/, i, path.join(link, 'm.safetensors'));
+    });
+
+    test('--model given as a symbolic link, --out naming the real checkpoint', () => {
+      const i = inputs();
+      const link = path.join(tmpDir(), 'link.safetensors');
+      fs.symlinkSync(i.model, link);
+      refusedKeepingInputs(/^ptq4vit: error: --out .* would overwrite the input checkpoint/, i, i.model, link);
+    });
+
+    test('--out a symbolic link to the checkpoint, and a hard link to it', () => {
+      const i = inputs();
+      const soft = path.join(tmpDir(), 'soft.safetensors');
+      fs.symlinkSync(i.model, soft);
+      refusedKeepingInputs(/^ptq4vit: error: --out .* would overwrite the input checkpoint/, i, soft);
+      const hard = path.join(tmpDir(), 'hard.safetensors');
+      fs.linkSync(i.model, hard);
+      refusedKeepingInputs(/^ptq4vit: error: --out .* would overwrite the input checkpoint/, i, hard);
+    });
+
+    test('--out reaching the card, the manifest, or the raw images the manifest names, through a link', () => {
+      const i = inputs();
+      const link = path.join(tmpDir(), 'linked');
+      fs.symlinkSync(i.dir, link);
+      refusedKeepingInputs(/would overwrite the --config file/, i, path.join(link, 'card.json'));
+      refusedKeepingInputs(/would overwrite the --calib file/, i, path.join(link, path.basename(CALIB)));
+      refusedKeepingInputs(/would overwrite the --calib manifest's images file/, i, path.join(link, path.basename(i.images)));
+      refusedKeepingInputs(/would overwrite the --calib manifest's images file/, i, i.images);
+    });
+
+    test('--out naming an image inside the --calib folder', () => {
+      const i = inputs();
+      const folder = tmpDir();
+      const jpegs = path.join(repoRoot, '..', 'shared', 'data', 'cifar10', 'jpeg_sample');
+      if (!fs.existsSync(jpegs)) return;
+      for (const cls of fs.readdirSync(jpegs)) {
+        fs.mkdirSync(path.join(folder, cls));
+        const f = fs.readdirSync(path.join(jpegs, cls)).sort()[0];
+        fs.copyFileSync(path.join(jpegs, cls, f), path.join(folder, cls, 'a.jpg'));
+      }
+      const cat = path.join(folder, 'cat', 'a.jpg');
+      const before = fs.readFileSync(cat);
+      const r = run('quantize', '--model', i.model, '--config', i.card, '--calib', folder, '--out', cat);
+      assert.equal(r.status, 2, show(r));
+      assert.match(r.stderr.split('\n')[0], /would overwrite a file inside the --calib folder/, show(r));
+      assert.ok(fs.readFileSync(cat).equals(before));
+      // An image list (unlabeled calibration): --out naming a listed image, through a linked directory.
+      const list = path.join(tmpDir(), 'list.txt');
+      fs.writeFileSync(list, `${path.join(folder, 'dog', 'a.jpg')}\n${cat}\n`);
+      const link = path.join(tmpDir(), 'linked');
+      fs.symlinkSync(path.join(folder, 'cat'), link);
+      const viaList = run('quantize', '--model', i.model, '--config', i.card, '--calib', list, '--out', path.join(link, 'a.jpg'));
+      assert.equal(viaList.status, 2, show(viaList));
+      assert.match(viaList.stderr.split('\n')[0], /would overwrite the image listed in --calib/, show(viaList));
+      assert.ok(fs.readFileSync(cat).equals(before));
+    });
   });
 
   test('unknown --method, --loss bogus, --softmax-r2 bogus', () => {

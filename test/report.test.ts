@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { openModel } from '../src/models/load.js';
+import { openModel } from '../src/open.js';
 import { histogram, rangesOf } from '../src/report/collect.js';
 import { renderReport, type RunSummary } from '../src/report/html.js';
 import { CHROMIUM, chartStates, openInChromium, type OpenedPage } from './browser.js';

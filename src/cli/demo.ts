@@ -10,7 +10,7 @@ import { openDataset } from '../data/datasets.js';
 import { evaluate } from '../eval/evaluate.js';
 import { exportOnnx } from '../export/onnx.js';
 import { OnnxModel } from '../export/runtime.js';
-import { openModel } from '../models/load.js';
+import { openModel } from '../open.js';
 import { loadCalibration } from '../quant/calibset.js';
 import { recordCalibration, searchAll } from '../quant/calibrate.js';
 import { methodConfig } from '../quant/methods.js';

@@ -7,7 +7,7 @@ import { writeHfDir } from '../export/hfdir.js';
 import { exportOnnx } from '../export/onnx.js';
 import { writeFileAtomic } from '../io/safetensors.js';
 import { locateModel } from '../models/hub.js';
-import { openModel } from '../models/load.js';
+import { openModel } from '../open.js';
 import { applyCommon, commandHelp, parse, requireFlag, type CommandSpec } from './args.js';
 import { describeQuantization } from './describe.js';
 import { printReport } from './report.js';

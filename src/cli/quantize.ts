@@ -6,16 +6,17 @@ import { Ptq4vitError } from '../errors.js';
 import { evaluate, type EvalResult } from '../eval/evaluate.js';
 import { LOSS_KINDS, type LossKind } from '../grad/loss.js';
 import { locateModel } from '../models/hub.js';
-import { openModel } from '../models/load.js';
+import { openModel } from '../open.js';
 import type { VisionModel } from '../models/types.js';
 import { loadCalibration } from '../quant/calibset.js';
 import { recordCalibration, searchAll, type CalibrationOptions } from '../quant/calibrate.js';
-import { saveQuantizedModel } from '../quant/file.js';
+import { checkSpecStorable, saveQuantizedModel } from '../quant/file.js';
 import { methodConfig, METHODS, type Method } from '../quant/methods.js';
 import type { PointQuant } from '../quant/params.js';
 import { QuantRunner } from '../quant/runner.js';
 import { applyCommon, commandHelp, intFlag, numberFlag, parse, requireFlag, type CommandSpec, type FlagTable, type Values } from './args.js';
 import { checkClasses, describeQuantization, percent } from './describe.js';
+import { checkOutputNotInput, datasetInputs, type InputPath } from './paths.js';
 import { ProgressBar } from './progress.js';
 import { printReport } from './report.js';
 import { ReportCollector } from '../report/collect.js';
@@ -111,14 +112,16 @@ export function calibrationOptions(v: Values, method: Method): CalibrationOption
   return opts;
 }
 
-/** Fail before minutes of calibration if the output cannot be written, or would overwrite the input. */
+/** Fail before minutes of calibration if the output cannot be written, or would overwrite an input. */
 function checkOutput(out: string, input: string, others: Values): void {
-  if (path.resolve(out) === path.resolve(input)) throw new Ptq4vitError(`--out ${out} would overwrite the input checkpoint`);
   // A tab-completed --out naming the card or a manifest would silently replace it with a safetensors file.
-  for (const flag of ['config', 'calib', 'eval']) {
+  const inputs: InputPath[] = [{ what: 'input checkpoint', path: input }];
+  if (typeof others.config === 'string') inputs.push({ what: '--config file', path: others.config });
+  for (const flag of ['calib', 'eval']) {
     const p = others[flag];
-    if (typeof p === 'string' && path.resolve(out) === path.resolve(p)) throw new Ptq4vitError(`--out ${out} would overwrite the --${flag} file`);
+    if (typeof p === 'string') inputs.push(...datasetInputs(flag, p, { listEntries: fs.existsSync(out) }));
   }
+  checkOutputNotInput(out, inputs);
   const dir = path.dirname(path.resolve(out));
   try {
     if (!fs.statSync(dir).isDirectory()) throw new Error('not a directory');
@@ -207,6 +210,7 @@ export async function runQuantize(args: string[]): Promise<void> {
   const loaded = openModel({ weights, config: v.config as string | undefined, arch: v.arch as string | undefined });
   if (loaded.quantized) throw new Ptq4vitError(`${weights} is already a quantized model; quantize the float checkpoint`);
   const { model } = loaded;
+  checkSpecStorable(model.spec);
   const evalData = v.eval === undefined ? null : await openDataset(v.eval as string);
   const calib = await openDataset(calibPath, { allowUnlabeled: true });
   if (evalData) checkClasses(evalData, model.spec.arch.numClasses);

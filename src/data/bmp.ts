@@ -3,7 +3,7 @@
  * ImageFolder accepts .bmp, so the common uncompressed variants are decoded here (as PIL reads them).
  */
 import { Ptq4vitError } from '../errors.js';
-import type { RgbImage } from './decode.js';
+import { checkPixelLimit, type RgbImage } from './decode.js';
 
 const BI_RGB = 0;
 
@@ -53,6 +53,7 @@ function parseHeader(bytes: Uint8Array, bad: (why: string) => never): BmpHeader 
     bad(`unsupported BMP variant (compression ${compression}, ${bits} bits per pixel); only uncompressed 1/4/8/24/32-bit bitmaps are read`);
   }
   if (width <= 0 || rawHeight === 0) bad(`BMP has invalid size ${width}x${rawHeight}`);
+  checkPixelLimit(width, Math.abs(rawHeight));
   const colorsUsed = os2 ? 0 : view.getUint32(46, true);
   const palette = bits <= 8 ? readPalette(bytes, 14 + infoSize, colorsUsed || 1 << bits, os2 ? 3 : 4, bad) : new Uint8Array(0);
   return { width, height: Math.abs(rawHeight), topDown: rawHeight < 0, bits, pixelOffset, palette };

@@ -35,7 +35,22 @@ const SUPPORTED_FORMATS = new Set(['jpeg', 'png', 'webp', 'gif']);
  * ICC profiles are ignored because PIL ignores them; 'truncated' because PIL also refuses truncated
  * files but tolerates libjpeg warnings such as extraneous bytes before a marker.
  */
-const SHARP_OPTIONS = { ignoreIcc: true, autoOrient: false, failOn: 'truncated' } as const;
+/**
+ * Largest image we decode, in pixels: PIL's MAX_IMAGE_PIXELS (1024³/4/3, where PIL starts warning of a
+ * decompression bomb). A 15000×15000 PNG would otherwise take 872 MB and seconds for one picture that
+ * the eval transform shrinks to 224×224 anyway. Checked from the header, before any pixel is decoded.
+ */
+export const MAX_IMAGE_PIXELS = 89_478_485;
+
+const SHARP_OPTIONS = { ignoreIcc: true, autoOrient: false, failOn: 'truncated', limitInputPixels: MAX_IMAGE_PIXELS } as const;
+
+/** Throws (a Ptq4vitError, reason only) if width×height is above MAX_IMAGE_PIXELS. */
+export function checkPixelLimit(width: number, height: number): void {
+  const pixels = width * height;
+  if (pixels > MAX_IMAGE_PIXELS) {
+    throw new Ptq4vitError(`image is ${width}×${height} (${(pixels / 1e6).toFixed(1)} megapixels), above the limit of ${(MAX_IMAGE_PIXELS / 1e6).toFixed(1)} megapixels for one image (PIL's MAX_IMAGE_PIXELS); skipped without decoding`);
+  }
+}
 
 export async function decodeImage(file: string): Promise<RgbImage> {
   const bytes = await readBytes(file);
@@ -43,8 +58,48 @@ export async function decodeImage(file: string): Promise<RgbImage> {
     return isBmp(bytes) ? decodeBmp(bytes) : await decodeWithSharp(bytes);
   } catch (e) {
     if (e instanceof Ptq4vitError) throw new ImageDecodeError(file, e.message);
-    throw new ImageDecodeError(file, firstLine(e));
+    throw new ImageDecodeError(file, await describeDecodeFailure(bytes, e));
   }
+}
+
+/** What a file's first bytes say it is, for messages. */
+function sniffFormat(bytes: Uint8Array): string {
+  const ascii = (from: number, to: number) => String.fromCharCode(...bytes.subarray(from, to));
+  if (bytes[0] === 0xff && bytes[1] === 0xd8) return 'JPEG';
+  if (bytes[0] === 0x89 && ascii(1, 4) === 'PNG') return 'PNG';
+  if (ascii(0, 4) === 'RIFF' && ascii(8, 12) === 'WEBP') return 'WebP';
+  if (ascii(0, 3) === 'GIF') return 'GIF';
+  return 'image';
+}
+
+/** One decode at a time: used to re-ask libvips for an error whose text a concurrent failure took. */
+let serialQueue: Promise<unknown> = Promise.resolve();
+function serialized<T>(task: () => Promise<T>): Promise<T> {
+  const run = serialQueue.then(task, task);
+  serialQueue = run.catch(() => undefined);
+  return run;
+}
+
+/**
+ * sharp's message for a decoder failure, made to say what is wrong. libvips keeps its error text in one
+ * buffer shared by all threads, so with several images decoding at once one failure can take another's
+ * text and leave it "Input buffer has corrupt header: " with nothing after. Such a failure is decoded
+ * again on its own to get its own text; the format sniffed from the bytes is named either way.
+ */
+async function describeDecodeFailure(bytes: Uint8Array, e: unknown): Promise<string> {
+  let detail = firstLine(e);
+  if (/:\s*$/.test(detail) || detail === UNKNOWN) {
+    try {
+      await serialized(() => decodeWithSharp(bytes));
+    } catch (again) {
+      if (!(again instanceof Ptq4vitError)) detail = firstLine(again);
+    }
+  }
+  const format = sniffFormat(bytes);
+  const m = /^Input (?:buffer|file) has corrupt header:\s*(?:Vips\w+:\s*)?(.*)$/.exec(detail);
+  if (m) return `corrupt ${format} data: ${m[1] || `the decoder gave no detail (${bytes.length} bytes)`}`;
+  if (/^Input image exceeds pixel limit/.test(detail)) return `${format} is larger than the ${(MAX_IMAGE_PIXELS / 1e6).toFixed(1)}-megapixel limit for one image; skipped without decoding`;
+  return detail.replace(/^(Vips\w+):\s*/, `corrupt ${format} data: `);
 }
 
 async function readBytes(file: string): Promise<Uint8Array> {
@@ -57,10 +112,12 @@ async function readBytes(file: string): Promise<Uint8Array> {
 }
 
 async function decodeWithSharp(bytes: Uint8Array): Promise<RgbImage> {
-  const meta = await sharp(bytes, SHARP_OPTIONS).metadata();
+  // The header alone (no limit, so it reports the size); the decode below keeps sharp's limit as a backstop.
+  const meta = await sharp(bytes, { ...SHARP_OPTIONS, limitInputPixels: false }).metadata();
   if (!SUPPORTED_FORMATS.has(meta.format)) {
     throw new Ptq4vitError(`${meta.format} images are not supported (expected JPEG, PNG, WebP, GIF or BMP)`);
   }
+  checkPixelLimit(meta.width ?? 0, meta.height ?? 0);
   if (meta.format === 'png' && isGrey16Png(bytes)) return decodeGrey16(bytes);
   if (meta.space === 'cmyk') return decodeCmyk(bytes);
   // sharp narrows 16-bit RGB(A) and gray+alpha by keeping the high byte, exactly as PIL's ";16B" unpackers do.
@@ -140,7 +197,8 @@ export function grayToRgb(gray: Uint8Array): Uint8Array {
 }
 
 /** sharp's messages can span lines (libvips appends its error log); the first line says what failed. */
+const UNKNOWN = 'unknown decoder error';
 function firstLine(e: unknown): string {
   const message = e instanceof Error ? e.message : String(e);
-  return message.split('\n')[0].trim() || 'unknown decoder error';
+  return message.split('\n')[0].trim() || UNKNOWN;
 }

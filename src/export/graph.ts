@@ -1,6 +1,6 @@
 /** A loaded model (float checkpoint or quantized file) as one whole-model onnxruntime session. */
 import { Ptq4vitError } from '../errors.js';
-import type { LoadedModel } from '../models/load.js';
+import type { LoadedModel } from '../open.js';
 import { DequantizedSource } from '../quant/file.js';
 import { exportOnnx, type ExportOptions } from './onnx.js';
 import type { WeightCodes } from './products.js';

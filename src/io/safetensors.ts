@@ -259,16 +259,84 @@ export function encodeSafetensors(tensors: Record<string, TensorToWrite>, metada
   return out;
 }
 
-/** Write atomically: a temporary file in the same directory, then rename, so readers never see half a file. */
-export function writeFileAtomic(file: string, bytes: Uint8Array): void {
+/** Temporary files being written right now: removed if the process is interrupted. */
+const pendingTemps = new Set<string>();
+let cleanupInstalled = false;
+
+function removePendingTemps(): void {
+  for (const tmp of pendingTemps) fs.rmSync(tmp, { force: true });
+  pendingTemps.clear();
+}
+
+/**
+ * On SIGINT/SIGTERM/SIGHUP remove our temporary files, then die of the signal as if we had no handler
+ * (unless the application has handlers of its own, which then decide). Installed on the first atomic
+ * write and kept: a listener removed again right after a write could swallow a Ctrl-C pressed during it.
+ * While a listener exists Node delivers the signal between JavaScript tasks, so a synchronous write +
+ * rename always completes or has not started when the handler runs.
+ */
+function installSignalCleanup(): void {
+  if (cleanupInstalled) return;
+  cleanupInstalled = true;
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    const onSignal = (): void => {
+      removePendingTemps();
+      if (process.listenerCount(signal) === 1) {
+        process.removeListener(signal, onSignal);
+        process.kill(process.pid, signal);
+      }
+    };
+    process.on(signal, onSignal);
+  }
+  process.on('exit', removePendingTemps);
+}
+
+const tempName = (file: string, pid: number): string => path.join(path.dirname(path.resolve(file)), `.${path.basename(file)}.${pid}.tmp`);
+
+/** Temporaries of this file left by a process that no longer runs (killed by SIGKILL, or a power cut). */
+function removeStaleTemps(file: string): void {
   const dir = path.dirname(path.resolve(file));
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.tmp`);
+  const prefix = `.${path.basename(file)}.`;
+  let names: string[];
   try {
-    fs.writeFileSync(tmp, bytes);
+    names = fs.readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const m = name.startsWith(prefix) ? /^(\d+)\.tmp$/.exec(name.slice(prefix.length)) : null;
+    if (!m || Number(m[1]) === process.pid) continue;
+    try {
+      process.kill(Number(m[1]), 0);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ESRCH') fs.rmSync(path.join(dir, name), { force: true });
+    }
+  }
+}
+
+/**
+ * Write atomically: a temporary file in the same directory, flushed to disk, then renamed over the
+ * destination, so readers never see half a file — not after an error, a signal or a SIGKILL.
+ */
+export function writeFileAtomic(file: string, bytes: Uint8Array): void {
+  installSignalCleanup();
+  removeStaleTemps(file);
+  const tmp = tempName(file, process.pid);
+  pendingTemps.add(tmp);
+  try {
+    const fd = fs.openSync(tmp, 'w');
+    try {
+      fs.writeSync(fd, bytes);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
     fs.renameSync(tmp, file);
   } catch (e) {
     fs.rmSync(tmp, { force: true });
     throw new Ptq4vitError(`cannot write ${file}: ${describeFsError(e)}`);
+  } finally {
+    pendingTemps.delete(tmp);
   }
 }
 

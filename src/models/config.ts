@@ -19,6 +19,13 @@ const INFERENCE_NEUTRAL = new Set(['drop_rate', 'drop_path_rate', 'attn_drop_rat
 const VIT_KWARGS = new Set(['img_size', 'patch_size', 'in_chans', 'num_classes', 'embed_dim', 'depth', 'num_heads', 'mlp_ratio', 'qkv_bias', 'global_pool', 'class_token']);
 const SWIN_KWARGS = new Set(['img_size', 'patch_size', 'in_chans', 'num_classes', 'embed_dim', 'depths', 'num_heads', 'window_size', 'mlp_ratio', 'qkv_bias', 'global_pool']);
 
+/**
+ * Largest integer kwarg we accept (depth, widths, classes…): far above any timm model, and small enough
+ * that no count a card gives (1e308 is an integer too) can reach an array length limit before the
+ * checkpoint's tensors are compared with it.
+ */
+export const MAX_KWARG_INT = 1_000_000;
+
 function kwargsReader(kwargs: Kwargs, where: string, allowed: Set<string>) {
   for (const key of Object.keys(kwargs)) {
     if (!allowed.has(key) && !INFERENCE_NEUTRAL.has(key)) {
@@ -30,6 +37,7 @@ function kwargsReader(kwargs: Kwargs, where: string, allowed: Set<string>) {
     if (typeof v !== 'number' || !Number.isInteger(v) || v <= 0) {
       throw new Ptq4vitError(`${where}: timm_kwargs.${key} must be a positive integer, got ${JSON.stringify(kwargs[key])}`);
     }
+    if (v > MAX_KWARG_INT) throw new Ptq4vitError(`${where}: timm_kwargs.${key} ${v} is larger than the ${MAX_KWARG_INT} supported`);
     return v;
   };
   const intList = (key: string, fallback?: number[]): number[] => {
@@ -37,6 +45,7 @@ function kwargsReader(kwargs: Kwargs, where: string, allowed: Set<string>) {
     if (!Array.isArray(v) || v.length === 0 || v.some((d) => !Number.isInteger(d) || d <= 0)) {
       throw new Ptq4vitError(`${where}: timm_kwargs.${key} must be a list of positive integers, got ${JSON.stringify(kwargs[key])}`);
     }
+    if (v.length > 64 || v.some((d) => d > MAX_KWARG_INT)) throw new Ptq4vitError(`${where}: timm_kwargs.${key} ${JSON.stringify(v).slice(0, 80)} is larger than supported (at most 64 entries of at most ${MAX_KWARG_INT})`);
     return v as number[];
   };
   const number = (key: string, fallback: number): number => {
@@ -57,6 +66,53 @@ function kwargsReader(kwargs: Kwargs, where: string, allowed: Set<string>) {
   return { positiveInt, intList, number, boolean, exact };
 }
 
+/**
+ * Largest input side we accept. timm's ViT/Swin checkpoints go up to 518 pixels; the bound keeps a bad
+ * card or file metadata from asking for a multi-gigabyte image batch (the preprocessing allocates
+ * 3·S² floats per image before any weight is read).
+ */
+export const MAX_IMG_SIZE = 2048;
+/** ViT attention is tokens² per head and image: 4096 tokens (a 64×64 patch grid) is far beyond timm's models. */
+export const MAX_VIT_TOKENS = 4096;
+
+/** timm's eval crops use 0.875–1.0; below a quarter the resize before the crop grows out of proportion. */
+export const MIN_CROP_PCT = 0.25;
+
+/** Geometry every ViT needs: heads split the width evenly, patches tile the image, a bounded input. */
+function checkVitArch<A extends Arch>(arch: A & { numHeads: number }, where: string): A {
+  checkInput(arch, where);
+  if (arch.embedDim % arch.numHeads !== 0) {
+    throw new Ptq4vitError(`${where}: timm_kwargs.num_heads ${arch.numHeads} must divide timm_kwargs.embed_dim ${arch.embedDim} (each head gets embed_dim / num_heads channels)`);
+  }
+  const tokens = (arch.imgSize / arch.patchSize) ** 2;
+  if (tokens > MAX_VIT_TOKENS) throw new Ptq4vitError(`${where}: timm_kwargs.img_size ${arch.imgSize} / patch_size ${arch.patchSize} gives ${tokens} patches, more than the ${MAX_VIT_TOKENS} supported`);
+  return arch;
+}
+
+/** Swin: every stage's width (embed_dim·2^i) splits evenly into its heads, and every merge halves an even grid. */
+function checkSwinArch(arch: Arch & { family: 'swin' }, where: string): Arch {
+  checkInput(arch, where);
+  let grid = arch.imgSize / arch.patchSize;
+  for (let i = 0; i < arch.depths.length; i++) {
+    if (i > 0) {
+      if (grid % 2 !== 0) throw new Ptq4vitError(`${where}: timm_kwargs.img_size ${arch.imgSize}: stage ${i} would merge an odd ${grid}×${grid} patch grid (img_size / patch_size must be divisible by ${2 ** (arch.depths.length - 1)})`);
+      grid /= 2;
+    }
+    const width = arch.embedDim * 2 ** i;
+    if (width % arch.numHeads[i] !== 0) {
+      throw new Ptq4vitError(`${where}: timm_kwargs.num_heads[${i}] = ${arch.numHeads[i]} must divide stage ${i}'s width ${width} (embed_dim ${arch.embedDim} × 2^${i})`);
+    }
+  }
+  return arch;
+}
+
+function checkInput(arch: Arch, where: string): void {
+  if (arch.imgSize > MAX_IMG_SIZE) throw new Ptq4vitError(`${where}: timm_kwargs.img_size ${arch.imgSize} is larger than the ${MAX_IMG_SIZE} supported`);
+  if (arch.imgSize % arch.patchSize !== 0) {
+    throw new Ptq4vitError(`${where}: timm_kwargs.img_size ${arch.imgSize} is not a multiple of timm_kwargs.patch_size ${arch.patchSize}`);
+  }
+}
+
 /** The architecture a timm class + constructor kwargs describe (timm's defaults where a kwarg is absent). */
 export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string): Arch {
   switch (timmClass) {
@@ -65,7 +121,7 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string): 
       const k = kwargsReader(kwargs, where, VIT_KWARGS);
       k.exact('global_pool', 'token');
       k.exact('class_token', true);
-      return {
+      return checkVitArch({
         family: timmClass === 'VisionTransformer' ? 'vit' : 'deit-distilled',
         imgSize: k.positiveInt('img_size', 224),
         patchSize: k.positiveInt('patch_size', 16),
@@ -76,7 +132,7 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string): 
         mlpRatio: k.number('mlp_ratio', 4),
         qkvBias: k.boolean('qkv_bias', true),
         numClasses: k.positiveInt('num_classes', 1000),
-      };
+      }, where);
     }
     case 'SwinTransformer': {
       const k = kwargsReader(kwargs, where, SWIN_KWARGS);
@@ -86,7 +142,7 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string): 
       if (numHeads.length !== depths.length) {
         throw new Ptq4vitError(`${where}: timm_kwargs.num_heads has ${numHeads.length} entries but depths has ${depths.length}`);
       }
-      return {
+      return checkSwinArch({
         family: 'swin',
         imgSize: k.positiveInt('img_size', 224),
         patchSize: k.positiveInt('patch_size', 4),
@@ -98,7 +154,7 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string): 
         mlpRatio: k.number('mlp_ratio', 4),
         qkvBias: k.boolean('qkv_bias', true),
         numClasses: k.positiveInt('num_classes', 1000),
-      };
+      }, where);
     }
     default:
       throw new Ptq4vitError(`${where}: unknown architecture timm_class ${JSON.stringify(timmClass)} (supported: VisionTransformer, VisionTransformerDistilled, SwinTransformer)`);
@@ -129,7 +185,8 @@ export function specFromCard(card: unknown, where: string): ModelSpec {
     throw new Ptq4vitError(`${where}: input_size ${JSON.stringify(inputSize)} does not match the architecture's [${arch.inChans}, ${arch.imgSize}, ${arch.imgSize}]`);
   }
   const cropPct = c.crop_pct ?? 1.0;
-  if (typeof cropPct !== 'number' || !(cropPct > 0 && cropPct <= 1)) throw new Ptq4vitError(`${where}: crop_pct must be in (0, 1], got ${JSON.stringify(c.crop_pct)}`);
+  // The image is first resized to input_size / crop_pct: a tiny crop_pct would ask for a gigantic resize.
+  if (typeof cropPct !== 'number' || !(cropPct >= MIN_CROP_PCT && cropPct <= 1)) throw new Ptq4vitError(`${where}: crop_pct must be in [${MIN_CROP_PCT}, 1], got ${JSON.stringify(c.crop_pct)}`);
   const interpolation = c.interpolation ?? 'bicubic';
   if (interpolation !== 'bicubic' && interpolation !== 'bilinear') throw new Ptq4vitError(`${where}: interpolation must be "bicubic" or "bilinear"`);
   const preprocess: Preprocess = {
@@ -139,8 +196,44 @@ export function specFromCard(card: unknown, where: string): ModelSpec {
     mean: c.mean === undefined ? IMAGENET_MEAN : triple(c.mean, 'mean', where),
     std: c.std === undefined ? IMAGENET_STD : triple(c.std, 'std', where),
   };
-  if (preprocess.std.some((s) => s <= 0)) throw new Ptq4vitError(`${where}: std values must be positive`);
-  return { name: typeof c.name === 'string' ? c.name : c.timm_class, timmClass: c.timm_class, arch, preprocess };
+  if (preprocess.std.some((s) => s <= 0)) throw new Ptq4vitError(`${where}: std values must be positive, got ${JSON.stringify(preprocess.std)}`);
+  const labelNames = c.label_names === undefined ? undefined : classNames(c.label_names, arch.numClasses, where);
+  return { name: typeof c.name === 'string' ? c.name : c.timm_class, timmClass: c.timm_class, arch, preprocess, ...(labelNames ? { labelNames } : {}) };
+}
+
+/** `label_names`: one name per class, by class index (a quantized file keeps a hub folder's names this way). */
+function classNames(v: unknown, numClasses: number, where: string): string[] {
+  if (!Array.isArray(v) || v.length !== numClasses || v.some((n) => typeof n !== 'string')) {
+    throw new Ptq4vitError(`${where}: label_names must be a list of ${numClasses} class names (num_classes), got ${JSON.stringify(v)?.slice(0, 80)}`);
+  }
+  return v as string[];
+}
+
+const TIMM_CLASS: Record<Arch['family'], string> = { vit: 'VisionTransformer', 'deit-distilled': 'VisionTransformerDistilled', swin: 'SwinTransformer' };
+
+/**
+ * The card describing a spec: specFromCard(cardFromSpec(s)) equals s. A quantized model file stores
+ * its spec this way, so its metadata is read by the same checks as a card (snake_case, field named).
+ */
+export function cardFromSpec(spec: ModelSpec): Record<string, unknown> {
+  const a = spec.arch;
+  const common = { img_size: a.imgSize, patch_size: a.patchSize, in_chans: a.inChans, embed_dim: a.embedDim };
+  const tail = { mlp_ratio: a.mlpRatio, qkv_bias: a.qkvBias, num_classes: a.numClasses };
+  const kwargs = a.family === 'swin'
+    ? { ...common, depths: [...a.depths], num_heads: [...a.numHeads], window_size: a.windowSize, ...tail }
+    : { ...common, depth: a.depth, num_heads: a.numHeads, ...tail };
+  const p = spec.preprocess;
+  return {
+    name: spec.name,
+    timm_class: TIMM_CLASS[a.family],
+    timm_kwargs: kwargs,
+    input_size: [a.inChans, p.inputSize, p.inputSize],
+    mean: [...p.mean],
+    std: [...p.std],
+    crop_pct: p.cropPct,
+    interpolation: p.interpolation,
+    ...(spec.labelNames ? { label_names: [...spec.labelNames] } : {}),
+  };
 }
 
 export function readCard(file: string): ModelSpec {

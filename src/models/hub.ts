@@ -18,7 +18,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Ptq4vitError } from '../errors.js';
 import { describeFsError } from '../io/safetensors.js';
-import { archFromTimm, PRESETS } from './config.js';
+import { archFromTimm, MIN_CROP_PCT, PRESETS } from './config.js';
 import type { ModelSpec, Preprocess } from './types.js';
 
 export const HUB_CONFIG = 'config.json';
@@ -134,7 +134,8 @@ export function specFromHubConfig(config: unknown, where: string): ModelSpec {
     throw new Ptq4vitError(`${where}: pretrained_cfg.input_size ${JSON.stringify(inputSize)} does not match the architecture's [${arch.inChans}, ${arch.imgSize}, ${arch.imgSize}] (set model_args.img_size)`);
   }
   const cropPct = pretrained.crop_pct ?? 1.0;
-  if (typeof cropPct !== 'number' || !(cropPct > 0 && cropPct <= 1)) throw new Ptq4vitError(`${where}: pretrained_cfg.crop_pct must be in (0, 1], got ${JSON.stringify(pretrained.crop_pct)}`);
+  // As for cards: a tiny crop_pct would ask for a gigantic resize before the crop (1e-320 resized to Infinity).
+  if (typeof cropPct !== 'number' || !(cropPct >= MIN_CROP_PCT && cropPct <= 1)) throw new Ptq4vitError(`${where}: pretrained_cfg.crop_pct must be in [${MIN_CROP_PCT}, 1], got ${JSON.stringify(pretrained.crop_pct)}`);
   const cropMode = pretrained.crop_mode ?? 'center';
   if (cropMode !== 'center') throw new Ptq4vitError(`${where}: pretrained_cfg.crop_mode ${JSON.stringify(cropMode)} is not supported (only "center")`);
   const interpolation = pretrained.interpolation ?? 'bicubic';

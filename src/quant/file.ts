@@ -7,13 +7,23 @@
  */
 import { Ptq4vitError } from '../errors.js';
 import { SafeTensors, writeSafetensors, type TensorToWrite } from '../io/safetensors.js';
+import { cardFromSpec, specFromCard } from '../models/config.js';
+import { buildModel } from '../models/load.js';
 import type { TensorSource } from '../models/weights.js';
-import type { ModelSpec } from '../models/types.js';
+import type { ModelSpec, QuantPoint, VisionModel } from '../models/types.js';
+import { parseWith } from '../schema.js';
 import { Tensor, shapeString } from '../tensor/tensor.js';
-import type { LinearQuant, PointQuant } from './params.js';
+import { pointsFromDisk, pointsSchema, pointsToDisk, provenanceSchema, snakeCaseKeys } from './fileschema.js';
+import type { ActivationQuant, LinearQuant, PointQuant } from './params.js';
 import { qmax, uniformCode } from './quantizers.js';
 
-export const QUANTIZED_FORMAT = 'ptq4vit-quantized-model/1';
+/**
+ * /2: snake_case metadata, the spec stored as a model card, everything validated on load.
+ * /1 files (camelCase, written before) are still read: their metadata is renamed to /2's fields and
+ * goes through exactly the same checks.
+ */
+export const QUANTIZED_FORMAT = 'ptq4vit-quantized-model/2';
+export const QUANTIZED_FORMAT_V1 = 'ptq4vit-quantized-model/1';
 
 export interface QuantizedModelInfo {
   spec: ModelSpec;
@@ -26,6 +36,11 @@ function weightName(q: LinearQuant): string {
   return `${q.point}.weight`;
 }
 
+/** The integer type that holds k-bit codes. */
+function codeDtype(bits: number): 'I8' | 'I16' {
+  return bits <= 8 ? 'I8' : 'I16';
+}
+
 /** Integer codes of a weight with one Δ per group of output rows. */
 export function weightCodes(weight: Tensor, q: LinearQuant): Int8Array | Int16Array {
   const rows = weight.shape[0];
@@ -35,8 +50,21 @@ export function weightCodes(weight: Tensor, q: LinearQuant): Int8Array | Int16Ar
   return codes;
 }
 
+/** The /2 metadata of a quantized model (validated: what we write, we can read). */
+export function quantizedMetadata(info: QuantizedModelInfo): Record<string, string> {
+  const metadata = {
+    'ptq4vit.format': QUANTIZED_FORMAT,
+    'ptq4vit.spec': JSON.stringify(cardFromSpec(info.spec)),
+    'ptq4vit.quant': JSON.stringify(pointsToDisk(info.points)),
+    'ptq4vit.provenance': JSON.stringify(info.provenance),
+  };
+  parseMetadata(metadata, '<quantized model being written>');
+  return metadata;
+}
+
 /** Write the quantized model atomically. `source` is the float checkpoint the model was built from. */
 export function saveQuantizedModel(file: string, source: TensorSource, info: QuantizedModelInfo): void {
+  const metadata = quantizedMetadata(info);
   const linear = new Map<string, LinearQuant>();
   for (const p of info.points) if (p.kind !== 'matmul') linear.set(weightName(p), p);
   const tensors: Record<string, TensorToWrite> = {};
@@ -44,30 +72,95 @@ export function saveQuantizedModel(file: string, source: TensorSource, info: Qua
     if (/(relative_position_index|attn_mask)$/.test(name)) continue; // recomputed buffers
     const t = source.tensor(name);
     const q = linear.get(name);
-    tensors[name] = q ? { dtype: q.weightBits <= 8 ? 'I8' : 'I16', shape: t.shape, data: weightCodes(t, q) } : { dtype: 'F32', shape: t.shape, data: t.data };
+    tensors[name] = q ? { dtype: codeDtype(q.weightBits), shape: t.shape, data: weightCodes(t, q) } : { dtype: 'F32', shape: t.shape, data: t.data };
   }
-  writeSafetensors(file, tensors, {
-    'ptq4vit.format': QUANTIZED_FORMAT,
-    'ptq4vit.spec': JSON.stringify(info.spec),
-    'ptq4vit.quant': JSON.stringify(info.points),
-    'ptq4vit.provenance': JSON.stringify(info.provenance),
-  });
+  writeSafetensors(file, tensors, metadata);
 }
 
 export function isQuantizedModel(st: SafeTensors): boolean {
   return st.metadata['ptq4vit.format'] !== undefined;
 }
 
-function parseJson<T>(st: SafeTensors, key: string): T {
-  const text = st.metadata[key];
-  if (text === undefined) throw new Ptq4vitError(`${st.file}: quantized model metadata '${key}' is missing`);
+function parseJson(metadata: Readonly<Record<string, string>>, key: string, where: string): unknown {
+  const text = metadata[key];
+  if (text === undefined) throw new Ptq4vitError(`${where}: quantized model metadata '${key}' is missing`);
   try {
-    return JSON.parse(text) as T;
-  } catch {
-    throw new Ptq4vitError(`${st.file}: quantized model metadata '${key}' is not valid JSON`);
+    return JSON.parse(text);
+  } catch (e) {
+    throw new Ptq4vitError(`${where}: quantized model metadata '${key}' is not valid JSON (${(e as Error).message})`);
   }
 }
 
+/** A /1 spec (the in-memory ModelSpec as JSON) as the card /2 stores. */
+function cardFromV1Spec(v1: unknown, where: string): unknown {
+  if (typeof v1 !== 'object' || v1 === null || Array.isArray(v1)) return v1;
+  const s = v1 as Record<string, unknown>;
+  const missing = ['name', 'timmClass', 'arch', 'preprocess'].find((k) => typeof s[k] !== (k === 'arch' || k === 'preprocess' ? 'object' : 'string') || s[k] === null);
+  if (missing) throw new Ptq4vitError(`${where}: spec.${missing} is missing or of the wrong type (format ${QUANTIZED_FORMAT_V1})`);
+  const { family: _family, ...kwargs } = snakeCaseKeys(s.arch) as Record<string, unknown>;
+  const p = s.preprocess as Record<string, unknown>;
+  return {
+    name: s.name,
+    timm_class: s.timmClass,
+    timm_kwargs: kwargs,
+    input_size: [kwargs.in_chans, p.inputSize, p.inputSize],
+    mean: p.mean,
+    std: p.std,
+    crop_pct: p.cropPct,
+    interpolation: p.interpolation,
+  };
+}
+
+/** The first field where a stored card differs from the canonical one (a file's card must be complete). */
+function firstDifference(stored: unknown, canonical: unknown, field: string): string | null {
+  if (typeof canonical === 'object' && canonical !== null) {
+    if (typeof stored !== 'object' || stored === null || Array.isArray(stored) !== Array.isArray(canonical)) return field;
+    const keys = new Set([...Object.keys(stored), ...Object.keys(canonical)]);
+    for (const k of keys) {
+      const sub = Array.isArray(canonical) ? `${field}[${k}]` : field ? `${field}.${k}` : k;
+      const d = firstDifference((stored as Record<string, unknown>)[k], (canonical as Record<string, unknown>)[k], sub);
+      if (d !== null) return d;
+    }
+    return null;
+  }
+  return stored === canonical ? null : field;
+}
+
+/**
+ * A stored spec card → the spec. A card may leave fields to timm's defaults; a file's card must not
+ * (a missing field would silently mean the default), so it must be exactly cardFromSpec of its spec.
+ */
+function specFromStoredCard(card: unknown, where: string): ModelSpec {
+  const spec = specFromCard(card, where);
+  const different = firstDifference(card, cardFromSpec(spec), '');
+  if (different !== null) throw new Ptq4vitError(`${where}: field ${different} is missing or not what the rest of the spec implies`);
+  return spec;
+}
+
+/**
+ * Throws unless a quantized file can store this spec (it is read back through the card checks). Called
+ * before calibrating, so a spec the format cannot hold fails in a second, not after minutes of search.
+ */
+export function checkSpecStorable(spec: ModelSpec): void {
+  specFromStoredCard(JSON.parse(JSON.stringify(cardFromSpec(spec))), `model ${spec.name}: cannot be stored in a quantized model file`);
+}
+
+/** Every metadata field of a quantized model file, checked and converted to the in-memory types. */
+export function parseMetadata(metadata: Readonly<Record<string, string>>, file: string): QuantizedModelInfo {
+  const format = metadata['ptq4vit.format'];
+  if (format !== QUANTIZED_FORMAT && format !== QUANTIZED_FORMAT_V1) {
+    throw new Ptq4vitError(`${file}: unsupported quantized model format ${JSON.stringify(format)} (this version reads ${QUANTIZED_FORMAT} and ${QUANTIZED_FORMAT_V1})`);
+  }
+  const v1 = format === QUANTIZED_FORMAT_V1;
+  const specWhere = `${file}: metadata ptq4vit.spec`;
+  const rawSpec = parseJson(metadata, 'ptq4vit.spec', file);
+  const card = v1 ? cardFromV1Spec(rawSpec, specWhere) : rawSpec;
+  const spec = specFromStoredCard(card, specWhere);
+  const rawPoints = parseJson(metadata, 'ptq4vit.quant', file);
+  const points = pointsFromDisk(parseWith(pointsSchema, v1 ? snakeCaseKeys(rawPoints) : rawPoints, `${file}: metadata ptq4vit.quant`, 'points'));
+  const provenance = parseWith(provenanceSchema, parseJson(metadata, 'ptq4vit.provenance', file), `${file}: metadata ptq4vit.provenance`) as Record<string, unknown>;
+  return { spec, points, provenance };
+}
 /** Reads a quantized model file: integer weights come back dequantized (code·Δ) as the model expects. */
 export class DequantizedSource implements TensorSource {
   readonly file: string;
@@ -92,13 +185,25 @@ export class DequantizedSource implements TensorSource {
 
   tensor(name: string, shape?: readonly number[]): Tensor {
     const q = this.linear.get(name);
-    if (!q) return this.st.tensor(name, shape);
+    if (!q) {
+      const dtype = this.st.info(name).dtype;
+      if (dtype === 'I8' || dtype === 'I16') {
+        throw new Ptq4vitError(`${this.file}: tensor '${name}' holds ${dtype} integer codes, but metadata ptq4vit.quant has no point '${name.replace(/\.weight$/, '')}' with their scales`);
+      }
+      return this.st.tensor(name, shape);
+    }
     const info = this.st.info(name);
     if (shape && (shape.length !== info.shape.length || shape.some((d, i) => d !== info.shape[i]))) {
       throw new Ptq4vitError(`${this.file}: tensor '${name}' has shape ${shapeString(info.shape)}, expected ${shapeString(shape)}`);
     }
-    const codes = this.st.ints(name);
+    if (info.dtype !== codeDtype(q.weightBits)) {
+      throw new Ptq4vitError(`${this.file}: tensor '${name}' is ${info.dtype}, but ${q.weightBits}-bit weight codes (point ${q.point}) are stored as ${codeDtype(q.weightBits)}`);
+    }
     const rows = info.shape[0];
+    if (info.shape.length < 2 || rows % q.weightDeltas.length !== 0) {
+      throw new Ptq4vitError(`${this.file}: point ${q.point} has ${q.weightDeltas.length} weight_deltas, which do not split the ${shapeString(info.shape)} weight '${name}' into equal groups of rows`);
+    }
+    const codes = this.st.ints(name);
     const perGroup = (codes.length / rows) * (rows / q.weightDeltas.length);
     const lo = -qmax(q.weightBits), hi = qmax(q.weightBits) - 1;
     const values = new Float32Array(codes.length);
@@ -111,12 +216,56 @@ export class DequantizedSource implements TensorSource {
   }
 }
 
-export function readQuantizedModel(st: SafeTensors): QuantizedModelInfo & { source: DequantizedSource } {
-  const format = st.metadata['ptq4vit.format'];
-  if (format !== QUANTIZED_FORMAT) throw new Ptq4vitError(`${st.file}: unsupported quantized model format '${format}' (this version reads ${QUANTIZED_FORMAT})`);
-  const spec = parseJson<ModelSpec>(st, 'ptq4vit.spec');
-  const points = parseJson<PointQuant[]>(st, 'ptq4vit.quant');
-  const provenance = parseJson<Record<string, unknown>>(st, 'ptq4vit.provenance');
-  if (!Array.isArray(points)) throw new Ptq4vitError(`${st.file}: 'ptq4vit.quant' must be a list of quantization points`);
-  return { spec, points, provenance, source: new DequantizedSource(st, points) };
+/** Model quantization points vs the file's parameters: same points, kinds and operand layout. */
+export function checkPointsMatchModel(points: readonly PointQuant[], model: VisionModel, file: string): void {
+  const expected = model.quantPoints;
+  const where = `${file}: metadata ptq4vit.quant`;
+  if (points.length !== expected.length) {
+    throw new Ptq4vitError(`${where}: has ${points.length} quantization points, ${model.spec.name} has ${expected.length}`);
+  }
+  points.forEach((q, i) => checkPoint(q, expected[i], `${where}: points[${i}]`));
+}
+
+function checkPoint(q: PointQuant, p: QuantPoint, where: string): void {
+  const bad = (why: string): never => {
+    throw new Ptq4vitError(`${where} (${q.point}): ${why}`);
+  };
+  if (q.point !== p.name) bad(`expected point ${p.name} here (the model's points in order)`);
+  if (q.kind !== p.kind) bad(`kind is ${q.kind}, but ${p.name} is a ${p.kind}`);
+  if (q.kind === 'matmul') {
+    if (q.heads !== p.heads) bad(`heads is ${q.heads}, the model has ${p.heads}`);
+    checkOperand(q.a, p, 'a', q.heads, bad);
+    checkOperand(q.b, p, 'b', q.heads, bad);
+    return;
+  }
+  const groups = p.weightGroups ?? 1;
+  if (q.weightDeltas.length !== groups) bad(`weight_deltas has ${q.weightDeltas.length} entries, expected ${groups}`);
+  if (q.kind === 'conv') {
+    if (q.input !== null) bad('input must be null (the image input of the patch embedding stays float)');
+    return;
+  }
+  if (q.input === null) return bad('input is null, but the input of a linear layer is quantized');
+  checkOperand(q.input, p, 'input', 1, bad);
+}
+
+function checkOperand(a: ActivationQuant, p: QuantPoint, field: 'a' | 'b' | 'input', heads: number, bad: (why: string) => never): void {
+  if (a.kind === 'uniform' && a.deltas.length !== 1 && a.deltas.length !== heads) {
+    bad(`${field}.deltas has ${a.deltas.length} entries, expected 1${heads > 1 ? ` or ${heads} (one per head)` : ''}`);
+  }
+  if (a.kind === 'twin-gelu' && !(field === 'input' && p.input === 'post-gelu')) bad(`${field} is twin-gelu, but it is not a post-GELU input`);
+  if (a.kind === 'twin-softmax' && !(field === 'a' && p.input === 'post-softmax')) bad(`${field} is twin-softmax, but it is not a post-softmax operand`);
+}
+
+/**
+ * Read and check a quantized model file: metadata (spec as a card, points, provenance), then the model
+ * built from its tensors, then the points against the model's. Everything a reader of the file uses has
+ * been validated when this returns.
+ */
+export function readQuantizedModel(st: SafeTensors): QuantizedModelInfo & { source: DequantizedSource; model: VisionModel } {
+  const info = parseMetadata(st.metadata, st.file);
+  // Points are matched by name below; an unknown point must not reach the source's lookup first.
+  const source = new DequantizedSource(st, info.points);
+  const model = buildModel(info.spec, source);
+  checkPointsMatchModel(info.points, model, st.file);
+  return { ...info, source, model };
 }

@@ -1,0 +1,75 @@
+/**
+ * The quantized model file's metadata on disk (format ptq4vit-quantized-model/2): snake_case JSON,
+ * checked field by field on load and converted to the in-memory types of params.ts. The spec is stored
+ * as a model card (models/config.ts) and read by the same checks as any card.
+ *
+ *   ptq4vit.quant: [{ point, kind: "linear"|"conv", weight_bits, weight_deltas: [Δ…], input: activation|null }
+ *                   | { point, kind: "matmul", heads, a: activation, b: activation }, …]
+ *   activation:    { kind: "uniform", bits, deltas: [Δ…] } | { kind: "twin-gelu", bits, delta_neg, delta_pos }
+ *                  | { kind: "twin-softmax", bits, delta_r1, delta_r2 }
+ */
+import { z } from 'zod';
+import type { ActivationQuant, PointQuant } from './params.js';
+
+/** Bit widths the quantizers support (the CLI's --bits range). */
+export const MIN_BITS = 2;
+export const MAX_BITS = 16;
+
+const bits = z.number().int().min(MIN_BITS).max(MAX_BITS);
+/** A quantization step: finite (zod numbers exclude ±Infinity) and > 0, or x/Δ is NaN or ±∞. */
+const delta = z.number().positive();
+const deltas = z.array(delta).min(1);
+
+const activationSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('uniform'), bits, deltas }),
+  z.strictObject({ kind: z.literal('twin-gelu'), bits, delta_neg: delta, delta_pos: delta }),
+  z.strictObject({ kind: z.literal('twin-softmax'), bits, delta_r1: delta, delta_r2: delta }),
+]);
+
+const pointSchema = z.discriminatedUnion('kind', [
+  z.strictObject({ point: z.string().min(1), kind: z.enum(['linear', 'conv']), weight_bits: bits, weight_deltas: deltas, input: activationSchema.nullable() }),
+  z.strictObject({ point: z.string().min(1), kind: z.literal('matmul'), heads: z.number().int().min(1), a: activationSchema, b: activationSchema }),
+]);
+
+export const pointsSchema = z.array(pointSchema).min(1);
+
+/** How the file was made: free-form, but the fields reports print must be there and typed. */
+export const provenanceSchema = z.looseObject({ method: z.enum(['ptq4vit', 'base']), w_bits: bits, a_bits: bits });
+
+type DiskActivation = z.output<typeof activationSchema>;
+type DiskPoint = z.output<typeof pointSchema>;
+
+function activationToDisk(q: ActivationQuant): DiskActivation {
+  switch (q.kind) {
+    case 'uniform': return { kind: q.kind, bits: q.bits, deltas: [...q.deltas] };
+    case 'twin-gelu': return { kind: q.kind, bits: q.bits, delta_neg: q.deltaNeg, delta_pos: q.deltaPos };
+    case 'twin-softmax': return { kind: q.kind, bits: q.bits, delta_r1: q.deltaR1, delta_r2: q.deltaR2 };
+  }
+}
+
+function activationFromDisk(d: DiskActivation): ActivationQuant {
+  switch (d.kind) {
+    case 'uniform': return { kind: d.kind, bits: d.bits, deltas: d.deltas };
+    case 'twin-gelu': return { kind: d.kind, bits: d.bits, deltaNeg: d.delta_neg, deltaPos: d.delta_pos };
+    case 'twin-softmax': return { kind: d.kind, bits: d.bits, deltaR1: d.delta_r1, deltaR2: d.delta_r2 };
+  }
+}
+
+export function pointsToDisk(points: readonly PointQuant[]): DiskPoint[] {
+  return points.map((p) => p.kind === 'matmul'
+    ? { point: p.point, kind: p.kind, heads: p.heads, a: activationToDisk(p.a), b: activationToDisk(p.b) }
+    : { point: p.point, kind: p.kind, weight_bits: p.weightBits, weight_deltas: [...p.weightDeltas], input: p.input ? activationToDisk(p.input) : null });
+}
+
+export function pointsFromDisk(points: readonly DiskPoint[]): PointQuant[] {
+  return points.map((d) => d.kind === 'matmul'
+    ? { kind: d.kind, point: d.point, heads: d.heads, a: activationFromDisk(d.a), b: activationFromDisk(d.b) }
+    : { kind: d.kind, point: d.point, weightBits: d.weight_bits, weightDeltas: d.weight_deltas, input: d.input ? activationFromDisk(d.input) : null });
+}
+
+/** Format /1 stored the in-memory objects as they were (camelCase keys): the same data under other names. */
+export function snakeCaseKeys(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(snakeCaseKeys);
+  if (typeof value !== 'object' || value === null) return value;
+  return Object.fromEntries(Object.entries(value).map(([k, v]) => [k.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`), snakeCaseKeys(v)]));
+}
