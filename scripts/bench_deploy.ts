@@ -27,7 +27,7 @@ import path from 'node:path';
 import ort from 'onnxruntime-node';
 import { openDataset } from '../src/data/datasets.js';
 import { evalTransform } from '../src/data/transform.js';
-import { openModel } from '../src/models/load.js';
+import { openModel } from '../src/open.js';
 import type { VisionModel } from '../src/models/types.js';
 import { loadCalibration } from '../src/quant/calibset.js';
 import { calibrate } from '../src/quant/calibrate.js';

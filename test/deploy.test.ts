@@ -18,7 +18,7 @@ import { HF_FILES, hfPreprocessorConfig, writeHfDir } from '../src/export/hfdir.
 import { loadBatch, openDataset } from '../src/data/datasets.js';
 import { exportOnnx } from '../src/export/onnx.js';
 import { specFromPreset } from '../src/models/config.js';
-import { openModel } from '../src/models/load.js';
+import { openModel } from '../src/open.js';
 import type { ModelSpec } from '../src/models/types.js';
 import { loadCalibration } from '../src/quant/calibset.js';
 import { calibrate } from '../src/quant/calibrate.js';
