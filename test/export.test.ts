@@ -206,6 +206,25 @@ describe('export: bad input ends with exit 2 and one line', () => {
     refused(['eval', '--model', truncated, '--data', TEST1K], /truncated\.onnx/);
   });
 
+  test('an ONNX file whose ptq4vit.spec metadata is not a valid card', () => {
+    const dir = scratch.next();
+    const write = (name: string, spec: string): string => {
+      const g = new GraphBuilder();
+      g.reserve('pixel_values');
+      g.reserve('logits');
+      g.opInto('logits', 'ReduceMean', ['pixel_values'], { axes: [2, 3], keepdims: 0 });
+      const graph = g.finish('m', [{ name: 'pixel_values', elemType: OnnxType.FLOAT, shape: ['b', 3, 32, 32] }], [{ name: 'logits', elemType: OnnxType.FLOAT, shape: ['b', 3] }], 17);
+      graph.metadata = { 'ptq4vit.spec': spec };
+      const file = path.join(dir, name);
+      fs.writeFileSync(file, encodeModel(graph));
+      return file;
+    };
+    const card = JSON.parse(fs.readFileSync(path.join(repoRoot, CARD), 'utf8'));
+    refused(['eval', '--model', write('json.onnx', '{not json'), '--data', TEST1K], /json\.onnx: metadata 'ptq4vit\.spec' is not valid JSON/);
+    const heads = write('heads.onnx', JSON.stringify({ ...card, timm_kwargs: { ...card.timm_kwargs, num_heads: 5 } }));
+    refused(['eval', '--model', heads, '--data', TEST1K], /heads\.onnx: metadata 'ptq4vit\.spec'.*num_heads/);
+  });
+
   test('--out naming the input (also through a symlink), a missing directory', () => {
     const dir = scratch.next();
     const link = path.join(dir, 'link.safetensors');

@@ -10,6 +10,7 @@
 import { GraphBuilder } from '../onnx/builder.js';
 import { encodeModel, OnnxType } from '../onnx/proto.js';
 import type { ModelSpec, VisionModel } from '../models/types.js';
+import { cardFromSpec } from '../models/config.js';
 import { weightCodes } from '../quant/file.js';
 import type { PointQuant } from '../quant/params.js';
 import { QuantRunner } from '../quant/runner.js';
@@ -63,7 +64,8 @@ export async function exportOnnx(model: VisionModel, options: ExportOptions = {}
   );
   graph.metadata = {
     'ptq4vit.format': ONNX_FORMAT,
-    'ptq4vit.spec': JSON.stringify(spec),
+    // The spec as a card (snake_case, timm's names), read back through the card checks.
+    'ptq4vit.spec': JSON.stringify(cardFromSpec(spec)),
     'ptq4vit.quantized': quant ? 'integer' : 'fp32',
     ...((options.labels ?? spec.labelNames) ? { 'ptq4vit.labels': JSON.stringify(options.labels ?? spec.labelNames) } : {}),
     ...options.metadata,

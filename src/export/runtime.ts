@@ -8,6 +8,7 @@ import ort from 'onnxruntime-node';
 import { Ptq4vitError } from '../errors.js';
 import type { ModelSpec, QuantPoint, VisionModel } from '../models/types.js';
 import { OnnxReadError, readOnnxInfo, type OnnxInfo } from '../onnx/read.js';
+import { specFromStoredCard } from '../quant/file.js';
 import { ortThreads } from '../tensor/ort.js';
 import { Tensor, shapeString } from '../tensor/tensor.js';
 import { ONNX_INPUT, ONNX_OUTPUT } from './onnx.js';
@@ -64,22 +65,15 @@ export interface OpenedOnnx {
   labels: string[] | null;
 }
 
+/** The spec stored by exportOnnx: a model card, checked exactly as a quantized file's card is. */
 function parseSpec(file: string, text: string): ModelSpec {
-  let spec: ModelSpec;
+  let card: unknown;
   try {
-    spec = JSON.parse(text) as ModelSpec;
+    card = JSON.parse(text);
   } catch {
     throw new Ptq4vitError(`${file}: metadata 'ptq4vit.spec' is not valid JSON`);
   }
-  const a = spec?.arch, p = spec?.preprocess;
-  const positive = (v: unknown) => typeof v === 'number' && Number.isInteger(v) && v > 0;
-  if (!a || !positive(a.imgSize) || !positive(a.inChans) || !positive(a.numClasses) || a.imgSize > 4096 || a.inChans > 16) {
-    throw new Ptq4vitError(`${file}: metadata 'ptq4vit.spec' has no valid arch (img_size, in_chans, num_classes)`);
-  }
-  if (!p || !positive(p.inputSize) || p.inputSize !== a.imgSize || !(p.cropPct > 0 && p.cropPct <= 1) || !Array.isArray(p.mean) || !Array.isArray(p.std) || p.std.some((v) => !(v > 0))) {
-    throw new Ptq4vitError(`${file}: metadata 'ptq4vit.spec' has no valid preprocess (input_size, crop_pct, mean, std > 0)`);
-  }
-  return spec;
+  return specFromStoredCard(card, `${file}: metadata 'ptq4vit.spec'`);
 }
 
 /**

@@ -130,7 +130,7 @@ function firstDifference(stored: unknown, canonical: unknown, field: string): st
  * A stored spec card → the spec. A card may leave fields to timm's defaults; a file's card must not
  * (a missing field would silently mean the default), so it must be exactly cardFromSpec of its spec.
  */
-function specFromStoredCard(card: unknown, where: string): ModelSpec {
+export function specFromStoredCard(card: unknown, where: string): ModelSpec {
   const spec = specFromCard(card, where);
   const different = firstDifference(card, cardFromSpec(spec), '');
   if (different !== null) throw new Ptq4vitError(`${where}: field ${different} is missing or not what the rest of the spec implies`);
