@@ -135,29 +135,36 @@ function countCorrect(logits: Float32Array, classes: number, labels: Int32Array)
   return correct;
 }
 
-async function timeOrt(bytesOrFile: Uint8Array | string, x: Inputs): Promise<Timing> {
+/**
+ * Time several ONNX models on the same inputs with their passes interleaved (pass 1 of every model, then
+ * pass 2 …), so a change in machine load during the run hits every model alike and the ratios stay fair.
+ */
+async function timeOrtInterleaved(models: (Uint8Array | string)[], x: Inputs): Promise<Timing[]> {
   const options: ort.InferenceSession.SessionOptions = { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', logSeverityLevel: 3 };
-  const session = typeof bytesOrFile === 'string' ? await ort.InferenceSession.create(bytesOrFile, options) : await ort.InferenceSession.create(bytesOrFile, options);
+  const sessions: ort.InferenceSession[] = [];
+  for (const m of models) sessions.push(typeof m === 'string' ? await ort.InferenceSession.create(m, options) : await ort.InferenceSession.create(m, options));
   const per = 3 * x.size * x.size;
   const feed = (start: number, n: number) => ({ pixel_values: new ort.Tensor('float32', x.pixels.subarray(start * per, (start + n) * per), [n, 3, x.size, x.size]) });
   try {
-    await session.run(feed(0, Math.min(batch, x.count))); // warm-up, untimed
-    const rates: number[] = [];
-    let top1: number | null = null;
+    for (const session of sessions) await session.run(feed(0, Math.min(batch, x.count))); // warm-up, untimed
+    const rates: number[][] = sessions.map(() => []);
+    const top1: (number | null)[] = sessions.map(() => null);
     for (let pass = 0; pass < repeat; pass++) {
-      let correct = 0;
-      const t0 = performance.now();
-      for (let start = 0; start < x.count; start += batch) {
-        const n = Math.min(batch, x.count - start);
-        const logits = (await session.run(feed(start, n))).logits;
-        if (x.labels) correct += countCorrect(logits.data as Float32Array, logits.dims[1] as number, x.labels.subarray(start, start + n));
+      for (let i = 0; i < sessions.length; i++) {
+        let correct = 0;
+        const t0 = performance.now();
+        for (let start = 0; start < x.count; start += batch) {
+          const n = Math.min(batch, x.count - start);
+          const logits = (await sessions[i].run(feed(start, n))).logits;
+          if (x.labels) correct += countCorrect(logits.data as Float32Array, logits.dims[1] as number, x.labels.subarray(start, start + n));
+        }
+        rates[i].push(x.count / ((performance.now() - t0) / 1000));
+        top1[i] = x.labels ? correct / x.count : null;
       }
-      rates.push(x.count / ((performance.now() - t0) / 1000));
-      top1 = x.labels ? correct / x.count : null;
     }
-    return { imagesPerSecond: median(rates), runs: rates, top1 };
+    return rates.map((r, i) => ({ imagesPerSecond: median(r), runs: r, top1: top1[i] }));
   } finally {
-    await session.release();
+    for (const session of sessions) await session.release();
   }
 }
 
@@ -225,26 +232,28 @@ async function main(): Promise<void> {
       note: eagerRuns.length === repeat ? undefined : 'PyTorch baseline failed',
     });
 
-    progress(`${name}: PyTorch-exported graph under onnxruntime-node`);
-    rows.push({ model: name, runtime: 'PyTorch-exported graph (torch.onnx.export), ORT', timing: await timeOrt(torchOnnx[name].onnx, x), bytes: torchOnnx[name].bytes });
-
+    // Every ORT model of this network, timed with interleaved passes.
+    const graphs: { runtime: string; model: Uint8Array | string; bytes: number }[] = [
+      { runtime: 'PyTorch-exported graph (torch.onnx.export), ORT', model: torchOnnx[name].onnx, bytes: torchOnnx[name].bytes },
+    ];
     if ('exportOnnx' in exporter) {
       progress(`${name}: ptq4vit FP32 graph`);
       const fp32 = await exporter.exportOnnx(model, {});
-      rows.push({ model: name, runtime: 'ptq4vit FP32 graph, ORT', timing: await timeOrt(fp32, x), bytes: fp32.length });
+      graphs.push({ runtime: 'ptq4vit FP32 graph, ORT', model: fp32, bytes: fp32.length });
       for (const bits of [8, 6]) {
         progress(`${name}: W${bits}A${bits} calibration (quick search) and integer graph`);
         const quantized = await exporter.exportOnnx(model, { quant: await quantPoints(model, name, bits) });
-        rows.push({ model: name, runtime: `ptq4vit W${bits}A${bits} integer graph, ORT`, timing: await timeOrt(quantized, x), bytes: quantized.length });
+        graphs.push({ runtime: `ptq4vit W${bits}A${bits} integer graph, ORT`, model: quantized, bytes: quantized.length });
       }
-    } else {
+    }
+    for (const extra of extraOnnx.filter((e) => e.model === name)) graphs.push({ runtime: `${path.basename(extra.file)}, ORT`, model: extra.file, bytes: fs.statSync(extra.file).size });
+    progress(`${name}: ${graphs.length} ONNX graphs under onnxruntime-node, passes interleaved`);
+    const timings = await timeOrtInterleaved(graphs.map((gr) => gr.model), x);
+    graphs.forEach((gr, i) => rows.push({ model: name, runtime: gr.runtime, timing: timings[i], bytes: gr.bytes }));
+    if (!('exportOnnx' in exporter)) {
       for (const runtime of ['ptq4vit FP32 graph, ORT', 'ptq4vit W8A8 integer graph, ORT', 'ptq4vit W6A6 integer graph, ORT']) {
         rows.push({ model: name, runtime, timing: null, bytes: null, note: 'not measured: exporter missing' });
       }
-    }
-    for (const extra of extraOnnx.filter((e) => e.model === name)) {
-      progress(`${name}: ${extra.file}`);
-      rows.push({ model: name, runtime: `${path.basename(extra.file)}, ORT`, timing: await timeOrt(extra.file, x), bytes: fs.statSync(extra.file).size });
     }
   }
   const unknown = extraOnnx.filter((e) => !(MODELS as readonly string[]).includes(e.model));
@@ -266,7 +275,7 @@ async function main(): Promise<void> {
 Images/s with ${threads} threads and batch ${batch} everywhere: PyTorch eager = \`scripts/pytorch_baseline.py forward\`
 (Debian's PyTorch 1.13, OpenBLAS, \`torch.inference_mode()\`); the PyTorch-exported graph = \`pytorch_baseline.py export-onnx\`
 (\`torch.onnx.export\`, opset 17, dynamic batch) run under onnxruntime-node 1.30 with ORT's default session settings;
-one warm-up batch, then ${repeat} timed passes over all images, median shown (every pass listed below). CIFAR-10 models on test1k (top-1 shown), ViT-S/16-224 (seeded random
+one warm-up batch, then ${repeat} timed passes over all images, median shown (every pass listed below); the ORT graphs of one network run their passes interleaved (pass 1 of each, then pass 2 …), so load changes hit them alike. CIFAR-10 models on test1k (top-1 shown), ViT-S/16-224 (seeded random
 weights, the same model on both sides) on ${vitsImages} random normalized inputs. Size = the ONNX file.
 
 ${table}
