@@ -8,7 +8,7 @@ import { LOSS_KINDS, type LossKind } from '../grad/loss.js';
 import { openModel } from '../models/load.js';
 import type { VisionModel } from '../models/types.js';
 import { loadCalibration } from '../quant/calibset.js';
-import { recordCalibration, searchAll, type CalibrationOptions } from '../quant/calibrate.js';
+import { calibrateMany, type CalibrationOptions, type CalibrationTiming } from '../quant/calibrate.js';
 import { saveQuantizedModel } from '../quant/file.js';
 import { methodConfig, METHODS, type Method } from '../quant/methods.js';
 import type { PointQuant } from '../quant/params.js';
@@ -110,16 +110,35 @@ function checkOutput(out: string, input: string, others: Values): void {
 export interface CalibrationRun {
   points: PointQuant[];
   seconds: number;
+  timing: CalibrationTiming;
 }
 
-/** Calibrate with progress bars: one for recording, one per quantization point. */
+/** Progress for every calibration phase: each recording pass by images, the search by points (with ETA). */
+export function calibrationProgress(label: string, totalPoints: number, quiet: boolean): CalibrationOptions['onProgress'] {
+  const search = new ProgressBar(`${label} search`, totalPoints, 'layers', quiet);
+  let record: ProgressBar | null = null, pass = 0;
+  return (e) => {
+    if (e.phase === 'record') {
+      if (e.group !== pass) {
+        pass = e.group;
+        record = new ProgressBar(`${label} record ${e.group}/${e.groups}`, e.totalImages, 'img', quiet);
+      }
+      record!.update(e.images);
+    } else search.update(e.done, e.point);
+  };
+}
+
+/** Calibrate with progress lines for every phase (recording passes by images, the search by points). */
 export async function runCalibration(model: VisionModel, images: import('../tensor/tensor.js').Tensor, labels: Int32Array, opts: CalibrationOptions, quiet: boolean, label: string): Promise<CalibrationRun> {
   const start = performance.now();
-  if (!quiet) process.stderr.write(`${label}: recording FP32 activations${opts.metric === 'hessian' ? ' and gradients' : ''} on ${images.shape[0]} images…\n`);
-  const records = await recordCalibration(model, images, labels, opts);
-  const bar = new ProgressBar(label, model.quantPoints.length, 'layers', quiet);
-  const points = await searchAll(model, records, { ...opts, onPoint: (done, _total, point) => bar.update(done, point) }, true);
-  return { points, seconds: (performance.now() - start) / 1000 };
+  const onProgress = calibrationProgress(label, model.quantPoints.length, quiet);
+  const { results, timing } = await calibrateMany(model, images, labels, [{ ...opts, onProgress }]);
+  return { points: results[0], seconds: (performance.now() - start) / 1000, timing };
+}
+
+/** Peak resident set size of this process so far, in bytes. */
+export function peakRssBytes(): number {
+  return process.resourceUsage().maxRSS * 1024;
 }
 
 export async function runQuantize(args: string[]): Promise<void> {
@@ -151,7 +170,9 @@ export async function runQuantize(args: string[]): Promise<void> {
       throw new Ptq4vitError(`${(e as Error).message} (calibrating with --loss pseudo needs no labels)`);
     }
   }
+  const tLoad = performance.now();
   const { images, labels, indices } = await loadCalibration(calib, calibSize, opts.seed, model.spec.preprocess);
+  const loadSeconds = (performance.now() - tLoad) / 1000;
   const quiet = v.json === true && !process.stderr.isTTY;
   const label = `${method} W${opts.weightBits}A${opts.activationBits}`;
   const run = await runCalibration(model, images, labels, opts, quiet, label);
@@ -167,7 +188,10 @@ export async function runQuantize(args: string[]): Promise<void> {
     source_checkpoint: path.basename(weights),
     calibration: { data: path.basename(calibPath), images: indices.length, indices },
   };
+  const tWrite = performance.now();
   saveQuantizedModel(out, loaded.weights, { spec: model.spec, points: run.points, provenance });
+  const writeSeconds = (performance.now() - tWrite) / 1000;
+  const tEval = performance.now();
 
   let fp: EvalResult | null = null, quant: EvalResult | null = null;
   if (evalData) {
@@ -177,6 +201,7 @@ export async function runQuantize(args: string[]): Promise<void> {
     const qBar = new ProgressBar(`eval ${label}`, total, 'img', quiet);
     quant = await evaluate(model, evalData, { limit, runner: new QuantRunner(run.points), onProgress: (d) => qBar.update(d) });
   }
+  const evalSeconds = (performance.now() - tEval) / 1000;
   const rows: [string, string][] = [
     ['method', describeQuantization(provenance)],
     ['calibration', `${indices.length} images from ${path.basename(calibPath)} · ${run.seconds.toFixed(1)} s`],
@@ -199,6 +224,9 @@ export async function runQuantize(args: string[]): Promise<void> {
           a_bits: opts.activationBits,
           calib_images: indices.length,
           calib_seconds: run.seconds,
+          phase_seconds: { load_calibration: loadSeconds, record: run.timing.recordSeconds, search: run.timing.searchSeconds, write: writeSeconds, ...(evalData ? { eval: evalSeconds } : {}) },
+          record_passes: run.timing.groups,
+          peak_rss_bytes: peakRssBytes(),
           out,
           ...(fp && quant ? { top1: quant.top1, top5: quant.top5, fp32_top1: fp.top1, fp32_top5: fp.top5, eval_images: quant.images } : {}),
         }
