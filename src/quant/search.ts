@@ -6,8 +6,8 @@
  */
 import { Tensor } from '../tensor/tensor.js';
 import type { ActivationQuant, LinearQuant, MatmulQuant } from './params.js';
-import { fakeQuantGrouped, fakeQuantTwinGelu, fakeQuantTwinSoftmax, geluNegativeDelta, qmax } from './quantizers.js';
-import { scoreLinear, scoreMatmul, type Metric } from './scoring.js';
+import { fakeQuantGrouped, fakeQuantTwinGelu, fakeQuantTwinSoftmax, geluNegativeDelta, qmax, uniformCode } from './quantizers.js';
+import { scoreLinear, scoreLinearInteger, scoreMatmul, type Metric } from './scoring.js';
 
 export interface SearchConfig {
   metric: Metric;
@@ -24,6 +24,11 @@ export interface SearchConfig {
   geluAligned: boolean;
   /** Δ_R2 of the softmax twin: 1/2^(k−1) (paper, a power of two) or 1/(2^(k−1)−1) (authors' code: 1.0 exact). */
   softmaxDeltaR2: 'paper' | 'exact-one';
+  /**
+   * Hessian metric: score ≤ 8-bit uniform linear candidates with integer products (default true): same
+   * candidates, same codes; the scores differ from the float products' only by float rounding.
+   */
+  integerScoring?: boolean;
 }
 
 /** Float budget for one candidate batch's largest intermediate (keeps ORT's working set ~100 MB). */
@@ -135,8 +140,11 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
   let input: ActivationQuant | null = quantizeInput ? inputQuant(a0) : null;
 
   const cosineGroups = groups === 3 ? 3 : 1;
+  // Integer scoring needs both operands as ≤ 8-bit codes. The cosine metric stays in float: its row
+  // cosines sit within a few float32 ulps of 1, so the product's rounding alone can reorder candidates.
+  const integer = (cfg.integerScoring ?? true) && cfg.metric === 'hessian' && wBits <= 8 && aBits <= 8;
   // Per-channel weights (the conv) are scored per output channel; otherwise per output row (and q/k/v block).
-  const perColumn = cfg.metric === 'cosine' && groups === N && N > 1;
+  const perColumn = perColumnCosine(cfg, groups, N);
   // Each half-step depends only on the other operand's current scales: once a half-step sees the same
   // scales as in the previous round, every later round repeats itself exactly, so we stop there.
   let lastInputKey = '', lastWeightKey = '';
@@ -145,11 +153,14 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
     if (round > 0 && inputKey === lastInputKey) break;
     lastInputKey = inputKey;
     // Weight search: rows are independent, so every group is searched at once.
-    const xq = input ? new Tensor(fakeQuantActivation(x.data, input), [M, K]) : x;
+    // Uniform ≤ 8-bit input: the product is scored on integer codes (scoreLinearInteger), else in float.
+    const xCodes = integer && input?.kind === 'uniform' ? { codes: uniformCodesU8(x.data, input.deltas[0], aBits), shape: [M, K], delta: input.deltas[0] } : null;
+    const xq = input && !xCodes ? new Tensor(fakeQuantActivation(x.data, input), [M, K]) : x;
     const weightWidth = cfg.metric === 'hessian' || perColumn ? N : M * cosineGroups;
     const wScores = await scoreInBatches(C, M * N + N * K, weightWidth, (start, count) => {
       const scales = new Float32Array(count * N);
       for (let c = 0; c < count; c++) for (let n = 0; n < N; n++) scales[c * N + n] = factors[start + c] * w0[Math.floor(n / rowsPerGroup)];
+      if (xCodes) return scoreLinearInteger({ searched: 'weight', x: xCodes, w: rec.weight, bias: rec.bias, out, grad, scales, candidates: count, bits: wBits, metric: cfg.metric, cosineGroups });
       return scoreLinear({ searched: 'weight', x: xq, w: rec.weight, bias: rec.bias, out, grad, scales, candidates: count, bits: wBits, quantizer: 'uniform', metric: cfg.metric, cosineGroups, cosinePerColumn: perColumn });
     });
     const perGroup =
@@ -162,11 +173,13 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
     lastWeightKey = weightKey;
 
     // Input search with the weight quantized at its current scales.
-    const wq = new Tensor(fakeQuantGrouped(rec.weight.data, weightDeltas, rowsPerGroup * K, wBits), [N, K]);
+    const wCodes = integer && !twinGelu ? weightCodesT(rec.weight.data, weightDeltas, N, K, wBits) : null;
+    const wq = wCodes ? rec.weight : new Tensor(fakeQuantGrouped(rec.weight.data, weightDeltas, rowsPerGroup * K, wBits), [N, K]);
     const inputWidth = cfg.metric === 'hessian' ? 1 : M;
     const aScores = await scoreInBatches(C, M * N + M * K, inputWidth, (start, count) => {
       const deltas = factors.slice(start, start + count).map((f) => f * a0);
       const scales = Float32Array.from(deltas);
+      if (wCodes) return scoreLinearInteger({ searched: 'input', x, w: wCodes, bias: rec.bias, out, grad, scales, candidates: count, bits: aBits, metric: cfg.metric, cosineGroups: 1 });
       const scales2 = twinGelu ? Float32Array.from(deltas.map((d) => geluNegativeDelta(d, aBits, cfg.geluAligned))) : undefined;
       return scoreLinear({ searched: 'input', x, w: wq, bias: rec.bias, out, grad, scales, scales2, candidates: count, bits: aBits, quantizer: twinGelu ? 'twin-gelu' : 'uniform', metric: cfg.metric, cosineGroups: 1 });
     });
@@ -174,6 +187,30 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
     input = inputQuant(factors[argminColumns(aLoss, C, 1)[0]] * a0);
   }
   return { kind: rec.kind, point: rec.point, weightBits: wBits, weightDeltas, input };
+}
+
+function perColumnCosine(cfg: SearchConfig, groups: number, rows: number): boolean {
+  return cfg.metric === 'cosine' && groups === rows && rows > 1;
+}
+
+/** Signed uniform codes + 128 as u8 (the unsigned operand of the integer product, zero point 128). */
+function uniformCodesU8(x: Float32Array, delta: number, bits: number): Uint8Array {
+  const out = new Uint8Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = uniformCode(x[i], delta, bits) + 128;
+  return out;
+}
+
+/** Weight codes transposed to [K, N] (s8) with their Δ per output row (`deltas` per group of rows). */
+function weightCodesT(w: Float32Array, deltas: number[], N: number, K: number, bits: number): { codesT: Int8Array; shape: number[]; deltas: Float32Array } {
+  const perGroup = N / deltas.length;
+  const codesT = new Int8Array(N * K);
+  const rowDeltas = new Float32Array(N);
+  for (let n = 0; n < N; n++) {
+    const delta = deltas[Math.floor(n / perGroup)];
+    rowDeltas[n] = delta;
+    for (let k = 0; k < K; k++) codesT[k * N + n] = uniformCode(w[n * K + k], delta, bits);
+  }
+  return { codesT, shape: [K, N], deltas: rowDeltas };
 }
 
 /** [C, N] per-row scores → [C, groups] sums over each group's rows. */
