@@ -1,9 +1,14 @@
-/** Integer candidate scoring (u8×s8 codes) gives the float scoring's scores up to float rounding. */
+/**
+ * Integer candidate scoring (u8×s8 codes) gives the float scoring's scores up to float rounding; scoring
+ * very large layers block by block chooses the same scales.
+ */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { seededRandom } from '../src/grad/loss.js';
 import { fakeQuantGrouped, uniformCode } from '../src/quant/quantizers.js';
+import { methodConfig } from '../src/quant/methods.js';
 import { scoreLinear, scoreLinearInteger } from '../src/quant/scoring.js';
+import { searchLinear, searchMatmul } from '../src/quant/search.js';
 import { Tensor } from '../src/tensor/tensor.js';
 
 const random = seededRandom(7);
@@ -47,3 +52,25 @@ for (const bits of [8, 6, 4]) {
     assertRelClose(ix, fx, 'input search');
   });
 }
+
+test('scoring over blocks of rows / images (a small batch budget) chooses what one block does', async () => {
+  const cfg = { ...methodConfig('ptq4vit', { weightBits: 6, activationBits: 6, n: 20, rounds: 2 }) };
+  const twinInput = new Tensor(Float32Array.from(x.data, (v) => Math.max(v, -0.17)), [M, K]);
+  for (const postGelu of [false, true]) {
+    const rec = { point: 'fc', kind: 'linear' as const, x: postGelu ? twinInput : x, weight: w, bias: null, out, grad, weightGroups: 3, postGelu };
+    const whole = await searchLinear(rec, cfg);
+    const blocked = await searchLinear(rec, { ...cfg, batchFloats: 7 * (N + K) });
+    assert.deepEqual(blocked, whole, `linear, post-GELU ${postGelu}`);
+  }
+  const [O, H, T, D] = [6, 2, 9, 5];
+  const a = new Tensor(rand(O * H * T * T).map(Math.abs), [O * H, T, T]);
+  const b = new Tensor(rand(O * H * T * D), [O * H, T, D]);
+  const mout = new Tensor(rand(O * H * T * D), [O * H, T, D]);
+  const mgrad = new Tensor(rand(O * H * T * D, 0.1), [O * H, T, D]);
+  for (const postSoftmax of [false, true]) {
+    const rec = { point: 'sv', heads: H, a, b, out: mout, grad: mgrad, postSoftmax };
+    const whole = await searchMatmul(rec, cfg);
+    const blocked = await searchMatmul(rec, { ...cfg, batchFloats: 2 * 2 * H * T * T });
+    assert.deepEqual(blocked, whole, `matmul, post-softmax ${postSoftmax}`);
+  }
+});
