@@ -43,6 +43,8 @@ const { values } = parseArgs({
     threads: { type: 'string', default: '2' },
     'group-mib': { type: 'string' },
     chunk: { type: 'string' },
+    /** Stop after this many groups (recorded and searched): peak RSS of the first groups, when a full run is too long. */
+    groups: { type: 'string' },
     'no-write': { type: 'boolean' },
     child: { type: 'string' },
     images: { type: 'string' },
@@ -85,6 +87,8 @@ function randomImages(dir: string, count: number): string {
   return manifest;
 }
 
+class StopBench extends Error {}
+
 interface ChildResult {
   preset: string;
   images: number;
@@ -92,6 +96,9 @@ interface ChildResult {
   record_seconds: number;
   search_seconds: number;
   groups: number;
+  /** Groups recorded and searched (fewer than `groups` with --groups). */
+  groups_done: number;
+  points_searched: number;
   points: number;
   peak_rss_bytes: number;
   rss_after_load_bytes: number;
@@ -109,28 +116,45 @@ async function child(): Promise<void> {
   const opts = methodConfig('ptq4vit', { weightBits: 8, activationBits: 8, n: Number(values.n), rounds: Number(values.rounds), loss: 'pseudo' });
   const groupBytes = values['group-mib'] ? Number(values['group-mib']) * 2 ** 20 : undefined;
   const chunkSize = values.chunk ? Number(values.chunk) : undefined;
-  let lastPass = 0;
+  let lastPass = 0, searched = 0, totalGroups = 0;
+  const stopAfter = values.groups ? Number(values.groups) : Infinity;
   const t0 = performance.now();
-  const { timing } = await calibrateMany(model, x, null, [
-    {
-      ...opts,
-      groupBytes,
-      chunkSize,
-      onProgress: (e) => {
-        if (e.phase === 'record' && e.images === e.totalImages && e.group !== lastPass) {
-          lastPass = e.group;
-          process.stderr.write(`${preset}: pass ${e.group}/${e.groups} recorded at ${((performance.now() - t0) / 1000).toFixed(0)} s, RSS ${(process.memoryUsage().rss / 2 ** 30).toFixed(2)} GiB\n`);
-        }
+  let recordMs = 0, passStart = t0;
+  let timing: { recordSeconds: number; searchSeconds: number; groups: number } | null = null;
+  try {
+    timing = (await calibrateMany(model, x, null, [
+      {
+        ...opts,
+        groupBytes,
+        chunkSize,
+        onProgress: (e) => {
+          if (e.phase === 'record' && e.group > stopAfter) throw new StopBench();
+          if (e.phase === 'record' && e.images === e.totalImages && e.group !== lastPass) {
+            lastPass = e.group;
+            totalGroups = e.groups;
+            recordMs += performance.now() - passStart;
+            process.stderr.write(`${preset}: pass ${e.group}/${e.groups} recorded at ${((performance.now() - t0) / 1000).toFixed(0)} s, RSS ${(process.memoryUsage().rss / 2 ** 30).toFixed(2)} GiB\n`);
+          }
+          if (e.phase === 'search') {
+            searched = e.done;
+            passStart = performance.now();
+          }
+        },
       },
-    },
-  ]);
+    ])).timing;
+  } catch (e) {
+    if (!(e instanceof StopBench)) throw e;
+  }
+  const seconds = (performance.now() - t0) / 1000;
   const result: ChildResult = {
     preset,
     images,
-    seconds: (performance.now() - t0) / 1000,
-    record_seconds: timing.recordSeconds,
-    search_seconds: timing.searchSeconds,
-    groups: timing.groups,
+    seconds,
+    record_seconds: timing?.recordSeconds ?? recordMs / 1000,
+    search_seconds: timing?.searchSeconds ?? seconds - recordMs / 1000,
+    groups: timing?.groups ?? totalGroups,
+    groups_done: timing ? timing.groups : Math.min(stopAfter, totalGroups),
+    points_searched: searched,
     points: model.quantPoints.length,
     peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
     rss_after_load_bytes: rssAfterLoad,
@@ -157,19 +181,22 @@ async function parent(): Promise<void> {
       const args = [here, '--child', job.preset, '--dir', dir, '--images', String(job.images), '--n', values.n!, '--rounds', values.rounds!, '--threads', values.threads!];
       if (values['group-mib']) args.push('--group-mib', values['group-mib']);
       if (values.chunk) args.push('--chunk', values.chunk);
+      if (values.groups) args.push('--groups', values.groups);
       const p = spawnSync(process.execPath, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
       if (p.status !== 0) throw new Error(`${job.preset}: child failed (exit ${p.status} ${p.signal ?? ''})`);
       const r = JSON.parse(p.stdout.trim().split('\n').at(-1)!) as ChildResult;
       const gib = (b: number) => (b / 2 ** 30).toFixed(2);
-      console.log(`${job.preset} ${job.images} images: ${r.seconds.toFixed(0)} s (record ${r.record_seconds.toFixed(0)} s in ${r.groups} passes, search ${r.search_seconds.toFixed(0)} s), peak RSS ${gib(r.peak_rss_bytes)} GiB`);
-      const command = `node dist/scripts/bench_scale.js --jobs ${job.name}:${job.images} --n ${values.n} --rounds ${values.rounds}${values['group-mib'] ? ` --group-mib ${values['group-mib']}` : ''}${values.chunk ? ` --chunk ${values.chunk}` : ''}`;
-      rows.push(`| ${job.preset}${Number.isFinite(params) ? ` (${(params / 1e6).toFixed(1)} M)` : ''} | ${job.images} | ${r.seconds.toFixed(0)} | ${r.record_seconds.toFixed(0)} (${r.groups} passes) | ${r.search_seconds.toFixed(0)} | ${gib(r.peak_rss_bytes)} GiB | ${gib(r.rss_after_load_bytes)} GiB | ${loadBefore} | \`${command}\` |`);
+      const partial = r.groups_done < r.groups ? ` — first ${r.groups_done} of ${r.groups} groups (${r.points_searched}/${r.points} points)` : '';
+      console.log(`${job.preset} ${job.images} images${partial}: ${r.seconds.toFixed(0)} s (record ${r.record_seconds.toFixed(0)} s, search ${r.search_seconds.toFixed(0)} s), peak RSS ${gib(r.peak_rss_bytes)} GiB`);
+      const command = `node dist/scripts/bench_scale.js --jobs ${job.name}:${job.images} --n ${values.n} --rounds ${values.rounds}${values['group-mib'] ? ` --group-mib ${values['group-mib']}` : ''}${values.chunk ? ` --chunk ${values.chunk}` : ''}${values.groups ? ` --groups ${values.groups}` : ''}`;
+      const loadAfter = os.loadavg().map((l) => l.toFixed(2)).join(' / ');
+      rows.push(`| ${job.preset}${Number.isFinite(params) ? ` (${(params / 1e6).toFixed(1)} M)` : ''} | ${job.images} | ${r.groups_done}/${r.groups} (${r.points_searched}/${r.points} points) | ${r.seconds.toFixed(0)} | ${r.record_seconds.toFixed(0)} | ${r.search_seconds.toFixed(0)} | ${gib(r.peak_rss_bytes)} GiB | ${gib(r.rss_after_load_bytes)} GiB | ${loadBefore} → ${loadAfter} | \`${command}\` |`);
     }
     const table = [
       `\`node dist/scripts/bench_scale.js\` at ${gitRevision()}, ${new Date().toISOString()} — ${header}; search n ${values.n}, ${values.rounds} rounds, group budget ${values['group-mib'] ?? DEFAULT_GROUP_BYTES / 2 ** 20} MiB, chunk ${values.chunk ?? 8}.`,
       '',
-      '| model | images | seconds | recording (s) | search (s) | peak RSS | RSS after load | load before (1/5/15 min) | command |',
-      '|---|---|---|---|---|---|---|---|---|',
+      '| model | images | groups done | seconds | recording (s) | search (s) | peak RSS | RSS after load | load (1/5/15 min) before → after | command |',
+      '|---|---|---|---|---|---|---|---|---|---|',
       ...rows,
     ].join('\n');
     console.log(table);
