@@ -33,8 +33,12 @@ export interface SearchConfig {
   batchFloats?: number;
 }
 
-/** Float budget for one candidate batch's largest intermediate (keeps ORT's working set ~100 MB). */
-const CANDIDATE_BATCH_FLOATS = 24_000_000;
+/**
+ * Float budget for one candidate batch's largest intermediate (~24 MB). Smaller batches ran faster than
+ * 96 MB ones (measured 1.7× per candidate on vit_tiny_c10's qkv, BENCHMARKS.md): without ORT's arena
+ * (see runGraph) every intermediate is fresh memory, and large ones are page-faulted in on every run.
+ */
+const CANDIDATE_BATCH_FLOATS = 6_000_000;
 
 function candidateFactors(c: SearchConfig): number[] {
   return Array.from({ length: c.n + 1 }, (_, i) => c.alpha + (i * (c.beta - c.alpha)) / c.n);
