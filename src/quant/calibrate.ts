@@ -10,7 +10,7 @@
  */
 import { computeGradients } from '../grad/gradients.js';
 import type { LossKind } from '../grad/loss.js';
-import type { QuantPoint, Runner, VisionModel } from '../models/types.js';
+import type { Arch, QuantPoint, Runner, VisionModel } from '../models/types.js';
 import { linear as linearFp, matmul as matmulFp } from '../tensor/gemm.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { PointQuant } from './params.js';
@@ -20,7 +20,10 @@ export interface CalibrationOptions extends SearchConfig {
   /** Loss whose gradient weights the Hessian metric (ignored by the cosine metric). */
   loss: LossKind;
   seed: number;
-  /** Images per forward/backward pass while recording (default 8; the tape of one chunk is held at once). */
+  /**
+   * Images per forward/backward pass while recording (the tape of one chunk is held at once). Default:
+   * 8, fewer for models whose tape would exceed TAPE_BUDGET_BYTES (defaultChunkSize).
+   */
   chunkSize?: number;
   /**
    * Bytes of recorded inputs/outputs/∂L/∂O held at once (default DEFAULT_GROUP_BYTES): points are recorded
@@ -30,8 +33,24 @@ export interface CalibrationOptions extends SearchConfig {
   onProgress?: (event: CalibrationProgress) => void;
 }
 
-/** Default record budget per group: bounds ViT-B/16-224 with 32 images to ~3 GiB peak RSS (BENCHMARKS.md). */
+/** Default record budget per group (with the tape budget below: ViT-B/16-224 under 3 GiB peak RSS, BENCHMARKS.md). */
 export const DEFAULT_GROUP_BYTES = 768 * 2 ** 20;
+
+/** What one chunk's gradient tape may hold (estimated from the architecture, see defaultChunkSize). */
+export const TAPE_BUDGET_BYTES = 640 * 2 ** 20;
+
+/**
+ * Images per recording chunk: 8, or fewer when the tape of 8 images would exceed TAPE_BUDGET_BYTES. The
+ * tape keeps ~20 floats per token and channel per block (LayerNorm, qkv, GELU and MLP tensors, attention
+ * maps excluded): ViT-B/16-224 ≈ 145 MB per image (measured 156: bench_grads), so 4 images per chunk.
+ */
+export function defaultChunkSize(arch: Arch): number {
+  const floatsPerImage =
+    arch.family === 'swin'
+      ? arch.depths.reduce((sum, depth, stage) => sum + depth * (arch.imgSize / arch.patchSize / 2 ** stage) ** 2 * arch.embedDim * 2 ** stage, 0)
+      : arch.depth * ((arch.imgSize / arch.patchSize) ** 2 + 2) * arch.embedDim;
+  return Math.max(1, Math.min(8, Math.floor(TAPE_BUDGET_BYTES / (4 * 20 * floatsPerImage))));
+}
 
 export type CalibrationProgress =
   /** Recording pass `group` of `groups` (1-based) has run forward (+ backward) over `images` images. */
@@ -300,7 +319,7 @@ export async function calibrateMany(model: VisionModel, images: Tensor, labels: 
   if (configs.length === 0) return { results: [], timing: { recordSeconds: 0, searchSeconds: 0, searchSecondsPerConfig: [], groups: 0 } };
   const first = configs[0];
   const withGradients = configs.some((c) => c.metric === 'hessian');
-  const chunkSize = first.chunkSize ?? 8;
+  const chunkSize = first.chunkSize ?? defaultChunkSize(model.spec.arch);
   const rec = new Recording(model, images, labels, withGradients, chunkSize, first.groupBytes ?? DEFAULT_GROUP_BYTES, first.loss, first.seed, configs.every((c) => c.metric === 'hessian'));
   const byName = new Map(model.quantPoints.map((p) => [p.name, p]));
   const chosen = configs.map(() => new Map<string, PointQuant>());
