@@ -193,7 +193,7 @@ async function parent(): Promise<void> {
       rows.push(`| ${job.preset}${Number.isFinite(params) ? ` (${(params / 1e6).toFixed(1)} M)` : ''} | ${job.images} | ${r.groups_done}/${r.groups} (${r.points_searched}/${r.points} points) | ${r.seconds.toFixed(0)} | ${r.record_seconds.toFixed(0)} | ${r.search_seconds.toFixed(0)} | ${gib(r.peak_rss_bytes)} GiB | ${gib(r.rss_after_load_bytes)} GiB | ${loadBefore} → ${loadAfter} | \`${command}\` |`);
     }
     const table = [
-      `\`node dist/scripts/bench_scale.js\` at ${gitRevision()}, ${new Date().toISOString()} — ${header}; search n ${values.n}, ${values.rounds} rounds, group budget ${values['group-mib'] ?? DEFAULT_GROUP_BYTES / 2 ** 20} MiB, chunk ${values.chunk ?? 8}.`,
+      `\`node dist/scripts/bench_scale.js\` at ${gitRevision()}, ${new Date().toISOString()} — ${header}; search n ${values.n}, ${values.rounds} rounds, group budget ${values['group-mib'] ?? DEFAULT_GROUP_BYTES / 2 ** 20} MiB, chunk ${values.chunk ?? 'per model (defaultChunkSize)'}.`,
       '',
       '| model | images | groups done | seconds | recording (s) | search (s) | peak RSS | RSS after load | load (1/5/15 min) before → after | command |',
       '|---|---|---|---|---|---|---|---|---|---|',
