@@ -17,7 +17,7 @@ import type { LossKind } from '../src/grad/loss.js';
 import { openModel } from '../src/open.js';
 import type { VisionModel } from '../src/models/types.js';
 import { loadCalibration } from '../src/quant/calibset.js';
-import { recordCalibration, searchAll, type CalibrationRecords } from '../src/quant/calibrate.js';
+import { calibrateMany } from '../src/quant/calibrate.js';
 import { methodConfig, type Method, type MethodOverrides } from '../src/quant/methods.js';
 import { QuantRunner } from '../src/quant/runner.js';
 import { writeReport, type RunSummary } from '../src/report/html.js';
@@ -97,24 +97,21 @@ async function runModel(name: string, jobs: Job[], done: Set<string>): Promise<v
   if (todo.length === 0) return;
   const calib = await openDataset(path.join(shared, 'data', 'cifar10', 'calib32.json'));
   const { images, labels } = await loadCalibration(calib, 32, 0, model.spec.preprocess);
-  // Recordings depend only on the loss (for the gradients): make each once, reuse for every job.
-  const records = new Map<LossKind, { records: CalibrationRecords; seconds: number }>();
-  for (const job of todo) {
-    const opts = methodConfig(job.method, { weightBits: job.bits, activationBits: job.bits, ...job.variant });
-    let rec = records.get(opts.loss);
-    if (!rec) {
-      const t0 = performance.now();
-      const r = await recordCalibration(model, images, labels, { ...opts, metric: 'hessian' });
-      rec = { records: r, seconds: (performance.now() - t0) / 1000 };
-      records.set(opts.loss, rec);
+  // Recordings depend only on the loss (for the gradients): jobs sharing it are calibrated together,
+  // each group of points recorded once and searched under every job's settings.
+  const losses = [...new Set(todo.map((j) => methodConfig(j.method, { weightBits: j.bits, activationBits: j.bits, ...j.variant }).loss))];
+  for (const loss of losses) {
+    const batch = todo.filter((j) => methodConfig(j.method, { weightBits: j.bits, activationBits: j.bits, ...j.variant }).loss === loss);
+    const configs = batch.map((j) => methodConfig(j.method, { weightBits: j.bits, activationBits: j.bits, ...j.variant }));
+    const { results, timing } = await calibrateMany(model, images, labels, configs);
+    for (let i = 0; i < batch.length; i++) {
+      const job = batch[i], opts = configs[i];
+      const searchSeconds = timing.searchSecondsPerConfig[i];
+      // A calibration run records once: charge the recording to every row (gradients only where used).
+      const recordSeconds = opts.metric === 'hessian' ? timing.recordSeconds : timing.recordSeconds / 2;
+      const result = await evalRow(model, data, new QuantRunner(results[i]));
+      appendRow({ model: name, config: job.config, method: job.method, w_bits: job.bits, a_bits: job.bits, variant: job.variant, ...result, calib_seconds: searchSeconds + recordSeconds, search_seconds: searchSeconds });
     }
-    const t0 = performance.now();
-    const points = await searchAll(model, rec.records, opts, false);
-    const searchSeconds = (performance.now() - t0) / 1000;
-    // A calibration run records once: charge the recording to every row (gradients only where used).
-    const recordSeconds = opts.metric === 'hessian' ? rec.seconds : rec.seconds / 2;
-    const result = await evalRow(model, data, new QuantRunner(points));
-    appendRow({ model: name, config: job.config, method: job.method, w_bits: job.bits, a_bits: job.bits, variant: job.variant, ...result, calib_seconds: searchSeconds + recordSeconds, search_seconds: searchSeconds });
   }
 }
 

@@ -16,7 +16,7 @@ export { evaluate, type EvalOptions, type EvalResult } from './eval/evaluate.js'
 export { computeGradients, type GradientOptions } from './grad/gradients.js';
 export { Tape } from './grad/tape.js';
 export { LOSS_KINDS, type LossKind } from './grad/loss.js';
-export { calibrate, recordCalibration, searchAll, type CalibrationOptions } from './quant/calibrate.js';
+export { calibrate, calibrateMany, planGroups, DEFAULT_GROUP_BYTES, type CalibrationOptions, type CalibrationProgress, type CalibrationTiming } from './quant/calibrate.js';
 export { methodConfig, METHODS, type Method, type MethodOverrides } from './quant/methods.js';
 export { loadCalibration, calibrationIndices, type CalibrationLoadOptions, type CalibrationSet } from './quant/calibset.js';
 export { QuantRunner } from './quant/runner.js';

@@ -216,6 +216,34 @@ describe('round trip: quantize → file → eval', () => {
   });
 });
 
+describe('progress and accounting', () => {
+  test('on a pipe (not a TTY): plain progress lines for every phase, with ETA; --json has per-phase seconds and peak RSS', () => {
+    const dir = tmpDir();
+    const r = quantize('--bits', '8', '--n', '4', '--rounds', '1', '--calib-size', '16', '--out', path.join(dir, 'q.safetensors'));
+    assert.equal(r.status, 0, showRun(r));
+    assert.ok(!r.stderr.includes('\r') && !r.stderr.includes('\x1b'), 'no carriage returns or escape codes on a pipe');
+    const lines = r.stderr.split('\n').filter(Boolean);
+    // Recording (one pass here: vit_tiny_c10 on 16 images fits one group) by images, ending at 16/16.
+    const record = lines.filter((l) => /^ptq4vit W8A8 record 1\/1 /.test(l));
+    assert.ok(record.length >= 2, r.stderr);
+    assert.match(record.at(-1)!, /100% 16\/16 img [\d.]+ img\/s [\dhms]+<[\dhms]+$/);
+    // The search by points, at most every 10%, with elapsed<ETA and the point just searched.
+    const search = lines.filter((l) => /^ptq4vit W8A8 search /.test(l));
+    assert.ok(search.length >= 5 && search.length <= 11, r.stderr);
+    for (const l of search) assert.match(l, /\d+% \d+\/74 layers [\d.]+ layers\/s [\dhms]+<[\dhms]+ \S+$/);
+    assert.match(search.at(-1)!, /100% 74\/74 layers .* head$/);
+    assert.ok(lines.indexOf(record.at(-1)!) < lines.indexOf(search[0]), 'recording before its search');
+
+    const q = lastJson(quantize('--bits', '8', '--n', '4', '--rounds', '1', '--calib-size', '16', '--out', path.join(dir, 'q2.safetensors'), '--json'));
+    const phases = q.phase_seconds as Record<string, number>;
+    assert.deepEqual(Object.keys(phases).sort(), ['load_calibration', 'record', 'search', 'write']);
+    for (const v of Object.values(phases)) assert.ok(v >= 0 && v < 600, JSON.stringify(q));
+    assert.ok(phases.record + phases.search <= (q.calib_seconds as number) + 1e-6, JSON.stringify(q));
+    assert.equal(q.record_passes, 1);
+    assert.ok((q.peak_rss_bytes as number) > 50 * 2 ** 20 && (q.peak_rss_bytes as number) < 8 * 2 ** 30, JSON.stringify(q));
+  });
+});
+
 describe('user errors: exit 2, one clear message, no stack trace, nothing written', () => {
   /** Run quantize into a fresh directory; assert the error and that the directory is still empty. */
   function refused(pattern: RegExp, args: string[], options: { model?: string[]; out?: (dir: string) => string } = {}): void {

@@ -9,7 +9,7 @@ import { locateModel } from '../models/hub.js';
 import { openModel } from '../open.js';
 import type { VisionModel } from '../models/types.js';
 import { loadCalibration } from '../quant/calibset.js';
-import { recordCalibration, searchAll, type CalibrationOptions } from '../quant/calibrate.js';
+import { calibrateMany, type CalibrationOptions, type CalibrationTiming } from '../quant/calibrate.js';
 import { checkSpecStorable, saveQuantizedModel } from '../quant/file.js';
 import { methodConfig, METHODS, type Method } from '../quant/methods.js';
 import type { PointQuant } from '../quant/params.js';
@@ -176,16 +176,35 @@ function chooseLoss(opts: CalibrationOptions, v: Values, calib: Dataset, numClas
 export interface CalibrationRun {
   points: PointQuant[];
   seconds: number;
+  timing: CalibrationTiming;
 }
 
-/** Calibrate with progress bars: one for recording, one per quantization point. */
+/** Progress for every calibration phase: each recording pass by images, the search by points (with ETA). */
+export function calibrationProgress(label: string, totalPoints: number, quiet: boolean): CalibrationOptions['onProgress'] {
+  const search = new ProgressBar(`${label} search`, totalPoints, 'layers', quiet);
+  let record: ProgressBar | null = null, pass = 0;
+  return (e) => {
+    if (e.phase === 'record') {
+      if (e.group !== pass) {
+        pass = e.group;
+        record = new ProgressBar(`${label} record ${e.group}/${e.groups}`, e.totalImages, 'img', quiet);
+      }
+      record!.update(e.images);
+    } else search.update(e.done, e.point);
+  };
+}
+
+/** Calibrate with progress lines for every phase (recording passes by images, the search by points). */
 export async function runCalibration(model: VisionModel, images: import('../tensor/tensor.js').Tensor, labels: Int32Array | null, opts: CalibrationOptions, quiet: boolean, label: string): Promise<CalibrationRun> {
   const start = performance.now();
-  if (!quiet) process.stderr.write(`${label}: recording FP32 activations${opts.metric === 'hessian' ? ' and gradients' : ''} on ${images.shape[0]} images…\n`);
-  const records = await recordCalibration(model, images, labels, opts);
-  const bar = new ProgressBar(label, model.quantPoints.length, 'layers', quiet);
-  const points = await searchAll(model, records, { ...opts, onPoint: (done, _total, point) => bar.update(done, point) }, true);
-  return { points, seconds: (performance.now() - start) / 1000 };
+  const onProgress = calibrationProgress(label, model.quantPoints.length, quiet);
+  const { results, timing } = await calibrateMany(model, images, labels, [{ ...opts, onProgress }]);
+  return { points: results[0], seconds: (performance.now() - start) / 1000, timing };
+}
+
+/** Peak resident set size of this process so far, in bytes. */
+export function peakRssBytes(): number {
+  return process.resourceUsage().maxRSS * 1024;
 }
 
 export async function runQuantize(args: string[]): Promise<void> {
@@ -218,7 +237,9 @@ export async function runQuantize(args: string[]): Promise<void> {
   const quiet = v.json === true && !process.stderr.isTTY;
   // The paper calibrates on 32 images; a folder of a few photos is used whole unless --calib-size asks for more.
   const calibSize = calibSizeFlag ?? Math.min(DEFAULT_CALIB_SIZE, calib.size);
+  const tLoad = performance.now();
   const { images, labels, indices, skipped } = await loadCalibration(calib, calibSize, opts.seed, model.spec.preprocess, { skipUnreadable: v['skip-unreadable'] === true });
+  const loadSeconds = (performance.now() - tLoad) / 1000;
   if (!quiet && calibSize < DEFAULT_CALIB_SIZE && calibSizeFlag === undefined) process.stderr.write(`--calib ${calibPath} has ${calib.size} images, fewer than the default ${DEFAULT_CALIB_SIZE}: calibrating on all of them\n`);
   if (!quiet && lossChoice === 'default for unlabeled data') process.stderr.write(`--calib ${calibPath} has no labels: calibrating with --loss pseudo (the FP32 model's own predictions)\n`);
   const label = `${method} W${opts.weightBits}A${opts.activationBits}`;
@@ -237,7 +258,10 @@ export async function runQuantize(args: string[]): Promise<void> {
     source_checkpoint: path.basename(weights),
     calibration: calibrationRecord(calib, calibPath, indices, skipped),
   };
+  const tWrite = performance.now();
   saveQuantizedModel(out, loaded.weights, { spec: model.spec, points: run.points, provenance });
+  const writeSeconds = (performance.now() - tWrite) / 1000;
+  const tEval = performance.now();
 
   let fp: EvalResult | null = null, quant: EvalResult | null = null;
   if (evalData) {
@@ -247,6 +271,7 @@ export async function runQuantize(args: string[]): Promise<void> {
     const qBar = new ProgressBar(`eval ${label}`, total, 'img', quiet);
     quant = await evaluate(model, evalData, { limit, runner: new QuantRunner(run.points), onProgress: (d) => qBar.update(d) });
   }
+  const evalSeconds = (performance.now() - tEval) / 1000;
   if (collector && reportFile !== undefined) {
     writeReport(reportFile, quantizeReport(model.spec, provenance, collector, fp && quant ? { fp32: fp, quantized: quant, images: quant.images } : undefined));
   }
@@ -277,6 +302,9 @@ export async function runQuantize(args: string[]): Promise<void> {
           calib_skipped: skipped.length,
           loss: opts.metric === 'hessian' ? opts.loss : null,
           calib_seconds: run.seconds,
+          phase_seconds: { load_calibration: loadSeconds, record: run.timing.recordSeconds, search: run.timing.searchSeconds, write: writeSeconds, ...(evalData ? { eval: evalSeconds } : {}) },
+          record_passes: run.timing.groups,
+          peak_rss_bytes: peakRssBytes(),
           out,
           ...(fp && quant ? { top1: quant.top1, top5: quant.top5, fp32_top1: fp.top1, fp32_top5: fp.top5, eval_images: quant.images } : {}),
         }

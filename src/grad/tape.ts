@@ -73,8 +73,12 @@ export class Tape implements Runner {
   /**
    * Propagate ∂L/∂output back through everything recorded, calling `sink` at each quantization point
    * (in reverse order of the forward pass). The tape is empty afterwards.
+   * With `points`, only those points reach the sink, and propagation stops once all of them have: what
+   * lies before them in the forward pass cannot change their gradients.
    */
-  async backward(output: Tensor, gradOutput: Tensor, sink: GradientSink): Promise<void> {
+  async backward(output: Tensor, gradOutput: Tensor, sink: GradientSink, options: { points?: ReadonlySet<string> } = {}): Promise<void> {
+    const wanted = options.points;
+    let remaining = wanted ? wanted.size : Infinity;
     // Inputs no op produced (images, weights) need no gradient: skip ops whose inputs are all such.
     const produced = new Set(this.entries.map((e) => e.output));
     const grads = new Map<Tensor, Tensor>([[output, gradOutput]]);
@@ -84,7 +88,13 @@ export class Tape implements Runner {
       const g = grads.get(entry.output);
       if (!g) continue;
       grads.delete(entry.output);
-      if (entry.point) await sink(entry.point, g, entry.output, entry.inputs);
+      if (entry.point && (!wanted || wanted.has(entry.point))) {
+        await sink(entry.point, g, entry.output, entry.inputs);
+        if (--remaining === 0) {
+          this.entries.length = 0;
+          return;
+        }
+      }
       if (!entry.inputs.some((t) => produced.has(t))) continue;
       const inputGrads = await entry.backward(g);
       entry.inputs.forEach((input, k) => {

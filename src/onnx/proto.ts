@@ -178,6 +178,13 @@ export function encodeModel(graph: GraphSpec): Uint8Array {
     o.string(1, '');
     o.int(2, graph.opset ?? 17);
   });
+  // Contrib ops (e.g. com.microsoft's MatMulIntegerToFloat) need their domain imported too.
+  for (const domain of new Set(graph.nodes.map((n) => n.domain).filter((d): d is string => !!d))) {
+    w.message(8, (o) => {
+      o.string(1, domain);
+      o.int(2, 1);
+    });
+  }
   for (const [key, value] of Object.entries(graph.metadata ?? {})) {
     w.message(14, (entry) => {
       entry.string(1, key);

@@ -1,13 +1,18 @@
 /**
- * PTQ4ViT calibration: one FP32 pass over the calibration images records every quantization point's
- * inputs, output and (for the Hessian metric) ∂L/∂O; then each point's scales are searched on its own
- * FP32 data (parallel paradigm), in model order.
+ * PTQ4ViT calibration in bounded memory. Each point's scales are searched on its own FP32 inputs, output and
+ * (for the Hessian metric) ∂L/∂O over the calibration set — the parallel paradigm, so points are independent.
+ * Holding all of that for every point at once grows with depth × images (~24 MB per image per ViT-B block),
+ * so the points are processed in groups of consecutive points (in forward order) whose records fit a byte
+ * budget: for each group, one pass over the calibration images (forward, and backward down to the group's
+ * first point) records only that group, the group is searched, and its records are freed. More groups cost
+ * more passes (time), fewer groups more memory; the budget chooses. Every group sees exactly the numbers an
+ * all-at-once recording would (same chunks, same kernels), so the search is the same search.
  */
 import { computeGradients } from '../grad/gradients.js';
 import type { LossKind } from '../grad/loss.js';
-import type { QuantPoint, Runner, VisionModel } from '../models/types.js';
+import type { Arch, QuantPoint, Runner, VisionModel } from '../models/types.js';
 import { linear as linearFp, matmul as matmulFp } from '../tensor/gemm.js';
-import { Tensor, concatFloat32 } from '../tensor/tensor.js';
+import { Tensor } from '../tensor/tensor.js';
 import type { PointQuant } from './params.js';
 import { searchLinear, searchMatmul, type SearchConfig } from './search.js';
 
@@ -15,33 +20,69 @@ export interface CalibrationOptions extends SearchConfig {
   /** Loss whose gradient weights the Hessian metric (ignored by the cosine metric). */
   loss: LossKind;
   seed: number;
-  /** Images per forward/backward pass while recording. */
+  /**
+   * Images per forward/backward pass while recording (the tape of one chunk is held at once). Default:
+   * 8, fewer for models whose tape would exceed TAPE_BUDGET_BYTES (defaultChunkSize).
+   */
   chunkSize?: number;
-  onRecorded?: () => void;
-  onPoint?: (done: number, total: number, point: string) => void;
+  /**
+   * Bytes of recorded inputs/outputs/∂L/∂O held at once (default DEFAULT_GROUP_BYTES): points are recorded
+   * and searched in groups that fit it. A point larger than the budget is a group of its own.
+   */
+  groupBytes?: number;
+  onProgress?: (event: CalibrationProgress) => void;
 }
 
+/** Default record budget per group (with the tape budget below: ViT-B/16-224 under 3 GiB peak RSS, BENCHMARKS.md). */
+export const DEFAULT_GROUP_BYTES = 768 * 2 ** 20;
+
+/** What one chunk's gradient tape may hold (estimated from the architecture, see defaultChunkSize). */
+export const TAPE_BUDGET_BYTES = 640 * 2 ** 20;
+
+/**
+ * Images per recording chunk: 8, or fewer when the tape of 8 images would exceed TAPE_BUDGET_BYTES. The
+ * tape keeps ~20 floats per token and channel per block (LayerNorm, qkv, GELU and MLP tensors, attention
+ * maps excluded): ViT-B/16-224 ≈ 145 MB per image (measured 156: bench_grads), so 4 images per chunk.
+ */
+export function defaultChunkSize(arch: Arch): number {
+  const floatsPerImage =
+    arch.family === 'swin'
+      ? arch.depths.reduce((sum, depth, stage) => sum + depth * (arch.imgSize / arch.patchSize / 2 ** stage) ** 2 * arch.embedDim * 2 ** stage, 0)
+      : arch.depth * ((arch.imgSize / arch.patchSize) ** 2 + 2) * arch.embedDim;
+  return Math.max(1, Math.min(8, Math.floor(TAPE_BUDGET_BYTES / (4 * 20 * floatsPerImage))));
+}
+
+export type CalibrationProgress =
+  /** Recording pass `group` of `groups` (1-based) has run forward (+ backward) over `images` images. */
+  | { phase: 'record'; group: number; groups: number; images: number; totalImages: number }
+  /** `done` of `total` points searched (for every configuration), the last one `point`. */
+  | { phase: 'search'; done: number; total: number; point: string };
+
+/** Where calibration time went. */
+export interface CalibrationTiming {
+  /** Forward (+ backward) passes recording the groups' data. */
+  recordSeconds: number;
+  /** Candidate search of every point. */
+  searchSeconds: number;
+  /** The search time of each configuration. */
+  searchSecondsPerConfig: number[];
+  /** Number of groups, i.e. recording passes over the calibration images. */
+  groups: number;
+}
+
+/** What the search of one point needs over the whole calibration set, in full-size buffers. */
 interface PointData {
-  inputs: Float32Array[][];
-  inputShapes: number[][];
-  output: Float32Array[];
-  outputShape: number[];
-  grad: Float32Array[];
+  inputs: Tensor[];
+  /** FP32 output; for a linear point with a bias under the Hessian metric, O − b (the search's target). */
+  output: Tensor;
+  grad: Tensor | null;
+  /** The output already has the bias subtracted. */
+  biasFolded: boolean;
 }
 
-/** A runner that only records (the cosine metric needs no gradients). */
-class Recorder implements Runner {
-  constructor(private readonly sink: (point: string, output: Tensor, inputs: Tensor[]) => void) {}
-  async linear(point: string, x: Tensor, w: Tensor, b: Tensor | null): Promise<Tensor> {
-    const y = await linearFp(x, w, b);
-    this.sink(point, y, [x]);
-    return y;
-  }
-  async matmul(point: string, a: Tensor, b: Tensor, transB: boolean): Promise<Tensor> {
-    const y = await matmulFp(a, b, transB);
-    this.sink(point, y, [a, b]);
-    return y;
-  }
+interface LinearParams {
+  weight: Tensor;
+  bias: Tensor | null;
 }
 
 /** Leading dimension scaled from one chunk to the whole set (it counts images, or images·heads…). */
@@ -49,103 +90,264 @@ function fullShape(shape: readonly number[], chunkImages: number, totalImages: n
   return [(shape[0] / chunkImages) * totalImages, ...shape.slice(1)];
 }
 
-async function record(model: VisionModel, images: Tensor, labels: Int32Array | null, opts: CalibrationOptions): Promise<Map<string, PointData>> {
-  const data = new Map<string, PointData>();
-  const total = images.shape[0];
-  const store = (count: number, point: string, output: Tensor, inputs: Tensor[], grad: Tensor | null) => {
-    let d = data.get(point);
-    if (!d) {
-      d = { inputs: inputs.map(() => []), inputShapes: inputs.map((t) => fullShape(t.shape, count, total)), output: [], outputShape: fullShape(output.shape, count, total), grad: [] };
-      data.set(point, d);
-    }
-    inputs.forEach((t, i) => d.inputs[i].push(t.data));
-    d.output.push(output.data);
-    if (grad) d.grad.push(grad.data);
-  };
-  const chunkSize = opts.chunkSize ?? 8;
-  if (opts.metric === 'hessian') {
-    await computeGradients(model, images, labels, { loss: opts.loss, chunkSize, seed: opts.seed }, (chunk, point, g, out, inputs) => store(chunk.count, point, out, inputs, g));
-  } else {
-    const per = images.size / total;
-    for (let start = 0; start < total; start += chunkSize) {
-      const count = Math.min(chunkSize, total - start);
-      const chunk = new Tensor(images.data.subarray(start * per, (start + count) * per), [count, ...images.shape.slice(1)]);
-      await model.forward(chunk, new Recorder((point, out, inputs) => store(count, point, out, inputs, null)));
-    }
-  }
-  return data;
-}
-
-/** [G, N, K] → [G, K, N]: the B operand of q·kᵀ in the orientation the search multiplies with. */
-function transposeLast(t: Tensor): Tensor {
+/** [G, N, K] → [G, K, N] into `out` (the B operand of q·kᵀ in the orientation the search multiplies with). */
+function transposeLastInto(t: Tensor, out: Float32Array): void {
   const [g, n, k] = t.shape;
-  const out = new Float32Array(t.size);
   for (let i = 0; i < g; i++) {
     const base = i * n * k;
     for (let r = 0; r < n; r++) for (let c = 0; c < k; c++) out[base + c * n + r] = t.data[base + r * k + c];
   }
-  return new Tensor(out, [g, k, n]);
 }
 
-async function searchPoint(point: QuantPoint, d: PointData, weights: Map<string, { weight: Tensor; bias: Tensor | null }>, opts: CalibrationOptions): Promise<PointQuant> {
-  const output = new Tensor(concatFloat32(d.output), d.outputShape);
-  const grad = d.grad.length ? new Tensor(concatFloat32(d.grad), d.outputShape) : null;
-  const inputs = d.inputs.map((parts, i) => new Tensor(concatFloat32(parts), d.inputShapes[i]));
+/** Floats per image a point's records take (inputs, output, ∂L/∂O) plus the search's fake-quantized copy. */
+function floatsPerImage(inputs: Tensor[], output: Tensor, chunkImages: number, withGrad: boolean): number {
+  const sizes = inputs.map((t) => t.size);
+  const records = sizes.reduce((a, b) => a + b, 0) + output.size * (withGrad ? 2 : 1);
+  return (records + Math.max(...sizes)) / chunkImages;
+}
+
+/**
+ * Consecutive points (forward order) into groups whose records fit `budgetBytes`: greedy, so a group is
+ * decided from the sizes of its own points only (the first pass decides its group while it runs).
+ */
+export function planGroups(points: readonly { name: string; bytes: number }[], budgetBytes: number): string[][] {
+  const groups: string[][] = [];
+  let current: string[] = [], used = 0;
+  for (const p of points) {
+    if (current.length > 0 && used + p.bytes > budgetBytes) {
+      groups.push(current);
+      current = [];
+      used = 0;
+    }
+    current.push(p.name);
+    used += p.bytes;
+  }
+  if (current.length > 0) groups.push(current);
+  return groups;
+}
+
+/** Thrown by the recording runner to end a forward pass once the group's last point has run. */
+class GroupRecorded extends Error {}
+
+/** State shared by the recording passes: what the first pass learns about every point. */
+class Recording {
+  /** Forward order of the points and bytes of their records over the whole set (first chunk of pass 1). */
+  readonly order: { name: string; bytes: number }[] = [];
+  readonly linearParams = new Map<string, LinearParams>();
+  private plan: string[][] | null = null;
+
+  constructor(
+    readonly model: VisionModel,
+    readonly images: Tensor,
+    readonly labels: Int32Array | null,
+    readonly withGradients: boolean,
+    readonly chunkSize: number,
+    readonly budgetBytes: number,
+    readonly loss: LossKind,
+    readonly seed: number,
+    /** Store O − b for linear points (only when every configuration uses the Hessian metric). */
+    readonly foldBias: boolean,
+  ) {}
+
+  get totalImages(): number {
+    return this.images.shape[0];
+  }
+
+  /** All groups, known once the first chunk of the first pass has run forward. */
+  groups(): string[][] {
+    if (!this.plan) throw new Error('groups are planned during the first recording pass');
+    return this.plan;
+  }
+
+  /**
+   * One pass over the calibration images recording the points of group `index` (the first pass also
+   * discovers every point's size and weights, and plans the groups).
+   */
+  async record(index: number, onImages: (done: number) => void): Promise<Map<string, PointData>> {
+    const total = this.totalImages;
+    const data = new Map<string, PointData>();
+    const points = new Map(this.model.quantPoints.map((p) => [p.name, p]));
+    const firstPass = this.plan === null;
+    let member: (name: string) => boolean;
+    let lastMember: string | null = null;
+    if (firstPass) {
+      // Greedy admission in forward order, exactly as planGroups will decide group 0.
+      let used = 0, open = true;
+      const admitted = new Set<string>();
+      member = (name) => admitted.has(name);
+      this.admit = (name, bytes) => {
+        if (open && (admitted.size === 0 || used + bytes <= this.budgetBytes)) {
+          admitted.add(name);
+          used += bytes;
+        } else open = false;
+      };
+    } else {
+      const group = new Set(this.groups()[index]);
+      member = (name) => group.has(name);
+      lastMember = this.groups()[index].at(-1)!;
+    }
+
+    const store = (point: string, start: number, count: number, output: Tensor, inputs: Tensor[]) => {
+      const info = points.get(point);
+      if (!info) throw new Error(`the forward pass called unknown quantization point '${point}'`);
+      let d = data.get(point);
+      const linear = this.linearParams.get(point);
+      const foldBias = this.foldBias && info.kind !== 'matmul' && linear?.bias != null;
+      if (!d) {
+        const alloc = (t: Tensor) => new Tensor(new Float32Array((t.size / count) * total), fullShape(t.shape, count, total));
+        const transB = info.kind === 'matmul' && info.transB === true;
+        const ins = inputs.map((t, i) => (i === 1 && transB ? new Tensor(new Float32Array((t.size / count) * total), fullShape([t.shape[0], t.shape[2], t.shape[1]], count, total)) : alloc(t)));
+        d = { inputs: ins, output: alloc(output), grad: this.withGradients ? alloc(output) : null, biasFolded: foldBias };
+        data.set(point, d);
+      }
+      inputs.forEach((t, i) => {
+        const target = d.inputs[i].data.subarray((t.size / count) * start, (t.size / count) * (start + count));
+        if (i === 1 && info.kind === 'matmul' && info.transB) transposeLastInto(t, target);
+        else target.set(t.data);
+      });
+      const out = d.output.data.subarray((output.size / count) * start, (output.size / count) * (start + count));
+      out.set(output.data);
+      if (foldBias) {
+        const b = linear!.bias!.data, n = b.length;
+        for (let i = 0; i < out.length; i++) out[i] -= b[i % n];
+      }
+    };
+
+    let chunkStart = 0, chunkCount = 0;
+    const seen = new Set<string>();
+    // The runner every pass computes FP32 through: learns sizes/weights, stores the group's inputs and outputs.
+    const observe = (point: string, output: Tensor, inputs: Tensor[], params: LinearParams | null) => {
+      if (firstPass && !seen.has(point)) {
+        seen.add(point);
+        if (params) this.linearParams.set(point, params);
+        const bytes = 4 * floatsPerImage(inputs, output, chunkCount, this.withGradients) * total;
+        this.order.push({ name: point, bytes });
+        this.admit(point, bytes);
+      }
+      if (member(point)) store(point, chunkStart, chunkCount, output, inputs);
+      // Without gradients the rest of the forward pass is not needed once the group is recorded.
+      if (!this.withGradients && !firstPass && point === lastMember) throw new GroupRecorded();
+    };
+    const observer: Runner = {
+      linear: async (point, x, weight, bias) => {
+        const y = await linearFp(x, weight, bias);
+        observe(point, y, [x], { weight, bias });
+        return y;
+      },
+      matmul: async (point, a, b, transB) => {
+        const y = await matmulFp(a, b, transB);
+        observe(point, y, [a, b], null);
+        return y;
+      },
+    };
+    const afterFirstForward = () => {
+      if (this.plan) return;
+      if (this.order.length !== this.model.quantPoints.length) {
+        const missing = this.model.quantPoints.find((p) => !this.order.some((o) => o.name === p.name));
+        throw new Error(`quantization point '${missing?.name}' was never called in the forward pass`);
+      }
+      this.plan = planGroups(this.order, this.budgetBytes);
+    };
+
+    const wanted = () => {
+      afterFirstForward();
+      return new Set([...points.keys()].filter(member));
+    };
+    if (this.withGradients) {
+      await computeGradients(
+        this.model,
+        this.images,
+        this.labels,
+        {
+          loss: this.loss,
+          chunkSize: this.chunkSize,
+          seed: this.seed,
+          runner: observer,
+          // Only the group's gradients, and the backward pass stops below the group's first point.
+          points: wanted,
+          onChunk: (range, stage) => {
+            if (stage === 'start') {
+              chunkStart = range.start;
+              chunkCount = range.count;
+            } else onImages(range.start + range.count);
+          },
+        },
+        (chunk, point, g) => {
+          afterFirstForward();
+          if (!member(point)) return;
+          data.get(point)!.grad!.data.set(g.data, (g.size / chunk.count) * chunk.start);
+        },
+      );
+    } else {
+      const per = this.images.size / total;
+      for (let start = 0; start < total; start += this.chunkSize) {
+        chunkStart = start;
+        chunkCount = Math.min(this.chunkSize, total - start);
+        const chunk = new Tensor(this.images.data.subarray(start * per, (start + chunkCount) * per), [chunkCount, ...this.images.shape.slice(1)]);
+        try {
+          await this.model.forward(chunk, observer);
+        } catch (e) {
+          if (!(e instanceof GroupRecorded)) throw e;
+        }
+        afterFirstForward();
+        onImages(start + chunkCount);
+      }
+    }
+    return data;
+  }
+
+  private admit: (name: string, bytes: number) => void = () => {};
+}
+
+async function searchPoint(point: QuantPoint, d: PointData, params: Map<string, LinearParams>, opts: SearchConfig): Promise<PointQuant> {
   if (point.kind === 'matmul') {
-    const b = point.transB ? transposeLast(inputs[1]) : inputs[1];
-    return searchMatmul({ point: point.name, heads: point.heads ?? 1, a: inputs[0], b, out: output, grad, postSoftmax: point.input === 'post-softmax' }, opts);
+    return searchMatmul({ point: point.name, heads: point.heads ?? 1, a: d.inputs[0], b: d.inputs[1], out: d.output, grad: d.grad, postSoftmax: point.input === 'post-softmax' }, opts);
   }
-  const w = weights.get(point.name);
+  const w = params.get(point.name);
   if (!w) throw new Error(`weights of '${point.name}' were not seen during recording`);
-  return searchLinear({ point: point.name, kind: point.kind, x: inputs[0], weight: w.weight, bias: w.bias, out: output, grad, weightGroups: point.weightGroups ?? 1, postGelu: point.input === 'post-gelu' }, opts);
+  // With the bias folded into the target, the search sees O − b and no bias (what it computes anyway).
+  const bias = d.biasFolded ? null : w.bias;
+  return searchLinear({ point: point.name, kind: point.kind, x: d.inputs[0], weight: w.weight, bias, out: d.output, grad: d.grad, weightGroups: point.weightGroups ?? 1, postGelu: point.input === 'post-gelu' }, opts);
 }
 
-/** Capture each linear point's weight and bias tensors by running one image through a spy runner. */
-async function linearWeights(model: VisionModel, images: Tensor): Promise<Map<string, { weight: Tensor; bias: Tensor | null }>> {
-  const found = new Map<string, { weight: Tensor; bias: Tensor | null }>();
-  const per = images.size / images.shape[0];
-  const one = new Tensor(images.data.subarray(0, per), [1, ...images.shape.slice(1)]);
-  await model.forward(one, {
-    linear: async (point, x, weight, bias) => {
-      found.set(point, { weight, bias });
-      return linearFp(x, weight, bias);
-    },
-    matmul: (_point, a, b, transB) => matmulFp(a, b, transB),
-  });
-  return found;
-}
-
-/** Every quantization point's FP32 inputs, output and ∂L/∂O over the calibration set. */
-export interface CalibrationRecords {
-  data: Map<string, PointData>;
-  weights: Map<string, { weight: Tensor; bias: Tensor | null }>;
-  withGradients: boolean;
-}
-
-export async function recordCalibration(model: VisionModel, images: Tensor, labels: Int32Array | null, opts: CalibrationOptions): Promise<CalibrationRecords> {
-  const weights = await linearWeights(model, images);
-  const data = await record(model, images, labels, opts);
-  return { data, weights, withGradients: opts.metric === 'hessian' };
-}
-
-/** Search every point on recorded data. With `release`, each point's records are freed once searched. */
-export async function searchAll(model: VisionModel, records: CalibrationRecords, opts: CalibrationOptions, release: boolean): Promise<PointQuant[]> {
-  if (opts.metric === 'hessian' && !records.withGradients) throw new Error('the Hessian metric needs records made with gradients');
-  const result: PointQuant[] = [];
-  const points = model.quantPoints;
-  for (let i = 0; i < points.length; i++) {
-    const point = points[i];
-    const d = records.data.get(point.name);
-    if (!d) throw new Error(`quantization point '${point.name}' was never called in the forward pass`);
-    if (release) records.data.delete(point.name);
-    result.push(await searchPoint(point, d, records.weights, opts));
-    opts.onPoint?.(i + 1, points.length, point.name);
+/**
+ * Calibrate under several search configurations at once (e.g. W8A8 and W6A6): each group is recorded once
+ * and searched under every configuration. All configurations share the loss and seed of the first; records
+ * carry gradients if any configuration uses the Hessian metric.
+ */
+export async function calibrateMany(model: VisionModel, images: Tensor, labels: Int32Array | null, configs: readonly CalibrationOptions[]): Promise<{ results: PointQuant[][]; timing: CalibrationTiming }> {
+  if (configs.length === 0) return { results: [], timing: { recordSeconds: 0, searchSeconds: 0, searchSecondsPerConfig: [], groups: 0 } };
+  const first = configs[0];
+  const withGradients = configs.some((c) => c.metric === 'hessian');
+  const chunkSize = first.chunkSize ?? defaultChunkSize(model.spec.arch);
+  const rec = new Recording(model, images, labels, withGradients, chunkSize, first.groupBytes ?? DEFAULT_GROUP_BYTES, first.loss, first.seed, configs.every((c) => c.metric === 'hessian'));
+  const byName = new Map(model.quantPoints.map((p) => [p.name, p]));
+  const chosen = configs.map(() => new Map<string, PointQuant>());
+  const totalSearches = model.quantPoints.length * configs.length;
+  let searched = 0, recordMs = 0, searchMs = 0;
+  const perConfigMs = configs.map(() => 0);
+  for (let g = 0; ; g++) {
+    const t0 = performance.now();
+    const data = await rec.record(g, (done) => first.onProgress?.({ phase: 'record', group: g + 1, groups: rec.groups().length, images: done, totalImages: images.shape[0] }));
+    const t1 = performance.now();
+    recordMs += t1 - t0;
+    for (const name of rec.groups()[g]) {
+      const d = data.get(name)!;
+      for (let c = 0; c < configs.length; c++) {
+        const ts = performance.now();
+        chosen[c].set(name, await searchPoint(byName.get(name)!, d, rec.linearParams, configs[c]));
+        perConfigMs[c] += performance.now() - ts;
+        first.onProgress?.({ phase: 'search', done: ++searched, total: totalSearches, point: name });
+      }
+      data.delete(name); // free this point's records before searching the next
+    }
+    searchMs += performance.now() - t1;
+    if (g + 1 >= rec.groups().length) break;
   }
-  return result;
+  const results = chosen.map((m) => model.quantPoints.map((p) => m.get(p.name)!));
+  return { results, timing: { recordSeconds: recordMs / 1000, searchSeconds: searchMs / 1000, searchSecondsPerConfig: perConfigMs.map((ms) => ms / 1000), groups: rec.groups().length } };
 }
 
 export async function calibrate(model: VisionModel, images: Tensor, labels: Int32Array | null, opts: CalibrationOptions): Promise<PointQuant[]> {
-  const records = await recordCalibration(model, images, labels, opts);
-  opts.onRecorded?.();
-  return searchAll(model, records, opts, true);
+  return (await calibrateMany(model, images, labels, [opts])).results[0];
 }

@@ -6,8 +6,8 @@
  */
 import { Tensor } from '../tensor/tensor.js';
 import type { ActivationQuant, LinearQuant, MatmulQuant } from './params.js';
-import { fakeQuantGrouped, fakeQuantTwinGelu, fakeQuantTwinSoftmax, geluNegativeDelta, qmax } from './quantizers.js';
-import { scoreLinear, scoreMatmul, type Metric } from './scoring.js';
+import { fakeQuantGrouped, fakeQuantTwinGelu, fakeQuantTwinSoftmax, geluNegativeDelta, qmax, uniformCode } from './quantizers.js';
+import { scoreLinear, scoreLinearInteger, scoreMatmul, type Metric } from './scoring.js';
 
 export interface SearchConfig {
   metric: Metric;
@@ -26,12 +26,23 @@ export interface SearchConfig {
   softmaxDeltaR2: 'paper' | 'exact-one';
   /** Called with each point's FP32 record and its result once searched (the report measures them); must not keep the record. */
   trace?: (t: SearchTrace) => Promise<void>;
+  /**
+   * Hessian metric: score ≤ 8-bit uniform linear candidates with integer products (default true): same
+   * candidates, same codes; the scores differ from the float products' only by float rounding.
+   */
+  integerScoring?: boolean;
+  /** Float budget of one candidate batch's largest intermediate (default CANDIDATE_BATCH_FLOATS). */
+  batchFloats?: number;
 }
 
 export type SearchTrace = { kind: 'linear'; record: LinearRecord; result: LinearQuant } | { kind: 'matmul'; record: MatmulRecord; result: MatmulQuant };
 
-/** Float budget for one candidate batch's largest intermediate (keeps ORT's working set ~100 MB). */
-const CANDIDATE_BATCH_FLOATS = 24_000_000;
+/**
+ * Float budget for one candidate batch's largest intermediate (~24 MB). Smaller batches ran faster than
+ * 96 MB ones (measured 1.7× per candidate on vit_tiny_c10's qkv, BENCHMARKS.md): without ORT's arena
+ * (see runGraph) every intermediate is fresh memory, and large ones are page-faulted in on every run.
+ */
+const CANDIDATE_BATCH_FLOATS = 6_000_000;
 
 function candidateFactors(c: SearchConfig): number[] {
   return Array.from({ length: c.n + 1 }, (_, i) => c.alpha + (i * (c.beta - c.alpha)) / c.n);
@@ -71,14 +82,45 @@ function argminColumns(scores: Float64Array, rows: number, columns: number): num
 }
 
 /** Evaluate candidates in batches sized to the budget; `score(start, count)` returns `width` values each. */
-async function scoreInBatches(total: number, floatsPerCandidate: number, width: number, score: (start: number, count: number) => Promise<Float32Array | Float64Array>): Promise<Float64Array> {
-  const batch = Math.max(1, Math.floor(CANDIDATE_BATCH_FLOATS / Math.max(1, floatsPerCandidate)));
+async function scoreInBatches(budget: number, total: number, floatsPerCandidate: number, width: number, score: (start: number, count: number) => Promise<Float32Array | Float64Array>): Promise<Float64Array> {
+  const batch = Math.max(1, Math.floor(budget / Math.max(1, floatsPerCandidate)));
   const all = new Float64Array(total * width);
   for (let start = 0; start < total; start += batch) {
     const count = Math.min(batch, total - start);
     all.set(await score(start, count), start * width);
   }
   return all;
+}
+
+/**
+ * Row blocks [r0, r1) such that one candidate's product over a block stays within the batch budget. The
+ * Hessian score is a sum over rows, so it can be summed block by block; this only splits when a single
+ * candidate over all rows would exceed the budget (e.g. ViT-B's fc1 on 128 images: 77 M floats), which
+ * bounds the search's working set independently of the number of images.
+ */
+function rowBlocks(rows: number, floatsPerRow: number, metric: Metric, budget: number): [number, number][] {
+  if (metric !== 'hessian' || rows * floatsPerRow <= budget) return [[0, rows]];
+  const per = Math.max(1, Math.floor(budget / floatsPerRow));
+  const blocks: [number, number][] = [];
+  for (let r = 0; r < rows; r += per) blocks.push([r, Math.min(rows, r + per)]);
+  return blocks;
+}
+
+/** Rows [r0, r1) of a row-major [rows, cols] tensor (a view). */
+function rowsOf<T extends Float32Array | Uint8Array>(data: T, cols: number, [r0, r1]: [number, number]): T {
+  return data.subarray(r0 * cols, r1 * cols) as T;
+}
+
+/** The sum over row blocks of `score(block)` (Hessian scores add over rows). */
+async function sumOverBlocks(blocks: [number, number][], score: (block: [number, number]) => Promise<Float32Array>): Promise<Float32Array | Float64Array> {
+  if (blocks.length === 1) return score(blocks[0]);
+  let total: Float64Array | null = null;
+  for (const b of blocks) {
+    const s = await score(b);
+    total ??= new Float64Array(s.length);
+    for (let i = 0; i < s.length; i++) total[i] += s[i];
+  }
+  return total!;
 }
 
 export function fakeQuantActivation(x: Float32Array, q: ActivationQuant, groupSize = x.length): Float32Array {
@@ -127,6 +169,7 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
   const factors = candidateFactors(cfg);
   const C = factors.length;
   const wBits = cfg.weightBits, aBits = cfg.activationBits;
+  const budget = cfg.batchFloats ?? CANDIDATE_BATCH_FLOATS;
 
   const w0 = Array.from({ length: groups }, (_, g) => maxAbsDelta(maxAbs(rec.weight.data, g * rowsPerGroup * K, (g + 1) * rowsPerGroup * K), wBits));
   let weightDeltas = [...w0];
@@ -139,22 +182,34 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
   let input: ActivationQuant | null = quantizeInput ? inputQuant(a0) : null;
 
   const cosineGroups = groups === 3 ? 3 : 1;
+  // Integer scoring needs both operands as ≤ 8-bit codes. The cosine metric stays in float: its row
+  // cosines sit within a few float32 ulps of 1, so the product's rounding alone can reorder candidates.
+  const integer = (cfg.integerScoring ?? true) && cfg.metric === 'hessian' && wBits <= 8 && aBits <= 8;
   // Per-channel weights (the conv) are scored per output channel; otherwise per output row (and q/k/v block).
-  const perColumn = cfg.metric === 'cosine' && groups === N && N > 1;
+  const perColumn = perColumnCosine(cfg, groups, N);
   // Each half-step depends only on the other operand's current scales: once a half-step sees the same
   // scales as in the previous round, every later round repeats itself exactly, so we stop there.
+  // Very large layers are scored over blocks of rows (Hessian only; see rowBlocks).
+  const blocks = rowBlocks(M, N + K, cfg.metric, budget);
+  const blockRows = blocks[0][1] - blocks[0][0];
   let lastInputKey = '', lastWeightKey = '';
   for (let round = 0; round < cfg.rounds; round++) {
     const inputKey = JSON.stringify(input);
     if (round > 0 && inputKey === lastInputKey) break;
     lastInputKey = inputKey;
     // Weight search: rows are independent, so every group is searched at once.
-    const xq = input ? new Tensor(fakeQuantActivation(x.data, input), [M, K]) : x;
+    // Uniform ≤ 8-bit input: the product is scored on integer codes (scoreLinearInteger), else in float.
+    const xCodes = integer && input?.kind === 'uniform' ? { codes: uniformCodesU8(x.data, input.deltas[0], aBits), shape: [M, K], delta: input.deltas[0] } : null;
+    const xq = input && !xCodes ? new Tensor(fakeQuantActivation(x.data, input), [M, K]) : x;
     const weightWidth = cfg.metric === 'hessian' || perColumn ? N : M * cosineGroups;
-    const wScores = await scoreInBatches(C, M * N + N * K, weightWidth, (start, count) => {
+    const wScores = await scoreInBatches(budget, C, Math.min(M, blockRows) * N + N * K, weightWidth, (start, count) => {
       const scales = new Float32Array(count * N);
       for (let c = 0; c < count; c++) for (let n = 0; n < N; n++) scales[c * N + n] = factors[start + c] * w0[Math.floor(n / rowsPerGroup)];
-      return scoreLinear({ searched: 'weight', x: xq, w: rec.weight, bias: rec.bias, out, grad, scales, candidates: count, bits: wBits, quantizer: 'uniform', metric: cfg.metric, cosineGroups, cosinePerColumn: perColumn });
+      return sumOverBlocks(blocks, (b) => {
+        const [o, g] = [new Tensor(rowsOf(out.data, N, b), [b[1] - b[0], N]), grad && new Tensor(rowsOf(grad.data, N, b), [b[1] - b[0], N])];
+        if (xCodes) return scoreLinearInteger({ searched: 'weight', x: { ...xCodes, codes: rowsOf(xCodes.codes, K, b), shape: [b[1] - b[0], K] }, w: rec.weight, bias: rec.bias, out: o, grad: g, scales, candidates: count, bits: wBits, metric: cfg.metric, cosineGroups });
+        return scoreLinear({ searched: 'weight', x: new Tensor(rowsOf(xq.data, K, b), [b[1] - b[0], K]), w: rec.weight, bias: rec.bias, out: o, grad: g, scales, candidates: count, bits: wBits, quantizer: 'uniform', metric: cfg.metric, cosineGroups, cosinePerColumn: perColumn });
+      });
     });
     const perGroup =
       cfg.metric === 'hessian' ? sumRowGroups(wScores, C, N, groups) : perColumn ? wScores.map((v) => -v) : cosineToLoss(Float32Array.from(wScores), C, M, cosineGroups, (i) => i % cosineGroups);
@@ -166,13 +221,19 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
     lastWeightKey = weightKey;
 
     // Input search with the weight quantized at its current scales.
-    const wq = new Tensor(fakeQuantGrouped(rec.weight.data, weightDeltas, rowsPerGroup * K, wBits), [N, K]);
+    const wCodes = integer && !twinGelu ? weightCodesT(rec.weight.data, weightDeltas, N, K, wBits) : null;
+    const wq = wCodes ? rec.weight : new Tensor(fakeQuantGrouped(rec.weight.data, weightDeltas, rowsPerGroup * K, wBits), [N, K]);
     const inputWidth = cfg.metric === 'hessian' ? 1 : M;
-    const aScores = await scoreInBatches(C, M * N + M * K, inputWidth, (start, count) => {
+    const aScores = await scoreInBatches(budget, C, Math.min(M, blockRows) * (N + K), inputWidth, (start, count) => {
       const deltas = factors.slice(start, start + count).map((f) => f * a0);
       const scales = Float32Array.from(deltas);
       const scales2 = twinGelu ? Float32Array.from(deltas.map((d) => geluNegativeDelta(d, aBits, cfg.geluAligned))) : undefined;
-      return scoreLinear({ searched: 'input', x, w: wq, bias: rec.bias, out, grad, scales, scales2, candidates: count, bits: aBits, quantizer: twinGelu ? 'twin-gelu' : 'uniform', metric: cfg.metric, cosineGroups: 1 });
+      return sumOverBlocks(blocks, (b) => {
+        const rows = b[1] - b[0];
+        const [xb, o, g] = [new Tensor(rowsOf(x.data, K, b), [rows, K]), new Tensor(rowsOf(out.data, N, b), [rows, N]), grad && new Tensor(rowsOf(grad.data, N, b), [rows, N])];
+        if (wCodes) return scoreLinearInteger({ searched: 'input', x: xb, w: wCodes, bias: rec.bias, out: o, grad: g, scales, candidates: count, bits: aBits, metric: cfg.metric, cosineGroups: 1 });
+        return scoreLinear({ searched: 'input', x: xb, w: wq, bias: rec.bias, out: o, grad: g, scales, scales2, candidates: count, bits: aBits, quantizer: twinGelu ? 'twin-gelu' : 'uniform', metric: cfg.metric, cosineGroups: 1 });
+      });
     });
     const aLoss = cfg.metric === 'hessian' ? aScores : cosineToLoss(Float32Array.from(aScores), C, M, 1, () => 0);
     input = inputQuant(factors[argminColumns(aLoss, C, 1)[0]] * a0);
@@ -180,6 +241,30 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
   const result: LinearQuant = { kind: rec.kind, point: rec.point, weightBits: wBits, weightDeltas, input };
   await cfg.trace?.({ kind: 'linear', record: rec, result });
   return result;
+}
+
+function perColumnCosine(cfg: SearchConfig, groups: number, rows: number): boolean {
+  return cfg.metric === 'cosine' && groups === rows && rows > 1;
+}
+
+/** Signed uniform codes + 128 as u8 (the unsigned operand of the integer product, zero point 128). */
+function uniformCodesU8(x: Float32Array, delta: number, bits: number): Uint8Array {
+  const out = new Uint8Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = uniformCode(x[i], delta, bits) + 128;
+  return out;
+}
+
+/** Weight codes transposed to [K, N] (s8) with their Δ per output row (`deltas` per group of rows). */
+function weightCodesT(w: Float32Array, deltas: number[], N: number, K: number, bits: number): { codesT: Int8Array; shape: number[]; deltas: Float32Array } {
+  const perGroup = N / deltas.length;
+  const codesT = new Int8Array(N * K);
+  const rowDeltas = new Float32Array(N);
+  for (let n = 0; n < N; n++) {
+    const delta = deltas[Math.floor(n / perGroup)];
+    rowDeltas[n] = delta;
+    for (let k = 0; k < K; k++) codesT[k * N + n] = uniformCode(w[n * K + k], delta, bits);
+  }
+  return { codesT, shape: [K, N], deltas: rowDeltas };
 }
 
 /** [C, N] per-row scores → [C, groups] sums over each group's rows. */
@@ -215,9 +300,20 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
   const N = rec.b.shape[2];
   const O = G / H;
   const bits = cfg.activationBits;
+  const budget = cfg.batchFloats ?? CANDIDATE_BATCH_FLOATS;
   const factors = candidateFactors(cfg);
   const C = factors.length;
   const view = (t: Float32Array, rows: number, cols: number) => ({ data: t, shape: [O, H, rows, cols] });
+  // Very large products are scored over blocks of images (Hessian only; see rowBlocks).
+  const perImage = 2 * H * Math.max(M, K) * Math.max(N, K);
+  const blocks = rowBlocks(O, perImage, cfg.metric, budget);
+  const blockImages = blocks[0][1] - blocks[0][0];
+  type Feed = { data: Float32Array; shape: number[] };
+  const sub = (t: Feed | null, [o0, o1]: [number, number]): Feed | null =>
+    t && (blocks.length === 1 ? t : { data: t.data.subarray((o0 * t.data.length) / O, (o1 * t.data.length) / O), shape: [o1 - o0, ...t.shape.slice(1)] });
+  /** Scores of `inputs` summed over the image blocks. */
+  const blockwise = (inputs: { a: Feed; b: Feed; out: Feed; grad: Feed | null }, score: (f: { a: Feed; b: Feed; out: Feed; grad: Feed | null }) => Promise<Float32Array>) =>
+    sumOverBlocks(blocks, (blk) => score({ a: sub(inputs.a, blk)!, b: sub(inputs.b, blk)!, out: sub(inputs.out, blk)!, grad: sub(inputs.grad, blk) }));
   const out = view(rec.out.data, M, N);
   const grad = rec.grad ? view(rec.grad.data, M, N) : null;
   const twin = rec.postSoftmax && cfg.twinSoftmax;
@@ -240,19 +336,19 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
     lastBKey = bKey;
     const bq = view(fakeQuantActivation(rec.b.data, bQuant, K * N), K, N);
     if (twin) {
-      const scores = await scoreInBatches(twinR1.length, 2 * G * M * Math.max(N, K), width, (start, count) => {
+      const scores = await scoreInBatches(budget, twinR1.length, 2 * blockImages * H * M * Math.max(N, K), width, (start, count) => {
         const r1 = twinR1.slice(start, start + count);
-        return scoreMatmul({ searched: 'A', a: view(rec.a.data, M, K), b: bq, out, grad, scales: Float32Array.from(r1), splits: Float32Array.from(r1.map((d) => d * qmax(bits))), deltaR2, candidates: count, heads: H, bits, quantizer: 'twin-softmax', metric: cfg.metric });
+        return blockwise({ a: view(rec.a.data, M, K), b: bq, out, grad }, (f) => scoreMatmul({ searched: 'A', ...f, scales: Float32Array.from(r1), splits: Float32Array.from(r1.map((d) => d * qmax(bits))), deltaR2, candidates: count, heads: H, bits, quantizer: 'twin-softmax', metric: cfg.metric }));
       });
       const perHead = lossOf(scores, twinR1.length);
       const total = new Float64Array(twinR1.length);
       for (let c = 0; c < twinR1.length; c++) for (let h = 0; h < H; h++) total[c] += perHead[c * H + h];
       aQuant = { kind: 'twin-softmax', bits, deltaR1: twinR1[argminColumns(total, twinR1.length, 1)[0]], deltaR2 };
     } else {
-      const scores = await scoreInBatches(C, 2 * G * M * Math.max(N, K), width, (start, count) => {
+      const scores = await scoreInBatches(budget, C, 2 * blockImages * H * M * Math.max(N, K), width, (start, count) => {
         const scales = new Float32Array(count * H);
         for (let c = 0; c < count; c++) for (let h = 0; h < H; h++) scales[c * H + h] = factors[start + c] * a0[h];
-        return scoreMatmul({ searched: 'A', a: view(rec.a.data, M, K), b: bq, out, grad, scales, candidates: count, heads: H, bits, quantizer: 'uniform', metric: cfg.metric });
+        return blockwise({ a: view(rec.a.data, M, K), b: bq, out, grad }, (f) => scoreMatmul({ searched: 'A', ...f, scales, candidates: count, heads: H, bits, quantizer: 'uniform', metric: cfg.metric }));
       });
       aQuant = { kind: 'uniform', bits, deltas: argminColumns(lossOf(scores, C), C, H).map((b, h) => factors[b] * a0[h]) };
     }
@@ -260,10 +356,10 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
     if (round > 0 && aKey === lastAKey) break;
     lastAKey = aKey;
     const aq = view(fakeQuantActivation(rec.a.data, aQuant, M * K), M, K);
-    const scores = await scoreInBatches(C, 2 * G * Math.max(M, K) * N, width, (start, count) => {
+    const scores = await scoreInBatches(budget, C, 2 * blockImages * H * Math.max(M, K) * N, width, (start, count) => {
       const scales = new Float32Array(count * H);
       for (let c = 0; c < count; c++) for (let h = 0; h < H; h++) scales[c * H + h] = factors[start + c] * b0[h];
-      return scoreMatmul({ searched: 'B', a: aq, b: view(rec.b.data, K, N), out, grad, scales, candidates: count, heads: H, bits, quantizer: 'uniform', metric: cfg.metric });
+      return blockwise({ a: aq, b: view(rec.b.data, K, N), out, grad }, (f) => scoreMatmul({ searched: 'B', ...f, scales, candidates: count, heads: H, bits, quantizer: 'uniform', metric: cfg.metric }));
     });
     bQuant = { kind: 'uniform', bits, deltas: argminColumns(lossOf(scores, C), C, H).map((b, h) => factors[b] * b0[h]) };
   }

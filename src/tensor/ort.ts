@@ -56,17 +56,22 @@ function session(key: string, graph: () => GraphSpec, options: GraphOptions): Pr
   return s;
 }
 
-/** Run the cached graph `key` (built by `graph` on first use) on float32 inputs; returns output `output`. */
+/** A graph input: float32, or the uint8/int8 codes of an integer product. */
+export type GraphInput = { data: Float32Array | Uint8Array | Int8Array; shape: readonly number[] };
+
+const elementType = (data: GraphInput['data']): 'float32' | 'uint8' | 'int8' => (data instanceof Uint8Array ? 'uint8' : data instanceof Int8Array ? 'int8' : 'float32');
+
+/** Run the cached graph `key` (built by `graph` on first use) on its inputs; returns output `output` (float32). */
 export async function runGraph(
   key: string,
   graph: () => GraphSpec,
-  inputs: Record<string, { data: Float32Array; shape: readonly number[] }>,
+  inputs: Record<string, GraphInput>,
   output = 'y',
   options: GraphOptions = {},
 ): Promise<Tensor> {
   const s = await session(key, graph, options);
   const feeds: Record<string, ort.Tensor> = {};
-  for (const [name, t] of Object.entries(inputs)) feeds[name] = new ort.Tensor('float32', t.data, t.shape as number[]);
+  for (const [name, t] of Object.entries(inputs)) feeds[name] = new ort.Tensor(elementType(t.data), t.data, t.shape as number[]);
   const t0 = performance.now();
   const y = (await s.run(feeds))[output];
   if (process.env.PTQ4VIT_PROFILE) {

@@ -1,0 +1,210 @@
+/**
+ * Calibration at ImageNet sizes: wall time, time per phase and peak RSS of a PTQ4ViT W8A8 calibration of
+ * random-weight timm models (ViT-S/16, ViT-B/16, DeiT-S/16, Swin-T at 224²) on random images, each job in
+ * its own child process so its peak RSS is its own (`process.resourceUsage().maxRSS` at the end: model load,
+ * recording and search). The weights are seeded random tensors written as a safetensors file and opened as
+ * a user's checkpoint would be; the images are seeded random RGB bytes through timm's eval transform.
+ *
+ *   npx tsc -p . && node dist/scripts/bench_scale.js [--jobs vit_s:32,vit_b:32] [--n 100] [--rounds 3] [--threads 2] [--no-write]
+ *
+ * Job names: vit_s, vit_b, deit_s, swin_t, each with its image count (vit_s:128 for 128 images).
+ */
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { openDataset } from '../src/data/datasets.js';
+import { seededRandom } from '../src/grad/loss.js';
+import { writeSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
+import { specFromPreset } from '../src/models/config.js';
+import { buildModel, openModel } from '../src/open.js';
+import type { TensorSource } from '../src/models/weights.js';
+import { calibrateMany, DEFAULT_GROUP_BYTES } from '../src/quant/calibrate.js';
+import { loadCalibration } from '../src/quant/calibset.js';
+import { methodConfig } from '../src/quant/methods.js';
+import { setOrtThreads } from '../src/tensor/ort.js';
+import { Tensor } from '../src/tensor/tensor.js';
+import { gitRevision, machine, replaceSection } from './markdown.js';
+
+const PRESETS: Record<string, string> = {
+  vit_s: 'vit_small_patch16_224',
+  vit_b: 'vit_base_patch16_224',
+  deit_s: 'deit_small_patch16_224',
+  swin_t: 'swin_tiny_patch4_window7_224',
+};
+
+const { values } = parseArgs({
+  options: {
+    jobs: { type: 'string', default: 'vit_s:32,vit_b:32,deit_s:32,swin_t:32,vit_s:128' },
+    n: { type: 'string', default: '100' },
+    rounds: { type: 'string', default: '3' },
+    threads: { type: 'string', default: '2' },
+    'group-mib': { type: 'string' },
+    chunk: { type: 'string' },
+    /** Stop after this many groups (recorded and searched): peak RSS of the first groups, when a full run is too long. */
+    groups: { type: 'string' },
+    'no-write': { type: 'boolean' },
+    child: { type: 'string' },
+    images: { type: 'string' },
+    dir: { type: 'string' },
+  },
+});
+
+/** Seeded random weights for every tensor the model asks for (timm-like scales). */
+function randomCheckpoint(preset: string, file: string): number {
+  const rand = seededRandom(2024);
+  const tensors: Record<string, TensorToWrite> = {};
+  let params = 0;
+  const source: TensorSource = {
+    file,
+    names: () => Object.keys(tensors),
+    tensor(name, shape) {
+      if (!shape) throw new Error(`random checkpoint: '${name}' was asked for without a shape`);
+      const data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+      const norm = /norm\d?\.weight$/.test(name);
+      for (let i = 0; i < data.length; i++) data[i] = (norm ? 1 : 0) + 0.0346 * (rand() - 0.5) * (name.endsWith('.bias') ? 0.5 : 2);
+      tensors[name] = { dtype: 'F32', shape: [...shape], data };
+      params += data.length;
+      return new Tensor(data, [...shape]);
+    },
+  };
+  buildModel(specFromPreset(preset), source);
+  writeSafetensors(file, tensors);
+  return params;
+}
+
+/** `count` seeded random RGB images (224², one class) as a raw-uint8-hwc manifest. */
+function randomImages(dir: string, count: number): string {
+  const rand = seededRandom(7);
+  const side = 256;
+  const pixels = Uint8Array.from({ length: count * side * side * 3 }, () => Math.floor(rand() * 256));
+  fs.writeFileSync(path.join(dir, 'images.u8'), pixels);
+  fs.writeFileSync(path.join(dir, 'labels.u8'), new Uint8Array(count));
+  const manifest = path.join(dir, 'random.json');
+  fs.writeFileSync(manifest, JSON.stringify({ format: 'raw-uint8-hwc', images: 'images.u8', labels: 'labels.u8', count, height: side, width: side, channels: 3, classes: ['random'] }));
+  return manifest;
+}
+
+class StopBench extends Error {}
+
+interface ChildResult {
+  preset: string;
+  images: number;
+  seconds: number;
+  record_seconds: number;
+  search_seconds: number;
+  groups: number;
+  /** Groups recorded and searched (fewer than `groups` with --groups). */
+  groups_done: number;
+  points_searched: number;
+  points: number;
+  peak_rss_bytes: number;
+  rss_after_load_bytes: number;
+}
+
+async function child(): Promise<void> {
+  setOrtThreads(Number(values.threads));
+  const preset = values.child!;
+  const dir = values.dir!;
+  const images = Number(values.images);
+  const { model } = openModel({ weights: path.join(dir, `${preset}.safetensors`), arch: preset });
+  const calib = await openDataset(path.join(dir, 'random.json'));
+  const { images: x } = await loadCalibration(calib, images, 0, model.spec.preprocess);
+  const rssAfterLoad = process.memoryUsage().rss;
+  const opts = methodConfig('ptq4vit', { weightBits: 8, activationBits: 8, n: Number(values.n), rounds: Number(values.rounds), loss: 'pseudo' });
+  const groupBytes = values['group-mib'] ? Number(values['group-mib']) * 2 ** 20 : undefined;
+  const chunkSize = values.chunk ? Number(values.chunk) : undefined;
+  let lastPass = 0, searched = 0, totalGroups = 0;
+  const stopAfter = values.groups ? Number(values.groups) : Infinity;
+  const t0 = performance.now();
+  let recordMs = 0, passStart = t0;
+  let timing: { recordSeconds: number; searchSeconds: number; groups: number } | null = null;
+  try {
+    timing = (await calibrateMany(model, x, null, [
+      {
+        ...opts,
+        groupBytes,
+        chunkSize,
+        onProgress: (e) => {
+          if (e.phase === 'record' && e.group > stopAfter) throw new StopBench();
+          if (e.phase === 'record' && e.images === e.totalImages && e.group !== lastPass) {
+            lastPass = e.group;
+            totalGroups = e.groups;
+            recordMs += performance.now() - passStart;
+            process.stderr.write(`${preset}: pass ${e.group}/${e.groups} recorded at ${((performance.now() - t0) / 1000).toFixed(0)} s, RSS ${(process.memoryUsage().rss / 2 ** 30).toFixed(2)} GiB\n`);
+          }
+          if (e.phase === 'search') {
+            searched = e.done;
+            passStart = performance.now();
+          }
+        },
+      },
+    ])).timing;
+  } catch (e) {
+    if (!(e instanceof StopBench)) throw e;
+  }
+  const seconds = (performance.now() - t0) / 1000;
+  const result: ChildResult = {
+    preset,
+    images,
+    seconds,
+    record_seconds: timing?.recordSeconds ?? recordMs / 1000,
+    search_seconds: timing?.searchSeconds ?? seconds - recordMs / 1000,
+    groups: timing?.groups ?? totalGroups,
+    groups_done: timing ? timing.groups : Math.min(stopAfter, totalGroups),
+    points_searched: searched,
+    points: model.quantPoints.length,
+    peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
+    rss_after_load_bytes: rssAfterLoad,
+  };
+  console.log(JSON.stringify(result));
+}
+
+async function parent(): Promise<void> {
+  const here = fileURLToPath(import.meta.url);
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ptq4vit-bench-scale-'));
+  try {
+    const jobs = values.jobs!.split(',').map((j) => {
+      const [name, count] = j.split(':');
+      if (!PRESETS[name]) throw new Error(`unknown job '${name}' (${Object.keys(PRESETS).join(', ')})`);
+      return { name, preset: PRESETS[name], images: Number(count ?? 32) };
+    });
+    randomImages(dir, Math.max(...jobs.map((j) => j.images)));
+    const header = machine();
+    const rows: string[] = [];
+    for (const job of jobs) {
+      const file = path.join(dir, `${job.preset}.safetensors`);
+      const params = fs.existsSync(file) ? NaN : randomCheckpoint(job.preset, file);
+      const loadBefore = os.loadavg().map((l) => l.toFixed(2)).join(' / ');
+      const args = [here, '--child', job.preset, '--dir', dir, '--images', String(job.images), '--n', values.n!, '--rounds', values.rounds!, '--threads', values.threads!];
+      if (values['group-mib']) args.push('--group-mib', values['group-mib']);
+      if (values.chunk) args.push('--chunk', values.chunk);
+      if (values.groups) args.push('--groups', values.groups);
+      const p = spawnSync(process.execPath, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+      if (p.status !== 0) throw new Error(`${job.preset}: child failed (exit ${p.status} ${p.signal ?? ''})`);
+      const r = JSON.parse(p.stdout.trim().split('\n').at(-1)!) as ChildResult;
+      const gib = (b: number) => (b / 2 ** 30).toFixed(2);
+      const partial = r.groups_done < r.groups ? ` — first ${r.groups_done} of ${r.groups} groups (${r.points_searched}/${r.points} points)` : '';
+      console.log(`${job.preset} ${job.images} images${partial}: ${r.seconds.toFixed(0)} s (record ${r.record_seconds.toFixed(0)} s, search ${r.search_seconds.toFixed(0)} s), peak RSS ${gib(r.peak_rss_bytes)} GiB`);
+      const command = `node dist/scripts/bench_scale.js --jobs ${job.name}:${job.images} --n ${values.n} --rounds ${values.rounds}${values['group-mib'] ? ` --group-mib ${values['group-mib']}` : ''}${values.chunk ? ` --chunk ${values.chunk}` : ''}${values.groups ? ` --groups ${values.groups}` : ''}`;
+      const loadAfter = os.loadavg().map((l) => l.toFixed(2)).join(' / ');
+      rows.push(`| ${job.preset}${Number.isFinite(params) ? ` (${(params / 1e6).toFixed(1)} M)` : ''} | ${job.images} | ${r.groups_done}/${r.groups} (${r.points_searched}/${r.points} points) | ${r.seconds.toFixed(0)} | ${r.record_seconds.toFixed(0)} | ${r.search_seconds.toFixed(0)} | ${gib(r.peak_rss_bytes)} GiB | ${gib(r.rss_after_load_bytes)} GiB | ${loadBefore} → ${loadAfter} | \`${command}\` |`);
+    }
+    const table = [
+      `\`node dist/scripts/bench_scale.js\` at ${gitRevision()}, ${new Date().toISOString()} — ${header}; search n ${values.n}, ${values.rounds} rounds, group budget ${values['group-mib'] ?? DEFAULT_GROUP_BYTES / 2 ** 20} MiB, chunk ${values.chunk ?? 'per model (defaultChunkSize)'}.`,
+      '',
+      '| model | images | groups done | seconds | recording (s) | search (s) | peak RSS | RSS after load | load (1/5/15 min) before → after | command |',
+      '|---|---|---|---|---|---|---|---|---|---|',
+      ...rows,
+    ].join('\n');
+    console.log(table);
+    if (!values['no-write']) replaceSection('BENCHMARKS.md', `Calibration at ImageNet sizes (n ${values.n}, ${values.rounds} rounds)`, table);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+if (values.child) await child();
+else await parent();
