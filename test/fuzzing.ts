@@ -21,6 +21,7 @@ import { saveQuantizedModel } from '../src/quant/file.js';
 import type { ActivationQuant, PointQuant } from '../src/quant/params.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { joinSafetensors, splitSafetensors } from './mutate.js';
+import { seededRandom } from '../src/grad/loss.js';
 
 // ---------------------------------------------------------------------------------------------
 // Randomness
@@ -29,14 +30,7 @@ export type Rng = () => number;
 
 /** mulberry32: small, fast, seeded. */
 export function rng(seed: number): Rng {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  return seededRandom(seed);
 }
 const int = (r: Rng, n: number): number => Math.floor(r() * n);
 const pick = <T>(r: Rng, items: readonly T[]): T => items[int(r, items.length)];

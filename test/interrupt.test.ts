@@ -10,22 +10,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import { repoRoot, scratchDir } from './helpers.js';
+import { seededRandom } from '../src/grad/loss.js';
 
 const ARGS = ['quantize', '--model', 'assets/models/vit_tiny_c10.safetensors', '--config', 'assets/models/vit_tiny_c10.json',
   '--calib', 'assets/cifar10-calib32/calib32.json', '--method', 'base', '--calib-size', '4', '--n', '2'];
 const scratch = scratchDir('interrupt');
 
-/** mulberry32: a small seeded generator, so the "random" moments are the same on every run. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A seeded generator (the one the loss uses), so the "random" moments are the same on every run. */
+const rng = seededRandom;
 
 interface Ended {
   code: number | null;

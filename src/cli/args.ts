@@ -26,6 +26,12 @@ export interface FlagSpec {
 
 export type FlagTable = Record<string, FlagSpec>;
 
+/** --config / --arch for commands that also open float checkpoints (eval, export). */
+export const FLOAT_CHECKPOINT_FLAGS: FlagTable = {
+  config: { type: 'string', value: 'card.json', help: 'JSON model card for a float checkpoint' },
+  arch: { type: 'string', value: 'preset', help: "timm architecture by name for a float checkpoint ('ptq4vit presets' lists them)" },
+};
+
 export interface CommandSpec {
   name: string;
   /** One line: what the command does (the global usage lists it). */

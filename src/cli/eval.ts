@@ -8,7 +8,7 @@ import type { VisionModel } from '../models/types.js';
 import { openModel } from '../open.js';
 import type { Runner } from '../tensor/runner.js';
 import { checkClasses, describeQuantization } from './describe.js';
-import { applyCommon, commandHelp, intFlag, parse, requireFlag, type CommandSpec } from './args.js';
+import { applyCommon, commandHelp, FLOAT_CHECKPOINT_FLAGS, intFlag, parse, requireFlag, type CommandSpec } from './args.js';
 import { ProgressBar } from './progress.js';
 import { printReport } from './report.js';
 
@@ -49,8 +49,7 @@ export const EVAL_COMMAND: CommandSpec = {
   synopsis: '--model <path> [--config <card.json> | --arch <preset>] --data <data> [options]',
   flags: {
     model: { type: 'string', value: 'path', required: true, help: 'a quantized model file (carries its own architecture), an exported model.onnx, a float .safetensors checkpoint (a NAME.json card beside it is used without --config) or a timm hub folder (config.json + model.safetensors)' },
-    config: { type: 'string', value: 'card.json', help: 'JSON model card for a float checkpoint' },
-    arch: { type: 'string', value: 'preset', help: "timm architecture by name for a float checkpoint ('ptq4vit presets' lists them)" },
+    ...FLOAT_CHECKPOINT_FLAGS,
     data: { type: 'string', value: 'data', required: true, help: 'an image folder (one subfolder per class) or a raw-uint8 manifest.json' },
     limit: { type: 'string', value: 'N', default: 'all', help: 'evaluate on the first N images' },
     'batch-size': { type: 'string', value: 'N', default: '64', help: 'images per forward pass, 1 to 4096' },

@@ -8,8 +8,9 @@ import { exportOnnx } from '../export/onnx.js';
 import { writeFileAtomic } from '../io/safetensors.js';
 import { locateModel } from '../models/hub.js';
 import { openModel } from '../open.js';
-import { applyCommon, commandHelp, parse, requireFlag, type CommandSpec } from './args.js';
+import { applyCommon, commandHelp, FLOAT_CHECKPOINT_FLAGS, parse, requireFlag, type CommandSpec } from './args.js';
 import { describeQuantization } from './describe.js';
+import { checkOutputNotInput } from './paths.js';
 import { printReport } from './report.js';
 
 function sameFile(a: string, b: string): boolean {
@@ -22,7 +23,7 @@ function sameFile(a: string, b: string): boolean {
 }
 
 function checkOutput(out: string, inputs: (string | undefined)[]): void {
-  for (const input of inputs) if (input && sameFile(out, input)) throw new Ptq4vitError(`--out ${out} would overwrite the input ${input}`);
+  checkOutputNotInput(out, inputs.filter((p): p is string => !!p).map((p) => ({ what: 'input', path: p })));
   const dir = path.dirname(path.resolve(out));
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Ptq4vitError(`cannot write ${out}: directory ${dir} does not exist`);
   if (fs.existsSync(out) && fs.statSync(out).isDirectory()) throw new Ptq4vitError(`cannot write ${out}: it is a directory`);
@@ -34,8 +35,7 @@ export const EXPORT_COMMAND: CommandSpec = {
   synopsis: '--model <path> [--config <card.json> | --arch <preset>] (--out <model.onnx> | --hf-dir <dir>) [--float] [--labels <names.txt>]',
   flags: {
     model: { type: 'string', value: 'path', required: true, help: 'a quantized model file, a float .safetensors checkpoint (a NAME.json card beside it is used without --config) or a timm hub folder (config.json + model.safetensors)' },
-    config: { type: 'string', value: 'card.json', help: 'JSON model card for a float checkpoint' },
-    arch: { type: 'string', value: 'preset', help: "timm architecture by name for a float checkpoint ('ptq4vit presets' lists them)" },
+    ...FLOAT_CHECKPOINT_FLAGS,
     out: { type: 'string', value: 'model.onnx', help: 'where the ONNX model is written (atomically); --out and/or --hf-dir is required' },
     'hf-dir': { type: 'string', value: 'dir', help: 'write a folder transformers.js loads offline: config.json, preprocessor_config.json, onnx/model.onnx (FP32; for a quantized file, its dequantized weights) and, for a quantized file, onnx/model_quantized.onnx (the integer graph, dtype q8)' },
     float: { type: 'boolean', help: 'export a quantized file as an FP32 graph of its dequantized weights instead of integer products' },

@@ -14,6 +14,7 @@ import type { ActivationQuant, LinearQuant, MatmulQuant } from './params.js';
 import { fakeQuantGrouped, qmax } from './quantizers.js';
 import { scoreLinear, scoreMatmul, type Metric } from './scoring.js';
 import { fakeQuantActivation, type LinearRecord, type MatmulRecord } from './search.js';
+import { maxAbs } from '../numeric.js';
 
 const sum = (xs: ArrayLike<number>): number => {
   let s = 0;
@@ -60,14 +61,6 @@ export async function measureMatmul(rec: MatmulRecord, q: MatmulQuant, metric: M
   return reduce(await scoreMatmul({ ...common, scales: Float32Array.from(q.a.deltas), quantizer: 'uniform' }), metric);
 }
 
-function maxAbs(data: Float32Array, start = 0, end = data.length): number {
-  let m = 0;
-  for (let i = start; i < end; i++) {
-    const v = Math.abs(data[i]);
-    if (v > m) m = v;
-  }
-  return m;
-}
 
 const maxAbsDelta = (max: number, bits: number): number => (max > 0 ? max / (qmax(bits) - 0.5) : 1e-8);
 

@@ -8,6 +8,7 @@ import { Tensor } from '../tensor/tensor.js';
 import type { ActivationQuant, LinearQuant, MatmulQuant } from './params.js';
 import { fakeQuantGrouped, fakeQuantTwinGelu, fakeQuantTwinSoftmax, geluNegativeDelta, qmax, uniformCode } from './quantizers.js';
 import { scoreLinear, scoreLinearInteger, scoreMatmul, type Metric } from './scoring.js';
+import { maxAbs } from '../numeric.js';
 
 export interface SearchConfig {
   metric: Metric;
@@ -48,14 +49,6 @@ function candidateFactors(c: SearchConfig): number[] {
   return Array.from({ length: c.n + 1 }, (_, i) => c.alpha + (i * (c.beta - c.alpha)) / c.n);
 }
 
-function maxAbs(data: Float32Array, start = 0, end = data.length): number {
-  let m = 0;
-  for (let i = start; i < end; i++) {
-    const v = Math.abs(data[i]);
-    if (v > m) m = v;
-  }
-  return m;
-}
 
 function maxValue(data: Float32Array): number {
   let m = -Infinity;
