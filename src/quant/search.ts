@@ -9,6 +9,7 @@ import type { ActivationQuant, BitPolicy, LinearQuant, MatmulQuant } from './par
 import { fakeQuantGrouped, fakeQuantTwinGelu, fakeQuantTwinSoftmax, geluNegativeDelta, qmax, uniformCode } from './quantizers.js';
 import { scoreLinear, scoreLinearInteger, scoreMatmul, type Metric } from './scoring.js';
 import { maxAbs } from '../numeric.js';
+import { linear as linearFp, matmul as matmulFp } from '../tensor/gemm.js';
 
 export interface SearchConfig {
   metric: Metric;
@@ -41,7 +42,31 @@ export interface SearchConfig {
    * other operand stays on its Δ_maxabs grid; `report` gets the best score — the Hessian-weighted output
    * error of the point at this operand's width, after the operand's own scale search.
    */
-  sensitivity?: { operand: Operand; report: (score: number) => void };
+  sensitivity?: { operand: Operand; images: number; report: (score: SensitivityScore) => void };
+}
+
+/**
+ * The error of a point at one operand's width, after that operand's search:
+ *  - diagonal: the search's own metric Σ (∂L/∂O)²·(Ô − O)² (each output element on its own);
+ *  - perImage: Σ over images of (Σ_elements ∂L/∂O·(Ô − O))² — the same Fisher form gᵀ·ΔO per image,
+ *    squared whole, so errors correlated across elements add up as they do in the loss.
+ */
+export interface SensitivityScore {
+  diagonal: number;
+  perImage: number;
+}
+
+/** Σ over images of (gᵀ·(Ô − O))², each image a contiguous block of the records. */
+function perImageFisher(outHat: Float32Array, out: Float32Array, grad: Float32Array | undefined, images: number): number {
+  if (!grad) return NaN;
+  const per = out.length / images;
+  let total = 0;
+  for (let i = 0; i < images; i++) {
+    let dot = 0;
+    for (let j = i * per; j < (i + 1) * per; j++) dot += grad[j] * (outHat[j] - out[j]);
+    total += dot * dot;
+  }
+  return total;
 }
 
 /** The quantized operands of a point: a linear layer's weight and input, an attention product's a and b. */
@@ -224,7 +249,8 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
       weightDeltas = bestW.map((b, g) => factors[b] * w0[g]);
       if (only === 'weight') {
         // Groups are independent rows: the point's error is the sum of each group's best.
-        cfg.sensitivity!.report(bestW.reduce((sum, b, g) => sum + perGroup[b * groups + g], 0));
+        const diagonal = bestW.reduce((sum, b, g) => sum + perGroup[b * groups + g], 0);
+        cfg.sensitivity!.report({ diagonal, perImage: await linearPerImage(rec, input, weightDeltas, wBits, cfg.sensitivity!.images) });
         break;
       }
     }
@@ -252,13 +278,23 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
     const bestA = argminColumns(aLoss, C, 1)[0];
     input = inputQuant(factors[bestA] * a0);
     if (only === 'input') {
-      cfg.sensitivity!.report(aLoss[bestA]);
+      cfg.sensitivity!.report({ diagonal: aLoss[bestA], perImage: await linearPerImage(rec, input, weightDeltas, wBits, cfg.sensitivity!.images) });
       break;
     }
   }
   const result: LinearQuant = { kind: rec.kind, point: rec.point, weightBits: wBits, weightDeltas, input };
   await cfg.trace?.({ kind: 'linear', record: rec, result });
   return result;
+}
+
+/** The per-image Fisher error of a linear point at the given quantization (see SensitivityScore). */
+async function linearPerImage(rec: LinearRecord, input: ActivationQuant | null, weightDeltas: number[], wBits: number, images: number): Promise<number> {
+  const [N, K] = rec.weight.shape;
+  const M = rec.x.size / K;
+  const xq = input ? new Tensor(fakeQuantActivation(rec.x.data, input), [M, K]) : rec.x.reshape([M, K]);
+  const wq = new Tensor(fakeQuantGrouped(rec.weight.data, weightDeltas, (N / weightDeltas.length) * K, wBits), [N, K]);
+  const outHat = await linearFp(xq, wq, rec.bias);
+  return perImageFisher(outHat.data, rec.out.data, rec.grad?.data, images);
 }
 
 function perColumnCosine(cfg: SearchConfig, groups: number, rows: number): boolean {
@@ -310,6 +346,16 @@ function perHeadMaxAbsDeltas(t: Tensor, heads: number, bits: number): number[] {
   const max = new Array<number>(heads).fill(0);
   for (let g = 0; g < t.shape[0]; g++) max[g % heads] = Math.max(max[g % heads], maxAbs(t.data, g * per, (g + 1) * per));
   return max.map((m) => maxAbsDelta(m, bits));
+}
+
+/** The per-image Fisher error of an attention product at the given quantization (see SensitivityScore). */
+async function matmulPerImage(rec: MatmulRecord, a: ActivationQuant, b: ActivationQuant, images: number): Promise<number> {
+  const [, M, K] = rec.a.shape;
+  const N = rec.b.shape[2];
+  const aq = new Tensor(fakeQuantActivation(rec.a.data, a, M * K), rec.a.shape);
+  const bq = new Tensor(fakeQuantActivation(rec.b.data, b, K * N), rec.b.shape);
+  const outHat = await matmulFp(aq, bq);
+  return perImageFisher(outHat.data, rec.out.data, rec.grad?.data, images);
 }
 
 export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promise<MatmulQuant> {
@@ -369,7 +415,7 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
         const best = argminColumns(total, twinR1.length, 1)[0];
         aQuant = { kind: 'twin-softmax', bits: aBits, deltaR1: twinR1[best], deltaR2 };
         if (only === 'a') {
-          cfg.sensitivity!.report(total[best]);
+          cfg.sensitivity!.report({ diagonal: total[best], perImage: await matmulPerImage(rec, aQuant, bQuant, cfg.sensitivity!.images) });
           break;
         }
       } else {
@@ -381,7 +427,7 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
         const loss = lossOf(scores, C), best = argminColumns(loss, C, H);
         aQuant = { kind: 'uniform', bits: aBits, deltas: best.map((b, h) => factors[b] * a0[h]) };
         if (only === 'a') {
-          cfg.sensitivity!.report(bestTotal(loss, best));
+          cfg.sensitivity!.report({ diagonal: bestTotal(loss, best), perImage: await matmulPerImage(rec, aQuant, bQuant, cfg.sensitivity!.images) });
           break;
         }
       }
@@ -398,7 +444,7 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
     const loss = lossOf(scores, C), best = argminColumns(loss, C, H);
     bQuant = { kind: 'uniform', bits: bBits, deltas: best.map((b, h) => factors[b] * b0[h]) };
     if (only === 'b') {
-      cfg.sensitivity!.report(bestTotal(loss, best));
+      cfg.sensitivity!.report({ diagonal: bestTotal(loss, best), perImage: await matmulPerImage(rec, aQuant, bQuant, cfg.sensitivity!.images) });
       break;
     }
   }
