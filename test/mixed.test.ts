@@ -15,7 +15,11 @@ import { describe, test } from 'node:test';
 import { Ptq4vitError } from '../src/errors.js';
 import { SafeTensors } from '../src/io/safetensors.js';
 import { parseMetadata } from '../src/quant/file.js';
-import { allocatePolicy, checkBudget, type MixedRequest, type OperandItem, type Sensitivities } from '../src/quant/mixed.js';
+import { allocatePolicy, calibrateMixed, checkBudget, type MixedRequest, type OperandItem, type Sensitivities } from '../src/quant/mixed.js';
+import { openDataset } from '../src/data/datasets.js';
+import { openModel } from '../src/open.js';
+import { loadCalibration } from '../src/quant/calibset.js';
+import { methodConfig } from '../src/quant/methods.js';
 import type { Operand } from '../src/quant/search.js';
 import { runCli, scratchDir, showRun, type CliRun } from './helpers.js';
 
@@ -120,6 +124,29 @@ function lastJson(r: CliRun): Record<string, unknown> {
   return JSON.parse(r.stdout.trimEnd().split('\n').at(-1)!) as Record<string, unknown>;
 }
 
+describe('sensitivities', () => {
+  test('every operand has a finite error per width, larger at 3 bits than at 8; the allocation is the knapsack of them', async () => {
+    const { model } = openModel({ weights: MODEL, config: CARD });
+    const { images, labels } = await loadCalibration(await openDataset(CALIB), 4, 0, model.spec.preprocess);
+    const base = methodConfig('ptq4vit', { weightBits: 8, activationBits: 8, n: 2, rounds: 1 });
+    const request: MixedRequest = { budget: { wAvgBits: 5, aAvgBits: 5 }, pin: true, weightBits: 8, activationBits: 8 };
+    const { results, items, sensitivities, scores, timing } = await calibrateMixed(model, images, labels, base, [request], { candidates: [3, 8], sensitivityN: 2 });
+    const varying = items.filter((i) => !i.pinnable);
+    assert.equal(sensitivities.size, varying.length, 'one entry per operand that is not pinned');
+    let larger = 0;
+    for (const i of varying) {
+      const s = scores.get(`${i.point}:${i.operand}`)!;
+      for (const bits of [3, 8]) assert.ok(Number.isFinite(s.get(bits)!.perImage) && s.get(bits)!.perImage >= 0 && s.get(bits)!.diagonal >= 0, `${i.point} ${i.operand} ${bits}`);
+      if (s.get(3)!.perImage > s.get(8)!.perImage && s.get(3)!.diagonal > s.get(8)!.diagonal) larger++;
+    }
+    assert.ok(larger >= 0.9 * varying.length, `3 bits worse than 8 for ${larger} of ${varying.length} operands`);
+    assert.equal(timing.passes, 1);
+    // The result is exactly the allocation of these sensitivities.
+    assert.deepEqual(results[0].policy, allocatePolicy(items, sensitivities, request, [3, 8]).policy);
+    assert.ok(results[0].summary.wAvgBits <= 5 && results[0].summary.aAvgBits <= 5);
+  });
+});
+
 describe('quantize with a budget', () => {
   test('--avg-bits 4: the file round-trips (eval of the file = in memory), carries the policy, meets the budget', () => {
     const dir = scratch.next();
@@ -162,6 +189,8 @@ describe('quantize with a budget', () => {
     assert.ok(mixed.a_avg_bits <= 4);
     assert.ok(Math.abs(weightBits / 8e6 - mixed.weight_mb) < 1e-9);
     assert.ok(widthsSeen.size >= 2, `mixed widths: ${[...widthsSeen]}`);
+    // 8 images fit one group: the final search reused the records of the sensitivity pass.
+    assert.equal(q.record_passes, 1, 'one recording pass for sensitivities and final search');
   });
 });
 
