@@ -374,7 +374,7 @@ function plotSvg(rows: Row[], model: string): string | null {
   const svg = chart.renderToSVGString();
   chart.dispose();
   const ids = new Map<string, string>();
-  return svg.replace(/zr\d+-[A-Za-z]+-\d+/g, (id) => {
+  return svg.replace(/zr\d+-[A-Za-z]+-?\d+/g, (id) => {
     if (!ids.has(id)) ids.set(id, `mp-${ids.size}`);
     return ids.get(id)!;
   });
