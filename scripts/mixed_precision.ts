@@ -282,6 +282,7 @@ function section(rows: Row[]): string[] {
     `Mixed rows: budget = average weight bits (by parameters) and average activation bits (by elements per image) at most B; candidate widths ${CANDIDATE_WIDTHS.join(', ')};`,
     `sensitivity = per-image Fisher error (README) after a search with n = ${SENSITIVITY_N}, one half-step, the other operand at 8 bits; patch embedding and classifier pinned at 8 bits (counted in the budget) except at 3 bits, where pinning makes the budget impossible.`,
     'Model size = the quantized weights\' integer codes packed at their widths (biases, norms and tokens stay float and are not counted).',
+    'At an average of 3 bits with 3 as the lowest width the budget leaves one choice — every operand at 3 bits — so that mixed row is uniform W3A3 (the same search, the same top-1): a check of the pipeline, not a result.',
     '"run s" = one whole calibration: recording + sensitivities + allocation + final search (mixed; the sensitivities are shared by the budgets of one run but charged in full to each), or recording + search (uniform). "× uniform" = run s / the mean run s of the uniform W3A3, W4A4 and W5A5 runs of the same model in this script.',
     'Every row of this script is evaluated with `ptq4vit eval` on the written file (the integer ONNX graph, equal to the simulation: see "Integer ONNX export vs fake-quant simulation"). * = the row of the tables above (results.ts, simulation; same calibration and search), not recomputed here.',
     '',
@@ -353,7 +354,8 @@ function plotSvg(rows: Row[], model: string): string | null {
   const below = [...uniform, ...mixed].filter((r) => r.top1 * 100 < floor);
   const yMin = Math.floor(Math.max(floor, Math.min(...[...uniform, ...mixed].map((r) => r.top1 * 100))));
   const chart = echarts.init(null, null, { renderer: 'svg', ssr: true, width: 720, height: 440 });
-  const point = (r: Row, label: string) => ({ value: [Number(r.weight_mb!.toFixed(3)), Number((r.top1 * 100).toFixed(2))], label: { show: true, formatter: label, position: 'bottom' as const, fontSize: 10 } });
+  // Uniform labels above their points, mixed below (avg 3 is W3A3 itself, and avg 6 sits on W6A6).
+  const point = (r: Row, label: string, position: 'top' | 'bottom') => ({ value: [Number(r.weight_mb!.toFixed(3)), Number((r.top1 * 100).toFixed(2))], label: { show: true, formatter: label, position, fontSize: 10 } });
   chart.setOption({
     animation: false,
     title: {
@@ -367,8 +369,8 @@ function plotSvg(rows: Row[], model: string): string | null {
     xAxis: { type: 'value', name: 'quantized weights (MB)', nameLocation: 'middle', nameGap: 28, scale: true },
     yAxis: { type: 'value', name: 'top-1 (%)', nameLocation: 'middle', nameGap: 40, min: yMin, scale: true },
     series: [
-      { name: 'uniform PTQ4ViT', type: 'line', symbolSize: 7, data: uniform.map((r) => point(r, `W${r.bits}A${r.bits}`)), ...(fp ? { markLine: { symbol: 'none', label: { formatter: `FP32 ${pct(fp.top1)}`, position: 'insideEndTop' }, lineStyle: { type: 'dashed' }, data: [{ yAxis: Number((fp.top1 * 100).toFixed(2)) }] } } : {}) },
-      { name: 'mixed precision', type: 'line', symbolSize: 7, data: mixed.map((r) => point(r, `avg ${r.bits}`)) },
+      { name: 'uniform PTQ4ViT', type: 'line', symbolSize: 7, data: uniform.map((r) => point(r, `W${r.bits}A${r.bits}`, 'top')), ...(fp ? { markLine: { symbol: 'none', label: { formatter: `FP32 ${pct(fp.top1)}`, position: 'insideEndTop' }, lineStyle: { type: 'dashed' }, data: [{ yAxis: Number((fp.top1 * 100).toFixed(2)) }] } } : {}) },
+      { name: 'mixed precision', type: 'line', symbolSize: 7, data: mixed.map((r) => point(r, `avg ${r.bits}`, 'bottom')) },
     ],
   });
   const svg = chart.renderToSVGString();
