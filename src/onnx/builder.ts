@@ -50,6 +50,11 @@ export class GraphBuilder {
     return out;
   }
 
+  /** The shape of `x` as far as reshapes and transposes tell (−1: the one dynamic dimension), if known. */
+  shapeOf(x: string): readonly number[] | undefined {
+    return this.knownShapes.get(x);
+  }
+
   /** The input and permutation of the Transpose that produced `x`, if one did. */
   transposeOf(x: string): { input: string; perm: number[] } | null {
     const node = this.producers.get(x);
