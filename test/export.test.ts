@@ -89,6 +89,34 @@ describe('named layout ops: the ONNX translation is the eager kernel', () => {
   }
 });
 
+describe('graph builder: layout steps the integer graph relies on', () => {
+  test('reshape back to a known shape, transpose of a transpose, unused nodes dropped — same numbers', async () => {
+    const g = new GraphBuilder();
+    const x = g.reserve('x');
+    // The head split ([B, N, H·d] → [B·H, N, d]) and the integer product's view of it as [B, H, N, d].
+    const split = g.reshape(x, [-1, 5, 3, 4], 'heads');
+    const heads = g.transpose(split, [0, 2, 1, 3], 'heads_t');
+    const flat = g.reshape(heads, [-1, 5, 4], 'heads_flat');
+    const view = g.reshape(flat, [-1, 3, 5, 4], 'view');
+    assert.equal(view, heads, 'a reshape back to the known [B, H, N, d] is the transposed value itself');
+    const kT = g.transpose(view, [0, 1, 3, 2], 'kT');
+    assert.deepEqual(g.transposeOf(kT), { input: split, perm: [0, 2, 3, 1] }, 'kᵀ of the head split is one transpose');
+    assert.equal(g.transpose(g.transpose(split, [0, 2, 1, 3]), [0, 2, 1, 3]), split, 'a transpose and its inverse cancel');
+    g.reserve('y');
+    g.opInto('y', 'Identity', [kT]);
+    const graph = g.finish('t', [{ name: 'x', elemType: OnnxType.FLOAT, shape: ['n', 5, 12] }], [{ name: 'y', elemType: OnnxType.FLOAT, shape: ['n', 3, 4, 5] }], 17);
+    assert.deepEqual(graph.nodes.map((n) => n.op), ['Reshape', 'Transpose', 'Identity'], 'nodes nothing reaches are dropped');
+    assert.ok((graph.initializers ?? []).every((c) => graph.nodes.some((n) => n.inputs.includes(c.name))), 'constants nothing reaches are dropped');
+    const input = randomTensor([2, 5, 12], 3);
+    const y = await runOnnx(encodeModel(graph), { x: input }, 'y');
+    // y[b, h, j, t] = x[b, t, h·4 + j]
+    const expected = new Float32Array(2 * 3 * 4 * 5);
+    for (let b = 0; b < 2; b++) for (let h = 0; h < 3; h++) for (let j = 0; j < 4; j++) for (let t = 0; t < 5; t++) expected[((b * 3 + h) * 4 + j) * 5 + t] = input.data[(b * 5 + t) * 12 + h * 4 + j];
+    assert.deepEqual(y.shape, [2, 3, 4, 5]);
+    assert.deepEqual(Array.from(y.data), Array.from(expected));
+  });
+});
+
 describe('FP32 export: the traced graph matches timm on the parity fixtures', () => {
   for (const name of ['vit_p16_224_fixture', 'deit_distilled_p16_224_fixture', 'swin_p4_w7_224_fixture']) {
     test(name, async () => {

@@ -1,11 +1,11 @@
 /**
- * Integer candidate scoring (u8×s8 codes) gives the float scoring's scores up to float rounding; scoring
- * very large layers block by block chooses the same scales.
+ * Integer candidate scoring (u8×s8 codes; uniform and post-GELU twin inputs) gives the float scoring's
+ * scores up to float rounding; scoring very large layers block by block chooses the same scales.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { seededRandom } from '../src/grad/loss.js';
-import { fakeQuantGrouped, uniformCode } from '../src/quant/quantizers.js';
+import { fakeQuantGrouped, fakeQuantTwinGelu, geluNegativeDelta, twinGeluCode, uniformCode } from '../src/quant/quantizers.js';
 import { methodConfig } from '../src/quant/methods.js';
 import { scoreLinear, scoreLinearInteger } from '../src/quant/scoring.js';
 import { searchLinear, searchMatmul } from '../src/quant/search.js';
@@ -37,7 +37,7 @@ for (const bits of [8, 6, 4]) {
     for (let c = 0; c < C; c++) for (let n = 0; n < N; n++) scales[c * N + n] = factors[c] * dws[Math.floor(n / (N / 3))];
     const common = { bias, out, grad, candidates: C, bits, metric: 'hessian' as const, cosineGroups: 1 };
     const fw = await scoreLinear({ ...common, searched: 'weight', x: xq, w, scales, quantizer: 'uniform' });
-    const iw = await scoreLinearInteger({ ...common, searched: 'weight', x: { codes, shape: [M, K], delta: dx }, w, scales });
+    const iw = await scoreLinearInteger({ ...common, searched: 'weight', x: [{ codes, shape: [M, K], delta: dx }], w, scales });
     assertRelClose(iw, fw, 'weight search');
     // Input search with the weight quantized per group.
     const wq = new Tensor(fakeQuantGrouped(w.data, dws, (N / 3) * K, bits), [N, K]);
@@ -50,6 +50,23 @@ for (const bits of [8, 6, 4]) {
     const fx = await scoreLinear({ ...common, searched: 'input', x, w: wq, scales: xs, quantizer: 'uniform' });
     const ix = await scoreLinearInteger({ ...common, searched: 'input', x, w: { codesT, shape: [K, N], deltas }, scales: xs });
     assertRelClose(ix, fx, 'input search');
+    // Post-GELU twin input (fc2): R1 (negative side) and R2 codes in two integer products.
+    const gelu = new Tensor(Float32Array.from(x.data, (v) => Math.max(v, -0.17)), [M, K]);
+    const s2 = Float32Array.from(xs, (d) => geluNegativeDelta(d, bits, true));
+    const ft = await scoreLinear({ ...common, searched: 'input', x: gelu, w: wq, scales: xs, scales2: s2, quantizer: 'twin-gelu' });
+    const it = await scoreLinearInteger({ ...common, searched: 'input', x: gelu, w: { codesT, shape: [K, N], deltas }, scales: xs, scales2: s2 });
+    assertRelClose(it, ft, 'twin-GELU input search');
+    // …and the weight search behind it: the twin codes as two u8 parts.
+    const twin = { kind: 'twin-gelu' as const, bits, deltaPos: xs[2], deltaNeg: s2[2] };
+    const r1 = new Uint8Array(M * K).fill(128), r2 = new Uint8Array(M * K).fill(128);
+    gelu.data.forEach((v, i) => {
+      const [flag, code] = twinGeluCode(v, twin, bits);
+      if (flag === 0) r1[i] = 127 - code;
+      else r2[i] = 128 + code;
+    });
+    const fwt = await scoreLinear({ ...common, searched: 'weight', x: new Tensor(fakeQuantTwinGelu(gelu.data, twin, bits), [M, K]), w, scales, quantizer: 'uniform' });
+    const iwt = await scoreLinearInteger({ ...common, searched: 'weight', x: [{ codes: r1, shape: [M, K], delta: twin.deltaNeg }, { codes: r2, shape: [M, K], delta: twin.deltaPos }], w, scales });
+    assertRelClose(iwt, fwt, 'weight search behind a twin-GELU input');
   });
 }
 

@@ -10,20 +10,15 @@ import { locateModel } from '../models/hub.js';
 import { openModel } from '../open.js';
 import { applyCommon, commandHelp, FLOAT_CHECKPOINT_FLAGS, parse, requireFlag, type CommandSpec } from './args.js';
 import { describeQuantization } from './describe.js';
-import { checkOutputNotInput } from './paths.js';
+import { checkOutputNotInput, type InputPath } from './paths.js';
 import { printReport } from './report.js';
 
-function sameFile(a: string, b: string): boolean {
-  try {
-    const sa = fs.statSync(a), sb = fs.statSync(b);
-    return sa.dev === sb.dev && sa.ino === sb.ino;
-  } catch {
-    return path.resolve(a) === path.resolve(b);
-  }
+function inputPaths(inputs: (string | undefined)[]): InputPath[] {
+  return inputs.filter((p): p is string => !!p).map((p) => ({ what: 'input', path: p }));
 }
 
 function checkOutput(out: string, inputs: (string | undefined)[]): void {
-  checkOutputNotInput(out, inputs.filter((p): p is string => !!p).map((p) => ({ what: 'input', path: p })));
+  checkOutputNotInput(out, inputPaths(inputs));
   const dir = path.dirname(path.resolve(out));
   if (!fs.existsSync(dir) || !fs.statSync(dir).isDirectory()) throw new Ptq4vitError(`cannot write ${out}: directory ${dir} does not exist`);
   if (fs.existsSync(out) && fs.statSync(out).isDirectory()) throw new Ptq4vitError(`cannot write ${out}: it is a directory`);
@@ -57,7 +52,7 @@ export async function runExport(args: string[]): Promise<void> {
   const input = locateModel(weights); // a hub folder's model.safetensors and config.json are inputs too
   const inputs = [weights, input.weights, input.hubConfig ?? input.siblingCard, config, v.labels as string | undefined];
   if (out) checkOutput(out, inputs);
-  if (hfDir) for (const i of inputs) if (i && sameFile(hfDir, i)) throw new Ptq4vitError(`--hf-dir ${hfDir} would overwrite the input ${i}`);
+  if (hfDir) checkOutputNotInput(hfDir, inputPaths(inputs), '--hf-dir');
   const loaded = openModel({ weights, config, arch });
   const { spec } = loaded.model;
   const labels = v.labels ? readLabels(v.labels as string, spec.arch.numClasses) : spec.labelNames;

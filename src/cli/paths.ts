@@ -64,10 +64,10 @@ export function datasetInputs(flag: string, p: string, options: { listEntries?: 
  * a linked file) or a hard link, so an existing output is compared by device + inode with every input
  * file, and by real path with every input folder (an output inside an image folder replaces an image).
  */
-export function checkOutputNotInput(out: string, inputs: readonly InputPath[]): void {
+export function checkOutputNotInput(out: string, inputs: readonly InputPath[], flag = '--out'): void {
   const refuse = (input: InputPath, inside: boolean): never => {
     const what = inside ? `a file inside the ${input.what}` : `the ${input.what}`;
-    throw new Ptq4vitError(`--out ${out} would overwrite ${what} (${input.path})`);
+    throw new Ptq4vitError(`${flag} ${out} would overwrite ${what} (${input.path})`);
   };
   for (const input of inputs) {
     if (path.resolve(out) === path.resolve(input.path)) refuse(input, false);

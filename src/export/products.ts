@@ -1,12 +1,12 @@
 /**
  * The quantization points as ONNX nodes: float32 products (the FP32 export) and integer products
  * (the quantized export: int8 weight codes from the quantized file, activations quantized with their
- * calibrated Δs, MatMulInteger with int32 accumulation, one rescale — see src/quant/integer.ts).
+ * calibrated Δs, integer products with int32 accumulation and one rescale — see src/quant/integer.ts).
  */
 import { Ptq4vitError } from '../errors.js';
 import type { GraphBuilder } from '../onnx/builder.js';
 import { OnnxType } from '../onnx/proto.js';
-import { activationCodes, integerProduct, signedCodes, type CodePart } from '../quant/integer.js';
+import { activationCodes, integerLinear, integerProduct, rescaleConstant, signedCodes, type CodePart } from '../quant/integer.js';
 import type { LinearQuant, MatmulQuant, PointQuant } from '../quant/params.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { ProductEmitter, Traced } from './trace.js';
@@ -71,8 +71,9 @@ export function integerProducts(points: readonly PointQuant[], codes: WeightCode
         return addBias(g, g.op('MatMul', [x.name, w], undefined, `${point}.matmul`), bias, point);
       }
       const left = activationCodes(g, x.name, q.input, `${point}.x`);
-      const y = integerProduct(g, left, wt, inp, (part) => g.floats(`${point}.rescale`, Float32Array.from({ length: out }, (_, n) => part.scales[0] * weightScale(n)), [out]), point);
-      return addBias(g, y, bias, point);
+      const weightDeltas = Float32Array.from({ length: out }, (_, n) => weightScale(n));
+      const b = bias ? g.floats(`${point}.bias`, bias.data, [bias.size], bias.data) : null;
+      return integerLinear(g, left, wt, weightDeltas, b, point);
     },
     matmul(g, point, a, b, transB) {
       const q = param(point) as MatmulQuant;
@@ -86,7 +87,7 @@ export function integerProducts(points: readonly PointQuant[], codes: WeightCode
       const right = signedCodes(g, b4, q.b, `${point}.b`);
       const rightCodes = transB ? g.transpose(right.codes, [0, 1, 3, 2], `${point}.bT`) : right.codes;
       const headScale = (part: CodePart): string => {
-        const s = Float32Array.from({ length: heads }, (_, h) => (part.scales.length > 1 ? part.scales[h] : part.scales[0]) * (right.scales.length > 1 ? right.scales[h] : right.scales[0]));
+        const s = Float32Array.from({ length: heads }, (_, h) => rescaleConstant(part.scales.length > 1 ? part.scales[h] : part.scales[0], right.scales.length > 1 ? right.scales[h] : right.scales[0]));
         return g.floats(`${point}.rescale`, s, [1, heads, 1, 1]);
       };
       const y = integerProduct(g, left, rightCodes, k, headScale, point);

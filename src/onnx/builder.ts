@@ -18,6 +18,12 @@ export class GraphBuilder {
   private readonly taken = new Set<string>();
   /** Constants already stored, by identity of their source array, so a shared tensor is stored once. */
   private readonly stored = new WeakMap<object, string>();
+  /** Shapes known from reshapes (−1: the one dynamic dimension) and the transposes of such values. */
+  private readonly knownShapes = new Map<string, readonly number[]>();
+  /** The node that produced each value. */
+  private readonly producers = new Map<string, NodeSpec>();
+  /** Reshape outputs → their input, so a chain of reshapes becomes one. */
+  private readonly reshapeInputs = new Map<string, string>();
 
   /** A fresh value name starting with `hint`. */
   fresh(hint: string): string {
@@ -38,8 +44,21 @@ export class GraphBuilder {
   /** One node with one output; returns the output's name. */
   op(op: string, inputs: string[], attributes?: Record<string, AttributeValue>, hint = op.toLowerCase(), domain?: string): string {
     const out = this.fresh(hint);
-    this.nodes.push({ op, inputs, outputs: [out], attributes, domain });
+    const node: NodeSpec = { op, inputs, outputs: [out], attributes, domain };
+    this.nodes.push(node);
+    this.producers.set(out, node);
     return out;
+  }
+
+  /** The shape of `x` as far as reshapes and transposes tell (−1: the one dynamic dimension), if known. */
+  shapeOf(x: string): readonly number[] | undefined {
+    return this.knownShapes.get(x);
+  }
+
+  /** The input and permutation of the Transpose that produced `x`, if one did. */
+  transposeOf(x: string): { input: string; perm: number[] } | null {
+    const node = this.producers.get(x);
+    return node?.op === 'Transpose' ? { input: node.inputs[0], perm: node.attributes!.perm as number[] } : null;
   }
 
   /** A node whose single output gets an exact name (e.g. the graph output). */
@@ -100,13 +119,37 @@ export class GraphBuilder {
     return this.constant(hint, OnnxType.INT32, [], Int32Array.of(value));
   }
 
-  /** Reshape to `shape`, where −1 stands for the (dynamic) batch-like leading dimension. */
+  /**
+   * Reshape to `shape`, where −1 stands for the (dynamic) batch-like leading dimension. A reshape of a
+   * reshape reshapes the original, and a reshape back to a value's known shape is that value: the model's
+   * head split ends in [B·H, N, d] and the integer products view it as [B, H, N, d] again, and a Reshape
+   * pair left between the head transpose and QuantizeLinear would stop onnxruntime from moving the
+   * transpose onto the 1-byte codes (and merging it with kᵀ's).
+   */
   reshape(x: string, shape: readonly number[], hint = 'reshape'): string {
-    return this.op('Reshape', [x, this.int64s(`${hint}_shape`, shape)], undefined, hint);
+    let source = x;
+    if (!shape.includes(0)) while (this.reshapeInputs.has(source)) source = this.reshapeInputs.get(source)!;
+    const known = this.knownShapes.get(source);
+    if (known && known.length === shape.length && known.every((d, i) => d === shape[i]) && shape.filter((d) => d === -1).length <= 1) return source;
+    const out = this.op('Reshape', [source, this.int64s(`${hint}_shape`, shape)], undefined, hint);
+    if (!shape.includes(0) && shape.filter((d) => d === -1).length <= 1) {
+      this.knownShapes.set(out, [...shape]);
+      this.reshapeInputs.set(out, source);
+    }
+    return out;
   }
 
+  /** Transpose; a transpose of a transpose is one transpose (by the composed permutation), or none. */
   transpose(x: string, perm: readonly number[], hint = 'transpose'): string {
-    return this.op('Transpose', [x], { perm: [...perm] }, hint);
+    const inner = this.transposeOf(x);
+    if (inner) {
+      const composed = perm.map((axis) => inner.perm[axis]);
+      return composed.every((axis, i) => axis === i) ? inner.input : this.transpose(inner.input, composed, hint);
+    }
+    const out = this.op('Transpose', [x], { perm: [...perm] }, hint);
+    const known = this.knownShapes.get(x);
+    if (known) this.knownShapes.set(out, perm.map((p) => known[p]));
+    return out;
   }
 
   /** x[start:end] along `axis` (static bounds). */
@@ -114,7 +157,16 @@ export class GraphBuilder {
     return this.op('Slice', [x, this.int64s(`${hint}_start`, [start]), this.int64s(`${hint}_end`, [end]), this.int64s(`${hint}_axis`, [axis])], undefined, hint);
   }
 
+  /** The graph, without nodes and constants nothing reaches (e.g. a reshape the chain rule above bypassed). */
   finish(name: string, inputs: ValueInfo[], outputs: ValueInfo[], opset: number): GraphSpec {
-    return { name, inputs, outputs, nodes: this.nodes, initializers: this.initializers, opset };
+    const needed = new Set(outputs.map((o) => o.name));
+    const live: NodeSpec[] = [];
+    for (let i = this.nodes.length - 1; i >= 0; i--) {
+      const node = this.nodes[i];
+      if (!node.outputs.some((o) => needed.has(o))) continue;
+      live.push(node);
+      for (const input of node.inputs) if (input) needed.add(input);
+    }
+    return { name, inputs, outputs, nodes: live.reverse(), initializers: this.initializers.filter((c) => needed.has(c.name)), opset };
   }
 }

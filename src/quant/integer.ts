@@ -1,7 +1,9 @@
 /**
  * Integer arithmetic for the quantized graph: each quantizer kind turns a float activation into uint8
- * codes (ONNX nodes), and `integerProduct` multiplies codes by int8 codes with MatMulInteger (int32
- * accumulation) and one float rescale.
+ * codes (ONNX nodes); `integerLinear` multiplies them by a linear layer's int8 weight codes with
+ * MatMulIntegerToFloat (int32 accumulation, rescale and bias in one kernel), and `integerProduct` multiplies
+ * the attention operands with MatMulInteger and one float rescale (per-head Δs, which that kernel's
+ * per-column scales cannot express).
  *
  * Signedness is a speed decision: onnxruntime's u8×s8 MatMulInteger ran 1.7–3.2× faster than float MatMul
  * on this CPU (AVX-512 VNNI), s8×s8 4× slower. So the left operand (activations, post-softmax and
@@ -47,15 +49,49 @@ function checkBits(bits: number, what: string): void {
   if (bits < 2 || bits > 8) throw new Ptq4vitError(`${what}: ${bits}-bit codes do not fit the int8 container of the integer graph (2–8 bits); export with --float or quantize with at most 8 bits`);
 }
 
+/**
+ * Codes of x made before x's layout step: when x is a transpose of y (the attention head split), quantize y —
+ * its head axis is where the transpose took axis 1 from — and transpose the 1-byte codes. That moves a quarter
+ * of the float transpose's bytes, and kᵀ's transpose then merges with the head split's (GraphBuilder.transpose).
+ * Left to itself, onnxruntime wraps the float transpose in an extra QuantizeLinear/DequantizeLinear pair (its
+ * QDQ propagation), which profiled slower.
+ */
+function codesThroughLayout(g: GraphBuilder, x: string, hint: string, codes: (source: string, headAxis: number) => string): string {
+  const layout = g.transposeOf(x);
+  return layout ? g.transpose(codes(layout.input, layout.perm[HEAD_AXIS]), layout.perm, `${hint}_t`) : codes(x, HEAD_AXIS);
+}
+
+/**
+ * QuantizeLinear of x with one Δ per head along `axis` (or one Δ), zero point `zero` of the output type.
+ * Per head, when the head axis is the second-to-last of a known shape [.., H, d]: x/Δ_h as a Div by a vector
+ * over the flattened last two axes (a last-axis broadcast), then QuantizeLinear with scale 1 — the same
+ * division and rounding as a per-axis QuantizeLinear (x/1 is exact), but onnxruntime runs a per-axis
+ * QuantizeLinear over blocks of d elements one block at a time (profiled ~7× slower per element at d = 16).
+ */
+function quantizeLinear(g: GraphBuilder, x: string, scales: number[], axis: number, zeroPoint: (hint: string, count: number) => string, hint: string): string {
+  if (scales.length === 1) return g.op('QuantizeLinear', [x, g.float(`${hint}_scale`, scales[0]), zeroPoint(`${hint}_zp`, 1)], undefined, `${hint}_q`);
+  const shape = g.shapeOf(x);
+  if (shape && axis === shape.length - 2 && shape[axis] === scales.length && shape.slice(1).every((d) => d > 0)) {
+    const d = shape[shape.length - 1];
+    const columns = Float32Array.from({ length: scales.length * d }, (_, i) => scales[Math.floor(i / d)]);
+    // Reshaped back after QuantizeLinear (1-byte codes), so no reshape stands between Div and QuantizeLinear
+    // for onnxruntime's QDQ propagation to wrap in an extra QuantizeLinear/DequantizeLinear pair.
+    const flat = g.reshape(x, [...shape.slice(0, -2), scales.length * d], `${hint}_flat`);
+    const divided = g.op('Div', [flat, g.floats(`${hint}_scale`, columns, [columns.length])], undefined, `${hint}_div`);
+    return g.reshape(g.op('QuantizeLinear', [divided, g.float(`${hint}_one`, 1), zeroPoint(`${hint}_zp`, 1)], undefined, `${hint}_q`), shape, `${hint}_heads`);
+  }
+  return g.op('QuantizeLinear', [x, g.floats(`${hint}_scale`, Float32Array.from(scales), [scales.length]), zeroPoint(`${hint}_zp`, scales.length)], { axis }, `${hint}_q`);
+}
+
 /** QuantizeLinear into uint8 with zero point `zero`, then the k-bit code range [lo, hi] (as uint8 values). */
 function quantizeU8(g: GraphBuilder, x: string, scales: number[], zero: number, lo: number, hi: number, hint: string): string {
-  const perHead = scales.length > 1;
-  const scale = perHead ? g.floats(`${hint}_scale`, Float32Array.from(scales), [scales.length]) : g.float(`${hint}_scale`, scales[0]);
-  const zp = perHead ? g.uint8s(`${hint}_zp`, scales.map(() => zero)) : g.uint8(`${hint}_zp`, zero);
-  const q = g.op('QuantizeLinear', [x, scale, zp], perHead ? { axis: HEAD_AXIS } : undefined, `${hint}_q`);
-  // QuantizeLinear saturates to [0, 255]; narrower codes (k < 8, twin halves) clamp further.
-  if (lo === 0 && hi === 255) return q;
-  return g.op('Clip', [q, g.uint8(`${hint}_lo`, lo), g.uint8(`${hint}_hi`, hi)], undefined, `${hint}_codes`);
+  const zp = (h: string, count: number): string => (count === 1 ? g.uint8(h, zero) : g.uint8s(h, new Array<number>(count).fill(zero)));
+  return codesThroughLayout(g, x, hint, (source, axis) => {
+    const q = quantizeLinear(g, source, scales, axis, zp, hint);
+    // QuantizeLinear saturates to [0, 255]; narrower codes (k < 8, twin halves) clamp further.
+    if (lo === 0 && hi === 255) return q;
+    return g.op('Clip', [q, g.uint8(`${hint}_lo`, lo), g.uint8(`${hint}_hi`, hi)], undefined, `${hint}_codes`);
+  });
 }
 
 /**
@@ -103,12 +139,21 @@ export function signedCodes(g: GraphBuilder, x: string, q: ActivationQuant, hint
   if (q.kind !== 'uniform') throw new Ptq4vitError(`${hint}: the right operand of a product must be uniformly quantized, got ${q.kind}`);
   checkBits(q.bits, hint);
   const half = qmax(q.bits);
-  const perHead = q.deltas.length > 1;
-  const scale = perHead ? g.floats(`${hint}_scale`, Float32Array.from(q.deltas), [q.deltas.length]) : g.float(`${hint}_scale`, q.deltas[0]);
-  const zp = perHead ? g.int8zeros(`${hint}_zp`, q.deltas.length) : g.int8(`${hint}_zp`, 0);
-  let codes = g.op('QuantizeLinear', [x, scale, zp], perHead ? { axis: HEAD_AXIS } : undefined, `${hint}_q`);
-  if (half < 128) codes = g.op('Clip', [codes, g.int8(`${hint}_lo`, -half), g.int8(`${hint}_hi`, half - 1)], undefined, `${hint}_codes`);
+  const zp = (h: string, count: number): string => (count === 1 ? g.int8(h, 0) : g.int8zeros(h, count));
+  const codes = codesThroughLayout(g, x, hint, (source, axis) => {
+    const q8 = quantizeLinear(g, source, q.deltas, axis, zp, hint);
+    return half < 128 ? g.op('Clip', [q8, g.int8(`${hint}_lo`, -half), g.int8(`${hint}_hi`, half - 1)], undefined, `${hint}_codes`) : q8;
+  });
   return { codes, scales: q.deltas };
+}
+
+/**
+ * The f32 factor that turns an int32 product of codes into float: Δ_a·Δ_b rounded to f32 from the two f32
+ * scales, exactly as onnxruntime's MatMulIntegerToFloat forms its multiplier (a_scale·b_scale in f32). Every
+ * rescale of the integer graph and of the simulation uses it, so both round alike.
+ */
+export function rescaleConstant(deltaA: number, deltaB: number): number {
+  return Math.fround(Math.fround(deltaA) * Math.fround(deltaB));
 }
 
 /** log2 of the ratio if `ratio` is an exact power of two (within float rounding), else null. */
@@ -162,4 +207,28 @@ export function integerProduct(
     out = out === null ? scaled : g.op('Add', [out, scaled], undefined, `${hint}_sum`);
   });
   return out!;
+}
+
+/**
+ * A linear layer y = x·Wᵀ + b on codes: each code part of x meets the int8 weight codes Wᵀ [K, N] in one
+ * com.microsoft MatMulIntegerToFloat, which accumulates (codes − zp)·w in int32 and rescales in the same
+ * kernel by f32(Δ_part·Δw_n) per output column n (`weightDeltas`, one per column). That fused rescale is the
+ * speed: MatMulInteger → Cast → Mul → Add runs three more passes over the output (ORT profile, BENCHMARKS.md).
+ * Twin inputs (post-GELU) give two products added in float — no shared int32 accumulator here, since the
+ * kernel's output is already float — with the bias added inside the last part's kernel: P1·r1 + (P2·r2 + b).
+ * The simulation (qkernels.ts quantLinear) follows the same order of float operations.
+ */
+export function integerLinear(g: GraphBuilder, left: IntegerOperand, weightT: string, weightDeltas: Float32Array, bias: string | null, hint: string): string {
+  const columnScales = g.floats(`${hint}.weight_scale`, weightDeltas, [weightDeltas.length]);
+  const last = left.parts.length - 1;
+  const products = left.parts.map((p, i) => {
+    if (p.scales.length !== 1) throw new Ptq4vitError(`${hint}: a linear layer's input has one Δ per tensor, got ${p.scales.length}`);
+    const inputs = [p.codes, weightT, g.float(`${hint}.x${i + 1}_scale`, p.scales[0]), columnScales, p.zeroPoint ?? ''];
+    if (i === last && bias) inputs.push('', bias);
+    return g.op('MatMulIntegerToFloat', inputs, undefined, `${hint}_p${i + 1}`, 'com.microsoft');
+  });
+  // y = P1·r1 + (P2·r2 + b): the bias rides in the last kernel.
+  let sum = products[last];
+  for (let i = last - 1; i >= 0; i--) sum = g.op('Add', [products[i], sum], undefined, `${hint}_sum`);
+  return sum;
 }

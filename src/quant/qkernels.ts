@@ -4,15 +4,16 @@
  *
  * The product is factored as the quantizers define it, x̂·ŵ = Δx·Δw·(codes_x·codes_w): float products of
  * integer-valued codes are exact while the sums stay below 2^24, and one rescale follows — the same
- * arithmetic plan as the exported integer graph (src/quant/integer.ts: the same parts, the same shared
- * accumulator P1 + 2^m·P2 for twin ranges, the same f32 rescale constants). So the simulation predicts the
+ * arithmetic plan as the exported integer graph (src/quant/integer.ts: the same parts; for twin ranges the
+ * shared accumulator P1 + 2^m·P2 in attention products and one rescale per part in linear layers; the same
+ * f32 rescale constants, rescaleConstant). So the simulation predicts the
  * deployed model bit for bit wherever the float sums are exact, while running for any width (2–16 bits).
  */
 import { GraphBuilder } from '../onnx/builder.js';
 import { OnnxType, type ValueInfo } from '../onnx/proto.js';
 import { runGraph } from '../tensor/ort.js';
 import { Tensor } from '../tensor/tensor.js';
-import { partScales, sharedAccumulatorShift } from './integer.js';
+import { partScales, rescaleConstant, sharedAccumulatorShift } from './integer.js';
 import type { ActivationQuant } from './params.js';
 import { qmax } from './quantizers.js';
 
@@ -78,23 +79,28 @@ function kindKey(q: ActivationQuant, pl: Plan): string {
   return `${q.kind}${q.bits}${perHead}:${pl.shared ? `acc${pl.shift}` : 'sep'}`;
 }
 
-/** Σ parts' products, combined by the plan and rescaled: rescale inputs `r1` (and `r2` when separate). */
-function combine(g: GraphBuilder, products: string[], pl: Plan, rescaleShape: (string | number)[]): { y: string; inputs: ValueInfo[] } {
+/**
+ * Σ parts' products, combined by the plan and rescaled: rescale inputs `r1` (and `r2` when separate), and the
+ * bias where the integer graph adds it — after the one rescale, or inside the last part's kernel:
+ * P1·r1 + (P2·r2 + b) (integer.ts integerLinear).
+ */
+function combine(g: GraphBuilder, products: string[], pl: Plan, rescaleShape: (string | number)[], bias?: string): { y: string; inputs: ValueInfo[] } {
   const r1: ValueInfo = { name: g.reserve('r1'), elemType: f32, shape: rescaleShape };
+  const withBias = (y: string): string => (bias ? g.op('Add', [y, bias], undefined, 'biased') : y);
   if (pl.shared) {
     let acc = products[0];
     if (products.length > 1) acc = g.op('Add', [acc, g.op('Mul', [products[1], g.float('shift', 2 ** pl.shift)], undefined, 'p2_shifted')], undefined, 'acc');
-    return { y: g.op('Mul', [acc, r1.name], undefined, 'rescaled'), inputs: [r1] };
+    return { y: withBias(g.op('Mul', [acc, r1.name], undefined, 'rescaled')), inputs: [r1] };
   }
   const r2: ValueInfo = { name: g.reserve('r2'), elemType: f32, shape: rescaleShape };
-  const y = g.op('Add', [g.op('Mul', [products[0], r1.name], undefined, 'rescaled1'), g.op('Mul', [products[1], r2.name], undefined, 'rescaled2')], undefined, 'sum');
+  const y = g.op('Add', [g.op('Mul', [products[0], r1.name], undefined, 'rescaled1'), withBias(g.op('Mul', [products[1], r2.name], undefined, 'rescaled2'))], undefined, 'sum');
   return { y, inputs: [r1, r2] };
 }
 
-/** f32 rescale constants of each part: Δ_part·Δ_other for every output column (or head), computed in f64 as the exporter does. */
+/** f32 rescale constants of each part: f32(Δ_part·Δ_other) for every output column (or head), as the integer graph's kernels form them. */
 function rescaleFeeds(q: ActivationQuant, pl: Plan, other: (i: number) => number, count: number, shape: readonly number[]): Record<string, Feed> {
   const parts = partScales(q);
-  const make = (scales: number[]) => ({ data: Float32Array.from({ length: count }, (_, i) => (scales.length > 1 ? scales[i] : scales[0]) * other(i)), shape });
+  const make = (scales: number[]) => ({ data: Float32Array.from({ length: count }, (_, i) => rescaleConstant(scales.length > 1 ? scales[i] : scales[0], other(i))), shape });
   return pl.shared ? { r1: make(parts[0]) } : { r1: make(parts[0]), r2: make(parts[1]) };
 }
 
@@ -107,17 +113,18 @@ export interface WeightGrid {
 /** y = Δx·Δw·(codes(x)·codes(W)ᵀ) + b over the last dimension of x. */
 export async function quantLinear(x: Tensor, input: ActivationQuant, w: WeightGrid, bias: Tensor | null): Promise<Tensor> {
   const [outFeatures, inFeatures] = w.codes.shape;
-  const pl = plan(input, inFeatures);
+  // The integer graph multiplies each part in its own MatMulIntegerToFloat (integer.ts integerLinear) and adds
+  // the float results: one rescale per part, never a shared accumulator, for linear layers.
+  const pl: Plan = partScales(input).length > 1 ? { shared: false } : { shared: true, shift: 0 };
   const key = `qlinear:${kindKey(input, pl)}:${bias ? 'b' : ''}`;
   const graph = () => {
     const g = new GraphBuilder();
     const xs = g.reserve('x'), ws = g.reserve('w');
     const { parts, inputs } = codeParts(g, input, xs, 'x_', []);
     const products = parts.map((c, i) => g.op('Gemm', [c, ws], { transB: 1 }, `p${i + 1}`));
-    const { y, inputs: rescale } = combine(g, products, pl, ['N']);
+    const { y, inputs: rescale } = combine(g, products, pl, ['N'], bias ? g.reserve('b') : undefined);
     g.reserve('y');
-    if (bias) g.opInto('y', 'Add', [y, g.reserve('b')]);
-    else g.opInto('y', 'Identity', [y]);
+    g.opInto('y', 'Identity', [y]);
     return g.finish('qlinear', [
       { name: 'x', elemType: f32, shape: ['M', 'K'] },
       { name: 'w', elemType: f32, shape: ['N', 'K'] },

@@ -7,15 +7,8 @@ import { linear } from '../tensor/gemm.js';
 import type { Runner } from '../tensor/runner.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { LinearQuant, PointQuant } from './params.js';
-import { fakeQuantGrouped, uniformCode } from './quantizers.js';
+import { uniformCode } from './quantizers.js';
 import { quantLinear, quantMatmul, type WeightGrid } from './qkernels.js';
-
-/** Ŵ: each group of output rows on its own grid. */
-export function quantizedWeight(weight: Tensor, q: LinearQuant): Tensor {
-  const [rows, cols] = weight.shape;
-  const rowsPerGroup = rows / q.weightDeltas.length;
-  return new Tensor(fakeQuantGrouped(weight.data, q.weightDeltas, rowsPerGroup * cols, q.weightBits), weight.shape);
-}
 
 /** The weight's integer codes (as floats) and the Δ of every output row. */
 export function weightGrid(weight: Tensor, q: LinearQuant): WeightGrid {

@@ -226,8 +226,11 @@ export async function scoreMatmul(p: MatmulScoreInputs): Promise<Float32Array> {
  */
 export interface LinearIntegerScoreInputs {
   searched: 'input' | 'weight';
-  /** Input search: the float input [M, K]. Weight search: its codes + 128 [M, K] and its Δ. */
-  x: Tensor | { codes: Uint8Array; shape: readonly number[]; delta: number };
+  /**
+   * Input search: the float input [M, K]. Weight search: its codes + 128 [M, K] and their Δ — one part, or
+   * two for a post-GELU twin input (R1 and R2 codes, each 128 outside its range).
+   */
+  x: Tensor | { codes: Uint8Array; shape: readonly number[]; delta: number }[];
   /** Weight search: the float weight [N, K]. Input search: its codes transposed [K, N] and Δ per output row [N]. */
   w: Tensor | { codesT: Int8Array; shape: readonly number[]; deltas: Float32Array };
   bias: Tensor | null;
@@ -235,19 +238,25 @@ export interface LinearIntegerScoreInputs {
   grad: Tensor | null;
   /** Input search [C] (per tensor); weight search [C·N] (per candidate and output row). */
   scales: Float32Array;
+  /** Input search of a post-GELU twin: Δ_R1 (negative side) per candidate [C]; `scales` hold Δ_R2. */
+  scales2?: Float32Array;
   candidates: number;
   bits: number;
   metric: Metric;
   cosineGroups: number;
 }
 
-/** Same results as scoreLinear (up to float rounding of the product) for uniform operands of ≤ 8 bits. */
+/**
+ * Same results as scoreLinear (up to float rounding of the product) for ≤ 8-bit operands: uniform, or a
+ * post-GELU twin input (its R1 and R2 codes in two products, added in float).
+ */
 export async function scoreLinearInteger(p: LinearIntegerScoreInputs): Promise<Float32Array> {
   const C = p.candidates;
   const searchW = p.searched === 'weight';
+  const twinGelu = searchW ? (p.x as unknown[]).length === 2 : p.scales2 !== undefined;
   const addBias = p.bias !== null && p.metric === 'cosine';
   const q = 2 ** (p.bits - 1);
-  const key = `lin-int:${p.searched}:${p.bits}:${p.metric}:${p.cosineGroups}:${addBias ? 'b' : ''}`;
+  const key = `lin-int:${p.searched}:${twinGelu ? 'twin-gelu' : 'uniform'}:${p.bits}:${p.metric}:${p.cosineGroups}:${addBias ? 'b' : ''}`;
   const i8 = OnnxType.INT8, u8 = OnnxType.UINT8;
   const graph = (): GraphSpec => {
     const m = metricNodes(p.metric, searchW ? [1] : [1, 2], p.cosineGroups);
@@ -256,6 +265,16 @@ export async function scoreLinearInteger(p: LinearIntegerScoreInputs): Promise<F
       { op: 'Round', inputs: [`${out}_div`], outputs: [`${out}_round`] },
       { op: 'Clip', inputs: [`${out}_round`, 'qlo', 'qhi'], outputs: [out] },
     ];
+    // clamp(round(x/s), lo − 128, hi − 128) + 128 as uint8 in two passes over [C, M, K]: one Div (per-candidate
+    // scales broadcast) and one QuantizeLinear with scale 1 and zero point 128 (x/1 is exact, and it rounds
+    // half to even and saturates like Round + Clip), instead of Div, Round, Clip, Add and Cast in float.
+    const codesU8 = (x: string, sc: string, out: string, lo: number, hi: number): NodeSpec[] => [
+      { op: 'Div', inputs: [x, sc], outputs: [`${out}_div`] },
+      { op: 'QuantizeLinear', inputs: [`${out}_div`, 'one', 'zp'], outputs: lo === 0 && hi === 255 ? [out] : [`${out}_sat`] },
+      ...(lo === 0 && hi === 255 ? [] : [{ op: 'Clip', inputs: [`${out}_sat`, `${out}_lo`, `${out}_hi`], outputs: [out] }]),
+    ];
+    const codeBounds = (out: string, lo: number, hi: number): Initializer[] =>
+      lo === 0 && hi === 255 ? [] : [{ name: `${out}_lo`, elemType: u8, dims: [], data: Uint8Array.of(lo) }, { name: `${out}_hi`, elemType: u8, dims: [], data: Uint8Array.of(hi) }];
     const y = addBias ? 'y0' : 'y';
     const nodes: NodeSpec[] = searchW
       ? [
@@ -263,15 +282,28 @@ export async function scoreLinearInteger(p: LinearIntegerScoreInputs): Promise<F
           ...codes('w', 's', 'wc'),
           { op: 'Cast', inputs: ['wc'], outputs: ['wc8'], attributes: { to: i8 } },
           { op: 'Transpose', inputs: ['wc8'], outputs: ['wt'], attributes: { perm: [0, 2, 1] } },
-          { op: 'MatMulIntegerToFloat', domain: 'com.microsoft', inputs: ['xc', 'wt', 'dx', 'st', 'zp'], outputs: [y] },
+          ...(twinGelu
+            ? [
+                { op: 'MatMulIntegerToFloat', domain: 'com.microsoft', inputs: ['xc', 'wt', 'dx', 'st', 'zp'], outputs: ['y1'] },
+                { op: 'MatMulIntegerToFloat', domain: 'com.microsoft', inputs: ['xc2', 'wt', 'dx2', 'st', 'zp'], outputs: ['y2'] },
+                { op: 'Add', inputs: ['y1', 'y2'], outputs: [y] },
+              ]
+            : [{ op: 'MatMulIntegerToFloat', domain: 'com.microsoft', inputs: ['xc', 'wt', 'dx', 'st', 'zp'], outputs: [y] }]),
         ]
-      : [
-          // x [M, K] under scales s [C, 1, 1] → u8 codes + 128 [C, M, K]; w codes [K, N]; scale s·Δ_w [C, 1, N]
-          ...codes('x', 's', 'xc0'),
-          { op: 'Add', inputs: ['xc0', 'zpf'], outputs: ['xc1'] },
-          { op: 'Cast', inputs: ['xc1'], outputs: ['xc'], attributes: { to: u8 } },
-          { op: 'MatMulIntegerToFloat', domain: 'com.microsoft', inputs: ['xc', 'wt', 'one', 'sw', 'zp'], outputs: [y] },
-        ];
+      : twinGelu
+        ? [
+            // R2 (positive side, Δ_R2 = s) and R1 (negative side, Δ_R1 = s2) codes + 128, one product each.
+            ...codesU8('x', 's', 'c2', 128, 128 + q - 1),
+            { op: 'MatMulIntegerToFloat', domain: 'com.microsoft', inputs: ['c2', 'wt', 'one', 'sw', 'zp'], outputs: ['y2'] },
+            ...codesU8('x', 's2', 'c1', 128 - q, 128),
+            { op: 'MatMulIntegerToFloat', domain: 'com.microsoft', inputs: ['c1', 'wt', 'one', 'sw2', 'zp'], outputs: ['y1'] },
+            { op: 'Add', inputs: ['y1', 'y2'], outputs: [y] },
+          ]
+        : [
+            // x [M, K] under scales s [C, 1, 1] → u8 codes + 128 [C, M, K]; w codes [K, N]; scale s·Δ_w [C, 1, N]
+            ...codesU8('x', 's', 'xc', 128 - q, 128 + q - 1),
+            { op: 'MatMulIntegerToFloat', domain: 'com.microsoft', inputs: ['xc', 'wt', 'one', 'sw', 'zp'], outputs: [y] },
+          ];
     if (addBias) nodes.push({ op: 'Add', inputs: ['y0', 'b'], outputs: ['y'] });
     nodes.push(...m.nodes);
     const zp: Initializer = { name: 'zp', elemType: u8, dims: [], data: Uint8Array.of(128) };
@@ -292,16 +324,23 @@ export async function scoreLinearInteger(p: LinearIntegerScoreInputs): Promise<F
     inputs.push({ name: 'o', elemType: f32, shape: ['M', 'N'] });
     if (addBias) inputs.push({ name: 'b', elemType: f32, shape: ['N'] });
     if (p.metric === 'hessian') inputs.push({ name: 'g', elemType: f32, shape: ['M', 'N'] });
-    const inits = [...m.inits, scalar('qlo', -q), scalar('qhi', q - 1), scalar('zpf', 128), scalar('one', 1), zp];
+    if (twinGelu && searchW) inputs.push({ name: 'xc2', elemType: u8, shape: ['M', 'K'] }, { name: 'dx2', elemType: f32, shape: [] });
+    if (twinGelu && !searchW) inputs.push({ name: 's2', elemType: f32, shape: ['C', 1, 1] }, { name: 'sw2', elemType: f32, shape: ['C', 1, 'N'] });
+    const codeInits = searchW ? [] : twinGelu ? [...codeBounds('c2', 128, 128 + q - 1), ...codeBounds('c1', 128 - q, 128)] : codeBounds('xc', 128 - q, 128 + q - 1);
+    const inits = [...m.inits, ...codeInits, scalar('qlo', -q), scalar('qhi', q - 1), scalar('one', 1), zp];
     return { name: 'score_linear_int', inputs, outputs: [{ name: 'score', elemType: f32, shape: [] }], nodes, initializers: inits, opset: 17 };
   };
   const N = p.out.shape[1];
   const feeds: Record<string, GraphInput> = {};
   if (searchW) {
-    const x = p.x as { codes: Uint8Array; shape: readonly number[]; delta: number };
+    const [x, x2] = p.x as { codes: Uint8Array; shape: readonly number[]; delta: number }[];
     const w = p.w as Tensor;
     feeds.xc = { data: x.codes, shape: x.shape };
     feeds.dx = { data: Float32Array.of(x.delta), shape: [] };
+    if (x2) {
+      feeds.xc2 = { data: x2.codes, shape: x2.shape };
+      feeds.dx2 = { data: Float32Array.of(x2.delta), shape: [] };
+    }
     feeds.w = feed(w);
     feeds.s = { data: p.scales, shape: [C, N, 1] };
     feeds.st = { data: p.scales, shape: [C, 1, N] };
@@ -311,9 +350,16 @@ export async function scoreLinearInteger(p: LinearIntegerScoreInputs): Promise<F
     feeds.wt = { data: w.codesT, shape: w.shape };
     feeds.s = { data: p.scales, shape: [C, 1, 1] };
     // Δ_x·Δ_w per candidate and output column, in float32 as the kernel would multiply them.
-    const sw = new Float32Array(C * N);
-    for (let c = 0; c < C; c++) for (let n = 0; n < N; n++) sw[c * N + n] = p.scales[c] * w.deltas[n];
-    feeds.sw = { data: sw, shape: [C, 1, N] };
+    const columnScales = (scales: Float32Array): GraphInput => {
+      const sw = new Float32Array(C * N);
+      for (let c = 0; c < C; c++) for (let n = 0; n < N; n++) sw[c * N + n] = scales[c] * w.deltas[n];
+      return { data: sw, shape: [C, 1, N] };
+    };
+    feeds.sw = columnScales(p.scales);
+    if (twinGelu) {
+      feeds.s2 = { data: p.scales2!, shape: [C, 1, 1] };
+      feeds.sw2 = columnScales(p.scales2!);
+    }
   }
   feeds.o = p.bias && !addBias ? feed(minusBias(p.out, p.bias)) : feed(p.out);
   if (addBias) feeds.b = feed(p.bias!);

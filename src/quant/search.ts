@@ -6,7 +6,7 @@
  */
 import { Tensor } from '../tensor/tensor.js';
 import type { ActivationQuant, BitPolicy, LinearQuant, MatmulQuant } from './params.js';
-import { fakeQuantGrouped, fakeQuantTwinGelu, fakeQuantTwinSoftmax, geluNegativeDelta, qmax, uniformCode } from './quantizers.js';
+import { fakeQuantGrouped, fakeQuantTwinGelu, fakeQuantTwinSoftmax, geluNegativeDelta, qmax, twinGeluCode, uniformCode } from './quantizers.js';
 import { scoreLinear, scoreLinearInteger, scoreMatmul, type Metric } from './scoring.js';
 import { maxAbs } from '../numeric.js';
 import { linear as linearFp, matmul as matmulFp } from '../tensor/gemm.js';
@@ -29,8 +29,9 @@ export interface SearchConfig {
   /** Called with each point's FP32 record and its result once searched (the report measures them); must not keep the record. */
   trace?: (t: SearchTrace) => Promise<void>;
   /**
-   * Hessian metric: score ≤ 8-bit uniform linear candidates with integer products (default true): same
-   * candidates, same codes; the scores differ from the float products' only by float rounding.
+   * Hessian metric: score ≤ 8-bit linear candidates with integer products (default true) — uniform operands,
+   * and the post-GELU twin input as two products: same candidates, same codes; the scores differ from the
+   * float products' only by float rounding.
    */
   integerScoring?: boolean;
   /** Float budget of one candidate batch's largest intermediate (default CANDIDATE_BATCH_FLOATS). */
@@ -231,7 +232,7 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
     if (only !== 'input') {
       // Weight search: rows are independent, so every group is searched at once.
       // Uniform ≤ 8-bit input: the product is scored on integer codes (scoreLinearInteger), else in float.
-      const xCodes = integer && input?.kind === 'uniform' ? { codes: uniformCodesU8(x.data, input.deltas[0], aBits), shape: [M, K], delta: input.deltas[0] } : null;
+      const xCodes = integer && input ? activationCodesU8(x.data, input, [M, K]) : null;
       const xq = input && !xCodes ? new Tensor(fakeQuantActivation(x.data, input), [M, K]) : x;
       const weightWidth = cfg.metric === 'hessian' || perColumn ? N : M * cosineGroups;
       const wScores = await scoreInBatches(budget, C, Math.min(M, blockRows) * N + N * K, weightWidth, (start, count) => {
@@ -239,7 +240,7 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
         for (let c = 0; c < count; c++) for (let n = 0; n < N; n++) scales[c * N + n] = factors[start + c] * w0[Math.floor(n / rowsPerGroup)];
         return sumOverBlocks(blocks, (b) => {
           const [o, g] = [new Tensor(rowsOf(out.data, N, b), [b[1] - b[0], N]), grad && new Tensor(rowsOf(grad.data, N, b), [b[1] - b[0], N])];
-          if (xCodes) return scoreLinearInteger({ searched: 'weight', x: { ...xCodes, codes: rowsOf(xCodes.codes, K, b), shape: [b[1] - b[0], K] }, w: rec.weight, bias: rec.bias, out: o, grad: g, scales, candidates: count, bits: wBits, metric: cfg.metric, cosineGroups });
+          if (xCodes) return scoreLinearInteger({ searched: 'weight', x: xCodes.map((part) => ({ ...part, codes: rowsOf(part.codes, K, b), shape: [b[1] - b[0], K] })), w: rec.weight, bias: rec.bias, out: o, grad: g, scales, candidates: count, bits: wBits, metric: cfg.metric, cosineGroups });
           return scoreLinear({ searched: 'weight', x: new Tensor(rowsOf(xq.data, K, b), [b[1] - b[0], K]), w: rec.weight, bias: rec.bias, out: o, grad: g, scales, candidates: count, bits: wBits, quantizer: 'uniform', metric: cfg.metric, cosineGroups, cosinePerColumn: perColumn });
         });
       });
@@ -259,8 +260,9 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
     if (round > 0 && weightKey === lastWeightKey) break;
     lastWeightKey = weightKey;
 
-    // Input search with the weight quantized at its current scales.
-    const wCodes = integer && !twinGelu ? weightCodesT(rec.weight.data, weightDeltas, N, K, wBits) : null;
+    // Input search with the weight quantized at its current scales (integer: weight codes × input codes under
+    // every candidate, both twin-GELU ranges included).
+    const wCodes = integer ? weightCodesT(rec.weight.data, weightDeltas, N, K, wBits) : null;
     const wq = wCodes ? rec.weight : new Tensor(fakeQuantGrouped(rec.weight.data, weightDeltas, rowsPerGroup * K, wBits), [N, K]);
     const inputWidth = cfg.metric === 'hessian' ? 1 : M;
     const aScores = await scoreInBatches(budget, C, Math.min(M, blockRows) * (N + K), inputWidth, (start, count) => {
@@ -270,7 +272,7 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
       return sumOverBlocks(blocks, (b) => {
         const rows = b[1] - b[0];
         const [xb, o, g] = [new Tensor(rowsOf(x.data, K, b), [rows, K]), new Tensor(rowsOf(out.data, N, b), [rows, N]), grad && new Tensor(rowsOf(grad.data, N, b), [rows, N])];
-        if (wCodes) return scoreLinearInteger({ searched: 'input', x: xb, w: wCodes, bias: rec.bias, out: o, grad: g, scales, candidates: count, bits: aBits, metric: cfg.metric, cosineGroups: 1 });
+        if (wCodes) return scoreLinearInteger({ searched: 'input', x: xb, w: wCodes, bias: rec.bias, out: o, grad: g, scales, scales2, candidates: count, bits: aBits, metric: cfg.metric, cosineGroups: 1 });
         return scoreLinear({ searched: 'input', x: xb, w: wq, bias: rec.bias, out: o, grad: g, scales, scales2, candidates: count, bits: aBits, quantizer: twinGelu ? 'twin-gelu' : 'uniform', metric: cfg.metric, cosineGroups: 1 });
       });
     });
@@ -301,11 +303,26 @@ function perColumnCosine(cfg: SearchConfig, groups: number, rows: number): boole
   return cfg.metric === 'cosine' && groups === rows && rows > 1;
 }
 
-/** Signed uniform codes + 128 as u8 (the unsigned operand of the integer product, zero point 128). */
-function uniformCodesU8(x: Float32Array, delta: number, bits: number): Uint8Array {
-  const out = new Uint8Array(x.length);
-  for (let i = 0; i < x.length; i++) out[i] = uniformCode(x[i], delta, bits) + 128;
-  return out;
+/**
+ * An input's codes + 128 as u8 (the unsigned operand of the integer product, zero point 128), one part per
+ * range: uniform → one; post-GELU twin → R1 (negative side, Δ_R1) and R2 (Δ_R2), each zero outside its range.
+ * Other kinds (the softmax twin never feeds a linear layer) → null: scored in float.
+ */
+function activationCodesU8(x: Float32Array, q: ActivationQuant, shape: number[]): { codes: Uint8Array; shape: number[]; delta: number }[] | null {
+  if (q.bits > 8) return null;
+  if (q.kind === 'uniform') {
+    const codes = new Uint8Array(x.length);
+    for (let i = 0; i < x.length; i++) codes[i] = uniformCode(x[i], q.deltas[0], q.bits) + 128;
+    return [{ codes, shape, delta: q.deltas[0] }];
+  }
+  if (q.kind !== 'twin-gelu') return null;
+  const r1 = new Uint8Array(x.length).fill(128), r2 = new Uint8Array(x.length).fill(128);
+  for (let i = 0; i < x.length; i++) {
+    const [flag, code] = twinGeluCode(x[i], q, q.bits);
+    if (flag === 0) r1[i] = 128 - (code + 1);
+    else r2[i] = 128 + code;
+  }
+  return [{ codes: r1, shape, delta: q.deltaNeg }, { codes: r2, shape, delta: q.deltaPos }];
 }
 
 /** Weight codes transposed to [K, N] (s8) with their Δ per output row (`deltas` per group of rows). */

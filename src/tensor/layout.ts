@@ -67,9 +67,11 @@ export function splitHeadsOp({ heads, part, parts, factor = 1 }: HeadSplit): Lay
     onnx(b, [x], [[, tokens, width]]) {
       const c = width / parts;
       const block = parts === 1 ? x : b.slice(x, 2, part * c, (part + 1) * c, 'qkv_part');
-      const split = b.reshape(block, [-1, tokens, heads, c / heads], 'heads');
-      const perHead = b.reshape(b.transpose(split, [0, 2, 1, 3], 'heads_t'), [-1, tokens, c / heads], 'heads_flat');
-      return factor === 1 ? perHead : b.op('Mul', [perHead, b.float('factor', factor)], undefined, 'heads_scaled');
+      // The factor (elementwise, so the same numbers in either layout) comes before the head transpose, which
+      // then stays the last step: the integer graph quantizes before it and moves 1-byte codes (integer.ts).
+      const scaled = factor === 1 ? block : b.op('Mul', [block, b.float('factor', factor)], undefined, 'heads_scaled');
+      const split = b.reshape(scaled, [-1, tokens, heads, c / heads], 'heads');
+      return b.reshape(b.transpose(split, [0, 2, 1, 3], 'heads_t'), [-1, tokens, c / heads], 'heads_flat');
     },
   };
 }
