@@ -16,10 +16,12 @@ export { evaluate, type EvalOptions, type EvalResult } from './eval/evaluate.js'
 export { computeGradients, type GradientOptions } from './grad/gradients.js';
 export { Tape } from './grad/tape.js';
 export { LOSS_KINDS, type LossKind } from './grad/loss.js';
-export { calibrate, calibrateMany, planGroups, DEFAULT_GROUP_BYTES, type CalibrationOptions, type CalibrationProgress, type CalibrationTiming } from './quant/calibrate.js';
+export { calibrate, calibrateMany, CalibrationSession, planGroups, DEFAULT_GROUP_BYTES, type CalibrationOptions, type CalibrationProgress, type CalibrationTiming } from './quant/calibrate.js';
 export { methodConfig, METHODS, type Method, type MethodOverrides } from './quant/methods.js';
 export { loadCalibration, calibrationIndices, type CalibrationLoadOptions, type CalibrationSet } from './quant/calibset.js';
 export { QuantRunner } from './quant/runner.js';
 export { saveQuantizedModel, readQuantizedModel, QUANTIZED_FORMAT, type QuantizedModelInfo } from './quant/file.js';
-export type { ActivationQuant, LinearQuant, MatmulQuant, PointQuant } from './quant/params.js';
+export type { ActivationQuant, BitPolicy, LinearQuant, MatmulQuant, PointQuant, PointWidths } from './quant/params.js';
+export { allocateBits, type Allocation, type AllocationItem, type AllocationOption } from './quant/allocate.js';
+export { calibrateMixed, allocatePolicy, checkBudget, operandItems, CANDIDATE_WIDTHS, type Budget, type MixedRequest, type MixedResult, type OperandItem, type PolicySummary, type Sensitivities } from './quant/mixed.js';
 export * as quantizers from './quant/quantizers.js';

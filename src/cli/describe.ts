@@ -1,10 +1,11 @@
 import type { Dataset } from '../data/datasets.js';
 import { Ptq4vitError } from '../errors.js';
+import { bitsLabel } from '../quant/fileschema.js';
 
 /** One-line descriptions of a quantized model for reports. */
 export function describeQuantization(provenance: Record<string, unknown>): string {
   const method = provenance.method === 'base' ? 'Base PTQ' : 'PTQ4ViT';
-  return `${method} W${provenance.w_bits}A${provenance.a_bits}`;
+  return `${method} ${bitsLabel(provenance)}`;
 }
 
 export function percent(x: number): string {

@@ -13,6 +13,7 @@ import { calibrateMany, type CalibrationOptions, type CalibrationTiming } from '
 import { checkSpecStorable, saveQuantizedModel } from '../quant/file.js';
 import { methodConfig, METHODS, type Method } from '../quant/methods.js';
 import type { PointQuant } from '../quant/params.js';
+import { calibrateMixed, checkBudget, describeBudget, isPinnable, operandItems, CANDIDATE_WIDTHS, PINNED_BITS, SENSITIVITY_N, type Budget, type MixedProgress, type MixedRequest, type MixedResult, type MixedTiming } from '../quant/mixed.js';
 import { QuantRunner } from '../quant/runner.js';
 import { applyCommon, commandHelp, intFlag, numberFlag, parse, requireFlag, type CommandSpec, type FlagTable, type Values } from './args.js';
 import { checkClasses, describeQuantization, percent } from './describe.js';
@@ -34,6 +35,12 @@ export const QUANTIZE_OPTIONS: FlagTable = {
   bits: { type: 'string', value: 'K', default: '8', help: 'weight and activation bits, 2 to 16' },
   'w-bits': { type: 'string', value: 'K', default: '--bits', help: 'weight bits, 2 to 16 (instead of --bits)' },
   'a-bits': { type: 'string', value: 'K', default: '--bits', help: 'activation bits, 2 to 16 (instead of --bits)' },
+  'avg-bits': { type: 'string', value: 'B', help: 'mixed precision: widths chosen per layer so that the average weight bits (weighted by parameters) and the average activation bits (weighted by elements per image) are at most B, from the lowest of --widths to 16' },
+  'w-avg-bits': { type: 'string', value: 'B', help: 'mixed precision for the weights only: average weight bits at most B (activations at --a-bits unless --a-avg-bits)' },
+  'a-avg-bits': { type: 'string', value: 'B', help: 'mixed precision for the activations only: average activation bits at most B (weights at --w-bits unless --w-avg-bits or --size-mb)' },
+  'size-mb': { type: 'string', value: 'MB', help: 'mixed precision for the weights: quantized weight codes (bits/8 bytes per parameter) at most MB megabytes of 10^6 bytes' },
+  widths: { type: 'string', value: 'list', default: '3,4,5,6,8', help: 'mixed precision: candidate widths of every weight and activation, comma-separated, 2 to 16' },
+  'no-pin': { type: 'boolean', help: 'mixed precision: let the patch embedding and the classifier take any width (by default they stay at 8 bits and count in the budget)' },
   out: { type: 'string', value: 'file', default: 'NAME.METHOD-wKaK.safetensors', help: 'where the quantized model is written (atomically)' },
   eval: { type: 'string', value: 'data', help: 'also evaluate FP32 and quantized top-1/top-5 on this image folder or manifest' },
   limit: { type: 'string', value: 'N', default: 'all', help: 'evaluate on the first N images of --eval' },
@@ -74,8 +81,60 @@ function choice<T extends string>(values: Values, name: string, allowed: readonl
 
 export function bitWidths(v: Values): { weightBits: number; activationBits: number } {
   if (v.bits !== undefined && (v['w-bits'] !== undefined || v['a-bits'] !== undefined)) throw new Ptq4vitError('give either --bits or --w-bits/--a-bits, not both');
+  const budgetFlags = BUDGET_FLAGS.filter((f) => v[f] !== undefined);
+  if (budgetFlags.length > 0 && v.bits !== undefined) throw new Ptq4vitError(`give either --bits or a mixed-precision budget (--${budgetFlags[0]}), not both`);
+  const weightBudget = ['avg-bits', 'w-avg-bits', 'size-mb'].find((f) => v[f] !== undefined);
+  const activationBudget = ['avg-bits', 'a-avg-bits'].find((f) => v[f] !== undefined);
+  if (weightBudget && v['w-bits'] !== undefined) throw new Ptq4vitError(`give either --w-bits or --${weightBudget}, not both: the budget chooses the weight widths`);
+  if (activationBudget && v['a-bits'] !== undefined) throw new Ptq4vitError(`give either --a-bits or --${activationBudget}, not both: the budget chooses the activation widths`);
   const bits = intFlag(v, 'bits', 8, 2, 16)!;
   return { weightBits: intFlag(v, 'w-bits', bits, 2, 16)!, activationBits: intFlag(v, 'a-bits', bits, 2, 16)! };
+}
+
+/** The flags that ask for mixed precision. */
+const BUDGET_FLAGS = ['avg-bits', 'w-avg-bits', 'a-avg-bits', 'size-mb'] as const;
+
+/**
+ * A mixed-precision request from the budget flags, or null without one. Averages run from the lowest
+ * candidate width to 16 bits; one constraint per side (--avg-bits sets both sides).
+ */
+export function mixedRequest(v: Values, uniform: { weightBits: number; activationBits: number }): (MixedRequest & { candidates: number[] }) | null {
+  const given = BUDGET_FLAGS.filter((f) => v[f] !== undefined);
+  if (given.length === 0) {
+    for (const f of ['widths', 'no-pin']) if (v[f] !== undefined) throw new Ptq4vitError(`--${f} only applies to mixed precision: add a budget (--avg-bits, --w-avg-bits, --a-avg-bits or --size-mb)`);
+    return null;
+  }
+  const candidates = widthList(v);
+  const lowest = Math.min(...candidates);
+  if (v['avg-bits'] !== undefined) {
+    const other = given.find((f) => f !== 'avg-bits');
+    if (other) throw new Ptq4vitError(`give either --avg-bits or --${other}, not both: --avg-bits budgets the weights and the activations`);
+  }
+  if (v['w-avg-bits'] !== undefined && v['size-mb'] !== undefined) throw new Ptq4vitError('give either --w-avg-bits or --size-mb, not both: both budget the weights');
+  const avg = (name: string) => numberFlag(v, name, undefined, lowest, 16);
+  const both = avg('avg-bits');
+  const sizeMb = numberFlag(v, 'size-mb', undefined, 0, 1e9);
+  if (sizeMb === 0) throw new Ptq4vitError(`--size-mb must be greater than 0, got '${v['size-mb']}'`);
+  const budget: Budget = { wAvgBits: both ?? avg('w-avg-bits'), aAvgBits: both ?? avg('a-avg-bits'), sizeMb };
+  for (const k of Object.keys(budget) as (keyof Budget)[]) if (budget[k] === undefined) delete budget[k];
+  return { budget, pin: v['no-pin'] !== true, weightBits: uniform.weightBits, activationBits: uniform.activationBits, candidates };
+}
+
+/** --widths: distinct integers from 2 to 16, ascending. */
+function widthList(v: Values): number[] {
+  const raw = v.widths;
+  if (raw === undefined) return [...CANDIDATE_WIDTHS];
+  const parts = String(raw).split(',');
+  const widths = parts.map((p) => (/^\d+$/.test(p.trim()) ? Number(p.trim()) : NaN));
+  if (widths.some((w) => !(w >= 2 && w <= 16)) || new Set(widths).size !== widths.length) {
+    throw new Ptq4vitError(`--widths must be distinct integers from 2 to 16 separated by commas, got '${raw}'`);
+  }
+  return widths.sort((a, b) => a - b);
+}
+
+/** Which flag set the budget that failed (for the one-line message). */
+function budgetFlagNames(v: Values): string {
+  return BUDGET_FLAGS.filter((f) => v[f] !== undefined).map((f) => `--${f} ${v[f]}`).join(' ');
 }
 
 /**
@@ -202,6 +261,59 @@ export async function runCalibration(model: VisionModel, images: import('../tens
   return { points: results[0], seconds: (performance.now() - start) / 1000, timing };
 }
 
+/** The budget in an output file name: w4a4, w4a8, 2.5mb-a6… */
+function budgetTag(m: MixedRequest): string {
+  const b = m.budget;
+  const w = b.sizeMb !== undefined ? `${b.sizeMb}mb` : `w${b.wAvgBits ?? m.weightBits}`;
+  return `${w}${b.sizeMb !== undefined ? '-' : ''}a${b.aAvgBits ?? m.activationBits}`;
+}
+
+/** How many operands got each width, e.g. "3 bits ×12, 4 bits ×40, 8 bits ×4". */
+function histogram(r: MixedResult): string {
+  const count = new Map<number, number>();
+  for (const w of Object.values(r.policy)) for (const bits of Object.values(w)) count.set(bits!, (count.get(bits!) ?? 0) + 1);
+  return [...count].sort((a, b) => a[0] - b[0]).map(([bits, n]) => `${bits} bits ×${n}`).join(', ');
+}
+
+/**
+ * Mixed precision with progress lines: the budget is checked against the model's operand sizes first (one
+ * forward pass of one image), so an impossible budget fails before minutes of calibration.
+ */
+async function runMixedCalibration(model: VisionModel, images: import('../tensor/tensor.js').Tensor, labels: Int32Array | null, opts: CalibrationOptions, request: MixedRequest & { candidates: number[] }, quiet: boolean, label: string, flags: string): Promise<{ run: CalibrationRun; result: MixedResult; timing: MixedTiming; provenance: Record<string, unknown> }> {
+  const items = await operandItems(model, images);
+  try {
+    checkBudget(items, request, request.candidates);
+  } catch (e) {
+    if (e instanceof Ptq4vitError) throw new Ptq4vitError(`${flags}: ${e.message}${request.pin ? '; --no-pin lets them take lower widths' : ''}`);
+    throw e;
+  }
+  const start = performance.now();
+  const search = calibrationProgress(label, model.quantPoints.length, quiet)!;
+  let sens: ProgressBar | null = null;
+  const onProgress = (e: MixedProgress) => {
+    if (e.phase !== 'sensitivity') return search(e);
+    sens ??= new ProgressBar(`${label} sensitivities`, e.total, 'searches', quiet);
+    sens.update(e.done, e.point);
+  };
+  const sensitivityN = Math.min(SENSITIVITY_N, opts.n);
+  const { results, timing } = await calibrateMixed(model, images, labels, opts, [request], { candidates: request.candidates, sensitivityN, onProgress });
+  const result = results[0];
+  const seconds = (performance.now() - start) / 1000;
+  const b = request.budget;
+  const provenance = {
+    budget: { ...(b.wAvgBits !== undefined ? { w_avg_bits: b.wAvgBits } : {}), ...(b.aAvgBits !== undefined ? { a_avg_bits: b.aAvgBits } : {}), ...(b.sizeMb !== undefined ? { size_mb: b.sizeMb } : {}) },
+    pinned: request.pin ? model.quantPoints.filter(isPinnable).map((p) => p.name) : [],
+    candidate_bits: request.candidates,
+    sensitivity_search: { n: sensitivityN, rounds: 1, held_operand_bits: PINNED_BITS },
+    w_avg_bits: result.summary.wAvgBits,
+    a_avg_bits: result.summary.aAvgBits,
+    weight_mb: result.summary.weightMb,
+    policy: result.policy,
+  };
+  const calibTiming: CalibrationTiming = { recordSeconds: timing.recordSeconds, searchSeconds: timing.sensitivitySeconds + timing.searchSecondsPerRequest[0], searchSecondsPerConfig: timing.searchSecondsPerRequest, groups: timing.passes };
+  return { run: { points: result.points, seconds, timing: calibTiming }, result, timing, provenance };
+}
+
 /** Peak resident set size of this process so far, in bytes. */
 export function peakRssBytes(): number {
   return process.resourceUsage().maxRSS * 1024;
@@ -218,9 +330,11 @@ export async function runQuantize(args: string[]): Promise<void> {
   const calibPath = requireFlag(v, 'calib', 'quantize');
   const method = choice<Method>(v, 'method', METHODS, 'ptq4vit');
   const flagOpts = calibrationOptions(v, method);
+  const mixed = mixedRequest(v, flagOpts);
+  if (mixed && flagOpts.metric !== 'hessian') throw new Ptq4vitError(`${budgetFlagNames(v)}: mixed precision needs the Hessian-guided metric (its sensitivities are Hessian-weighted errors), not --method base or --no-hessian`);
   const calibSizeFlag = intFlag(v, 'calib-size', undefined);
   const limit = intFlag(v, 'limit', undefined);
-  const out = (v.out as string | undefined) ?? `${path.basename(weights).replace(/\.safetensors$/, '')}.${method}-w${flagOpts.weightBits}a${flagOpts.activationBits}.safetensors`;
+  const out = (v.out as string | undefined) ?? `${path.basename(weights).replace(/\.safetensors$/, '')}.${method}-${mixed ? `mixed-${budgetTag(mixed)}` : `w${flagOpts.weightBits}a${flagOpts.activationBits}`}.safetensors`;
   const input = locateModel(weights); // a hub folder's model.safetensors + config.json, or the card beside the checkpoint
   checkOutput(out, input.weights, { ...v, config: input.hubConfig ?? input.siblingCard ?? v.config });
   const reportFile = v.report as string | undefined;
@@ -242,15 +356,21 @@ export async function runQuantize(args: string[]): Promise<void> {
   const loadSeconds = (performance.now() - tLoad) / 1000;
   if (!quiet && calibSize < DEFAULT_CALIB_SIZE && calibSizeFlag === undefined) process.stderr.write(`--calib ${calibPath} has ${calib.size} images, fewer than the default ${DEFAULT_CALIB_SIZE}: calibrating on all of them\n`);
   if (!quiet && lossChoice === 'default for unlabeled data') process.stderr.write(`--calib ${calibPath} has no labels: calibrating with --loss pseudo (the FP32 model's own predictions)\n`);
-  const label = `${method} W${opts.weightBits}A${opts.activationBits}`;
+  const label = mixed ? `${method} mixed (${describeBudget(mixed.budget)})` : `${method} W${opts.weightBits}A${opts.activationBits}`;
   const collector = reportFile === undefined ? null : new ReportCollector(opts.metric);
-  const run = await runCalibration(model, images, labels, collector ? { ...opts, trace: collector.trace } : opts, quiet, label);
+  const searchOpts = collector ? { ...opts, trace: collector.trace } : opts;
+  let mixedRun: { result: MixedResult; timing: MixedTiming; provenance: Record<string, unknown> } | null = null;
+  let run: CalibrationRun;
+  if (mixed) {
+    const m = await runMixedCalibration(model, images, labels, searchOpts, mixed, quiet, label, budgetFlagNames(v));
+    mixedRun = m;
+    run = m.run;
+  } else run = await runCalibration(model, images, labels, searchOpts, quiet, label);
 
   const provenance = {
     tool: 'ptq4vit',
     method,
-    w_bits: opts.weightBits,
-    a_bits: opts.activationBits,
+    ...(mixedRun ? { mixed_precision: mixedRun.provenance } : { w_bits: opts.weightBits, a_bits: opts.activationBits }),
     search: { metric: opts.metric, alpha: opts.alpha, beta: opts.beta, n: opts.n, rounds: opts.rounds, twin_softmax: opts.twinSoftmax, twin_gelu: opts.twinGelu, gelu_aligned: opts.geluAligned, softmax_delta_r2: opts.softmaxDeltaR2 },
     loss: opts.metric === 'hessian' ? opts.loss : null,
     loss_choice: lossChoice,
@@ -281,6 +401,12 @@ export async function runQuantize(args: string[]): Promise<void> {
     ['written', out],
     ...(reportFile === undefined ? [] : [['report', reportFile] as [string, string]]),
   ];
+  if (mixedRun) {
+    const { summary } = mixedRun.result, t = mixedRun.timing;
+    rows.splice(1, 0, ['budget', `${describeBudget(mixed!.budget)}${mixed!.pin ? `; patch embedding and classifier pinned at ${PINNED_BITS} bits` : ''}`]);
+    rows.splice(2, 0, ['widths', `weights ${summary.wAvgBits.toFixed(3)} bits on average (${summary.weightMb.toFixed(3)} MB), activations ${summary.aAvgBits.toFixed(3)} bits on average; operands per width: ${histogram(mixedRun.result)}`]);
+    rows.splice(3, 0, ['time', `record ${t.recordSeconds.toFixed(1)} s (${t.passes} pass${t.passes === 1 ? '' : 'es'}), sensitivities ${t.sensitivitySeconds.toFixed(1)} s, allocation ${t.allocationSeconds.toFixed(2)} s, search ${t.searchSecondsPerRequest[0].toFixed(1)} s`]);
+  }
   if (lossChoice) rows.splice(1, 0, ['loss', `${opts.loss}: ${LOSS_MEANING[opts.loss]}${lossChoice === 'default for unlabeled data' ? ' (the default: the calibration images have no labels)' : ''}`]);
   if (fp && quant) {
     rows.push(['top-1', `${percent(quant.top1)}  (FP32 ${percent(fp.top1)}, ${((quant.top1 - fp.top1) * 100).toFixed(2)} points)`]);
@@ -296,8 +422,9 @@ export async function runQuantize(args: string[]): Promise<void> {
           command: 'quantize',
           model: model.spec.name,
           method,
-          w_bits: opts.weightBits,
-          a_bits: opts.activationBits,
+          ...(mixedRun
+            ? { mixed_precision: { budget: mixedRun.provenance.budget, w_avg_bits: mixedRun.result.summary.wAvgBits, a_avg_bits: mixedRun.result.summary.aAvgBits, weight_mb: mixedRun.result.summary.weightMb, policy: mixedRun.result.policy, sensitivity_seconds: mixedRun.timing.sensitivitySeconds, allocation_seconds: mixedRun.timing.allocationSeconds } }
+            : { w_bits: opts.weightBits, a_bits: opts.activationBits }),
           calib_images: indices.length,
           calib_skipped: skipped.length,
           loss: opts.metric === 'hessian' ? opts.loss : null,

@@ -310,6 +310,94 @@ async function searchPoint(point: QuantPoint, d: PointData, params: Map<string, 
   return searchLinear({ point: point.name, kind: point.kind, x: d.inputs[0], weight: w.weight, bias, out: d.output, grad: d.grad, weightGroups: point.weightGroups ?? 1, postGelu: point.input === 'post-gelu' }, opts);
 }
 
+/** One point during a traversal of the calibration session, with its records in memory. */
+export interface PointVisit {
+  point: QuantPoint;
+  /** Search this point's scales under a configuration (any number of times, while the visit lasts). */
+  search: (cfg: SearchConfig) => Promise<PointQuant>;
+}
+
+export interface SessionOptions {
+  withGradients: boolean;
+  chunkSize: number;
+  groupBytes: number;
+  loss: LossKind;
+  seed: number;
+  /** Store O − b for linear points (only when every search uses the Hessian metric). */
+  foldBias: boolean;
+  onProgress?: (event: CalibrationProgress) => void;
+}
+
+/**
+ * The recordings of one calibration set, visited group by group. A traversal records each group (one pass
+ * over the images), visits its points, and frees them. With `keepLastGroup` the last group's records stay
+ * in memory and the next traversal starts with them, so a second traversal of a model whose points fit one
+ * group (the CIFAR models at 32 images) records nothing again: mixed precision measures sensitivities in
+ * the first traversal and searches the chosen widths in the second.
+ */
+export class CalibrationSession {
+  private readonly rec: Recording;
+  private readonly byName: Map<string, QuantPoint>;
+  private held: { group: number; data: Map<string, PointData> } | null = null;
+  /** Seconds spent in recording passes so far, and their number. */
+  recordSeconds = 0;
+  passes = 0;
+
+  constructor(readonly model: VisionModel, images: Tensor, labels: Int32Array | null, private readonly opts: SessionOptions) {
+    this.rec = new Recording(model, images, labels, opts.withGradients, opts.chunkSize, opts.groupBytes, opts.loss, opts.seed, opts.foldBias);
+    this.byName = new Map(model.quantPoints.map((p) => [p.name, p]));
+  }
+
+  /** Number of groups (known after the first recording pass). */
+  get groups(): number {
+    return this.rec.groups().length;
+  }
+
+  private async record(g: number): Promise<Map<string, PointData>> {
+    const t0 = performance.now();
+    const total = this.rec.totalImages;
+    const data = await this.rec.record(g, (done) => this.opts.onProgress?.({ phase: 'record', group: g + 1, groups: this.rec.groups().length, images: done, totalImages: total }));
+    this.recordSeconds += (performance.now() - t0) / 1000;
+    this.passes++;
+    return data;
+  }
+
+  async forEachPoint(visit: (v: PointVisit) => Promise<void>, options: { keepLastGroup?: boolean } = {}): Promise<void> {
+    const held = this.held;
+    this.held = null;
+    // The held group first (no recording), then the others in forward order. The first traversal learns
+    // the plan while it records group 0.
+    const order: number[] = [held ? held.group : 0];
+    for (let i = 0; i < order.length; i++) {
+      const group = order[i];
+      const data = held && held.group === group ? held.data : await this.record(group);
+      if (i === 0) for (let k = 0; k < this.groups; k++) if (k !== group) order.push(k);
+      const keep = i === order.length - 1 && options.keepLastGroup === true;
+      for (const name of this.rec.groups()[group]) {
+        const d = data.get(name)!;
+        const point = this.byName.get(name)!;
+        await visit({ point, search: (cfg) => searchPoint(point, d, this.rec.linearParams, cfg) });
+        if (!keep) data.delete(name); // free this point's records before searching the next
+      }
+      if (keep) this.held = { group, data };
+    }
+  }
+}
+
+/** Recording settings shared by the configurations of one calibration run (the first configuration's). */
+export function sessionOptions(model: VisionModel, configs: readonly CalibrationOptions[]): SessionOptions {
+  const first = configs[0];
+  return {
+    withGradients: configs.some((c) => c.metric === 'hessian'),
+    chunkSize: first.chunkSize ?? defaultChunkSize(model.spec.arch),
+    groupBytes: first.groupBytes ?? DEFAULT_GROUP_BYTES,
+    loss: first.loss,
+    seed: first.seed,
+    foldBias: configs.every((c) => c.metric === 'hessian'),
+    onProgress: first.onProgress,
+  };
+}
+
 /**
  * Calibrate under several search configurations at once (e.g. W8A8 and W6A6): each group is recorded once
  * and searched under every configuration. All configurations share the loss and seed of the first; records
@@ -317,35 +405,23 @@ async function searchPoint(point: QuantPoint, d: PointData, params: Map<string, 
  */
 export async function calibrateMany(model: VisionModel, images: Tensor, labels: Int32Array | null, configs: readonly CalibrationOptions[]): Promise<{ results: PointQuant[][]; timing: CalibrationTiming }> {
   if (configs.length === 0) return { results: [], timing: { recordSeconds: 0, searchSeconds: 0, searchSecondsPerConfig: [], groups: 0 } };
-  const first = configs[0];
-  const withGradients = configs.some((c) => c.metric === 'hessian');
-  const chunkSize = first.chunkSize ?? defaultChunkSize(model.spec.arch);
-  const rec = new Recording(model, images, labels, withGradients, chunkSize, first.groupBytes ?? DEFAULT_GROUP_BYTES, first.loss, first.seed, configs.every((c) => c.metric === 'hessian'));
-  const byName = new Map(model.quantPoints.map((p) => [p.name, p]));
+  const session = new CalibrationSession(model, images, labels, sessionOptions(model, configs));
   const chosen = configs.map(() => new Map<string, PointQuant>());
   const totalSearches = model.quantPoints.length * configs.length;
-  let searched = 0, recordMs = 0, searchMs = 0;
+  let searched = 0;
   const perConfigMs = configs.map(() => 0);
-  for (let g = 0; ; g++) {
-    const t0 = performance.now();
-    const data = await rec.record(g, (done) => first.onProgress?.({ phase: 'record', group: g + 1, groups: rec.groups().length, images: done, totalImages: images.shape[0] }));
-    const t1 = performance.now();
-    recordMs += t1 - t0;
-    for (const name of rec.groups()[g]) {
-      const d = data.get(name)!;
-      for (let c = 0; c < configs.length; c++) {
-        const ts = performance.now();
-        chosen[c].set(name, await searchPoint(byName.get(name)!, d, rec.linearParams, configs[c]));
-        perConfigMs[c] += performance.now() - ts;
-        first.onProgress?.({ phase: 'search', done: ++searched, total: totalSearches, point: name });
-      }
-      data.delete(name); // free this point's records before searching the next
+  const t0 = performance.now();
+  await session.forEachPoint(async ({ point, search }) => {
+    for (let c = 0; c < configs.length; c++) {
+      const ts = performance.now();
+      chosen[c].set(point.name, await search(configs[c]));
+      perConfigMs[c] += performance.now() - ts;
+      configs[0].onProgress?.({ phase: 'search', done: ++searched, total: totalSearches, point: point.name });
     }
-    searchMs += performance.now() - t1;
-    if (g + 1 >= rec.groups().length) break;
-  }
+  });
+  const searchSeconds = (performance.now() - t0) / 1000 - session.recordSeconds;
   const results = chosen.map((m) => model.quantPoints.map((p) => m.get(p.name)!));
-  return { results, timing: { recordSeconds: recordMs / 1000, searchSeconds: searchMs / 1000, searchSecondsPerConfig: perConfigMs.map((ms) => ms / 1000), groups: rec.groups().length } };
+  return { results, timing: { recordSeconds: session.recordSeconds, searchSeconds, searchSecondsPerConfig: perConfigMs.map((ms) => ms / 1000), groups: session.groups } };
 }
 
 export async function calibrate(model: VisionModel, images: Tensor, labels: Int32Array | null, opts: CalibrationOptions): Promise<PointQuant[]> {

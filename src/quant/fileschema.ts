@@ -33,8 +33,34 @@ const pointSchema = z.discriminatedUnion('kind', [
 
 export const pointsSchema = z.array(pointSchema).min(1);
 
-/** How the file was made: free-form, but the fields reports print must be there and typed. */
-export const provenanceSchema = z.looseObject({ method: z.enum(['ptq4vit', 'base']), w_bits: bits, a_bits: bits });
+const widths = z.strictObject({ weight: bits.optional(), input: bits.optional(), a: bits.optional(), b: bits.optional() });
+const avgBits = z.number().min(MIN_BITS).max(MAX_BITS);
+
+/** A mixed-precision file's policy and budget (mixed.ts): what was asked, what was chosen, what it achieves. */
+export const mixedPrecisionSchema = z.strictObject({
+  budget: z.strictObject({ w_avg_bits: avgBits.optional(), a_avg_bits: avgBits.optional(), size_mb: z.number().positive().optional() }),
+  pinned: z.array(z.string().min(1)),
+  candidate_bits: z.array(bits).min(1),
+  sensitivity_search: z.strictObject({ n: z.number().int().min(1), rounds: z.number().int().min(1), held_operand_bits: bits }),
+  w_avg_bits: avgBits,
+  a_avg_bits: avgBits,
+  weight_mb: z.number().positive(),
+  policy: z.record(z.string().min(1), widths),
+});
+
+/**
+ * How the file was made: free-form, but the fields reports print must be there and typed. A uniform file
+ * has w_bits and a_bits; a mixed-precision file has mixed_precision instead (files before it all have both).
+ */
+export const provenanceSchema = z
+  .looseObject({ method: z.enum(['ptq4vit', 'base']), w_bits: bits.optional(), a_bits: bits.optional(), mixed_precision: mixedPrecisionSchema.optional() })
+  .refine((p) => p.mixed_precision !== undefined || (p.w_bits !== undefined && p.a_bits !== undefined), { message: 'w_bits and a_bits are required (or mixed_precision for a mixed-precision file)' });
+
+/** "W4A4", or "mixed W3.99A4.00" (the averages) for a mixed-precision file. */
+export function bitsLabel(provenance: Record<string, unknown>): string {
+  const mixed = provenance.mixed_precision as { w_avg_bits: number; a_avg_bits: number } | undefined;
+  return mixed ? `mixed precision W${mixed.w_avg_bits.toFixed(2)}A${mixed.a_avg_bits.toFixed(2)}` : `W${provenance.w_bits}A${provenance.a_bits}`;
+}
 
 type DiskActivation = z.output<typeof activationSchema>;
 type DiskPoint = z.output<typeof pointSchema>;

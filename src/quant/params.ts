@@ -27,3 +27,17 @@ export interface MatmulQuant {
 }
 
 export type PointQuant = LinearQuant | MatmulQuant;
+
+/**
+ * Bit widths of one quantization point: a linear layer's weight and input (a conv has no quantized
+ * input), or an attention product's two operands. A field left out takes the configuration's uniform width.
+ */
+export interface PointWidths {
+  weight?: number;
+  input?: number;
+  a?: number;
+  b?: number;
+}
+
+/** Per-point bit widths by point name (a mixed-precision policy). */
+export type BitPolicy = Readonly<Record<string, PointWidths>>;

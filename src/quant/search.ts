@@ -5,10 +5,11 @@
  * scale. Every layer sees FP32 inputs (the parallel paradigm).
  */
 import { Tensor } from '../tensor/tensor.js';
-import type { ActivationQuant, LinearQuant, MatmulQuant } from './params.js';
+import type { ActivationQuant, BitPolicy, LinearQuant, MatmulQuant } from './params.js';
 import { fakeQuantGrouped, fakeQuantTwinGelu, fakeQuantTwinSoftmax, geluNegativeDelta, qmax, twinGeluCode, uniformCode } from './quantizers.js';
 import { scoreLinear, scoreLinearInteger, scoreMatmul, type Metric } from './scoring.js';
 import { maxAbs } from '../numeric.js';
+import { linear as linearFp, matmul as matmulFp } from '../tensor/gemm.js';
 
 export interface SearchConfig {
   metric: Metric;
@@ -35,7 +36,42 @@ export interface SearchConfig {
   integerScoring?: boolean;
   /** Float budget of one candidate batch's largest intermediate (default CANDIDATE_BATCH_FLOATS). */
   batchFloats?: number;
+  /** Per-point widths (mixed precision); a point or operand it leaves out takes weightBits / activationBits. */
+  policy?: BitPolicy;
+  /**
+   * A sensitivity search (mixed precision): only this operand is searched, in one half-step, while the
+   * other operand stays on its Δ_maxabs grid; `report` gets the best score — the Hessian-weighted output
+   * error of the point at this operand's width, after the operand's own scale search.
+   */
+  sensitivity?: { operand: Operand; images: number; report: (score: SensitivityScore) => void };
 }
+
+/**
+ * The error of a point at one operand's width, after that operand's search:
+ *  - diagonal: the search's own metric Σ (∂L/∂O)²·(Ô − O)² (each output element on its own);
+ *  - perImage: Σ over images of (Σ_elements ∂L/∂O·(Ô − O))² — the same Fisher form gᵀ·ΔO per image,
+ *    squared whole, so errors correlated across elements add up as they do in the loss.
+ */
+export interface SensitivityScore {
+  diagonal: number;
+  perImage: number;
+}
+
+/** Σ over images of (gᵀ·(Ô − O))², each image a contiguous block of the records. */
+function perImageFisher(outHat: Float32Array, out: Float32Array, grad: Float32Array | undefined, images: number): number {
+  if (!grad) return NaN;
+  const per = out.length / images;
+  let total = 0;
+  for (let i = 0; i < images; i++) {
+    let dot = 0;
+    for (let j = i * per; j < (i + 1) * per; j++) dot += grad[j] * (outHat[j] - out[j]);
+    total += dot * dot;
+  }
+  return total;
+}
+
+/** The quantized operands of a point: a linear layer's weight and input, an attention product's a and b. */
+export type Operand = 'weight' | 'input' | 'a' | 'b';
 
 export type SearchTrace = { kind: 'linear'; record: LinearRecord; result: LinearQuant } | { kind: 'matmul'; record: MatmulRecord; result: MatmulQuant };
 
@@ -162,7 +198,9 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
   const rowsPerGroup = N / groups;
   const factors = candidateFactors(cfg);
   const C = factors.length;
-  const wBits = cfg.weightBits, aBits = cfg.activationBits;
+  const widths = cfg.policy?.[rec.point];
+  const wBits = widths?.weight ?? cfg.weightBits, aBits = widths?.input ?? cfg.activationBits;
+  const only = cfg.sensitivity?.operand;
   const budget = cfg.batchFloats ?? CANDIDATE_BATCH_FLOATS;
 
   const w0 = Array.from({ length: groups }, (_, g) => maxAbsDelta(maxAbs(rec.weight.data, g * rowsPerGroup * K, (g + 1) * rowsPerGroup * K), wBits));
@@ -191,24 +229,32 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
     const inputKey = JSON.stringify(input);
     if (round > 0 && inputKey === lastInputKey) break;
     lastInputKey = inputKey;
-    // Weight search: rows are independent, so every group is searched at once.
-    // Uniform ≤ 8-bit input: the product is scored on integer codes (scoreLinearInteger), else in float.
-    const xCodes = integer && input ? activationCodesU8(x.data, input, [M, K]) : null;
-    const xq = input && !xCodes ? new Tensor(fakeQuantActivation(x.data, input), [M, K]) : x;
-    const weightWidth = cfg.metric === 'hessian' || perColumn ? N : M * cosineGroups;
-    const wScores = await scoreInBatches(budget, C, Math.min(M, blockRows) * N + N * K, weightWidth, (start, count) => {
-      const scales = new Float32Array(count * N);
-      for (let c = 0; c < count; c++) for (let n = 0; n < N; n++) scales[c * N + n] = factors[start + c] * w0[Math.floor(n / rowsPerGroup)];
-      return sumOverBlocks(blocks, (b) => {
-        const [o, g] = [new Tensor(rowsOf(out.data, N, b), [b[1] - b[0], N]), grad && new Tensor(rowsOf(grad.data, N, b), [b[1] - b[0], N])];
-        if (xCodes) return scoreLinearInteger({ searched: 'weight', x: xCodes.map((part) => ({ ...part, codes: rowsOf(part.codes, K, b), shape: [b[1] - b[0], K] })), w: rec.weight, bias: rec.bias, out: o, grad: g, scales, candidates: count, bits: wBits, metric: cfg.metric, cosineGroups });
-        return scoreLinear({ searched: 'weight', x: new Tensor(rowsOf(xq.data, K, b), [b[1] - b[0], K]), w: rec.weight, bias: rec.bias, out: o, grad: g, scales, candidates: count, bits: wBits, quantizer: 'uniform', metric: cfg.metric, cosineGroups, cosinePerColumn: perColumn });
+    if (only !== 'input') {
+      // Weight search: rows are independent, so every group is searched at once.
+      // Uniform ≤ 8-bit input: the product is scored on integer codes (scoreLinearInteger), else in float.
+      const xCodes = integer && input ? activationCodesU8(x.data, input, [M, K]) : null;
+      const xq = input && !xCodes ? new Tensor(fakeQuantActivation(x.data, input), [M, K]) : x;
+      const weightWidth = cfg.metric === 'hessian' || perColumn ? N : M * cosineGroups;
+      const wScores = await scoreInBatches(budget, C, Math.min(M, blockRows) * N + N * K, weightWidth, (start, count) => {
+        const scales = new Float32Array(count * N);
+        for (let c = 0; c < count; c++) for (let n = 0; n < N; n++) scales[c * N + n] = factors[start + c] * w0[Math.floor(n / rowsPerGroup)];
+        return sumOverBlocks(blocks, (b) => {
+          const [o, g] = [new Tensor(rowsOf(out.data, N, b), [b[1] - b[0], N]), grad && new Tensor(rowsOf(grad.data, N, b), [b[1] - b[0], N])];
+          if (xCodes) return scoreLinearInteger({ searched: 'weight', x: xCodes.map((part) => ({ ...part, codes: rowsOf(part.codes, K, b), shape: [b[1] - b[0], K] })), w: rec.weight, bias: rec.bias, out: o, grad: g, scales, candidates: count, bits: wBits, metric: cfg.metric, cosineGroups });
+          return scoreLinear({ searched: 'weight', x: new Tensor(rowsOf(xq.data, K, b), [b[1] - b[0], K]), w: rec.weight, bias: rec.bias, out: o, grad: g, scales, candidates: count, bits: wBits, quantizer: 'uniform', metric: cfg.metric, cosineGroups, cosinePerColumn: perColumn });
+        });
       });
-    });
-    const perGroup =
-      cfg.metric === 'hessian' ? sumRowGroups(wScores, C, N, groups) : perColumn ? wScores.map((v) => -v) : cosineToLoss(Float32Array.from(wScores), C, M, cosineGroups, (i) => i % cosineGroups);
-    const bestW = argminColumns(perGroup, C, groups);
-    weightDeltas = bestW.map((b, g) => factors[b] * w0[g]);
+      const perGroup =
+        cfg.metric === 'hessian' ? sumRowGroups(wScores, C, N, groups) : perColumn ? wScores.map((v) => -v) : cosineToLoss(Float32Array.from(wScores), C, M, cosineGroups, (i) => i % cosineGroups);
+      const bestW = argminColumns(perGroup, C, groups);
+      weightDeltas = bestW.map((b, g) => factors[b] * w0[g]);
+      if (only === 'weight') {
+        // Groups are independent rows: the point's error is the sum of each group's best.
+        const diagonal = bestW.reduce((sum, b, g) => sum + perGroup[b * groups + g], 0);
+        cfg.sensitivity!.report({ diagonal, perImage: await linearPerImage(rec, input, weightDeltas, wBits, cfg.sensitivity!.images) });
+        break;
+      }
+    }
     if (!quantizeInput) continue;
     const weightKey = JSON.stringify(weightDeltas);
     if (round > 0 && weightKey === lastWeightKey) break;
@@ -231,11 +277,26 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
       });
     });
     const aLoss = cfg.metric === 'hessian' ? aScores : cosineToLoss(Float32Array.from(aScores), C, M, 1, () => 0);
-    input = inputQuant(factors[argminColumns(aLoss, C, 1)[0]] * a0);
+    const bestA = argminColumns(aLoss, C, 1)[0];
+    input = inputQuant(factors[bestA] * a0);
+    if (only === 'input') {
+      cfg.sensitivity!.report({ diagonal: aLoss[bestA], perImage: await linearPerImage(rec, input, weightDeltas, wBits, cfg.sensitivity!.images) });
+      break;
+    }
   }
   const result: LinearQuant = { kind: rec.kind, point: rec.point, weightBits: wBits, weightDeltas, input };
   await cfg.trace?.({ kind: 'linear', record: rec, result });
   return result;
+}
+
+/** The per-image Fisher error of a linear point at the given quantization (see SensitivityScore). */
+async function linearPerImage(rec: LinearRecord, input: ActivationQuant | null, weightDeltas: number[], wBits: number, images: number): Promise<number> {
+  const [N, K] = rec.weight.shape;
+  const M = rec.x.size / K;
+  const xq = input ? new Tensor(fakeQuantActivation(rec.x.data, input), [M, K]) : rec.x.reshape([M, K]);
+  const wq = new Tensor(fakeQuantGrouped(rec.weight.data, weightDeltas, (N / weightDeltas.length) * K, wBits), [N, K]);
+  const outHat = await linearFp(xq, wq, rec.bias);
+  return perImageFisher(outHat.data, rec.out.data, rec.grad?.data, images);
 }
 
 function perColumnCosine(cfg: SearchConfig, groups: number, rows: number): boolean {
@@ -304,12 +365,24 @@ function perHeadMaxAbsDeltas(t: Tensor, heads: number, bits: number): number[] {
   return max.map((m) => maxAbsDelta(m, bits));
 }
 
+/** The per-image Fisher error of an attention product at the given quantization (see SensitivityScore). */
+async function matmulPerImage(rec: MatmulRecord, a: ActivationQuant, b: ActivationQuant, images: number): Promise<number> {
+  const [, M, K] = rec.a.shape;
+  const N = rec.b.shape[2];
+  const aq = new Tensor(fakeQuantActivation(rec.a.data, a, M * K), rec.a.shape);
+  const bq = new Tensor(fakeQuantActivation(rec.b.data, b, K * N), rec.b.shape);
+  const outHat = await matmulFp(aq, bq);
+  return perImageFisher(outHat.data, rec.out.data, rec.grad?.data, images);
+}
+
 export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promise<MatmulQuant> {
   const H = rec.heads;
   const [G, M, K] = rec.a.shape;
   const N = rec.b.shape[2];
   const O = G / H;
-  const bits = cfg.activationBits;
+  const widths = cfg.policy?.[rec.point];
+  const aBits = widths?.a ?? cfg.activationBits, bBits = widths?.b ?? cfg.activationBits;
+  const only = cfg.sensitivity?.operand;
   const budget = cfg.batchFloats ?? CANDIDATE_BATCH_FLOATS;
   const factors = candidateFactors(cfg);
   const C = factors.length;
@@ -327,14 +400,16 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
   const out = view(rec.out.data, M, N);
   const grad = rec.grad ? view(rec.grad.data, M, N) : null;
   const twin = rec.postSoftmax && cfg.twinSoftmax;
-  const deltaR2 = cfg.softmaxDeltaR2 === 'paper' ? 1 / qmax(bits) : 1 / (qmax(bits) - 1);
+  const deltaR2 = cfg.softmaxDeltaR2 === 'paper' ? 1 / qmax(aBits) : 1 / (qmax(aBits) - 1);
 
-  const a0 = perHeadMaxAbsDeltas(rec.a, H, bits);
-  const b0 = perHeadMaxAbsDeltas(rec.b, H, bits);
+  const a0 = perHeadMaxAbsDeltas(rec.a, H, aBits);
+  const b0 = perHeadMaxAbsDeltas(rec.b, H, bBits);
   // Softmax twin: Δ_R1 = 2^−j with the split 2^(k−1)·Δ_R1 going from 1 down through 20 powers of two.
-  const twinR1 = Array.from({ length: 20 }, (_, j) => 2 ** -(bits - 1 + j));
-  let aQuant: ActivationQuant = twin ? { kind: 'twin-softmax', bits, deltaR1: twinR1[8], deltaR2 } : { kind: 'uniform', bits, deltas: a0 };
-  let bQuant: ActivationQuant = { kind: 'uniform', bits, deltas: b0 };
+  const twinR1 = Array.from({ length: 20 }, (_, j) => 2 ** -(aBits - 1 + j));
+  let aQuant: ActivationQuant = twin ? { kind: 'twin-softmax', bits: aBits, deltaR1: twinR1[8], deltaR2 } : { kind: 'uniform', bits: aBits, deltas: a0 };
+  let bQuant: ActivationQuant = { kind: 'uniform', bits: bBits, deltas: b0 };
+  /** Σ over heads of each head's best score (heads have their own scales, so they are independent). */
+  const bestTotal = (loss: Float64Array, best: number[]) => best.reduce((sum, b, h) => sum + loss[b * H + h], 0);
   const lossOf = (scores: Float64Array, count: number): Float64Array =>
     cfg.metric === 'hessian' ? scores : cosineToLoss(Float32Array.from(scores), count, O * M, H, (i) => Math.floor(i / M) % H);
   const width = cfg.metric === 'hessian' ? H : O * H * M;
@@ -344,23 +419,35 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
     const bKey = JSON.stringify(bQuant);
     if (round > 0 && bKey === lastBKey) break; // a fixed point: later rounds would repeat (see searchLinear)
     lastBKey = bKey;
-    const bq = view(fakeQuantActivation(rec.b.data, bQuant, K * N), K, N);
-    if (twin) {
-      const scores = await scoreInBatches(budget, twinR1.length, 2 * blockImages * H * M * Math.max(N, K), width, (start, count) => {
-        const r1 = twinR1.slice(start, start + count);
-        return blockwise({ a: view(rec.a.data, M, K), b: bq, out, grad }, (f) => scoreMatmul({ searched: 'A', ...f, scales: Float32Array.from(r1), splits: Float32Array.from(r1.map((d) => d * qmax(bits))), deltaR2, candidates: count, heads: H, bits, quantizer: 'twin-softmax', metric: cfg.metric }));
-      });
-      const perHead = lossOf(scores, twinR1.length);
-      const total = new Float64Array(twinR1.length);
-      for (let c = 0; c < twinR1.length; c++) for (let h = 0; h < H; h++) total[c] += perHead[c * H + h];
-      aQuant = { kind: 'twin-softmax', bits, deltaR1: twinR1[argminColumns(total, twinR1.length, 1)[0]], deltaR2 };
-    } else {
-      const scores = await scoreInBatches(budget, C, 2 * blockImages * H * M * Math.max(N, K), width, (start, count) => {
-        const scales = new Float32Array(count * H);
-        for (let c = 0; c < count; c++) for (let h = 0; h < H; h++) scales[c * H + h] = factors[start + c] * a0[h];
-        return blockwise({ a: view(rec.a.data, M, K), b: bq, out, grad }, (f) => scoreMatmul({ searched: 'A', ...f, scales, candidates: count, heads: H, bits, quantizer: 'uniform', metric: cfg.metric }));
-      });
-      aQuant = { kind: 'uniform', bits, deltas: argminColumns(lossOf(scores, C), C, H).map((b, h) => factors[b] * a0[h]) };
+    if (only !== 'b') {
+      const bq = view(fakeQuantActivation(rec.b.data, bQuant, K * N), K, N);
+      if (twin) {
+        const scores = await scoreInBatches(budget, twinR1.length, 2 * blockImages * H * M * Math.max(N, K), width, (start, count) => {
+          const r1 = twinR1.slice(start, start + count);
+          return blockwise({ a: view(rec.a.data, M, K), b: bq, out, grad }, (f) => scoreMatmul({ searched: 'A', ...f, scales: Float32Array.from(r1), splits: Float32Array.from(r1.map((d) => d * qmax(aBits))), deltaR2, candidates: count, heads: H, bits: aBits, quantizer: 'twin-softmax', metric: cfg.metric }));
+        });
+        const perHead = lossOf(scores, twinR1.length);
+        const total = new Float64Array(twinR1.length);
+        for (let c = 0; c < twinR1.length; c++) for (let h = 0; h < H; h++) total[c] += perHead[c * H + h];
+        const best = argminColumns(total, twinR1.length, 1)[0];
+        aQuant = { kind: 'twin-softmax', bits: aBits, deltaR1: twinR1[best], deltaR2 };
+        if (only === 'a') {
+          cfg.sensitivity!.report({ diagonal: total[best], perImage: await matmulPerImage(rec, aQuant, bQuant, cfg.sensitivity!.images) });
+          break;
+        }
+      } else {
+        const scores = await scoreInBatches(budget, C, 2 * blockImages * H * M * Math.max(N, K), width, (start, count) => {
+          const scales = new Float32Array(count * H);
+          for (let c = 0; c < count; c++) for (let h = 0; h < H; h++) scales[c * H + h] = factors[start + c] * a0[h];
+          return blockwise({ a: view(rec.a.data, M, K), b: bq, out, grad }, (f) => scoreMatmul({ searched: 'A', ...f, scales, candidates: count, heads: H, bits: aBits, quantizer: 'uniform', metric: cfg.metric }));
+        });
+        const loss = lossOf(scores, C), best = argminColumns(loss, C, H);
+        aQuant = { kind: 'uniform', bits: aBits, deltas: best.map((b, h) => factors[b] * a0[h]) };
+        if (only === 'a') {
+          cfg.sensitivity!.report({ diagonal: bestTotal(loss, best), perImage: await matmulPerImage(rec, aQuant, bQuant, cfg.sensitivity!.images) });
+          break;
+        }
+      }
     }
     const aKey = JSON.stringify(aQuant);
     if (round > 0 && aKey === lastAKey) break;
@@ -369,9 +456,14 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
     const scores = await scoreInBatches(budget, C, 2 * blockImages * H * Math.max(M, K) * N, width, (start, count) => {
       const scales = new Float32Array(count * H);
       for (let c = 0; c < count; c++) for (let h = 0; h < H; h++) scales[c * H + h] = factors[start + c] * b0[h];
-      return blockwise({ a: aq, b: view(rec.b.data, K, N), out, grad }, (f) => scoreMatmul({ searched: 'B', ...f, scales, candidates: count, heads: H, bits, quantizer: 'uniform', metric: cfg.metric }));
+      return blockwise({ a: aq, b: view(rec.b.data, K, N), out, grad }, (f) => scoreMatmul({ searched: 'B', ...f, scales, candidates: count, heads: H, bits: bBits, quantizer: 'uniform', metric: cfg.metric }));
     });
-    bQuant = { kind: 'uniform', bits, deltas: argminColumns(lossOf(scores, C), C, H).map((b, h) => factors[b] * b0[h]) };
+    const loss = lossOf(scores, C), best = argminColumns(loss, C, H);
+    bQuant = { kind: 'uniform', bits: bBits, deltas: best.map((b, h) => factors[b] * b0[h]) };
+    if (only === 'b') {
+      cfg.sensitivity!.report({ diagonal: bestTotal(loss, best), perImage: await matmulPerImage(rec, aQuant, bQuant, cfg.sensitivity!.images) });
+      break;
+    }
   }
   const result: MatmulQuant = { kind: 'matmul', point: rec.point, heads: H, a: aQuant, b: bQuant };
   await cfg.trace?.({ kind: 'matmul', record: rec, result });

@@ -1,5 +1,6 @@
 /** The report of one `ptq4vit quantize` run: what was quantized and how, then the collected measures. */
 import type { ModelSpec } from '../models/types.js';
+import { bitsLabel } from '../quant/fileschema.js';
 import type { ReportCollector } from './collect.js';
 import type { Accuracy, ReportData } from './html.js';
 
@@ -10,7 +11,7 @@ export function quantizeReport(spec: ModelSpec, provenance: Record<string, unkno
   const on = (flag: unknown) => (flag ? 'on' : 'off');
   const p = spec.preprocess;
   return {
-    title: `${spec.name}: ${method} W${provenance.w_bits}A${provenance.a_bits}`,
+    title: `${spec.name}: ${method} ${bitsLabel(provenance)}`,
     facts: [
       ['model', `${spec.name} (${spec.timmClass}, ${spec.arch.numClasses} classes, ${p.inputSize}×${p.inputSize} input)`],
       ['checkpoint', String(provenance.source_checkpoint)],
