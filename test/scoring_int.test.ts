@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { seededRandom } from '../src/grad/loss.js';
-import { fakeQuantGrouped, fakeQuantTwinGelu, geluNegativeDelta, twinGeluCode, uniformCode } from '../src/quant/quantizers.js';
+import { fakeQuantGrouped, fakeQuantTwinGelu, geluNegativeDelta, twinGeluCode, twinGeluCodesU8, uniformCode } from '../src/quant/quantizers.js';
 import { methodConfig } from '../src/quant/methods.js';
 import { scoreLinear, scoreLinearInteger } from '../src/quant/scoring.js';
 import { searchLinear, searchMatmul } from '../src/quant/search.js';
@@ -64,6 +64,7 @@ for (const bits of [8, 6, 4]) {
       if (flag === 0) r1[i] = 127 - code;
       else r2[i] = 128 + code;
     });
+    assert.deepEqual(twinGeluCodesU8(gelu.data, twin, bits), [r1, r2], 'twinGeluCodesU8 = twinGeluCode element by element');
     const fwt = await scoreLinear({ ...common, searched: 'weight', x: new Tensor(fakeQuantTwinGelu(gelu.data, twin, bits), [M, K]), w, scales, quantizer: 'uniform' });
     const iwt = await scoreLinearInteger({ ...common, searched: 'weight', x: [{ codes: r1, shape: [M, K], delta: twin.deltaNeg }, { codes: r2, shape: [M, K], delta: twin.deltaPos }], w, scales });
     assertRelClose(iwt, fwt, 'weight search behind a twin-GELU input');

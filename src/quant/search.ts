@@ -6,7 +6,7 @@
  */
 import { Tensor } from '../tensor/tensor.js';
 import type { ActivationQuant, BitPolicy, LinearQuant, MatmulQuant } from './params.js';
-import { fakeQuantGrouped, fakeQuantTwinGelu, fakeQuantTwinSoftmax, geluNegativeDelta, qmax, twinGeluCode, uniformCode } from './quantizers.js';
+import { fakeQuantGrouped, fakeQuantTwinGelu, fakeQuantTwinSoftmax, geluNegativeDelta, qmax, twinGeluCodesU8, uniformCoder } from './quantizers.js';
 import { scoreLinear, scoreLinearInteger, scoreMatmul, type Metric } from './scoring.js';
 import { maxAbs } from '../numeric.js';
 import { linear as linearFp, matmul as matmulFp } from '../tensor/gemm.js';
@@ -312,16 +312,12 @@ function activationCodesU8(x: Float32Array, q: ActivationQuant, shape: number[])
   if (q.bits > 8) return null;
   if (q.kind === 'uniform') {
     const codes = new Uint8Array(x.length);
-    for (let i = 0; i < x.length; i++) codes[i] = uniformCode(x[i], q.deltas[0], q.bits) + 128;
-    return [{ codes, shape, delta: q.deltas[0] }];
+    const code = uniformCoder(q.bits), delta = q.deltas[0];
+    for (let i = 0; i < x.length; i++) codes[i] = code(x[i], delta) + 128;
+    return [{ codes, shape, delta }];
   }
   if (q.kind !== 'twin-gelu') return null;
-  const r1 = new Uint8Array(x.length).fill(128), r2 = new Uint8Array(x.length).fill(128);
-  for (let i = 0; i < x.length; i++) {
-    const [flag, code] = twinGeluCode(x[i], q, q.bits);
-    if (flag === 0) r1[i] = 128 - (code + 1);
-    else r2[i] = 128 + code;
-  }
+  const [r1, r2] = twinGeluCodesU8(x, q, q.bits);
   return [{ codes: r1, shape, delta: q.deltaNeg }, { codes: r2, shape, delta: q.deltaPos }];
 }
 
@@ -330,10 +326,11 @@ function weightCodesT(w: Float32Array, deltas: number[], N: number, K: number, b
   const perGroup = N / deltas.length;
   const codesT = new Int8Array(N * K);
   const rowDeltas = new Float32Array(N);
+  const code = uniformCoder(bits);
   for (let n = 0; n < N; n++) {
     const delta = deltas[Math.floor(n / perGroup)];
     rowDeltas[n] = delta;
-    for (let k = 0; k < K; k++) codesT[k * N + n] = uniformCode(w[n * K + k], delta, bits);
+    for (let k = 0; k < K; k++) codesT[k * N + n] = code(w[n * K + k], delta);
   }
   return { codesT, shape: [K, N], deltas: rowDeltas };
 }
