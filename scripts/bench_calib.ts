@@ -11,12 +11,10 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { openDataset } from '../src/data/datasets.js';
-import { openModel } from '../src/open.js';
-import { loadCalibration } from '../src/quant/calibset.js';
 import { calibrateMany, type CalibrationOptions } from '../src/quant/calibrate.js';
 import { methodConfig, type Method } from '../src/quant/methods.js';
 import { setOrtThreads } from '../src/tensor/ort.js';
+import { openSharedModel, sharedCalib32, sharedDir } from './shared.js';
 import { gitRevision, machine, replaceSection } from './markdown.js';
 
 const arg = (name: string) => process.argv.find((x) => x.startsWith(`--${name}=`))?.split('=')[1];
@@ -24,8 +22,7 @@ const threads = Number(arg('threads') ?? 2);
 const selected = (arg('jobs') ?? 'vit6,base6,swin6,demo').split(',');
 const baseline = process.argv.includes('--baseline');
 setOrtThreads(threads);
-const shared = path.resolve('..', 'shared');
-const refs = fs.readFileSync(path.join(shared, 'reference', 'official_ptq4vit.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { model: string; config: string; calib_seconds?: number });
+const refs = fs.readFileSync(path.join(sharedDir, 'reference', 'official_ptq4vit.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { model: string; config: string; calib_seconds?: number });
 const header = machine();
 const load = () => os.loadavg().map((l) => l.toFixed(2)).join(' / ');
 
@@ -36,9 +33,8 @@ const jobs: { id: string; model: string; method: Method; bits: number }[] = [
 ];
 const rows: string[] = [];
 for (const job of jobs.filter((j) => selected.includes(j.id))) {
-  const { model } = openModel({ weights: path.join(shared, 'models', `${job.model}.safetensors`), config: path.join(shared, 'models', `${job.model}.json`) });
-  const calib = await openDataset(path.join(shared, 'data', 'cifar10', 'calib32.json'));
-  const { images, labels } = await loadCalibration(calib, 32, 0, model.spec.preprocess);
+  const { model } = openSharedModel(job.model);
+  const { images, labels } = await sharedCalib32(model.spec.preprocess);
   const opts = methodConfig(job.method, { weightBits: job.bits, activationBits: job.bits });
   const config = `${job.method === 'base' ? 'BasePTQ' : 'PTQ4ViT'}-${job.bits}`;
   const theirs = refs.find((r) => r.model === job.model && r.config === config)?.calib_seconds;

@@ -8,12 +8,11 @@
 import path from 'node:path';
 import { openDataset } from '../src/data/datasets.js';
 import { evaluate } from '../src/eval/evaluate.js';
-import { openModel } from '../src/open.js';
-import { loadCalibration } from '../src/quant/calibset.js';
 import { calibrate } from '../src/quant/calibrate.js';
 import { methodConfig } from '../src/quant/methods.js';
 import { QuantRunner } from '../src/quant/runner.js';
 import { setOrtThreads } from '../src/tensor/ort.js';
+import { openSharedModel, sharedCalib32, sharedDir } from './shared.js';
 import { gitRevision, machine, pytorchBaseline, replaceSection } from './markdown.js';
 
 const arg = (name: string, fallback: number) => {
@@ -23,20 +22,18 @@ const arg = (name: string, fallback: number) => {
 const images = arg('images', 10000);
 const threads = arg('threads', 2);
 setOrtThreads(threads);
-const shared = path.resolve('..', 'shared');
 const header = machine();
 
 const rows: string[] = [];
 for (const name of ['vit_tiny_c10', 'swin_micro_c10']) {
-  const { model } = openModel({ weights: path.join(shared, 'models', `${name}.safetensors`), config: path.join(shared, 'models', `${name}.json`) });
-  const data = await openDataset(path.join(shared, 'data', 'cifar10', 'test.json'));
+  const { model } = openSharedModel(name);
+  const data = await openDataset(path.join(sharedDir, 'data', 'cifar10', 'test.json'));
   await evaluate(model, data, { limit: 64 }); // warm-up: ORT sessions
   const ours = await evaluate(model, data, { limit: images, batchSize: 64 });
   const torch = pytorchBaseline(['forward', '--model', name, '--images', String(images), '--batch-size', '64', '--threads', String(threads)]);
   const torchRate = torch ? Number(torch.images_per_second) : NaN;
   // Quantized: a quick W8A8 calibration (the search settings do not change inference cost).
-  const calib = await openDataset(path.join(shared, 'data', 'cifar10', 'calib32.json'));
-  const { images: ci, labels } = await loadCalibration(calib, 32, 0, model.spec.preprocess);
+  const { images: ci, labels } = await sharedCalib32(model.spec.preprocess);
   const points = await calibrate(model, ci, labels, methodConfig('ptq4vit', { weightBits: 8, activationBits: 8, n: 4, rounds: 1 }));
   const quant = await evaluate(model, data, { limit: images, batchSize: 64, runner: new QuantRunner(points) });
   console.log(`${name}: ours ${ours.imagesPerSecond.toFixed(1)} img/s (top-1 ${(ours.top1 * 100).toFixed(2)}%), PyTorch ${torchRate.toFixed(1)} img/s, ratio ${(ours.imagesPerSecond / torchRate).toFixed(2)}; quantized ${quant.imagesPerSecond.toFixed(1)} img/s`);

@@ -6,21 +6,16 @@
  */
 import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { openDataset } from '../src/data/datasets.js';
-import { openModel } from '../src/open.js';
-import { loadCalibration } from '../src/quant/calibset.js';
 import { calibrate } from '../src/quant/calibrate.js';
 import { methodConfig, type Method } from '../src/quant/methods.js';
 import { setOrtThreads } from '../src/tensor/ort.js';
+import { openSharedModel, sharedCalib32 } from './shared.js';
 
 const { values } = parseArgs({ options: { model: { type: 'string', default: 'vit_tiny_c10' }, bits: { type: 'string', default: '6' }, method: { type: 'string', default: 'ptq4vit' }, out: { type: 'string' }, threads: { type: 'string', default: '2' } } });
 setOrtThreads(Number(values.threads));
-const shared = path.resolve('..', 'shared');
-const { model } = openModel({ weights: path.join(shared, 'models', `${values.model}.safetensors`), config: path.join(shared, 'models', `${values.model}.json`) });
-const calib = await openDataset(path.join(shared, 'data', 'cifar10', 'calib32.json'));
-const { images, labels } = await loadCalibration(calib, 32, 0, model.spec.preprocess);
+const { model } = openSharedModel(values.model);
+const { images, labels } = await sharedCalib32(model.spec.preprocess);
 const bits = Number(values.bits);
 const load0 = os.loadavg().map((l) => l.toFixed(2)).join(' / ');
 const t0 = performance.now();

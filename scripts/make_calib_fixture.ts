@@ -9,20 +9,16 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { openDataset } from '../src/data/datasets.js';
-import { openModel } from '../src/open.js';
-import { loadCalibration } from '../src/quant/calibset.js';
 import { calibrate } from '../src/quant/calibrate.js';
 import { methodConfig } from '../src/quant/methods.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { calibrationFixtureJobs } from '../test/calib_fixture_jobs.js';
+import { openSharedModel, sharedCalib32 } from './shared.js';
 
-const shared = path.resolve('..', 'shared');
 const out: Record<string, unknown> = { generated_from: process.argv[2] ?? 'unknown', jobs: [] as unknown[] };
 for (const job of calibrationFixtureJobs) {
-  const { model } = openModel({ weights: path.join(shared, 'models', `${job.model}.safetensors`), config: path.join(shared, 'models', `${job.model}.json`) });
-  const calib = await openDataset(path.join(shared, 'data', 'cifar10', 'calib32.json'));
-  const { images, labels } = await loadCalibration(calib, 32, 0, model.spec.preprocess);
+  const { model } = openSharedModel(job.model);
+  const { images, labels } = await sharedCalib32(model.spec.preprocess);
   const per = images.size / images.shape[0];
   const few = new Tensor(images.data.slice(0, job.images * per), [job.images, ...images.shape.slice(1)]);
   const points = await calibrate(model, few, labels!.slice(0, job.images), methodConfig(job.method, { weightBits: job.bits, activationBits: job.bits, n: job.n, rounds: job.rounds }));

@@ -14,22 +14,20 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as echarts from 'echarts';
-import { openDataset } from '../src/data/datasets.js';
 import { spawnSync } from 'node:child_process';
 import { saveQuantizedModel } from '../src/quant/file.js';
 import { isPinnable, PINNED_BITS } from '../src/quant/mixed.js';
-import { openModel, type LoadedModel } from '../src/open.js';
-import { loadCalibration } from '../src/quant/calibset.js';
+import { type LoadedModel } from '../src/open.js';
 import { calibrateMany } from '../src/quant/calibrate.js';
 import { methodConfig } from '../src/quant/methods.js';
 import { calibrateMixed, operandItems, CANDIDATE_WIDTHS, SENSITIVITY_N, type MixedRequest } from '../src/quant/mixed.js';
 import type { BitPolicy, PointQuant } from '../src/quant/params.js';
+import { openSharedModel, sharedCalib32, sharedDir } from './shared.js';
 
-const shared = path.resolve('..', 'shared');
 const quick = process.argv.includes('--quick');
 const cacheDir = path.join('out', quick ? 'mixed_precision-quick' : 'mixed_precision');
 const rowsFile = path.join(cacheDir, 'rows.jsonl');
-const evalManifest = path.join(shared, 'data', 'cifar10', quick ? 'test1k.json' : 'test.json');
+const evalManifest = path.join(sharedDir, 'data', 'cifar10', quick ? 'test1k.json' : 'test.json');
 const MODELS = ['vit_tiny_c10', 'swin_micro_c10'] as const;
 const UNIFORM_BITS = [3, 4, 5, 6, 8];
 /**
@@ -140,10 +138,9 @@ async function calibratedBatch(file: string, make: () => Promise<Calibrated[]>):
 }
 
 async function runModel(name: string): Promise<void> {
-  const loaded = openModel({ weights: path.join(shared, 'models', `${name}.safetensors`), config: path.join(shared, 'models', `${name}.json`) });
+  const loaded = openSharedModel(name);
   const { model } = loaded;
-  const calib = await openDataset(path.join(shared, 'data', 'cifar10', 'calib32.json'));
-  const { images, labels, indices } = await loadCalibration(calib, 32, 0, model.spec.preprocess);
+  const { dataset: calib, images, labels, indices } = await sharedCalib32(model.spec.preprocess);
   const base = methodConfig('ptq4vit', { weightBits: 8, activationBits: 8 });
   const items = await operandItems(model, images);
   const weightCount = items.filter((i) => i.side === 'weight').reduce((s, i) => s + i.size, 0);

@@ -4,22 +4,17 @@
  *
  *   npx tsc -p . && PTQ4VIT_PROFILE=1 node dist/scripts/profile_calib.js [--model vit_tiny_c10] [--bits 6] [--n 100] [--rounds 3]
  */
-import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { openDataset } from '../src/data/datasets.js';
-import { openModel } from '../src/open.js';
-import { loadCalibration } from '../src/quant/calibset.js';
 import { calibrateMany } from '../src/quant/calibrate.js';
 import { methodConfig } from '../src/quant/methods.js';
 import { profile, setOrtThreads } from '../src/tensor/ort.js';
+import { openSharedModel, sharedCalib32 } from './shared.js';
 
 const { values } = parseArgs({ options: { model: { type: 'string', default: 'vit_tiny_c10' }, bits: { type: 'string', default: '6' }, n: { type: 'string' }, rounds: { type: 'string' }, threads: { type: 'string', default: '2' } } });
 if (!process.env.PTQ4VIT_PROFILE) throw new Error('set PTQ4VIT_PROFILE=1');
 setOrtThreads(Number(values.threads));
-const shared = path.resolve('..', 'shared');
-const { model } = openModel({ weights: path.join(shared, 'models', `${values.model}.safetensors`), config: path.join(shared, 'models', `${values.model}.json`) });
-const calib = await openDataset(path.join(shared, 'data', 'cifar10', 'calib32.json'));
-const { images, labels } = await loadCalibration(calib, 32, 0, model.spec.preprocess);
+const { model } = openSharedModel(values.model);
+const { images, labels } = await sharedCalib32(model.spec.preprocess);
 const bits = Number(values.bits);
 const opts = methodConfig('ptq4vit', { weightBits: bits, activationBits: bits, n: values.n ? Number(values.n) : undefined, rounds: values.rounds ? Number(values.rounds) : undefined });
 const t0 = performance.now();
