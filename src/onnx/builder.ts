@@ -111,10 +111,6 @@ export class GraphBuilder {
     return this.constant(hint, OnnxType.INT8, [], Int8Array.of(value));
   }
 
-  int8zeros(hint: string, length: number): string {
-    return this.constant(hint, OnnxType.INT8, [length], new Int8Array(length));
-  }
-
   int32(hint: string, value: number): string {
     return this.constant(hint, OnnxType.INT32, [], Int32Array.of(value));
   }
@@ -127,15 +123,16 @@ export class GraphBuilder {
    * transpose onto the 1-byte codes (and merging it with kᵀ's).
    */
   reshape(x: string, shape: readonly number[], hint = 'reshape'): string {
+    // Only a target without 0 (copy an input dimension) and with at most one −1 says the whole shape.
+    const definite = !shape.includes(0) && shape.filter((d) => d === -1).length <= 1;
+    if (!definite) return this.op('Reshape', [x, this.int64s(`${hint}_shape`, shape)], undefined, hint);
     let source = x;
-    if (!shape.includes(0)) while (this.reshapeInputs.has(source)) source = this.reshapeInputs.get(source)!;
+    while (this.reshapeInputs.has(source)) source = this.reshapeInputs.get(source)!;
     const known = this.knownShapes.get(source);
-    if (known && known.length === shape.length && known.every((d, i) => d === shape[i]) && shape.filter((d) => d === -1).length <= 1) return source;
+    if (known && known.length === shape.length && known.every((d, i) => d === shape[i])) return source;
     const out = this.op('Reshape', [source, this.int64s(`${hint}_shape`, shape)], undefined, hint);
-    if (!shape.includes(0) && shape.filter((d) => d === -1).length <= 1) {
-      this.knownShapes.set(out, [...shape]);
-      this.reshapeInputs.set(out, source);
-    }
+    this.knownShapes.set(out, [...shape]);
+    this.reshapeInputs.set(out, source);
     return out;
   }
 

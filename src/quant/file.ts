@@ -15,7 +15,7 @@ import { parseWith } from '../schema.js';
 import { Tensor, shapeString } from '../tensor/tensor.js';
 import { pointsFromDisk, pointsSchema, pointsToDisk, provenanceSchema, snakeCaseKeys } from './fileschema.js';
 import type { ActivationQuant, LinearQuant, PointQuant } from './params.js';
-import { qmax, uniformCode } from './quantizers.js';
+import { qmax, uniformCoder } from './quantizers.js';
 
 /**
  * /2: snake_case metadata, the spec stored as a model card, everything validated on load.
@@ -46,7 +46,8 @@ export function weightCodes(weight: Tensor, q: LinearQuant): Int8Array | Int16Ar
   const rows = weight.shape[0];
   const perGroup = (weight.size / rows) * (rows / q.weightDeltas.length);
   const codes = q.weightBits <= 8 ? new Int8Array(weight.size) : new Int16Array(weight.size);
-  for (let i = 0; i < weight.size; i++) codes[i] = uniformCode(weight.data[i], q.weightDeltas[Math.floor(i / perGroup)], q.weightBits);
+  const code = uniformCoder(q.weightBits);
+  for (let i = 0; i < weight.size; i++) codes[i] = code(weight.data[i], q.weightDeltas[Math.floor(i / perGroup)]);
   return codes;
 }
 

@@ -83,14 +83,24 @@ function quantizeLinear(g: GraphBuilder, x: string, scales: number[], axis: numb
   return g.op('QuantizeLinear', [x, g.floats(`${hint}_scale`, Float32Array.from(scales), [scales.length]), zeroPoint(`${hint}_zp`, scales.length)], { axis }, `${hint}_q`);
 }
 
-/** QuantizeLinear into uint8 with zero point `zero`, then the k-bit code range [lo, hi] (as uint8 values). */
-function quantizeU8(g: GraphBuilder, x: string, scales: number[], zero: number, lo: number, hi: number, hint: string): string {
-  const zp = (h: string, count: number): string => (count === 1 ? g.uint8(h, zero) : g.uint8s(h, new Array<number>(count).fill(zero)));
+/** The constants of one code type: uint8 (activation codes) or int8 (the right operand of a product). */
+interface CodeType {
+  scalar(g: GraphBuilder, hint: string, value: number): string;
+  vector(g: GraphBuilder, hint: string, values: number[]): string;
+  min: number;
+  max: number;
+}
+const UINT8: CodeType = { scalar: (g, h, v) => g.uint8(h, v), vector: (g, h, vs) => g.uint8s(h, vs), min: 0, max: 255 };
+const INT8: CodeType = { scalar: (g, h, v) => g.int8(h, v), vector: (g, h, vs) => g.int8s(h, Int8Array.from(vs), [vs.length]), min: -128, max: 127 };
+
+/** QuantizeLinear into `type` with zero point `zero`, then the k-bit code range [lo, hi] (as stored values). */
+function quantizeCodes(g: GraphBuilder, x: string, scales: number[], type: CodeType, zero: number, lo: number, hi: number, hint: string): string {
+  const zp = (h: string, count: number): string => (count === 1 ? type.scalar(g, h, zero) : type.vector(g, h, new Array<number>(count).fill(zero)));
   return codesThroughLayout(g, x, hint, (source, axis) => {
     const q = quantizeLinear(g, source, scales, axis, zp, hint);
-    // QuantizeLinear saturates to [0, 255]; narrower codes (k < 8, twin halves) clamp further.
-    if (lo === 0 && hi === 255) return q;
-    return g.op('Clip', [q, g.uint8(`${hint}_lo`, lo), g.uint8(`${hint}_hi`, hi)], undefined, `${hint}_codes`);
+    // QuantizeLinear saturates to the type's range; narrower codes (k < 8, twin halves) clamp further.
+    if (lo === type.min && hi === type.max) return q;
+    return g.op('Clip', [q, type.scalar(g, `${hint}_lo`, lo), type.scalar(g, `${hint}_hi`, hi)], undefined, `${hint}_codes`);
   });
 }
 
@@ -107,14 +117,14 @@ export function activationCodes(g: GraphBuilder, x: string, q: ActivationQuant, 
   switch (q.kind) {
     case 'uniform': {
       const zp = g.uint8(`${hint}_zp128`, 128);
-      return { parts: [{ codes: quantizeU8(g, x, q.deltas, 128, 128 - half, 128 + half - 1, hint), zeroPoint: zp, scales: q.deltas }] };
+      return { parts: [{ codes: quantizeCodes(g, x, q.deltas, UINT8, 128, 128 - half, 128 + half - 1, hint), zeroPoint: zp, scales: q.deltas }] };
     }
     case 'twin-gelu': {
       const zp = g.uint8(`${hint}_zp128`, 128);
       return {
         parts: [
-          { codes: quantizeU8(g, x, [q.deltaNeg], 128, 128 - half, 128, `${hint}_r1`), zeroPoint: zp, scales: [q.deltaNeg] },
-          { codes: quantizeU8(g, x, [q.deltaPos], 128, 128, 128 + half - 1, `${hint}_r2`), zeroPoint: zp, scales: [q.deltaPos] },
+          { codes: quantizeCodes(g, x, [q.deltaNeg], UINT8, 128, 128 - half, 128, `${hint}_r1`), zeroPoint: zp, scales: [q.deltaNeg] },
+          { codes: quantizeCodes(g, x, [q.deltaPos], UINT8, 128, 128, 128 + half - 1, `${hint}_r2`), zeroPoint: zp, scales: [q.deltaPos] },
         ],
       };
     }
@@ -122,8 +132,8 @@ export function activationCodes(g: GraphBuilder, x: string, q: ActivationQuant, 
       const zp = g.uint8(`${hint}_zp0`, 0);
       const inR1 = g.op('Less', [x, g.float(`${hint}_split`, half * q.deltaR1)], undefined, `${hint}_in_r1`);
       const none = g.uint8(`${hint}_none`, 0);
-      const r1 = quantizeU8(g, x, [q.deltaR1], 0, 0, half - 1, `${hint}_r1`);
-      const r2 = quantizeU8(g, x, [q.deltaR2], 0, 0, half - 1, `${hint}_r2`);
+      const r1 = quantizeCodes(g, x, [q.deltaR1], UINT8, 0, 0, half - 1, `${hint}_r1`);
+      const r2 = quantizeCodes(g, x, [q.deltaR2], UINT8, 0, 0, half - 1, `${hint}_r2`);
       return {
         parts: [
           { codes: g.op('Where', [inR1, r1, none], undefined, `${hint}_r1_only`), zeroPoint: zp, scales: [q.deltaR1] },
@@ -139,12 +149,7 @@ export function signedCodes(g: GraphBuilder, x: string, q: ActivationQuant, hint
   if (q.kind !== 'uniform') throw new Ptq4vitError(`${hint}: the right operand of a product must be uniformly quantized, got ${q.kind}`);
   checkBits(q.bits, hint);
   const half = qmax(q.bits);
-  const zp = (h: string, count: number): string => (count === 1 ? g.int8(h, 0) : g.int8zeros(h, count));
-  const codes = codesThroughLayout(g, x, hint, (source, axis) => {
-    const q8 = quantizeLinear(g, source, q.deltas, axis, zp, hint);
-    return half < 128 ? g.op('Clip', [q8, g.int8(`${hint}_lo`, -half), g.int8(`${hint}_hi`, half - 1)], undefined, `${hint}_codes`) : q8;
-  });
-  return { codes, scales: q.deltas };
+  return { codes: quantizeCodes(g, x, q.deltas, INT8, 0, -half, half - 1, hint), scales: q.deltas };
 }
 
 /**

@@ -7,7 +7,7 @@ import { linear } from '../tensor/gemm.js';
 import type { Runner } from '../tensor/runner.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { LinearQuant, PointQuant } from './params.js';
-import { uniformCode } from './quantizers.js';
+import { uniformCoder } from './quantizers.js';
 import { quantLinear, quantMatmul, type WeightGrid } from './qkernels.js';
 
 /** The weight's integer codes (as floats) and the Δ of every output row. */
@@ -16,7 +16,8 @@ export function weightGrid(weight: Tensor, q: LinearQuant): WeightGrid {
   const rowsPerGroup = rows / q.weightDeltas.length;
   const rowDeltas = Float64Array.from({ length: rows }, (_, r) => q.weightDeltas[Math.floor(r / rowsPerGroup)]);
   const codes = new Float32Array(weight.size);
-  for (let i = 0; i < weight.size; i++) codes[i] = uniformCode(weight.data[i], rowDeltas[Math.floor(i / cols)], q.weightBits);
+  const code = uniformCoder(q.weightBits);
+  for (let i = 0; i < weight.size; i++) codes[i] = code(weight.data[i], rowDeltas[Math.floor(i / cols)]);
   return { codes: new Tensor(codes, weight.shape), rowDeltas };
 }
 

@@ -260,27 +260,28 @@ export async function scoreLinearInteger(p: LinearIntegerScoreInputs): Promise<F
   const i8 = OnnxType.INT8, u8 = OnnxType.UINT8;
   const graph = (): GraphSpec => {
     const m = metricNodes(p.metric, searchW ? [1] : [1, 2], p.cosineGroups);
-    const codes = (x: string, s: string, out: string): NodeSpec[] => [
-      { op: 'Div', inputs: [x, s], outputs: [`${out}_div`] },
-      { op: 'Round', inputs: [`${out}_div`], outputs: [`${out}_round`] },
-      { op: 'Clip', inputs: [`${out}_round`, 'qlo', 'qhi'], outputs: [out] },
-    ];
-    // clamp(round(x/s), lo − 128, hi − 128) + 128 as uint8 in two passes over [C, M, K]: one Div (per-candidate
-    // scales broadcast) and one QuantizeLinear with scale 1 and zero point 128 (x/1 is exact, and it rounds
-    // half to even and saturates like Round + Clip), instead of Div, Round, Clip, Add and Cast in float.
-    const codesU8 = (x: string, sc: string, out: string, lo: number, hi: number): NodeSpec[] => [
-      { op: 'Div', inputs: [x, sc], outputs: [`${out}_div`] },
-      { op: 'QuantizeLinear', inputs: [`${out}_div`, 'one', 'zp'], outputs: lo === 0 && hi === 255 ? [out] : [`${out}_sat`] },
-      ...(lo === 0 && hi === 255 ? [] : [{ op: 'Clip', inputs: [`${out}_sat`, `${out}_lo`, `${out}_hi`], outputs: [out] }]),
-    ];
-    const codeBounds = (out: string, lo: number, hi: number): Initializer[] =>
-      lo === 0 && hi === 255 ? [] : [{ name: `${out}_lo`, elemType: u8, dims: [], data: Uint8Array.of(lo) }, { name: `${out}_hi`, elemType: u8, dims: [], data: Uint8Array.of(hi) }];
+    // Codes of x under every candidate scale s, clamp(round(x/s), lo, hi) (+ zero point), in two passes: one Div
+    // (per-candidate scales broadcast) and one QuantizeLinear with scale 1 into the code type (x/1 is exact, and
+    // it rounds half to even and saturates like Round + Clip), then a 1-byte Clip for narrower code ranges —
+    // instead of Div, Round, Clip, Add and Cast in float. Bounds lo, hi are stored values (u8: code + 128).
+    const codes = (x: string, sc: string, out: string, elemType: number, lo: number, hi: number): NodeSpec[] => {
+      const full = elemType === u8 ? lo === 0 && hi === 255 : lo === -128 && hi === 127;
+      return [
+        { op: 'Div', inputs: [x, sc], outputs: [`${out}_div`] },
+        { op: 'QuantizeLinear', inputs: [`${out}_div`, 'one', elemType === u8 ? 'zp' : 'zp8'], outputs: full ? [out] : [`${out}_sat`] },
+        ...(full ? [] : [{ op: 'Clip', inputs: [`${out}_sat`, `${out}_lo`, `${out}_hi`], outputs: [out] }]),
+      ];
+    };
+    const codeBounds = (out: string, elemType: number, lo: number, hi: number): Initializer[] => {
+      const value = (v: number) => Uint8Array.of(v & 0xff); // the stored byte (two's complement for int8)
+      if (elemType === u8 ? lo === 0 && hi === 255 : lo === -128 && hi === 127) return [];
+      return [{ name: `${out}_lo`, elemType, dims: [], data: value(lo) }, { name: `${out}_hi`, elemType, dims: [], data: value(hi) }];
+    };
     const y = addBias ? 'y0' : 'y';
     const nodes: NodeSpec[] = searchW
       ? [
           // w [N, K] under scales s [C, N, 1] → s8 codes [C, K, N]; x codes [M, K] u8; scale Δ_x·s [C, 1, N]
-          ...codes('w', 's', 'wc'),
-          { op: 'Cast', inputs: ['wc'], outputs: ['wc8'], attributes: { to: i8 } },
+          ...codes('w', 's', 'wc8', i8, -q, q - 1),
           { op: 'Transpose', inputs: ['wc8'], outputs: ['wt'], attributes: { perm: [0, 2, 1] } },
           ...(twinGelu
             ? [
@@ -293,15 +294,15 @@ export async function scoreLinearInteger(p: LinearIntegerScoreInputs): Promise<F
       : twinGelu
         ? [
             // R2 (positive side, Δ_R2 = s) and R1 (negative side, Δ_R1 = s2) codes + 128, one product each.
-            ...codesU8('x', 's', 'c2', 128, 128 + q - 1),
+            ...codes('x', 's', 'c2', u8, 128, 128 + q - 1),
             { op: 'MatMulIntegerToFloat', domain: 'com.microsoft', inputs: ['c2', 'wt', 'one', 'sw', 'zp'], outputs: ['y2'] },
-            ...codesU8('x', 's2', 'c1', 128 - q, 128),
+            ...codes('x', 's2', 'c1', u8, 128 - q, 128),
             { op: 'MatMulIntegerToFloat', domain: 'com.microsoft', inputs: ['c1', 'wt', 'one', 'sw2', 'zp'], outputs: ['y1'] },
             { op: 'Add', inputs: ['y1', 'y2'], outputs: [y] },
           ]
         : [
             // x [M, K] under scales s [C, 1, 1] → u8 codes + 128 [C, M, K]; w codes [K, N]; scale s·Δ_w [C, 1, N]
-            ...codesU8('x', 's', 'xc', 128 - q, 128 + q - 1),
+            ...codes('x', 's', 'xc', u8, 128 - q, 128 + q - 1),
             { op: 'MatMulIntegerToFloat', domain: 'com.microsoft', inputs: ['xc', 'wt', 'one', 'sw', 'zp'], outputs: [y] },
           ];
     if (addBias) nodes.push({ op: 'Add', inputs: ['y0', 'b'], outputs: ['y'] });
@@ -326,8 +327,13 @@ export async function scoreLinearInteger(p: LinearIntegerScoreInputs): Promise<F
     if (p.metric === 'hessian') inputs.push({ name: 'g', elemType: f32, shape: ['M', 'N'] });
     if (twinGelu && searchW) inputs.push({ name: 'xc2', elemType: u8, shape: ['M', 'K'] }, { name: 'dx2', elemType: f32, shape: [] });
     if (twinGelu && !searchW) inputs.push({ name: 's2', elemType: f32, shape: ['C', 1, 1] }, { name: 'sw2', elemType: f32, shape: ['C', 1, 'N'] });
-    const codeInits = searchW ? [] : twinGelu ? [...codeBounds('c2', 128, 128 + q - 1), ...codeBounds('c1', 128 - q, 128)] : codeBounds('xc', 128 - q, 128 + q - 1);
-    const inits = [...m.inits, ...codeInits, scalar('qlo', -q), scalar('qhi', q - 1), scalar('one', 1), zp];
+    const codeInits = searchW
+      ? codeBounds('wc8', i8, -q, q - 1)
+      : twinGelu
+        ? [...codeBounds('c2', u8, 128, 128 + q - 1), ...codeBounds('c1', u8, 128 - q, 128)]
+        : codeBounds('xc', u8, 128 - q, 128 + q - 1);
+    const zp8: Initializer = { name: 'zp8', elemType: i8, dims: [], data: Uint8Array.of(0) };
+    const inits = [...m.inits, ...codeInits, scalar('one', 1), zp, zp8];
     return { name: 'score_linear_int', inputs, outputs: [{ name: 'score', elemType: f32, shape: [] }], nodes, initializers: inits, opset: 17 };
   };
   const N = p.out.shape[1];
@@ -349,7 +355,7 @@ export async function scoreLinearInteger(p: LinearIntegerScoreInputs): Promise<F
     feeds.x = feed(p.x as Tensor);
     feeds.wt = { data: w.codesT, shape: w.shape };
     feeds.s = { data: p.scales, shape: [C, 1, 1] };
-    // Δ_x·Δ_w per candidate and output column, in float32 as the kernel would multiply them.
+    // Δ_x·Δ_w per candidate and output column (the kernel's a_scale is 1).
     const columnScales = (scales: Float32Array): GraphInput => {
       const sw = new Float32Array(C * N);
       for (let c = 0; c < C; c++) for (let n = 0; n < N; n++) sw[c * N + n] = scales[c] * w.deltas[n];
