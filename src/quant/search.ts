@@ -3,6 +3,10 @@
  * i = 0 … n, with Δ_maxabs = max|x|/(2^(k−1) − 0.5); weight and input scales are searched alternately for
  * `rounds` rounds, each keeping the candidate with the best score (scoring.ts) given the other's current
  * scale. Every layer sees FP32 inputs (the parallel paradigm).
+ *
+ * The Hessian score is a sum over output rows, scored block by block: a candidate whose partial sum already
+ * exceeds the best total cannot win and is dropped (bestByBlocks) — the same choice as scoring all of them,
+ * at about half the work.
  */
 import { Tensor } from '../tensor/tensor.js';
 import type { ActivationQuant, BitPolicy, LinearQuant, MatmulQuant } from './params.js';
@@ -34,6 +38,13 @@ export interface SearchConfig {
    * float products' only by float rounding.
    */
   integerScoring?: boolean;
+  /**
+   * Hessian metric: drop candidates whose partial score over the row blocks seen so far already exceeds the
+   * best total (default true; exact — the same choice as scoring every candidate, see bestByBlocks).
+   */
+  prune?: boolean;
+  /** Counts candidate × row-block scorings: done, and what scoring every candidate on every block takes. */
+  stats?: { scored: number; full: number };
   /** Float budget of one candidate batch's largest intermediate (default CANDIDATE_BATCH_FLOATS). */
   batchFloats?: number;
   /** Per-point widths (mixed precision); a point or operand it leaves out takes weightBits / activationBits. */
@@ -76,11 +87,22 @@ export type Operand = 'weight' | 'input' | 'a' | 'b';
 export type SearchTrace = { kind: 'linear'; record: LinearRecord; result: LinearQuant } | { kind: 'matmul'; record: MatmulRecord; result: MatmulQuant };
 
 /**
- * Float budget for one candidate batch's largest intermediate (~24 MB). Smaller batches ran faster than
- * 96 MB ones (measured 1.7× per candidate on vit_tiny_c10's qkv, BENCHMARKS.md): without ORT's arena
- * (see runGraph) every intermediate is fresh memory, and large ones are page-faulted in on every run.
+ * Float budget for one candidate batch's largest intermediate (~4 MB). Smaller batches ran faster: 24 MB
+ * ones beat 96 MB ones (1.7× per candidate on vit_tiny_c10's qkv), and 4 MB ones beat 24 MB ones once
+ * scoring went block by block (CPU time of vit_tiny_c10's W8A8 search 36.6 s vs 46.6 s, swin_micro_c10's
+ * W6A6 17.9 s vs 21.9 s; BENCHMARKS.md): without ORT's arena (see runGraph) every intermediate is fresh
+ * memory, and the metric's elementwise passes run from cache only when a run's [C, rows, N] output fits it.
  */
-const CANDIDATE_BATCH_FLOATS = 6_000_000;
+const CANDIDATE_BATCH_FLOATS = 1_000_000;
+
+/**
+ * Hessian scores are summed over at least this many row blocks (when the rows allow blocks of MIN_BLOCK_ROWS):
+ * the first block screens every candidate, the rest are scored only for candidates that can still win
+ * (bestByBlocks). Smaller blocks screen more cheaply but run smaller products: on vit_tiny_c10 W8A8 (2080 rows
+ * a layer) 4, 8 and 16 blocks scored 52%, 43% and 39% of all candidate-blocks in 28.7, 25.2 and 28.2 s.
+ */
+const SCORE_BLOCKS = 8;
+const MIN_BLOCK_ROWS = 128;
 
 function candidateFactors(c: SearchConfig): number[] {
   return Array.from({ length: c.n + 1 }, (_, i) => c.alpha + (i * (c.beta - c.alpha)) / c.n);
@@ -99,38 +121,16 @@ function maxAbsDelta(max: number, bits: number): number {
 }
 
 /**
- * Index of the smallest value in each of `columns` columns of a [rows, columns] array (first on ties;
- * NaN never wins, so a degenerate candidate cannot be chosen).
+ * Blocks of rows [r0, r1) over which a Hessian score is summed. Σ (∂L/∂O ⊙ (Ô − O))² adds over rows, so
+ * the search can score candidates block by block (and prune them, see bestByBlocks): at least
+ * `SCORE_BLOCKS` blocks of at least `minRows` rows each, and more when one candidate's product over a block
+ * would exceed the batch budget (e.g. ViT-B's fc1 on 128 images: 77 M floats) — which bounds the search's
+ * working set independently of the number of images. Cosine scores are not sums: one block.
  */
-function argminColumns(scores: Float64Array, rows: number, columns: number): number[] {
-  const key = (v: number) => (Number.isNaN(v) ? Infinity : v);
-  const best = new Array<number>(columns).fill(0);
-  for (let c = 0; c < columns; c++) {
-    for (let r = 1; r < rows; r++) if (key(scores[r * columns + c]) < key(scores[best[c] * columns + c])) best[c] = r;
-  }
-  return best;
-}
-
-/** Evaluate candidates in batches sized to the budget; `score(start, count)` returns `width` values each. */
-async function scoreInBatches(budget: number, total: number, floatsPerCandidate: number, width: number, score: (start: number, count: number) => Promise<Float32Array | Float64Array>): Promise<Float64Array> {
-  const batch = Math.max(1, Math.floor(budget / Math.max(1, floatsPerCandidate)));
-  const all = new Float64Array(total * width);
-  for (let start = 0; start < total; start += batch) {
-    const count = Math.min(batch, total - start);
-    all.set(await score(start, count), start * width);
-  }
-  return all;
-}
-
-/**
- * Row blocks [r0, r1) such that one candidate's product over a block stays within the batch budget. The
- * Hessian score is a sum over rows, so it can be summed block by block; this only splits when a single
- * candidate over all rows would exceed the budget (e.g. ViT-B's fc1 on 128 images: 77 M floats), which
- * bounds the search's working set independently of the number of images.
- */
-function rowBlocks(rows: number, floatsPerRow: number, metric: Metric, budget: number): [number, number][] {
-  if (metric !== 'hessian' || rows * floatsPerRow <= budget) return [[0, rows]];
-  const per = Math.max(1, Math.floor(budget / floatsPerRow));
+function rowBlocks(rows: number, floatsPerRow: number, metric: Metric, budget: number, minRows: number): [number, number][] {
+  if (metric !== 'hessian') return [[0, rows]];
+  const count = Math.max(Math.ceil((rows * floatsPerRow) / budget), Math.min(SCORE_BLOCKS, Math.floor(rows / minRows)), 1);
+  const per = Math.ceil(rows / count);
   const blocks: [number, number][] = [];
   for (let r = 0; r < rows; r += per) blocks.push([r, Math.min(rows, r + per)]);
   return blocks;
@@ -141,16 +141,71 @@ function rowsOf<T extends Float32Array | Uint8Array>(data: T, cols: number, [r0,
   return data.subarray(r0 * cols, r1 * cols) as T;
 }
 
-/** The sum over row blocks of `score(block)` (Hessian scores add over rows). */
-async function sumOverBlocks(blocks: [number, number][], score: (block: [number, number]) => Promise<Float32Array>): Promise<Float32Array | Float64Array> {
-  if (blocks.length === 1) return score(blocks[0]);
-  let total: Float64Array | null = null;
-  for (const b of blocks) {
-    const s = await score(b);
-    total ??= new Float64Array(s.length);
-    for (let i = 0; i < s.length; i++) total[i] += s[i];
+/** Scores of the candidates `cands` (indices into the grid) on row block `block`: [cands.length, groups]. */
+type BlockScorer = (cands: number[], block: number) => Promise<Float64Array>;
+
+/**
+ * The best candidate per group (first on ties; NaN never wins) and its score, for a Hessian score summed over
+ * row blocks — by branch and bound. Every term of the score is ≥ 0, so a candidate's sum over the blocks seen
+ * so far is a lower bound of its total (adding a non-negative float never lowers a sum). All candidates are
+ * scored on the first block; then, in order of that partial score, each is scored block by block and dropped
+ * as soon as its partial sum exceeds, in every group, the best total found so far: it cannot win anywhere.
+ * The candidates kept are summed over the same blocks in the same order as without pruning, so the choice is
+ * exactly the full search's (`prune: false` scores everything, for tests and A/B runs).
+ * `batch(rows)`: how many candidates fit one scoring run over a block of that many rows.
+ */
+async function bestByBlocks(candidates: number, groups: number, blocks: [number, number][], batch: (rows: number) => number, score: BlockScorer, prune: boolean, stats?: SearchConfig['stats']): Promise<{ best: number[]; scores: number[] }> {
+  const B = blocks.length;
+  const sums = new Float64Array(candidates * groups);
+  const add = (cands: number[], s: Float64Array) => {
+    for (let i = 0; i < cands.length; i++) for (let g = 0; g < groups; g++) sums[cands[i] * groups + g] += s[i * groups + g];
+  };
+  const all = Array.from({ length: candidates }, (_, c) => c);
+  const inBatches = async (cands: number[], block: number) => {
+    const size = Math.max(1, batch(blocks[block][1] - blocks[block][0]));
+    for (let i = 0; i < cands.length; i += size) {
+      const part = cands.slice(i, i + size);
+      add(part, await score(part, block));
+    }
+  };
+  const complete = new Uint8Array(candidates);
+  let evaluated = 0;
+  if (!prune || B === 1) {
+    for (let b = 0; b < B; b++) await inBatches(all, b);
+    complete.fill(1);
+    evaluated = candidates * B;
+  } else {
+    await inBatches(all, 0);
+    evaluated = candidates;
+    const total = (c: number) => {
+      let t = 0;
+      for (let g = 0; g < groups; g++) t += sums[c * groups + g];
+      return Number.isNaN(t) ? Infinity : t;
+    };
+    const order = [...all].sort((a, b) => total(a) - total(b) || a - b);
+    const bound = new Float64Array(groups).fill(Infinity); // the best total so far, per group
+    const open = (c: number) => {
+      for (let g = 0; g < groups; g++) if (!(sums[c * groups + g] > bound[g])) return true;
+      return false;
+    };
+    for (const c of order) {
+      let b = 1;
+      for (; b < B && open(c); b++, evaluated++) add([c], await score([c], b));
+      if (b < B) continue; // dropped: its total exceeds the best in every group
+      complete[c] = 1;
+      for (let g = 0; g < groups; g++) if (sums[c * groups + g] < bound[g]) bound[g] = sums[c * groups + g];
+    }
   }
-  return total!;
+  const key = (c: number, g: number) => (Number.isNaN(sums[c * groups + g]) ? Infinity : sums[c * groups + g]);
+  const best = new Array<number>(groups).fill(-1);
+  for (let g = 0; g < groups; g++) {
+    for (let c = 0; c < candidates; c++) if (complete[c] && (best[g] < 0 || key(c, g) < key(best[g], g))) best[g] = c;
+  }
+  if (stats) {
+    stats.scored += evaluated;
+    stats.full += candidates * B;
+  }
+  return { best, scores: best.map((c, g) => sums[c * groups + g]) };
 }
 
 export function fakeQuantActivation(x: Float32Array, q: ActivationQuant, groupSize = x.length): Float32Array {
@@ -219,11 +274,18 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
   const integer = (cfg.integerScoring ?? true) && cfg.metric === 'hessian' && wBits <= 8 && aBits <= 8;
   // Per-channel weights (the conv) are scored per output channel; otherwise per output row (and q/k/v block).
   const perColumn = perColumnCosine(cfg, groups, N);
+  // Hessian scores are summed over blocks of rows, which lets candidates be pruned exactly (bestByBlocks).
+  // The Hessian metric only needs Ô − O = x̂·ŵᵀ − (O − b): the bias is folded into the target once.
+  const hessian = cfg.metric === 'hessian';
+  const blocks = rowBlocks(M, N + K, cfg.metric, budget, MIN_BLOCK_ROWS);
+  const target = hessian && rec.bias ? new Tensor(minusRowBias(out.data, rec.bias.data), [M, N]) : out;
+  const bias = hessian ? null : rec.bias;
+  const rowTensor = (t: Tensor, cols: number, b: [number, number]) => (blocks.length === 1 ? t : new Tensor(rowsOf(t.data, cols, b), [b[1] - b[0], cols]));
+  const outBlocks = blocks.map((b) => rowTensor(target, N, b));
+  const gradBlocks = blocks.map((b) => grad && rowTensor(grad, N, b));
+  const prune = cfg.prune ?? true;
   // Each half-step depends only on the other operand's current scales: once a half-step sees the same
   // scales as in the previous round, every later round repeats itself exactly, so we stop there.
-  // Very large layers are scored over blocks of rows (Hessian only; see rowBlocks).
-  const blocks = rowBlocks(M, N + K, cfg.metric, budget);
-  const blockRows = blocks[0][1] - blocks[0][0];
   let lastInputKey = '', lastWeightKey = '';
   for (let round = 0; round < cfg.rounds; round++) {
     const inputKey = JSON.stringify(input);
@@ -234,23 +296,22 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
       // Uniform ≤ 8-bit input: the product is scored on integer codes (scoreLinearInteger), else in float.
       const xCodes = integer && input ? activationCodesU8(x.data, input, [M, K]) : null;
       const xq = input && !xCodes ? new Tensor(fakeQuantActivation(x.data, input), [M, K]) : x;
-      const weightWidth = cfg.metric === 'hessian' || perColumn ? N : M * cosineGroups;
-      const wScores = await scoreInBatches(budget, C, Math.min(M, blockRows) * N + N * K, weightWidth, (start, count) => {
+      const xBlocks = blocks.map((b) => (xCodes ? xCodes.map((part) => ({ ...part, codes: rowsOf(part.codes, K, b), shape: [b[1] - b[0], K] })) : rowTensor(xq, K, b)));
+      const { best: bestW, scores } = await bestByBlocks(C, groups, blocks, (rows) => Math.floor(budget / (rows * N + N * K)), async (cands, block) => {
+        const count = cands.length;
         const scales = new Float32Array(count * N);
-        for (let c = 0; c < count; c++) for (let n = 0; n < N; n++) scales[c * N + n] = factors[start + c] * w0[Math.floor(n / rowsPerGroup)];
-        return sumOverBlocks(blocks, (b) => {
-          const [o, g] = [new Tensor(rowsOf(out.data, N, b), [b[1] - b[0], N]), grad && new Tensor(rowsOf(grad.data, N, b), [b[1] - b[0], N])];
-          if (xCodes) return scoreLinearInteger({ searched: 'weight', x: xCodes.map((part) => ({ ...part, codes: rowsOf(part.codes, K, b), shape: [b[1] - b[0], K] })), w: rec.weight, bias: rec.bias, out: o, grad: g, scales, candidates: count, bits: wBits, metric: cfg.metric, cosineGroups });
-          return scoreLinear({ searched: 'weight', x: new Tensor(rowsOf(xq.data, K, b), [b[1] - b[0], K]), w: rec.weight, bias: rec.bias, out: o, grad: g, scales, candidates: count, bits: wBits, quantizer: 'uniform', metric: cfg.metric, cosineGroups, cosinePerColumn: perColumn });
-        });
-      });
-      const perGroup =
-        cfg.metric === 'hessian' ? sumRowGroups(wScores, C, N, groups) : perColumn ? wScores.map((v) => -v) : cosineToLoss(Float32Array.from(wScores), C, M, cosineGroups, (i) => i % cosineGroups);
-      const bestW = argminColumns(perGroup, C, groups);
+        for (let c = 0; c < count; c++) for (let n = 0; n < N; n++) scales[c * N + n] = factors[cands[c]] * w0[Math.floor(n / rowsPerGroup)];
+        const [xb, o, g] = [xBlocks[block], outBlocks[block], gradBlocks[block]];
+        const s = Array.isArray(xb)
+          ? await scoreLinearInteger({ searched: 'weight', x: xb, w: rec.weight, bias, out: o, grad: g, scales, candidates: count, bits: wBits, metric: cfg.metric, cosineGroups })
+          : await scoreLinear({ searched: 'weight', x: xb, w: rec.weight, bias, out: o, grad: g, scales, candidates: count, bits: wBits, quantizer: 'uniform', metric: cfg.metric, cosineGroups, cosinePerColumn: perColumn });
+        const wide = Float64Array.from(s);
+        return hessian ? sumRowGroups(wide, count, N, groups) : perColumn ? wide.map((v) => -v) : cosineToLoss(s, count, M, cosineGroups, (i) => i % cosineGroups);
+      }, prune, cfg.stats);
       weightDeltas = bestW.map((b, g) => factors[b] * w0[g]);
       if (only === 'weight') {
         // Groups are independent rows: the point's error is the sum of each group's best.
-        const diagonal = bestW.reduce((sum, b, g) => sum + perGroup[b * groups + g], 0);
+        const diagonal = scores.reduce((sum, v) => sum + v, 0);
         cfg.sensitivity!.report({ diagonal, perImage: await linearPerImage(rec, input, weightDeltas, wBits, cfg.sensitivity!.images) });
         break;
       }
@@ -264,23 +325,20 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
     // every candidate, both twin-GELU ranges included).
     const wCodes = integer ? weightCodesT(rec.weight.data, weightDeltas, N, K, wBits) : null;
     const wq = wCodes ? rec.weight : new Tensor(fakeQuantGrouped(rec.weight.data, weightDeltas, rowsPerGroup * K, wBits), [N, K]);
-    const inputWidth = cfg.metric === 'hessian' ? 1 : M;
-    const aScores = await scoreInBatches(budget, C, Math.min(M, blockRows) * (N + K), inputWidth, (start, count) => {
-      const deltas = factors.slice(start, start + count).map((f) => f * a0);
+    const xBlocks = blocks.map((b) => rowTensor(x, K, b));
+    const { best: [bestA], scores: [bestScore] } = await bestByBlocks(C, 1, blocks, (rows) => Math.floor(budget / (rows * (N + K))), async (cands, block) => {
+      const deltas = cands.map((c) => factors[c] * a0);
       const scales = Float32Array.from(deltas);
       const scales2 = twinGelu ? Float32Array.from(deltas.map((d) => geluNegativeDelta(d, aBits, cfg.geluAligned))) : undefined;
-      return sumOverBlocks(blocks, (b) => {
-        const rows = b[1] - b[0];
-        const [xb, o, g] = [new Tensor(rowsOf(x.data, K, b), [rows, K]), new Tensor(rowsOf(out.data, N, b), [rows, N]), grad && new Tensor(rowsOf(grad.data, N, b), [rows, N])];
-        if (wCodes) return scoreLinearInteger({ searched: 'input', x: xb, w: wCodes, bias: rec.bias, out: o, grad: g, scales, scales2, candidates: count, bits: aBits, metric: cfg.metric, cosineGroups: 1 });
-        return scoreLinear({ searched: 'input', x: xb, w: wq, bias: rec.bias, out: o, grad: g, scales, scales2, candidates: count, bits: aBits, quantizer: twinGelu ? 'twin-gelu' : 'uniform', metric: cfg.metric, cosineGroups: 1 });
-      });
-    });
-    const aLoss = cfg.metric === 'hessian' ? aScores : cosineToLoss(Float32Array.from(aScores), C, M, 1, () => 0);
-    const bestA = argminColumns(aLoss, C, 1)[0];
+      const [xb, o, g] = [xBlocks[block], outBlocks[block], gradBlocks[block]];
+      const s = wCodes
+        ? await scoreLinearInteger({ searched: 'input', x: xb, w: wCodes, bias, out: o, grad: g, scales, scales2, candidates: cands.length, bits: aBits, metric: cfg.metric, cosineGroups: 1 })
+        : await scoreLinear({ searched: 'input', x: xb, w: wq, bias, out: o, grad: g, scales, scales2, candidates: cands.length, bits: aBits, quantizer: twinGelu ? 'twin-gelu' : 'uniform', metric: cfg.metric, cosineGroups: 1 });
+      return hessian ? Float64Array.from(s) : cosineToLoss(s, cands.length, M, 1, () => 0);
+    }, prune, cfg.stats);
     input = inputQuant(factors[bestA] * a0);
     if (only === 'input') {
-      cfg.sensitivity!.report({ diagonal: aLoss[bestA], perImage: await linearPerImage(rec, input, weightDeltas, wBits, cfg.sensitivity!.images) });
+      cfg.sensitivity!.report({ diagonal: bestScore, perImage: await linearPerImage(rec, input, weightDeltas, wBits, cfg.sensitivity!.images) });
       break;
     }
   }
@@ -335,6 +393,14 @@ function weightCodesT(w: Float32Array, deltas: number[], N: number, K: number, b
   return { codesT, shape: [K, N], deltas: rowDeltas };
 }
 
+/** O − b, row by row ([M, N] and [N]). */
+function minusRowBias(out: Float32Array, bias: Float32Array): Float32Array {
+  const n = bias.length;
+  const t = new Float32Array(out.length);
+  for (let i = 0; i < t.length; i++) t[i] = out[i] - bias[i % n];
+  return t;
+}
+
 /** [C, N] per-row scores → [C, groups] sums over each group's rows. */
 function sumRowGroups(scores: Float64Array, candidates: number, rows: number, groups: number): Float64Array {
   const per = rows / groups;
@@ -384,18 +450,18 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
   const factors = candidateFactors(cfg);
   const C = factors.length;
   const view = (t: Float32Array, rows: number, cols: number) => ({ data: t, shape: [O, H, rows, cols] });
-  // Very large products are scored over blocks of images (Hessian only; see rowBlocks).
+  // Hessian scores are summed over blocks of images (at least MIN_BLOCK_ROWS output rows each), which bounds
+  // the working set of very large products and lets candidates be pruned exactly (bestByBlocks).
   const perImage = 2 * H * Math.max(M, K) * Math.max(N, K);
-  const blocks = rowBlocks(O, perImage, cfg.metric, budget);
-  const blockImages = blocks[0][1] - blocks[0][0];
+  const blocks = rowBlocks(O, perImage, cfg.metric, budget, Math.ceil(MIN_BLOCK_ROWS / M));
+  const prune = cfg.prune ?? true;
   type Feed = { data: Float32Array; shape: number[] };
-  const sub = (t: Feed | null, [o0, o1]: [number, number]): Feed | null =>
-    t && (blocks.length === 1 ? t : { data: t.data.subarray((o0 * t.data.length) / O, (o1 * t.data.length) / O), shape: [o1 - o0, ...t.shape.slice(1)] });
-  /** Scores of `inputs` summed over the image blocks. */
-  const blockwise = (inputs: { a: Feed; b: Feed; out: Feed; grad: Feed | null }, score: (f: { a: Feed; b: Feed; out: Feed; grad: Feed | null }) => Promise<Float32Array>) =>
-    sumOverBlocks(blocks, (blk) => score({ a: sub(inputs.a, blk)!, b: sub(inputs.b, blk)!, out: sub(inputs.out, blk)!, grad: sub(inputs.grad, blk) }));
+  const sub = (t: Feed, [o0, o1]: [number, number]): Feed =>
+    blocks.length === 1 ? t : { data: t.data.subarray((o0 * t.data.length) / O, (o1 * t.data.length) / O), shape: [o1 - o0, ...t.shape.slice(1)] };
   const out = view(rec.out.data, M, N);
   const grad = rec.grad ? view(rec.grad.data, M, N) : null;
+  const outBlocks = blocks.map((b) => sub(out, b));
+  const gradBlocks = blocks.map((b) => grad && sub(grad, b));
   const twin = rec.postSoftmax && cfg.twinSoftmax;
   const deltaR2 = cfg.softmaxDeltaR2 === 'paper' ? 1 / qmax(aBits) : 1 / (qmax(aBits) - 1);
 
@@ -405,11 +471,13 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
   const twinR1 = Array.from({ length: 20 }, (_, j) => 2 ** -(aBits - 1 + j));
   let aQuant: ActivationQuant = twin ? { kind: 'twin-softmax', bits: aBits, deltaR1: twinR1[8], deltaR2 } : { kind: 'uniform', bits: aBits, deltas: a0 };
   let bQuant: ActivationQuant = { kind: 'uniform', bits: bBits, deltas: b0 };
-  /** Σ over heads of each head's best score (heads have their own scales, so they are independent). */
-  const bestTotal = (loss: Float64Array, best: number[]) => best.reduce((sum, b, h) => sum + loss[b * H + h], 0);
-  const lossOf = (scores: Float64Array, count: number): Float64Array =>
-    cfg.metric === 'hessian' ? scores : cosineToLoss(Float32Array.from(scores), count, O * M, H, (i) => Math.floor(i / M) % H);
-  const width = cfg.metric === 'hessian' ? H : O * H * M;
+  /** Per-head losses [count, H] of one block's scores (cosine: row cosines averaged per head, negated). */
+  const lossOf = (scores: Float32Array, count: number, images: number): Float64Array =>
+    cfg.metric === 'hessian' ? Float64Array.from(scores) : cosineToLoss(scores, count, images * M, H, (i) => Math.floor(i / M) % H);
+  /** Candidates that fit one scoring run over `images` images. */
+  const batchA = (images: number) => Math.floor(budget / (2 * images * H * M * Math.max(N, K)));
+  const batchB = (images: number) => Math.floor(budget / (2 * images * H * Math.max(M, K) * N));
+  const sum = (v: number[]) => v.reduce((t, x) => t + x, 0);
 
   let lastBKey = '', lastAKey = '';
   for (let round = 0; round < cfg.rounds; round++) {
@@ -418,30 +486,35 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
     lastBKey = bKey;
     if (only !== 'b') {
       const bq = view(fakeQuantActivation(rec.b.data, bQuant, K * N), K, N);
+      const aBlocks = blocks.map((b) => sub(view(rec.a.data, M, K), b));
+      const bBlocks = blocks.map((b) => sub(bq, b));
+      const inputs = (block: number) => ({ a: aBlocks[block], b: bBlocks[block], out: outBlocks[block], grad: gradBlocks[block] });
       if (twin) {
-        const scores = await scoreInBatches(budget, twinR1.length, 2 * blockImages * H * M * Math.max(N, K), width, (start, count) => {
-          const r1 = twinR1.slice(start, start + count);
-          return blockwise({ a: view(rec.a.data, M, K), b: bq, out, grad }, (f) => scoreMatmul({ searched: 'A', ...f, scales: Float32Array.from(r1), splits: Float32Array.from(r1.map((d) => d * qmax(aBits))), deltaR2, candidates: count, heads: H, bits: aBits, quantizer: 'twin-softmax', metric: cfg.metric }));
-        });
-        const perHead = lossOf(scores, twinR1.length);
-        const total = new Float64Array(twinR1.length);
-        for (let c = 0; c < twinR1.length; c++) for (let h = 0; h < H; h++) total[c] += perHead[c * H + h];
-        const best = argminColumns(total, twinR1.length, 1)[0];
+        // One Δ_R1 for all heads: the heads' scores are summed.
+        const { best: [best], scores: [total] } = await bestByBlocks(twinR1.length, 1, blocks, batchA, async (cands, block) => {
+          const r1 = cands.map((c) => twinR1[c]);
+          const s = await scoreMatmul({ searched: 'A', ...inputs(block), scales: Float32Array.from(r1), splits: Float32Array.from(r1.map((d) => d * qmax(aBits))), deltaR2, candidates: cands.length, heads: H, bits: aBits, quantizer: 'twin-softmax', metric: cfg.metric });
+          const perHead = lossOf(s, cands.length, blocks[block][1] - blocks[block][0]);
+          const totals = new Float64Array(cands.length);
+          for (let c = 0; c < cands.length; c++) for (let h = 0; h < H; h++) totals[c] += perHead[c * H + h];
+          return totals;
+        }, prune, cfg.stats);
         aQuant = { kind: 'twin-softmax', bits: aBits, deltaR1: twinR1[best], deltaR2 };
         if (only === 'a') {
-          cfg.sensitivity!.report({ diagonal: total[best], perImage: await matmulPerImage(rec, aQuant, bQuant, cfg.sensitivity!.images) });
+          cfg.sensitivity!.report({ diagonal: total, perImage: await matmulPerImage(rec, aQuant, bQuant, cfg.sensitivity!.images) });
           break;
         }
       } else {
-        const scores = await scoreInBatches(budget, C, 2 * blockImages * H * M * Math.max(N, K), width, (start, count) => {
-          const scales = new Float32Array(count * H);
-          for (let c = 0; c < count; c++) for (let h = 0; h < H; h++) scales[c * H + h] = factors[start + c] * a0[h];
-          return blockwise({ a: view(rec.a.data, M, K), b: bq, out, grad }, (f) => scoreMatmul({ searched: 'A', ...f, scales, candidates: count, heads: H, bits: aBits, quantizer: 'uniform', metric: cfg.metric }));
-        });
-        const loss = lossOf(scores, C), best = argminColumns(loss, C, H);
+        const { best, scores } = await bestByBlocks(C, H, blocks, batchA, async (cands, block) => {
+          const scales = new Float32Array(cands.length * H);
+          for (let c = 0; c < cands.length; c++) for (let h = 0; h < H; h++) scales[c * H + h] = factors[cands[c]] * a0[h];
+          const s = await scoreMatmul({ searched: 'A', ...inputs(block), scales, candidates: cands.length, heads: H, bits: aBits, quantizer: 'uniform', metric: cfg.metric });
+          return lossOf(s, cands.length, blocks[block][1] - blocks[block][0]);
+        }, prune, cfg.stats);
         aQuant = { kind: 'uniform', bits: aBits, deltas: best.map((b, h) => factors[b] * a0[h]) };
         if (only === 'a') {
-          cfg.sensitivity!.report({ diagonal: bestTotal(loss, best), perImage: await matmulPerImage(rec, aQuant, bQuant, cfg.sensitivity!.images) });
+          // Heads have their own scales, so they are independent: the point's error is the sum of each head's best.
+          cfg.sensitivity!.report({ diagonal: sum(scores), perImage: await matmulPerImage(rec, aQuant, bQuant, cfg.sensitivity!.images) });
           break;
         }
       }
@@ -450,15 +523,17 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
     if (round > 0 && aKey === lastAKey) break;
     lastAKey = aKey;
     const aq = view(fakeQuantActivation(rec.a.data, aQuant, M * K), M, K);
-    const scores = await scoreInBatches(budget, C, 2 * blockImages * H * Math.max(M, K) * N, width, (start, count) => {
-      const scales = new Float32Array(count * H);
-      for (let c = 0; c < count; c++) for (let h = 0; h < H; h++) scales[c * H + h] = factors[start + c] * b0[h];
-      return blockwise({ a: aq, b: view(rec.b.data, K, N), out, grad }, (f) => scoreMatmul({ searched: 'B', ...f, scales, candidates: count, heads: H, bits: bBits, quantizer: 'uniform', metric: cfg.metric }));
-    });
-    const loss = lossOf(scores, C), best = argminColumns(loss, C, H);
+    const aBlocks = blocks.map((b) => sub(aq, b));
+    const bBlocks = blocks.map((b) => sub(view(rec.b.data, K, N), b));
+    const { best, scores } = await bestByBlocks(C, H, blocks, batchB, async (cands, block) => {
+      const scales = new Float32Array(cands.length * H);
+      for (let c = 0; c < cands.length; c++) for (let h = 0; h < H; h++) scales[c * H + h] = factors[cands[c]] * b0[h];
+      const s = await scoreMatmul({ searched: 'B', a: aBlocks[block], b: bBlocks[block], out: outBlocks[block], grad: gradBlocks[block], scales, candidates: cands.length, heads: H, bits: bBits, quantizer: 'uniform', metric: cfg.metric });
+      return lossOf(s, cands.length, blocks[block][1] - blocks[block][0]);
+    }, prune, cfg.stats);
     bQuant = { kind: 'uniform', bits: bBits, deltas: best.map((b, h) => factors[b] * b0[h]) };
     if (only === 'b') {
-      cfg.sensitivity!.report({ diagonal: bestTotal(loss, best), perImage: await matmulPerImage(rec, aQuant, bQuant, cfg.sensitivity!.images) });
+      cfg.sensitivity!.report({ diagonal: sum(scores), perImage: await matmulPerImage(rec, aQuant, bQuant, cfg.sensitivity!.images) });
       break;
     }
   }
