@@ -45,7 +45,7 @@ export function partScales(q: ActivationQuant): number[][] {
 /** Where per-head scales apply: axis 1 of a [G/H, H, rows, cols] operand. */
 const HEAD_AXIS = 1;
 
-function checkBits(bits: number, what: string): void {
+export function checkBits(bits: number, what: string): void {
   if (bits < 2 || bits > 8) throw new Ptq4vitError(`${what}: ${bits}-bit codes do not fit the int8 container of the integer graph (2–8 bits); export with --float or quantize with at most 8 bits`);
 }
 
@@ -84,17 +84,17 @@ function quantizeLinear(g: GraphBuilder, x: string, scales: number[], axis: numb
 }
 
 /** The constants of one code type: uint8 (activation codes) or int8 (the right operand of a product). */
-interface CodeType {
+export interface CodeType {
   scalar(g: GraphBuilder, hint: string, value: number): string;
   vector(g: GraphBuilder, hint: string, values: number[]): string;
   min: number;
   max: number;
 }
-const UINT8: CodeType = { scalar: (g, h, v) => g.uint8(h, v), vector: (g, h, vs) => g.uint8s(h, vs), min: 0, max: 255 };
+export const UINT8: CodeType = { scalar: (g, h, v) => g.uint8(h, v), vector: (g, h, vs) => g.uint8s(h, vs), min: 0, max: 255 };
 const INT8: CodeType = { scalar: (g, h, v) => g.int8(h, v), vector: (g, h, vs) => g.int8s(h, Int8Array.from(vs), [vs.length]), min: -128, max: 127 };
 
 /** QuantizeLinear into `type` with zero point `zero`, then the k-bit code range [lo, hi] (as stored values). */
-function quantizeCodes(g: GraphBuilder, x: string, scales: number[], type: CodeType, zero: number, lo: number, hi: number, hint: string): string {
+export function quantizeCodes(g: GraphBuilder, x: string, scales: number[], type: CodeType, zero: number, lo: number, hi: number, hint: string): string {
   const zp = (h: string, count: number): string => (count === 1 ? type.scalar(g, h, zero) : type.vector(g, h, new Array<number>(count).fill(zero)));
   return codesThroughLayout(g, x, hint, (source, axis) => {
     const q = quantizeLinear(g, source, scales, axis, zp, hint);

@@ -20,7 +20,7 @@ export function int64s(name: string, values: number[]): Initializer {
 }
 
 /** clamp(round(x/s), lo, hi)·s into `out` (s broadcasts). */
-function roundToGrid(x: string, s: string, lo: string, hi: string, out: string): NodeSpec[] {
+export function roundToGrid(x: string, s: string, lo: string, hi: string, out: string): NodeSpec[] {
   return [
     { op: 'Div', inputs: [x, s], outputs: [`${out}_div`] },
     { op: 'Round', inputs: [`${out}_div`], outputs: [`${out}_round`] },
