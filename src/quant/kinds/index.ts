@@ -1,7 +1,7 @@
 /**
  * The registry of activation-quantizer kinds: `kindOf(q)` is the object that knows how to store, check,
- * apply and export a quantizer of q's kind (kind.ts). A new kind is a file beside these and one entry here
- * (and its plain-data shape in params.ts ActivationQuant).
+ * apply and export a quantizer of q's kind (kind.ts). A new kind is a file beside these, one entry in KINDS and
+ * in activationSchema here, and its plain-data shape in params.ts (ActivationQuant).
  */
 import { z } from 'zod';
 import type { GraphBuilder } from '../../onnx/builder.js';

@@ -1,13 +1,15 @@
 /**
- * What one activation-quantizer kind (uniform, twin GELU, twin softmax) owns, so that a new kind is one new
- * file under kinds/ plus one line in the registry (index.ts): its disk form, which operands it may quantize,
- * its float formula, its integer codes, its ONNX nodes (search, simulation, integer graph) and the key under
- * which sessions of those nodes are cached. The quantizer itself stays plain data (params.ts ActivationQuant);
- * the kind object is looked up from `q.kind` (index.ts kindOf), never stored in it.
+ * What one activation-quantizer kind (uniform, twin GELU, twin softmax) owns: its disk form, which operands it
+ * may quantize, its float formula, its integer codes, its ONNX nodes (candidate scoring, simulation, integer
+ * graph) and the key under which sessions of those nodes are cached. A new kind is a file beside the others,
+ * its plain-data shape in params.ts (ActivationQuant), an entry in the registry (index.ts) and an example in
+ * test/kinds.test.ts. The quantizer itself stays plain data; the kind object is looked up from `q.kind`
+ * (index.ts kindOf), never stored in it.
  *
- * The same formula is written three ways on purpose, each as its consumer rounds and runs it: in JS (the
- * search's held operand, quantizers.ts), as float ONNX nodes (candidate scoring and the simulation) and as
- * uint8 codes (the integer graph). Keeping all three beside each other is the point of this file layout.
+ * One formula is written several ways on purpose, each as its consumer rounds and runs it: in JS (the search's
+ * held operand and its u8 scoring codes, quantizers.ts), as float ONNX nodes (candidate scoring: x̂; the
+ * simulation: codes) and as uint8 ONNX codes (the integer graph). Keeping them beside each other, one file
+ * per kind, is the point of this layout; test/kinds.test.ts holds them to each other.
  */
 import { z } from 'zod';
 import type { GraphBuilder } from '../../onnx/builder.js';
