@@ -6,7 +6,8 @@
 import { Ptq4vitError } from '../errors.js';
 import type { GraphBuilder } from '../onnx/builder.js';
 import { OnnxType } from '../onnx/proto.js';
-import { activationCodes, integerLinear, integerProduct, rescaleConstant, signedCodes, type CodePart } from '../quant/integer.js';
+import { integerLinear, integerProduct, rescaleConstant, signedCodes, type CodePart } from '../quant/integer.js';
+import { activationCodes } from '../quant/kinds/index.js';
 import type { LinearQuant, MatmulQuant, PointQuant } from '../quant/params.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { ProductEmitter, Traced } from './trace.js';

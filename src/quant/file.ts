@@ -14,6 +14,7 @@ import type { ModelSpec, QuantPoint, VisionModel } from '../models/types.js';
 import { parseWith } from '../schema.js';
 import { Tensor, shapeString } from '../tensor/tensor.js';
 import { pointsFromDisk, pointsSchema, pointsToDisk, provenanceSchema, snakeCaseKeys } from './fileschema.js';
+import { kindOf } from './kinds/index.js';
 import type { ActivationQuant, LinearQuant, PointQuant } from './params.js';
 import { qmax, uniformCoder } from './quantizers.js';
 
@@ -250,11 +251,8 @@ function checkPoint(q: PointQuant, p: QuantPoint, where: string): void {
 }
 
 function checkOperand(a: ActivationQuant, p: QuantPoint, field: 'a' | 'b' | 'input', heads: number, bad: (why: string) => never): void {
-  if (a.kind === 'uniform' && a.deltas.length !== 1 && a.deltas.length !== heads) {
-    bad(`${field}.deltas has ${a.deltas.length} entries, expected 1${heads > 1 ? ` or ${heads} (one per head)` : ''}`);
-  }
-  if (a.kind === 'twin-gelu' && !(field === 'input' && p.input === 'post-gelu')) bad(`${field} is twin-gelu, but it is not a post-GELU input`);
-  if (a.kind === 'twin-softmax' && !(field === 'a' && p.input === 'post-softmax')) bad(`${field} is twin-softmax, but it is not a post-softmax operand`);
+  const misfit = kindOf(a).misfit(a, { field, feeds: p.input, heads });
+  if (misfit !== null) bad(misfit);
 }
 
 /**

@@ -6,25 +6,14 @@
  *   ptq4vit.quant: [{ point, kind: "linear"|"conv", weight_bits, weight_deltas: [Δ…], input: activation|null }
  *                   | { point, kind: "matmul", heads, a: activation, b: activation }, …]
  *   activation:    { kind: "uniform", bits, deltas: [Δ…] } | { kind: "twin-gelu", bits, delta_neg, delta_pos }
- *                  | { kind: "twin-softmax", bits, delta_r1, delta_r2 }
+ *                  | { kind: "twin-softmax", bits, delta_r1, delta_r2 }     (each kind's own, kinds/*.ts)
  */
 import { z } from 'zod';
-import type { ActivationQuant, PointQuant } from './params.js';
+import { MAX_BITS, MIN_BITS, activationFromDisk, activationSchema, activationToDisk, bitsSchema as bits, deltasSchema as deltas } from './kinds/index.js';
+import type { PointQuant } from './params.js';
 
-/** Bit widths the quantizers support (the CLI's --bits range). */
-export const MIN_BITS = 2;
-export const MAX_BITS = 16;
-
-const bits = z.number().int().min(MIN_BITS).max(MAX_BITS);
-/** A quantization step: finite (zod numbers exclude ±Infinity) and > 0, or x/Δ is NaN or ±∞. */
-const delta = z.number().positive();
-const deltas = z.array(delta).min(1);
-
-const activationSchema = z.discriminatedUnion('kind', [
-  z.strictObject({ kind: z.literal('uniform'), bits, deltas }),
-  z.strictObject({ kind: z.literal('twin-gelu'), bits, delta_neg: delta, delta_pos: delta }),
-  z.strictObject({ kind: z.literal('twin-softmax'), bits, delta_r1: delta, delta_r2: delta }),
-]);
+/** Bit widths the quantizers support (the CLI's --bits range; defined with the kinds' disk forms). */
+export { MAX_BITS, MIN_BITS };
 
 const pointSchema = z.discriminatedUnion('kind', [
   z.strictObject({ point: z.string().min(1), kind: z.enum(['linear', 'conv']), weight_bits: bits, weight_deltas: deltas, input: activationSchema.nullable() }),
@@ -62,24 +51,7 @@ export function bitsLabel(provenance: Record<string, unknown>): string {
   return mixed ? `mixed precision W${mixed.w_avg_bits.toFixed(2)}A${mixed.a_avg_bits.toFixed(2)}` : `W${provenance.w_bits}A${provenance.a_bits}`;
 }
 
-type DiskActivation = z.output<typeof activationSchema>;
 type DiskPoint = z.output<typeof pointSchema>;
-
-function activationToDisk(q: ActivationQuant): DiskActivation {
-  switch (q.kind) {
-    case 'uniform': return { kind: q.kind, bits: q.bits, deltas: [...q.deltas] };
-    case 'twin-gelu': return { kind: q.kind, bits: q.bits, delta_neg: q.deltaNeg, delta_pos: q.deltaPos };
-    case 'twin-softmax': return { kind: q.kind, bits: q.bits, delta_r1: q.deltaR1, delta_r2: q.deltaR2 };
-  }
-}
-
-function activationFromDisk(d: DiskActivation): ActivationQuant {
-  switch (d.kind) {
-    case 'uniform': return { kind: d.kind, bits: d.bits, deltas: d.deltas };
-    case 'twin-gelu': return { kind: d.kind, bits: d.bits, deltaNeg: d.delta_neg, deltaPos: d.delta_pos };
-    case 'twin-softmax': return { kind: d.kind, bits: d.bits, deltaR1: d.delta_r1, deltaR2: d.delta_r2 };
-  }
-}
 
 export function pointsToDisk(points: readonly PointQuant[]): DiskPoint[] {
   return points.map((p) => p.kind === 'matmul'

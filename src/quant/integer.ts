@@ -1,7 +1,7 @@
 /**
  * Integer arithmetic for the quantized graph: each quantizer kind turns a float activation into uint8
- * codes (ONNX nodes); `integerLinear` multiplies them by a linear layer's int8 weight codes with
- * MatMulIntegerToFloat (int32 accumulation, rescale and bias in one kernel), and `integerProduct` multiplies
+ * codes (ONNX nodes made with quantizeCodes: kinds/*.ts integerCodes); `integerLinear` multiplies them by a
+ * linear layer's int8 weight codes with MatMulIntegerToFloat (int32 accumulation, rescale and bias in one kernel), and `integerProduct` multiplies
  * the attention operands with MatMulInteger and one float rescale (per-head Δs, which that kernel's
  * per-column scales cannot express).
  *
@@ -33,19 +33,11 @@ export interface IntegerOperand {
   parts: CodePart[];
 }
 
-/** The Δ of each code part of a quantizer: one part (uniform, per tensor or per head) or two (twin R1, R2). */
-export function partScales(q: ActivationQuant): number[][] {
-  switch (q.kind) {
-    case 'uniform': return [q.deltas];
-    case 'twin-gelu': return [[q.deltaNeg], [q.deltaPos]];
-    case 'twin-softmax': return [[q.deltaR1], [q.deltaR2]];
-  }
-}
-
 /** Where per-head scales apply: axis 1 of a [G/H, H, rows, cols] operand. */
 const HEAD_AXIS = 1;
 
-function checkBits(bits: number, what: string): void {
+/** Codes of the integer graph live in an 8-bit container. */
+export function checkBits(bits: number, what: string): void {
   if (bits < 2 || bits > 8) throw new Ptq4vitError(`${what}: ${bits}-bit codes do not fit the int8 container of the integer graph (2–8 bits); export with --float or quantize with at most 8 bits`);
 }
 
@@ -84,17 +76,20 @@ function quantizeLinear(g: GraphBuilder, x: string, scales: number[], axis: numb
 }
 
 /** The constants of one code type: uint8 (activation codes) or int8 (the right operand of a product). */
-interface CodeType {
+export interface CodeType {
   scalar(g: GraphBuilder, hint: string, value: number): string;
   vector(g: GraphBuilder, hint: string, values: number[]): string;
   min: number;
   max: number;
 }
-const UINT8: CodeType = { scalar: (g, h, v) => g.uint8(h, v), vector: (g, h, vs) => g.uint8s(h, vs), min: 0, max: 255 };
+export const UINT8: CodeType = { scalar: (g, h, v) => g.uint8(h, v), vector: (g, h, vs) => g.uint8s(h, vs), min: 0, max: 255 };
 const INT8: CodeType = { scalar: (g, h, v) => g.int8(h, v), vector: (g, h, vs) => g.int8s(h, Int8Array.from(vs), [vs.length]), min: -128, max: 127 };
 
-/** QuantizeLinear into `type` with zero point `zero`, then the k-bit code range [lo, hi] (as stored values). */
-function quantizeCodes(g: GraphBuilder, x: string, scales: number[], type: CodeType, zero: number, lo: number, hi: number, hint: string): string {
+/**
+ * QuantizeLinear into `type` with zero point `zero`, then the k-bit code range [lo, hi] (as stored values).
+ * The kinds' integer codes (kinds/*.ts integerCodes) are made of it.
+ */
+export function quantizeCodes(g: GraphBuilder, x: string, scales: number[], type: CodeType, zero: number, lo: number, hi: number, hint: string): string {
   const zp = (h: string, count: number): string => (count === 1 ? type.scalar(g, h, zero) : type.vector(g, h, new Array<number>(count).fill(zero)));
   return codesThroughLayout(g, x, hint, (source, axis) => {
     const q = quantizeLinear(g, source, scales, axis, zp, hint);
@@ -102,46 +97,6 @@ function quantizeCodes(g: GraphBuilder, x: string, scales: number[], type: CodeT
     if (lo === type.min && hi === type.max) return q;
     return g.op('Clip', [q, type.scalar(g, `${hint}_lo`, lo), type.scalar(g, `${hint}_hi`, hi)], undefined, `${hint}_codes`);
   });
-}
-
-/**
- * The left operand of an integer product as uint8 codes, for each quantizer kind (x: float tensor name;
- * per-head scales apply along axis 1).
- *   uniform       code = clamp(round(x/Δ), −2^(k−1), 2^(k−1)−1) + 128
- *   twin-gelu     R1 = clamp(round(x/Δ_R1), −2^(k−1), 0) + 128,  R2 = clamp(round(x/Δ_R2), 0, 2^(k−1)−1) + 128
- *   twin-softmax  R1 = x < 2^(k−1)·Δ_R1 ? clamp(round(x/Δ_R1), 0, 2^(k−1)−1) : 0,  R2 = otherwise clamp(round(x/Δ_R2), …)
- */
-export function activationCodes(g: GraphBuilder, x: string, q: ActivationQuant, hint: string): IntegerOperand {
-  checkBits(q.bits, hint);
-  const half = qmax(q.bits);
-  switch (q.kind) {
-    case 'uniform': {
-      const zp = g.uint8(`${hint}_zp128`, 128);
-      return { parts: [{ codes: quantizeCodes(g, x, q.deltas, UINT8, 128, 128 - half, 128 + half - 1, hint), zeroPoint: zp, scales: q.deltas }] };
-    }
-    case 'twin-gelu': {
-      const zp = g.uint8(`${hint}_zp128`, 128);
-      return {
-        parts: [
-          { codes: quantizeCodes(g, x, [q.deltaNeg], UINT8, 128, 128 - half, 128, `${hint}_r1`), zeroPoint: zp, scales: [q.deltaNeg] },
-          { codes: quantizeCodes(g, x, [q.deltaPos], UINT8, 128, 128, 128 + half - 1, `${hint}_r2`), zeroPoint: zp, scales: [q.deltaPos] },
-        ],
-      };
-    }
-    case 'twin-softmax': {
-      const zp = g.uint8(`${hint}_zp0`, 0);
-      const inR1 = g.op('Less', [x, g.float(`${hint}_split`, half * q.deltaR1)], undefined, `${hint}_in_r1`);
-      const none = g.uint8(`${hint}_none`, 0);
-      const r1 = quantizeCodes(g, x, [q.deltaR1], UINT8, 0, 0, half - 1, `${hint}_r1`);
-      const r2 = quantizeCodes(g, x, [q.deltaR2], UINT8, 0, 0, half - 1, `${hint}_r2`);
-      return {
-        parts: [
-          { codes: g.op('Where', [inR1, r1, none], undefined, `${hint}_r1_only`), zeroPoint: zp, scales: [q.deltaR1] },
-          { codes: g.op('Where', [inR1, none, r2], undefined, `${hint}_r2_only`), zeroPoint: zp, scales: [q.deltaR2] },
-        ],
-      };
-    }
-  }
 }
 
 /** The right operand of an attention product (k or v) as int8 codes, zero point 0, one Δ per head. */

@@ -13,7 +13,8 @@ import { Tensor } from '../tensor/tensor.js';
 import type { ActivationQuant, LinearQuant, MatmulQuant } from './params.js';
 import { fakeQuantGrouped, qmax } from './quantizers.js';
 import { scoreLinear, scoreMatmul, type Metric } from './scoring.js';
-import { fakeQuantActivation, type LinearRecord, type MatmulRecord } from './search.js';
+import { fakeQuantActivation, kindOf } from './kinds/index.js';
+import type { LinearRecord, MatmulRecord } from './search.js';
 import { maxAbs } from '../numeric.js';
 
 const sum = (xs: ArrayLike<number>): number => {
@@ -35,10 +36,9 @@ export async function measureLinear(rec: LinearRecord, q: LinearQuant, metric: M
   const common = { bias: rec.bias, out, grad, candidates: 1, metric, cosineGroups: 1 };
   if (q.input) {
     const wq = new Tensor(fakeQuantGrouped(rec.weight.data, q.weightDeltas, rowsPerGroup * K, q.weightBits), [N, K]);
-    const twin = q.input.kind === 'twin-gelu';
-    const scales = Float32Array.of(q.input.kind === 'twin-gelu' ? q.input.deltaPos : q.input.kind === 'uniform' ? q.input.deltas[0] : NaN);
-    const scales2 = q.input.kind === 'twin-gelu' ? Float32Array.of(q.input.deltaNeg) : undefined;
-    return reduce(await scoreLinear({ ...common, searched: 'input', x, w: wq, scales, scales2, bits: q.input.bits, quantizer: twin ? 'twin-gelu' : 'uniform' }), metric);
+    // The searched input as the one candidate of the search's own scoring graph.
+    const { scales, scales2 } = kindOf(q.input).scoringScales(q.input);
+    return reduce(await scoreLinear({ ...common, searched: 'input', x, w: wq, scales, scales2, bits: q.input.bits, quantizer: q.input.kind }), metric);
   }
   // The image input of the patch embedding stays float: only the weight is quantized.
   const scales = Float32Array.from({ length: N }, (_, n) => q.weightDeltas[Math.floor(n / rowsPerGroup)]);
@@ -53,12 +53,10 @@ export async function measureMatmul(rec: MatmulRecord, q: MatmulQuant, metric: M
   const bq = view(fakeQuantActivation(rec.b.data, q.b, K * N), K, N);
   const grad = metric === 'hessian' && rec.grad ? view(rec.grad.data, M, N) : null;
   const common = { searched: 'A' as const, a: view(rec.a.data, M, K), b: bq, out: view(rec.out.data, M, N), grad, candidates: 1, heads: H, bits: q.a.bits, metric };
-  if (q.a.kind === 'twin-softmax') {
-    const { deltaR1, deltaR2 } = q.a;
-    return reduce(await scoreMatmul({ ...common, scales: Float32Array.of(deltaR1), splits: Float32Array.of(deltaR1 * qmax(q.a.bits)), deltaR2, quantizer: 'twin-softmax' }), metric);
-  }
-  if (q.a.kind !== 'uniform') throw new Error(`attention operand of ${q.point} cannot be ${q.a.kind}`);
-  return reduce(await scoreMatmul({ ...common, scales: Float32Array.from(q.a.deltas), quantizer: 'uniform' }), metric);
+  // scoreMatmul searches the kinds an attention operand may have (file.ts refuses the others on load).
+  if (q.a.kind === 'twin-gelu') throw new Error(`attention operand of ${q.point} cannot be ${q.a.kind}`);
+  const { scales, splits, deltaR2 } = kindOf(q.a).scoringScales(q.a);
+  return reduce(await scoreMatmul({ ...common, scales, splits, deltaR2, quantizer: q.a.kind }), metric);
 }
 
 

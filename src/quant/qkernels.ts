@@ -13,55 +13,23 @@ import { GraphBuilder } from '../onnx/builder.js';
 import { OnnxType, type ValueInfo } from '../onnx/proto.js';
 import { runGraph } from '../tensor/ort.js';
 import { Tensor } from '../tensor/tensor.js';
-import { partScales, rescaleConstant, sharedAccumulatorShift } from './integer.js';
+import { rescaleConstant, sharedAccumulatorShift } from './integer.js';
+import { kindOf, partScales } from './kinds/index.js';
 import type { ActivationQuant } from './params.js';
-import { qmax } from './quantizers.js';
 
 const f32 = OnnxType.FLOAT;
 type Feed = { data: Float32Array; shape: readonly number[] };
 
 /**
- * Float code parts of activation `x` (the uint8 codes of integer.ts minus their zero point):
- *   uniform       clamp(round(x/Δ), −2^(k−1), 2^(k−1)−1)
- *   twin-gelu     R1 = clamp(round(x/Δ_R1), −2^(k−1), 0),  R2 = clamp(round(x/Δ_R2), 0, 2^(k−1)−1)
- *   twin-softmax  R1 = x < 2^(k−1)·Δ_R1 ? clamp(round(x/Δ_R1), 0, 2^(k−1)−1) : 0,  R2 the other way round
- * Δs are graph inputs `${p}s1`, `${p}s2`, `${p}split` (so one session serves every layer of a kind).
+ * Float code parts of activation `x` (the uint8 codes of the integer graph minus their zero point), as the
+ * quantizer's kind defines them (kinds/*.ts simulationCodes). Δs are graph inputs `${p}s1`, `${p}s2`, …
+ * (so one session serves every layer of a kind and width).
  */
-function codeParts(g: GraphBuilder, q: ActivationQuant, x: string, p: string, scaleShape: (string | number)[]): { parts: string[]; inputs: ValueInfo[] } {
-  const half = qmax(q.bits);
+function codeParts(g: GraphBuilder, q: ActivationQuant, x: string, p: string, perHeadShape: (string | number)[]): { parts: string[]; inputs: ValueInfo[] } {
   const grid = (s: string, lo: number, hi: number, hint: string): string =>
     g.op('Clip', [g.op('Round', [g.op('Div', [x, s], undefined, `${hint}_div`)], undefined, `${hint}_round`), g.float(`${hint}_lo`, lo), g.float(`${hint}_hi`, hi)], undefined, hint);
   const scale = (name: string, shape: (string | number)[] = [1]): ValueInfo => ({ name: g.reserve(`${p}${name}`), elemType: f32, shape });
-  switch (q.kind) {
-    case 'uniform': {
-      const s1 = scale('s1', q.deltas.length > 1 ? scaleShape : [1]);
-      return { parts: [grid(s1.name, -half, half - 1, `${p}c`)], inputs: [s1] };
-    }
-    case 'twin-gelu': {
-      const s1 = scale('s1'), s2 = scale('s2');
-      return { parts: [grid(s1.name, -half, 0, `${p}c1`), grid(s2.name, 0, half - 1, `${p}c2`)], inputs: [s1, s2] };
-    }
-    case 'twin-softmax': {
-      const s1 = scale('s1'), s2 = scale('s2'), split = scale('split');
-      const inR1 = g.op('Less', [x, split.name], undefined, `${p}in_r1`);
-      const zero = g.float(`${p}zero`, 0);
-      return {
-        parts: [
-          g.op('Where', [inR1, grid(s1.name, 0, half - 1, `${p}r1`), zero], undefined, `${p}c1`),
-          g.op('Where', [inR1, zero, grid(s2.name, 0, half - 1, `${p}r2`)], undefined, `${p}c2`),
-        ],
-        inputs: [s1, s2, split],
-      };
-    }
-  }
-}
-
-function codeFeeds(q: ActivationQuant, p: string, perHeadShape: readonly number[]): Record<string, Feed> {
-  const [first, second] = partScales(q);
-  const feeds: Record<string, Feed> = { [`${p}s1`]: { data: Float32Array.from(first), shape: first.length > 1 ? perHeadShape : [1] } };
-  if (second) feeds[`${p}s2`] = { data: Float32Array.from(second), shape: [1] };
-  if (q.kind === 'twin-softmax') feeds[`${p}split`] = { data: Float32Array.of(qmax(q.bits) * q.deltaR1), shape: [1] };
-  return feeds;
+  return kindOf(q).simulationCodes(q, { g, x, prefix: p, perHeadShape, grid, scale });
 }
 
 /** How the parts' products meet: one accumulator (P1 + 2^m·P2, then one rescale) or one rescale each. */
@@ -75,8 +43,7 @@ function plan(q: ActivationQuant, depth: number): Plan {
 }
 
 function kindKey(q: ActivationQuant, pl: Plan): string {
-  const perHead = q.kind === 'uniform' && q.deltas.length > 1 ? 'h' : '';
-  return `${q.kind}${q.bits}${perHead}:${pl.shared ? `acc${pl.shift}` : 'sep'}`;
+  return `${kindOf(q).cacheKey(q)}:${pl.shared ? `acc${pl.shift}` : 'sep'}`;
 }
 
 /**
@@ -136,7 +103,7 @@ export async function quantLinear(x: Tensor, input: ActivationQuant, w: WeightGr
   const feeds: Record<string, Feed> = {
     x: { data: x.data, shape: [x.size / inFeatures, inFeatures] },
     w: w.codes,
-    ...codeFeeds(input, 'x_', []),
+    ...kindOf(input).simulationFeeds(input, 'x_', []),
     ...rescaleFeeds(input, pl, (n) => w.rowDeltas[n], outFeatures, [outFeatures]),
   };
   if (bias) feeds.b = bias;
@@ -174,8 +141,8 @@ export async function quantMatmul(a: Tensor, b: Tensor, transB: boolean, qa: Act
   const feeds: Record<string, Feed> = {
     a: { data: a.data, shape: [outer, heads, M, K] },
     b: { data: b.data, shape: [outer, heads, b.shape[1], b.shape[2]] },
-    ...codeFeeds(qa, 'a_', perHeadShape),
-    ...codeFeeds(qb, 'b_', perHeadShape),
+    ...kindOf(qa).simulationFeeds(qa, 'a_', perHeadShape),
+    ...kindOf(qb).simulationFeeds(qb, 'b_', perHeadShape),
     ...rescaleFeeds(qa, pl, (h) => (bScales.length > 1 ? bScales[h] : bScales[0]), heads, perHeadShape),
   };
   const y = await runGraph(key, graph, feeds);

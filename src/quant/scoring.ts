@@ -7,7 +7,8 @@
  *   cosine  (Base PTQ): mean over output rows of cos(O_row, Ô_row) — returned negated, lower is better
  */
 import { OnnxType, type GraphSpec, type Initializer, type NodeSpec } from '../onnx/proto.js';
-import { fakeQuantNodes, int64s as ints, scalar, type QuantizerKind } from './onnxquant.js';
+import { kindNamed } from './kinds/index.js';
+import { int64s as ints, scalar, type QuantizerKind } from './onnxquant.js';
 import { runGraph, type GraphInput } from '../tensor/ort.js';
 import { Tensor } from '../tensor/tensor.js';
 
@@ -20,7 +21,7 @@ const f32 = OnnxType.FLOAT;
 
 /** The searched operand `x` quantized into `xq` under the candidate scales s (and s2 / split). */
 function searchedQuantNodes(kind: SearchedQuantizer, bits: number, deltaR2: number): { nodes: NodeSpec[]; inits: Initializer[] } {
-  return fakeQuantNodes(kind, bits, 'x', 'xq', '', deltaR2);
+  return kindNamed(kind).fakeQuantNodes(bits, 'x', 'xq', '', deltaR2);
 }
 
 /**

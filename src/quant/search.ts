@@ -10,7 +10,8 @@
  */
 import { Tensor } from '../tensor/tensor.js';
 import type { ActivationQuant, BitPolicy, LinearQuant, MatmulQuant } from './params.js';
-import { fakeQuantGrouped, fakeQuantTwinGelu, fakeQuantTwinSoftmax, geluNegativeDelta, qmax, twinGeluCodesU8, uniformCoder } from './quantizers.js';
+import { fakeQuantActivation, kindOf, type CodesU8 } from './kinds/index.js';
+import { fakeQuantGrouped, geluNegativeDelta, qmax, uniformCoder } from './quantizers.js';
 import { scoreLinear, scoreLinearInteger, scoreMatmul, type Metric } from './scoring.js';
 import { maxAbs } from '../numeric.js';
 import { linear as linearFp, matmul as matmulFp } from '../tensor/gemm.js';
@@ -208,17 +209,6 @@ async function bestByBlocks(candidates: number, groups: number, blocks: [number,
   return { best, scores: best.map((c, g) => sums[c * groups + g]) };
 }
 
-export function fakeQuantActivation(x: Float32Array, q: ActivationQuant, groupSize = x.length): Float32Array {
-  switch (q.kind) {
-    case 'uniform':
-      return fakeQuantGrouped(x, q.deltas, q.deltas.length === 1 ? x.length : groupSize, q.bits);
-    case 'twin-gelu':
-      return fakeQuantTwinGelu(x, q, q.bits);
-    case 'twin-softmax':
-      return fakeQuantTwinSoftmax(x, q, q.bits);
-  }
-}
-
 /** Cosine scores come back per row: average them per candidate (and group), negated so lower is better. */
 function cosineToLoss(cos: Float32Array, candidates: number, rowsPerCandidate: number, groups: number, groupOf: (index: number) => number): Float64Array {
   const loss = new Float64Array(candidates * groups);
@@ -363,20 +353,12 @@ function perColumnCosine(cfg: SearchConfig, groups: number, rows: number): boole
 
 /**
  * An input's codes + 128 as u8 (the unsigned operand of the integer product, zero point 128), one part per
- * range: uniform → one; post-GELU twin → R1 (negative side, Δ_R1) and R2 (Δ_R2), each zero outside its range.
- * Other kinds (the softmax twin never feeds a linear layer) → null: scored in float.
+ * range (the kind's codesU8: uniform → one; post-GELU twin → R1 and R2, each zero outside its range).
+ * Wider codes, or a kind that never feeds a linear layer (the softmax twin) → null: scored in float.
  */
-function activationCodesU8(x: Float32Array, q: ActivationQuant, shape: number[]): { codes: Uint8Array; shape: number[]; delta: number }[] | null {
+function activationCodesU8(x: Float32Array, q: ActivationQuant, shape: number[]): CodesU8[] | null {
   if (q.bits > 8) return null;
-  if (q.kind === 'uniform') {
-    const codes = new Uint8Array(x.length);
-    const code = uniformCoder(q.bits), delta = q.deltas[0];
-    for (let i = 0; i < x.length; i++) codes[i] = code(x[i], delta) + 128;
-    return [{ codes, shape, delta }];
-  }
-  if (q.kind !== 'twin-gelu') return null;
-  const [r1, r2] = twinGeluCodesU8(x, q, q.bits);
-  return [{ codes: r1, shape, delta: q.deltaNeg }, { codes: r2, shape, delta: q.deltaPos }];
+  return kindOf(q).codesU8?.(x, q, shape) ?? null;
 }
 
 /** Weight codes transposed to [K, N] (s8) with their Δ per output row (`deltas` per group of rows). */
