@@ -2,8 +2,9 @@
  * Calibration speed: wall seconds of a full PTQ4ViT (and Base PTQ) calibration on calib32, beside the
  * authors' implementation on this CPU (`calib_seconds` in ../shared/reference/official_ptq4vit.jsonl), and
  * the README demo's wall time. Goal (issue 8): PTQ4ViT W6A6 on vit_tiny_c10 in ≤ 10% of theirs, demo ≤ 2 min.
- * With --baseline, each job also runs with float scoring and every point in one group (the search as it
- * ran before integer scoring and grouping) in the same run, for a ratio under the same load.
+ * With --baseline, each job also runs without candidate pruning and with 24 MB candidate batches (the search
+ * as it ran before 42abd1b: every candidate scored on every row block) in the same run, for a ratio under the
+ * same load; both choose the same parameters (checked here).
  *
  *   npx tsc -p . && node dist/scripts/bench_calib.js [--threads=2] [--jobs=vit6,base6,swin6,demo] [--baseline] [--no-write]
  */
@@ -41,13 +42,14 @@ for (const job of jobs.filter((j) => selected.includes(j.id))) {
   const runOnce = async (o: CalibrationOptions) => {
     const before = load();
     const t0 = performance.now();
-    const { timing } = await calibrateMany(model, images, labels, [o]);
-    return { seconds: (performance.now() - t0) / 1000, timing, load: `${before} → ${load()}` };
+    const { timing, results } = await calibrateMany(model, images, labels, [o]);
+    return { seconds: (performance.now() - t0) / 1000, timing, load: `${before} → ${load()}`, points: JSON.stringify(results[0]) };
   };
   const now = await runOnce(opts);
-  const old = baseline ? await runOnce({ ...opts, integerScoring: false, groupBytes: Infinity }) : null;
+  const old = baseline ? await runOnce({ ...opts, prune: false, batchFloats: 6_000_000 }) : null;
+  if (old && old.points !== now.points) throw new Error(`${job.model} ${config}: the search without pruning chose other parameters`);
   const pct = (s: number) => (theirs ? `${((s / theirs) * 100).toFixed(1)}%` : '—');
-  console.log(`${job.model} ${config}: ${now.seconds.toFixed(1)} s (recording ${now.timing.recordSeconds.toFixed(1)} s, ${now.timing.groups} passes) vs authors ${theirs ?? '—'} s → ${pct(now.seconds)}${old ? `; float scoring, one group: ${old.seconds.toFixed(1)} s` : ''}`);
+  console.log(`${job.model} ${config}: ${now.seconds.toFixed(1)} s (recording ${now.timing.recordSeconds.toFixed(1)} s, ${now.timing.groups} passes) vs authors ${theirs ?? '—'} s → ${pct(now.seconds)}${old ? `; without pruning: ${old.seconds.toFixed(1)} s` : ''}`);
   rows.push(
     `| ${job.model} | ${config} | ${now.seconds.toFixed(1)} | ${now.timing.recordSeconds.toFixed(1)} (${now.timing.groups}) | ${now.timing.searchSeconds.toFixed(1)} | ${old ? `${old.seconds.toFixed(1)} (${(old.seconds / now.seconds).toFixed(2)}×)` : '—'} | ${theirs?.toFixed(1) ?? '—'} | ${pct(now.seconds)} | ${now.load}${old ? `; ${old.load}` : ''} |`,
   );
@@ -73,10 +75,10 @@ if (!process.argv.includes('--no-write')) {
 Wall seconds of a whole calibration on the 32 images of calib32 (recording FP32 activations and, for PTQ4ViT,
 ∂L/∂O by a backward pass, then the search of every layer), in-process, beside the authors' implementation on
 this CPU (PyTorch 1.13, 2 threads; \`calib_seconds\` in ../shared/reference/official_ptq4vit.jsonl, measured on a quiet machine).
-"float scoring, one group" is the same run with integer scoring off and every point in one group — the search as
-it ran before issue 8 — under the same load. Load = 1/5/15-minute load average before → after each run.
+"without pruning" is the same search with candidate pruning off and 24 MB candidate batches — every candidate
+scored on every row block, as before 42abd1b — right after, under the same load; it chose identical parameters. Load = 1/5/15-minute load average before → after each run.
 
-| model | config | ours (s) | recording (s) (passes) | search (s) | float scoring, one group (s) | authors (s) | ours / authors | load |
+| model | config | ours (s) | recording (s) (passes) | search (s) | without pruning (s) | authors (s) | ours / authors | load |
 |---|---|---|---|---|---|---|---|---|
 ${rows.join('\n')}
 ${demoLine ? `\n${demoLine}` : ''}`,
