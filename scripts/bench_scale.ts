@@ -190,20 +190,37 @@ async function parent(): Promise<void> {
       console.log(`${job.preset} ${job.images} images${partial}: ${r.seconds.toFixed(0)} s (record ${r.record_seconds.toFixed(0)} s, search ${r.search_seconds.toFixed(0)} s), peak RSS ${gib(r.peak_rss_bytes)} GiB`);
       const command = `node dist/scripts/bench_scale.js --jobs ${job.name}:${job.images} --n ${values.n} --rounds ${values.rounds}${values['group-mib'] ? ` --group-mib ${values['group-mib']}` : ''}${values.chunk ? ` --chunk ${values.chunk}` : ''}${values.groups ? ` --groups ${values.groups}` : ''}`;
       const loadAfter = os.loadavg().map((l) => l.toFixed(2)).join(' / ');
-      rows.push(`| ${job.preset}${Number.isFinite(params) ? ` (${(params / 1e6).toFixed(1)} M)` : ''} | ${job.images} | ${r.groups_done}/${r.groups} (${r.points_searched}/${r.points} points) | ${r.seconds.toFixed(0)} | ${r.record_seconds.toFixed(0)} | ${r.search_seconds.toFixed(0)} | ${gib(r.peak_rss_bytes)} GiB | ${gib(r.rss_after_load_bytes)} GiB | ${loadBefore} → ${loadAfter} | \`${command}\` |`);
+      rows.push(`| ${job.preset}${Number.isFinite(params) ? ` (${(params / 1e6).toFixed(1)} M)` : ''} | ${job.images} | ${r.groups_done}/${r.groups} (${r.points_searched}/${r.points} points) | ${r.seconds.toFixed(0)} | ${r.record_seconds.toFixed(0)} | ${r.search_seconds.toFixed(0)} | ${gib(r.peak_rss_bytes)} GiB | ${gib(r.rss_after_load_bytes)} GiB | ${loadBefore} → ${loadAfter} | \`${command}\` at ${gitRevision()}, ${new Date().toISOString().slice(0, 16)}Z |`);
     }
+    // Rows of earlier runs for other jobs stay (each row names its command, revision and time).
+    const heading = `Calibration at ImageNet sizes (n ${values.n}, ${values.rounds} rounds)`;
+    const ran = new Set(jobs.map((j) => `${j.preset}|${j.images}`));
+    const earlier = earlierRows(heading).filter((row) => {
+      const [model, images] = row.split('|').slice(1, 3).map((c) => c.trim());
+      return !ran.has(`${model.split(' ')[0]}|${images}`);
+    });
     const table = [
-      `\`node dist/scripts/bench_scale.js\` at ${gitRevision()}, ${new Date().toISOString()} — ${header}; search n ${values.n}, ${values.rounds} rounds, group budget ${values['group-mib'] ?? DEFAULT_GROUP_BYTES / 2 ** 20} MiB, chunk ${values.chunk ?? 'per model (defaultChunkSize)'}.`,
+      `\`node dist/scripts/bench_scale.js\` — ${header} (the last run; each row names its own command, revision, time and load); search n ${values.n}, ${values.rounds} rounds, group budget ${values['group-mib'] ?? DEFAULT_GROUP_BYTES / 2 ** 20} MiB, chunk ${values.chunk ?? 'per model (defaultChunkSize)'}.`,
       '',
       '| model | images | groups done | seconds | recording (s) | search (s) | peak RSS | RSS after load | load (1/5/15 min) before → after | command |',
       '|---|---|---|---|---|---|---|---|---|---|',
+      ...earlier,
       ...rows,
     ].join('\n');
     console.log(table);
-    if (!values['no-write']) replaceSection('BENCHMARKS.md', `Calibration at ImageNet sizes (n ${values.n}, ${values.rounds} rounds)`, table);
+    if (!values['no-write']) replaceSection('BENCHMARKS.md', heading, table);
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** The table rows of an existing BENCHMARKS.md section (none if it is not there). */
+function earlierRows(heading: string): string[] {
+  const text = fs.existsSync('BENCHMARKS.md') ? fs.readFileSync('BENCHMARKS.md', 'utf8') : '';
+  const start = text.indexOf(`## ${heading}\n`);
+  if (start < 0) return [];
+  const end = text.indexOf('\n## ', start + 4);
+  return text.slice(start, end < 0 ? undefined : end).split('\n').filter((l) => l.startsWith('| ') && !l.startsWith('| model |'));
 }
 
 if (values.child) await child();
