@@ -160,3 +160,26 @@ test('pruning candidates by their partial Hessian scores (branch and bound over 
     assert.ok(pruned.scored < 0.6 * pruned.full, `matmul, post-softmax ${postSoftmax}: scored ${pruned.scored} of ${pruned.full}`);
   }
 });
+
+test("a candidate's score does not depend on the batch it is scored in (what makes pruning's sums equal the full search's)", async () => {
+  const [Mb, Kb, Nb, Cb] = [260, 192, 576, 7];
+  const xb = new Tensor(rand(Mb * Kb, 2), [Mb, Kb]);
+  const wb = new Tensor(rand(Nb * Kb, 0.1), [Nb, Kb]);
+  const ob = new Tensor(rand(Mb * Nb, 3), [Mb, Nb]);
+  const gb = new Tensor(rand(Mb * Nb, 0.01), [Mb, Nb]);
+  const common = { bias: null, out: ob, grad: gb, bits: 8, metric: 'hessian' as const, cosineGroups: 1 };
+  const codes = [{ codes: Uint8Array.from(xb.data, (v) => uniformCode(v, 0.02, 8) + 128), shape: [Mb, Kb], delta: 0.02 }];
+  const scales = new Float32Array(Cb * Nb);
+  for (let c = 0; c < Cb; c++) for (let n = 0; n < Nb; n++) scales[c * Nb + n] = (0.3 + 0.1 * c) * 0.003;
+  const weightBatch = await scoreLinearInteger({ ...common, searched: 'weight', x: codes, w: wb, scales, candidates: Cb });
+  const codesT = new Int8Array(Kb * Nb), deltas = new Float32Array(Nb).fill(0.003);
+  for (let n = 0; n < Nb; n++) for (let k = 0; k < Kb; k++) codesT[k * Nb + n] = uniformCode(wb.data[n * Kb + k], 0.003, 8);
+  const xs = Float32Array.from({ length: Cb }, (_, c) => (0.3 + 0.1 * c) * 0.02);
+  const inputBatch = await scoreLinearInteger({ ...common, searched: 'input', x: xb, w: { codesT, shape: [Kb, Nb], deltas }, scales: xs, candidates: Cb });
+  for (let c = 0; c < Cb; c++) {
+    const weightOne = await scoreLinearInteger({ ...common, searched: 'weight', x: codes, w: wb, scales: scales.slice(c * Nb, (c + 1) * Nb), candidates: 1 });
+    assert.deepEqual(weightOne, weightBatch.slice(c * Nb, (c + 1) * Nb), `weight search, candidate ${c}`);
+    const inputOne = await scoreLinearInteger({ ...common, searched: 'input', x: xb, w: { codesT, shape: [Kb, Nb], deltas }, scales: xs.slice(c, c + 1), candidates: 1 });
+    assert.equal(inputOne[0], inputBatch[c], `input search, candidate ${c}`);
+  }
+});

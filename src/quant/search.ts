@@ -151,8 +151,9 @@ type BlockScorer = (cands: number[], block: number) => Promise<Float64Array>;
  * so far is a lower bound of its total (adding a non-negative float never lowers a sum). All candidates are
  * scored on the first block; then, in order of that partial score, each is scored block by block and dropped
  * as soon as its partial sum exceeds, in every group, the best total found so far: it cannot win anywhere.
- * The candidates kept are summed over the same blocks in the same order as without pruning, so the choice is
- * exactly the full search's (`prune: false` scores everything, for tests and A/B runs).
+ * The candidates kept are summed over the same blocks in the same order as without pruning, and a candidate's
+ * block score does not depend on the batch it is scored in (test/scoring_int.test.ts), so the choice is exactly
+ * the full search's (`prune: false` scores everything, for tests and A/B runs).
  * `batch(rows)`: how many candidates fit one scoring run over a block of that many rows.
  */
 async function bestByBlocks(candidates: number, groups: number, blocks: [number, number][], batch: (rows: number) => number, score: BlockScorer, prune: boolean, stats?: SearchConfig['stats']): Promise<{ best: number[]; scores: number[] }> {
