@@ -200,7 +200,7 @@ async function parent(): Promise<void> {
       return !ran.has(`${model.split(' ')[0]}|${images}`);
     });
     const table = [
-      `\`node dist/scripts/bench_scale.js\` — ${header} (the last run; each row names its own command, revision, time and load); search n ${values.n}, ${values.rounds} rounds, group budget ${values['group-mib'] ?? DEFAULT_GROUP_BYTES / 2 ** 20} MiB, chunk ${values.chunk ?? 'per model (defaultChunkSize)'}.`,
+      `\`node dist/scripts/bench_scale.js\` — ${header} (the last run; each row names its own command, revision, time and load); search n ${values.n}, ${values.rounds} rounds, group budget ${values['group-mib'] ?? DEFAULT_GROUP_BYTES / 2 ** 20} MiB, chunk ${values.chunk ?? 'per model (defaultChunkSize)'}. Rows run with \`--groups K\` are partial: the first K groups recorded and searched, so their peak RSS is over those groups only and their seconds are not a full calibration.`,
       '',
       '| model | images | groups done | seconds | recording (s) | search (s) | peak RSS | RSS after load | load (1/5/15 min) before → after | command |',
       '|---|---|---|---|---|---|---|---|---|---|',
