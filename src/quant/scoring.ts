@@ -151,7 +151,7 @@ export async function scoreLinear(p: LinearScoreInputs): Promise<Float32Array> {
 
 /** O − b, row by row (cached per output tensor: the same layer is scored hundreds of times). */
 const targets = new WeakMap<Tensor, Tensor>();
-function minusBias(out: Tensor, bias: Tensor): Tensor {
+export function minusBias(out: Tensor, bias: Tensor): Tensor {
   let t = targets.get(out);
   if (!t) {
     const n = bias.size;
@@ -264,19 +264,18 @@ export async function scoreLinearInteger(p: LinearIntegerScoreInputs): Promise<F
     // Codes of x under every candidate scale s, clamp(round(x/s), lo, hi) (+ zero point), in two passes: one Div
     // (per-candidate scales broadcast) and one QuantizeLinear with scale 1 into the code type (x/1 is exact, and
     // it rounds half to even and saturates like Round + Clip), then a 1-byte Clip for narrower code ranges —
-    // instead of Div, Round, Clip, Add and Cast in float. Bounds lo, hi are stored values (u8: code + 128).
+    // instead of Div, Round, Clip, Add and Cast in float. Bounds lo, hi are stored values (u8: code + 128);
+    // the Clip and its bound initializers (`codeInits`) come only with a range narrower than the type's.
+    const codeInits: Initializer[] = [];
     const codes = (x: string, sc: string, out: string, elemType: number, lo: number, hi: number): NodeSpec[] => {
       const full = elemType === u8 ? lo === 0 && hi === 255 : lo === -128 && hi === 127;
+      const stored = (v: number) => Uint8Array.of(v & 0xff); // the stored byte (two's complement for int8)
+      if (!full) codeInits.push({ name: `${out}_lo`, elemType, dims: [], data: stored(lo) }, { name: `${out}_hi`, elemType, dims: [], data: stored(hi) });
       return [
         { op: 'Div', inputs: [x, sc], outputs: [`${out}_div`] },
         { op: 'QuantizeLinear', inputs: [`${out}_div`, 'one', elemType === u8 ? 'zp' : 'zp8'], outputs: full ? [out] : [`${out}_sat`] },
         ...(full ? [] : [{ op: 'Clip', inputs: [`${out}_sat`, `${out}_lo`, `${out}_hi`], outputs: [out] }]),
       ];
-    };
-    const codeBounds = (out: string, elemType: number, lo: number, hi: number): Initializer[] => {
-      const value = (v: number) => Uint8Array.of(v & 0xff); // the stored byte (two's complement for int8)
-      if (elemType === u8 ? lo === 0 && hi === 255 : lo === -128 && hi === 127) return [];
-      return [{ name: `${out}_lo`, elemType, dims: [], data: value(lo) }, { name: `${out}_hi`, elemType, dims: [], data: value(hi) }];
     };
     const y = addBias ? 'y0' : 'y';
     const nodes: NodeSpec[] = searchW
@@ -328,11 +327,6 @@ export async function scoreLinearInteger(p: LinearIntegerScoreInputs): Promise<F
     if (p.metric === 'hessian') inputs.push({ name: 'g', elemType: f32, shape: ['M', 'N'] });
     if (twinGelu && searchW) inputs.push({ name: 'xc2', elemType: u8, shape: ['M', 'K'] }, { name: 'dx2', elemType: f32, shape: [] });
     if (twinGelu && !searchW) inputs.push({ name: 's2', elemType: f32, shape: ['C', 1, 1] }, { name: 'sw2', elemType: f32, shape: ['C', 1, 'N'] });
-    const codeInits = searchW
-      ? codeBounds('wc8', i8, -q, q - 1)
-      : twinGelu
-        ? [...codeBounds('c2', u8, 128, 128 + q - 1), ...codeBounds('c1', u8, 128 - q, 128)]
-        : codeBounds('xc', u8, 128 - q, 128 + q - 1);
     const zp8: Initializer = { name: 'zp8', elemType: i8, dims: [], data: Uint8Array.of(0) };
     const inits = [...m.inits, ...codeInits, scalar('one', 1), zp, zp8];
     return { name: 'score_linear_int', inputs, outputs: [{ name: 'score', elemType: f32, shape: [] }], nodes, initializers: inits, opset: 17 };

@@ -12,7 +12,7 @@ import { Tensor } from '../tensor/tensor.js';
 import type { ActivationQuant, BitPolicy, LinearQuant, MatmulQuant } from './params.js';
 import { fakeQuantActivation, kindOf, type CodesU8 } from './kinds/index.js';
 import { fakeQuantGrouped, geluNegativeDelta, qmax, uniformCoder } from './quantizers.js';
-import { scoreLinear, scoreLinearInteger, scoreMatmul, type Metric } from './scoring.js';
+import { minusBias, scoreLinear, scoreLinearInteger, scoreMatmul, type Metric } from './scoring.js';
 import { maxAbs } from '../numeric.js';
 import { linear as linearFp, matmul as matmulFp } from '../tensor/gemm.js';
 
@@ -109,7 +109,6 @@ function candidateFactors(c: SearchConfig): number[] {
   return Array.from({ length: c.n + 1 }, (_, i) => c.alpha + (i * (c.beta - c.alpha)) / c.n);
 }
 
-
 function maxValue(data: Float32Array): number {
   let m = -Infinity;
   for (let i = 0; i < data.length; i++) if (data[i] > m) m = data[i];
@@ -137,9 +136,10 @@ function rowBlocks(rows: number, floatsPerRow: number, metric: Metric, budget: n
   return blocks;
 }
 
-/** Rows [r0, r1) of a row-major [rows, cols] tensor (a view). */
-function rowsOf<T extends Float32Array | Uint8Array>(data: T, cols: number, [r0, r1]: [number, number]): T {
-  return data.subarray(r0 * cols, r1 * cols) as T;
+/** Rows [r0, r1) of a tensor's first axis (a view): a linear record's rows, an attention record's images. */
+function blockOf<T extends Float32Array | Uint8Array>(t: { data: T; shape: readonly number[] }, [r0, r1]: [number, number]): { data: T; shape: number[] } {
+  const per = t.data.length / t.shape[0];
+  return { data: t.data.subarray(r0 * per, r1 * per) as T, shape: [r1 - r0, ...t.shape.slice(1)] };
 }
 
 /** Scores of the candidates `cands` (indices into the grid) on row block `block`: [cands.length, groups]. */
@@ -269,11 +269,16 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
   // The Hessian metric only needs Ô − O = x̂·ŵᵀ − (O − b): the bias is folded into the target once.
   const hessian = cfg.metric === 'hessian';
   const blocks = rowBlocks(M, N + K, cfg.metric, budget, MIN_BLOCK_ROWS);
-  const target = hessian && rec.bias ? new Tensor(minusRowBias(out.data, rec.bias.data), [M, N]) : out;
+  const target = hessian && rec.bias ? minusBias(out, rec.bias) : out;
   const bias = hessian ? null : rec.bias;
-  const rowTensor = (t: Tensor, cols: number, b: [number, number]) => (blocks.length === 1 ? t : new Tensor(rowsOf(t.data, cols, b), [b[1] - b[0], cols]));
-  const outBlocks = blocks.map((b) => rowTensor(target, N, b));
-  const gradBlocks = blocks.map((b) => grad && rowTensor(grad, N, b));
+  const rowsOf = (t: Tensor) =>
+    blocks.map((b) => {
+      if (blocks.length === 1) return t;
+      const rows = blockOf(t, b);
+      return new Tensor(rows.data, rows.shape);
+    });
+  const [xBlocks, outBlocks] = [rowsOf(x), rowsOf(target)];
+  const gradBlocks = grad ? rowsOf(grad) : blocks.map(() => null);
   const prune = cfg.prune ?? true;
   // Each half-step depends only on the other operand's current scales: once a half-step sees the same
   // scales as in the previous round, every later round repeats itself exactly, so we stop there.
@@ -287,12 +292,16 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
       // Uniform ≤ 8-bit input: the product is scored on integer codes (scoreLinearInteger), else in float.
       const xCodes = integer && input ? activationCodesU8(x.data, input, [M, K]) : null;
       const xq = input && !xCodes ? new Tensor(fakeQuantActivation(x.data, input), [M, K]) : x;
-      const xBlocks = blocks.map((b) => (xCodes ? xCodes.map((part) => ({ ...part, codes: rowsOf(part.codes, K, b), shape: [b[1] - b[0], K] })) : rowTensor(xq, K, b)));
+      const codesOf = (part: CodesU8, b: [number, number]) => {
+        const rows = blockOf({ data: part.codes, shape: part.shape }, b);
+        return { codes: rows.data, shape: rows.shape, delta: part.delta };
+      };
+      const xqBlocks = xCodes ? blocks.map((b) => xCodes.map((part) => codesOf(part, b))) : rowsOf(xq);
       const { best: bestW, scores } = await bestByBlocks(C, groups, blocks, (rows) => Math.floor(budget / (rows * N + N * K)), async (cands, block) => {
         const count = cands.length;
         const scales = new Float32Array(count * N);
         for (let c = 0; c < count; c++) for (let n = 0; n < N; n++) scales[c * N + n] = factors[cands[c]] * w0[Math.floor(n / rowsPerGroup)];
-        const [xb, o, g] = [xBlocks[block], outBlocks[block], gradBlocks[block]];
+        const [xb, o, g] = [xqBlocks[block], outBlocks[block], gradBlocks[block]];
         const s = Array.isArray(xb)
           ? await scoreLinearInteger({ searched: 'weight', x: xb, w: rec.weight, bias, out: o, grad: g, scales, candidates: count, bits: wBits, metric: cfg.metric, cosineGroups })
           : await scoreLinear({ searched: 'weight', x: xb, w: rec.weight, bias, out: o, grad: g, scales, candidates: count, bits: wBits, quantizer: 'uniform', metric: cfg.metric, cosineGroups, cosinePerColumn: perColumn });
@@ -316,7 +325,6 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
     // every candidate, both twin-GELU ranges included).
     const wCodes = integer ? weightCodesT(rec.weight.data, weightDeltas, N, K, wBits) : null;
     const wq = wCodes ? rec.weight : new Tensor(fakeQuantGrouped(rec.weight.data, weightDeltas, rowsPerGroup * K, wBits), [N, K]);
-    const xBlocks = blocks.map((b) => rowTensor(x, K, b));
     const { best: [bestA], scores: [bestScore] } = await bestByBlocks(C, 1, blocks, (rows) => Math.floor(budget / (rows * (N + K))), async (cands, block) => {
       const deltas = cands.map((c) => factors[c] * a0);
       const scales = Float32Array.from(deltas);
@@ -376,14 +384,6 @@ function weightCodesT(w: Float32Array, deltas: number[], N: number, K: number, b
   return { codesT, shape: [K, N], deltas: rowDeltas };
 }
 
-/** O − b, row by row ([M, N] and [N]). */
-function minusRowBias(out: Float32Array, bias: Float32Array): Float32Array {
-  const n = bias.length;
-  const t = new Float32Array(out.length);
-  for (let i = 0; i < t.length; i++) t[i] = out[i] - bias[i % n];
-  return t;
-}
-
 /** [C, N] per-row scores → [C, groups] sums over each group's rows. */
 function sumRowGroups(scores: Float64Array, candidates: number, rows: number, groups: number): Float64Array {
   const per = rows / groups;
@@ -438,13 +438,9 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
   const perImage = 2 * H * Math.max(M, K) * Math.max(N, K);
   const blocks = rowBlocks(O, perImage, cfg.metric, budget, Math.ceil(MIN_BLOCK_ROWS / M));
   const prune = cfg.prune ?? true;
-  type Feed = { data: Float32Array; shape: number[] };
-  const sub = (t: Feed, [o0, o1]: [number, number]): Feed =>
-    blocks.length === 1 ? t : { data: t.data.subarray((o0 * t.data.length) / O, (o1 * t.data.length) / O), shape: [o1 - o0, ...t.shape.slice(1)] };
-  const out = view(rec.out.data, M, N);
-  const grad = rec.grad ? view(rec.grad.data, M, N) : null;
-  const outBlocks = blocks.map((b) => sub(out, b));
-  const gradBlocks = blocks.map((b) => grad && sub(grad, b));
+  const imagesOf = (t: { data: Float32Array; shape: number[] }) => blocks.map((b) => blockOf(t, b));
+  const [aBlocks, bBlocks, outBlocks] = [imagesOf(view(rec.a.data, M, K)), imagesOf(view(rec.b.data, K, N)), imagesOf(view(rec.out.data, M, N))];
+  const gradBlocks = rec.grad ? imagesOf(view(rec.grad.data, M, N)) : blocks.map(() => null);
   const twin = rec.postSoftmax && cfg.twinSoftmax;
   const deltaR2 = cfg.softmaxDeltaR2 === 'paper' ? 1 / qmax(aBits) : 1 / (qmax(aBits) - 1);
 
@@ -469,9 +465,8 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
     lastBKey = bKey;
     if (only !== 'b') {
       const bq = view(fakeQuantActivation(rec.b.data, bQuant, K * N), K, N);
-      const aBlocks = blocks.map((b) => sub(view(rec.a.data, M, K), b));
-      const bBlocks = blocks.map((b) => sub(bq, b));
-      const inputs = (block: number) => ({ a: aBlocks[block], b: bBlocks[block], out: outBlocks[block], grad: gradBlocks[block] });
+      const bqBlocks = imagesOf(bq);
+      const inputs = (block: number) => ({ a: aBlocks[block], b: bqBlocks[block], out: outBlocks[block], grad: gradBlocks[block] });
       if (twin) {
         // One Δ_R1 for all heads: the heads' scores are summed.
         const { best: [best], scores: [total] } = await bestByBlocks(twinR1.length, 1, blocks, batchA, async (cands, block) => {
@@ -506,12 +501,11 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
     if (round > 0 && aKey === lastAKey) break;
     lastAKey = aKey;
     const aq = view(fakeQuantActivation(rec.a.data, aQuant, M * K), M, K);
-    const aBlocks = blocks.map((b) => sub(aq, b));
-    const bBlocks = blocks.map((b) => sub(view(rec.b.data, K, N), b));
+    const aqBlocks = imagesOf(aq);
     const { best, scores } = await bestByBlocks(C, H, blocks, batchB, async (cands, block) => {
       const scales = new Float32Array(cands.length * H);
       for (let c = 0; c < cands.length; c++) for (let h = 0; h < H; h++) scales[c * H + h] = factors[cands[c]] * b0[h];
-      const s = await scoreMatmul({ searched: 'B', a: aBlocks[block], b: bBlocks[block], out: outBlocks[block], grad: gradBlocks[block], scales, candidates: cands.length, heads: H, bits: bBits, quantizer: 'uniform', metric: cfg.metric });
+      const s = await scoreMatmul({ searched: 'B', a: aqBlocks[block], b: bBlocks[block], out: outBlocks[block], grad: gradBlocks[block], scales, candidates: cands.length, heads: H, bits: bBits, quantizer: 'uniform', metric: cfg.metric });
       return lossOf(s, cands.length, blocks[block][1] - blocks[block][0]);
     }, prune, cfg.stats);
     bQuant = { kind: 'uniform', bits: bBits, deltas: best.map((b, h) => factors[b] * b0[h]) };
