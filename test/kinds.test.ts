@@ -7,7 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { OnnxType, type GraphSpec } from '../src/onnx/proto.js';
-import { activationFromDisk, activationSchema, activationToDisk, kindOf, type OperandSlot } from '../src/quant/kinds/index.js';
+import { activationFromDisk, activationSchema, activationToDisk, kindOf, kindNamed, searchKind, type OperandSlot, type SearchOperand } from '../src/quant/kinds/index.js';
 import type { ActivationQuant } from '../src/quant/params.js';
 import { runGraph } from '../src/tensor/ort.js';
 
@@ -93,7 +93,28 @@ for (const [name, { q, sample, fits }] of Object.entries(EXAMPLES)) {
         const meant = fits.some((f) => f.field === slot.field && f.feeds === slot.feeds);
         const misfit = kind.misfit(q, slot);
         assert.equal(misfit === null, meant, `${JSON.stringify(slot)}: ${misfit}`);
+        assert.equal(kind.fits(slot), meant, `fits(${JSON.stringify(slot)})`);
       }
+    });
+
+    test('search space: each candidate scored as the quantizer it becomes; the initial and chosen quantizers fit their operand', () => {
+      const heads = fits[0].heads;
+      const data = samples(sample, 600 * heads, 3);
+      const operand: SearchOperand = { data, heads, groupSize: 600, bits: q.bits, factors: [0.5, 0.75, 1, 1.2], geluAligned: true, softmaxDeltaR2: 'paper' };
+      const space = kind.searchSpace(operand);
+      assert.ok(space.count > 1 && (space.groups === 1 || space.groups === heads), `count ${space.count}, groups ${space.groups}`);
+      assert.equal(kind.misfit(space.initial, fits[0]), null);
+      for (let c = 0; c < space.count; c++) {
+        const chosen = space.chosen(new Array(space.groups).fill(c));
+        assert.equal(chosen.kind, q.kind);
+        assert.equal(chosen.bits, q.bits);
+        assert.equal(kind.misfit(chosen, fits[0]), null);
+        // The scoring graph's scale inputs of candidate c are those of the quantizer it becomes, as float32.
+        assert.deepEqual(space.scales([c]), kind.scoringScales(chosen), `candidate ${c}`);
+      }
+      // A batch's scales are its candidates' scales, in order.
+      const batch = space.scales([space.count - 1, 0]);
+      assert.deepEqual(Array.from(batch.scales), [...space.scales([space.count - 1]).scales, ...space.scales([0]).scales]);
     });
   });
 }
@@ -103,4 +124,22 @@ test('uniform: one Δ, or one per head, and nothing else', () => {
   assert.equal(kindOf(q).misfit(q, { field: 'a', feeds: undefined, heads: 2 }), null);
   assert.equal(kindOf(q).misfit(q, { field: 'a', feeds: undefined, heads: 3 }), 'a.deltas has 2 entries, expected 1 or 3 (one per head)');
   assert.equal(kindOf(q).misfit(q, { field: 'input', feeds: undefined, heads: 1 }), 'input.deltas has 2 entries, expected 1');
+});
+
+test('uniform search space: Δ_maxabs = max|x|/(2^(k−1) − 0.5) per head, heads cycling through consecutive groups', () => {
+  const data = Float32Array.of(1, -3, 0.5, 2, -8, 1, 0.25, -6); // groups of 2, heads 0 1 0 1 → max|x| 8 and 6
+  const space = kindNamed('uniform').searchSpace({ data, heads: 2, groupSize: 2, bits: 4, factors: [0.5, 1], geluAligned: true, softmaxDeltaR2: 'paper' });
+  assert.deepEqual(space.initial, { kind: 'uniform', bits: 4, deltas: [8 / 7.5, 6 / 7.5] });
+  assert.deepEqual(space.chosen([0, 1]), { kind: 'uniform', bits: 4, deltas: [0.5 * (8 / 7.5), 6 / 7.5] });
+  assert.equal(space.groups, 2);
+});
+
+test('search kind: the twin that fits an operand when enabled, else uniform', () => {
+  const all = () => true, none = (k: string) => k === 'uniform';
+  assert.equal(searchKind({ field: 'input', feeds: 'post-gelu' }, all), kindNamed('twin-gelu'));
+  assert.equal(searchKind({ field: 'input', feeds: 'post-gelu' }, none), kindNamed('uniform'));
+  assert.equal(searchKind({ field: 'a', feeds: 'post-softmax' }, all), kindNamed('twin-softmax'));
+  assert.equal(searchKind({ field: 'a', feeds: 'post-softmax' }, none), kindNamed('uniform'));
+  assert.equal(searchKind({ field: 'b', feeds: 'post-softmax' }, all), kindNamed('uniform'));
+  assert.equal(searchKind({ field: 'input', feeds: undefined }, all), kindNamed('uniform'));
 });

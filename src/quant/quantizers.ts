@@ -133,6 +133,11 @@ export function fakeQuantTwinGelu(x: Float32Array, p: TwinGelu, bits: number, ou
   return out;
 }
 
+/** Δ_maxabs = max/(2^(k−1) − 0.5), guarded against all-zero tensors (any positive Δ then quantizes exactly). */
+export function maxAbsDelta(max: number, bits: number): number {
+  return max > 0 ? max / (qmax(bits) - 0.5) : 1e-8;
+}
+
 /** GELU's minimum, x·Φ(x) at x ≈ −0.7518: the negative twin range must reach it. */
 export const GELU_MIN = 0.16997124254703522;
 

@@ -19,9 +19,26 @@ export type SearchedQuantizer = QuantizerKind;
 
 const f32 = OnnxType.FLOAT;
 
-/** The searched operand `x` quantized into `xq` under the candidate scales s (and s2 / split). */
-function searchedQuantNodes(kind: SearchedQuantizer, bits: number, deltaR2: number): { nodes: NodeSpec[]; inits: Initializer[] } {
+/** The searched operand `x` quantized into `xq` under the candidate scales s (and whatever else its kind needs). */
+function searchedQuantNodes(kind: SearchedQuantizer, bits: number, deltaR2: number): { nodes: NodeSpec[]; inits: Initializer[]; scaleInputs: string[] } {
   return kindNamed(kind).fakeQuantNodes(bits, 'x', 'xq', '', deltaR2);
+}
+
+/**
+ * The scale inputs a kind's nodes take besides `s` (twin GELU: s2, the negative side's Δ; twin softmax: split,
+ * the R1/R2 boundary), one value per candidate, declared as `shape` and fed from the candidates' ScoringScales.
+ */
+function extraScales(scaleInputs: readonly string[], given: { scales2?: Float32Array; splits?: Float32Array }, shape: (string | number)[], feedShape: number[]) {
+  const data: Record<string, Float32Array | undefined> = { s2: given.scales2, split: given.splits };
+  const names = scaleInputs.filter((n) => n !== 's');
+  return {
+    inputs: names.map((name) => ({ name, elemType: f32, shape })),
+    feeds: Object.fromEntries(names.map((name) => {
+      const values = data[name];
+      if (!values) throw new Error(`candidate scoring: no values for the scale input '${name}'`);
+      return [name, { data: values, shape: feedShape }];
+    })),
+  };
 }
 
 /**
@@ -107,8 +124,9 @@ export async function scoreLinear(p: LinearScoreInputs): Promise<Float32Array> {
   // The Hessian metric only needs Ô − O = x̂·ŵᵀ − (O − b): the bias is folded into the target once.
   const addBias = p.bias !== null && p.metric === 'cosine';
   const key = `lin:${p.searched}:${p.quantizer}:${p.bits}:${p.metric}:${p.cosineGroups}:${p.cosinePerColumn ? 'col' : 'row'}:${addBias ? 'b' : ''}`;
+  const q = searchedQuantNodes(p.quantizer, p.bits, 0);
+  const extra = extraScales(q.scaleInputs, p, ['C', 1, 1], [C, 1, 1]);
   const graph = (): GraphSpec => {
-    const q = searchedQuantNodes(p.quantizer, p.bits, 0);
     const m = metricNodes(p.metric, searchW ? [1] : [1, 2], p.cosineGroups, p.cosinePerColumn ? -2 : -1);
     const renameX = searchW ? 'w' : 'x';
     const quantNodes = q.nodes.map((n) => ({ ...n, inputs: n.inputs.map((i) => (i === 'x' ? renameX : i)) }));
@@ -132,7 +150,7 @@ export async function scoreLinear(p: LinearScoreInputs): Promise<Float32Array> {
       { name: 's', elemType: f32, shape: searchW ? ['C', 'N', 1] : ['C', 1, 1] },
       { name: 'o', elemType: f32, shape: ['M', 'N'] },
     ];
-    if (p.quantizer === 'twin-gelu') inputs.push({ name: 's2', elemType: f32, shape: ['C', 1, 1] });
+    inputs.push(...extra.inputs);
     if (addBias) inputs.push({ name: 'b', elemType: f32, shape: ['N'] });
     if (p.metric === 'hessian') inputs.push({ name: 'g', elemType: f32, shape: ['M', 'N'] });
     return { name: 'score_linear', inputs, outputs: [{ name: 'score', elemType: f32, shape: [] }], nodes, initializers: [...q.inits, ...m.inits], opset: 17 };
@@ -143,7 +161,7 @@ export async function scoreLinear(p: LinearScoreInputs): Promise<Float32Array> {
     s: { data: p.scales, shape: searchW ? [C, outFeatures, 1] : [C, 1, 1] },
     o: p.bias && !addBias ? feed(minusBias(p.out, p.bias)) : feed(p.out),
   };
-  if (p.scales2) feeds.s2 = { data: p.scales2, shape: [C, 1, 1] };
+  Object.assign(feeds, extra.feeds);
   if (addBias) feeds.b = feed(p.bias!);
   if (p.metric === 'hessian') feeds.g = feed(p.grad!);
   return (await runGraph(key, graph, feeds, 'score', { arena: false })).data;
@@ -170,7 +188,7 @@ export interface MatmulScoreInputs {
   b: Feed;
   out: Feed; // [O, H, M, N]
   grad: Feed | null;
-  /** uniform: Δ per candidate and head [C·H]; twin-softmax: Δ_R1 per candidate [C]. */
+  /** Δ per candidate and head [C·H] (uniform), or per candidate [C] (twin-softmax: Δ_R1). */
   scales: Float32Array;
   /** twin-softmax: the R1/R2 split 2^(k−1)·Δ_R1 per candidate [C]. */
   splits?: Float32Array;
@@ -178,7 +196,7 @@ export interface MatmulScoreInputs {
   candidates: number;
   heads: number;
   bits: number;
-  quantizer: 'uniform' | 'twin-softmax';
+  quantizer: SearchedQuantizer;
   metric: Metric;
 }
 
@@ -188,10 +206,12 @@ export interface MatmulScoreInputs {
  */
 export async function scoreMatmul(p: MatmulScoreInputs): Promise<Float32Array> {
   const C = p.candidates, H = p.heads;
-  const twin = p.quantizer === 'twin-softmax';
-  const key = `mm:${p.searched}:${p.quantizer}:${p.bits}:${p.metric}:${twin ? p.deltaR2 : ''}`;
+  // One Δ per candidate and head, or one per candidate for all heads (the softmax twin's Δ_R1).
+  const perHead = p.scales.length !== C;
+  const key = `mm:${p.searched}:${p.quantizer}:${p.bits}:${p.metric}:${perHead ? 'h' : ''}:${p.deltaR2 ?? ''}`;
+  const q = searchedQuantNodes(p.quantizer, p.bits, p.deltaR2 ?? 0);
+  const extra = extraScales(q.scaleInputs, p, ['C', 1, 1, 1, 1], [C, 1, 1, 1, 1]);
   const graph = (): GraphSpec => {
-    const q = searchedQuantNodes(p.quantizer, p.bits, p.deltaR2 ?? 0);
     const m = metricNodes(p.metric, [1, 3, 4], 1);
     const operand = p.searched === 'A' ? 'a' : 'b';
     const quantNodes = q.nodes.map((n) => ({ ...n, inputs: n.inputs.map((i) => (i === 'x' ? operand : i)) }));
@@ -199,20 +219,20 @@ export async function scoreMatmul(p: MatmulScoreInputs): Promise<Float32Array> {
     const inputs: GraphSpec['inputs'] = [
       { name: 'a', elemType: f32, shape: ['O', 'H', 'M', 'K'] },
       { name: 'b', elemType: f32, shape: ['O', 'H', 'K', 'N'] },
-      { name: 's', elemType: f32, shape: twin ? ['C', 1, 1, 1, 1] : ['C', 1, 'H', 1, 1] },
+      { name: 's', elemType: f32, shape: perHead ? ['C', 1, 'H', 1, 1] : ['C', 1, 1, 1, 1] },
       { name: 'o', elemType: f32, shape: ['O', 'H', 'M', 'N'] },
+      ...extra.inputs,
     ];
-    if (twin) inputs.push({ name: 'split', elemType: f32, shape: ['C', 1, 1, 1, 1] });
     if (p.metric === 'hessian') inputs.push({ name: 'g', elemType: f32, shape: ['O', 'H', 'M', 'N'] });
     return { name: 'score_matmul', inputs, outputs: [{ name: 'score', elemType: f32, shape: [] }], nodes: [...quantNodes, product, ...m.nodes], initializers: [...q.inits, ...m.inits], opset: 17 };
   };
   const feeds: Record<string, Feed> = {
     a: p.a,
     b: p.b,
-    s: { data: p.scales, shape: twin ? [C, 1, 1, 1, 1] : [C, 1, H, 1, 1] },
+    s: { data: p.scales, shape: perHead ? [C, 1, H, 1, 1] : [C, 1, 1, 1, 1] },
     o: p.out,
+    ...extra.feeds,
   };
-  if (twin) feeds.split = { data: p.splits!, shape: [C, 1, 1, 1, 1] };
   if (p.metric === 'hessian') feeds.g = p.grad!;
   return (await runGraph(key, graph, feeds, 'score', { arena: false })).data;
 }

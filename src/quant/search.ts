@@ -10,8 +10,8 @@
  */
 import { Tensor } from '../tensor/tensor.js';
 import type { ActivationQuant, BitPolicy, LinearQuant, MatmulQuant } from './params.js';
-import { fakeQuantActivation, kindOf, type CodesU8 } from './kinds/index.js';
-import { fakeQuantGrouped, geluNegativeDelta, qmax, uniformCoder } from './quantizers.js';
+import { fakeQuantActivation, kindOf, searchKind, type CodesU8, type OperandSlot, type SearchOperand, type SearchSpace } from './kinds/index.js';
+import { fakeQuantGrouped, maxAbsDelta, uniformCoder } from './quantizers.js';
 import { minusBias, scoreLinear, scoreLinearInteger, scoreMatmul, type Metric } from './scoring.js';
 import { maxAbs } from '../numeric.js';
 import { linear as linearFp, matmul as matmulFp } from '../tensor/gemm.js';
@@ -109,15 +109,13 @@ function candidateFactors(c: SearchConfig): number[] {
   return Array.from({ length: c.n + 1 }, (_, i) => c.alpha + (i * (c.beta - c.alpha)) / c.n);
 }
 
-function maxValue(data: Float32Array): number {
-  let m = -Infinity;
-  for (let i = 0; i < data.length; i++) if (data[i] > m) m = data[i];
-  return m;
-}
-
-/** Δ_maxabs, guarded against all-zero tensors (any positive Δ then quantizes exactly). */
-function maxAbsDelta(max: number, bits: number): number {
-  return max > 0 ? max / (qmax(bits) - 0.5) : 1e-8;
+/**
+ * The search space of an activation operand: the kind the configuration gives it (a twin where one fits and is
+ * enabled, else uniform) and that kind's candidates (kinds/*.ts, searchSpace).
+ */
+function activationSpace(cfg: SearchConfig, slot: Omit<OperandSlot, 'heads'>, operand: Omit<SearchOperand, 'factors' | 'geluAligned' | 'softmaxDeltaR2'>): SearchSpace<ActivationQuant> {
+  const kind = searchKind(slot, (k) => (k === 'twin-gelu' ? cfg.twinGelu : k === 'twin-softmax' ? cfg.twinSoftmax : true));
+  return kind.searchSpace({ ...operand, factors: candidateFactors(cfg), geluAligned: cfg.geluAligned, softmaxDeltaR2: cfg.softmaxDeltaR2 });
 }
 
 /**
@@ -252,12 +250,8 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
   const w0 = Array.from({ length: groups }, (_, g) => maxAbsDelta(maxAbs(rec.weight.data, g * rowsPerGroup * K, (g + 1) * rowsPerGroup * K), wBits));
   let weightDeltas = [...w0];
   const quantizeInput = rec.kind !== 'conv';
-  const twinGelu = quantizeInput && rec.postGelu && cfg.twinGelu;
-  // GELU twin: Δ_maxabs of the positive side comes from the positive maximum.
-  const a0 = maxAbsDelta(twinGelu ? maxValue(x.data) : maxAbs(x.data), aBits);
-  const inputQuant = (deltaPos: number): ActivationQuant =>
-    twinGelu ? { kind: 'twin-gelu', bits: aBits, deltaPos, deltaNeg: geluNegativeDelta(deltaPos, aBits, cfg.geluAligned) } : { kind: 'uniform', bits: aBits, deltas: [deltaPos] };
-  let input: ActivationQuant | null = quantizeInput ? inputQuant(a0) : null;
+  const inputSpace = quantizeInput ? activationSpace(cfg, { field: 'input', feeds: rec.postGelu ? 'post-gelu' : undefined }, { data: x.data, heads: 1, groupSize: x.size, bits: aBits }) : null;
+  let input: ActivationQuant | null = inputSpace?.initial ?? null;
 
   const cosineGroups = groups === 3 ? 3 : 1;
   // Integer scoring needs both operands as ≤ 8-bit codes. The cosine metric stays in float: its row
@@ -325,17 +319,16 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
     // every candidate, both twin-GELU ranges included).
     const wCodes = integer ? weightCodesT(rec.weight.data, weightDeltas, N, K, wBits) : null;
     const wq = wCodes ? rec.weight : new Tensor(fakeQuantGrouped(rec.weight.data, weightDeltas, rowsPerGroup * K, wBits), [N, K]);
-    const { best: [bestA], scores: [bestScore] } = await bestByBlocks(C, 1, blocks, (rows) => Math.floor(budget / (rows * (N + K))), async (cands, block) => {
-      const deltas = cands.map((c) => factors[c] * a0);
-      const scales = Float32Array.from(deltas);
-      const scales2 = twinGelu ? Float32Array.from(deltas.map((d) => geluNegativeDelta(d, aBits, cfg.geluAligned))) : undefined;
+    const space = inputSpace!;
+    const { best, scores: [bestScore] } = await bestByBlocks(space.count, 1, blocks, (rows) => Math.floor(budget / (rows * (N + K))), async (cands, block) => {
+      const { scales, scales2 } = space.scales(cands);
       const [xb, o, g] = [xBlocks[block], outBlocks[block], gradBlocks[block]];
       const s = wCodes
         ? await scoreLinearInteger({ searched: 'input', x: xb, w: wCodes, bias, out: o, grad: g, scales, scales2, candidates: cands.length, bits: aBits, metric: cfg.metric, cosineGroups: 1 })
-        : await scoreLinear({ searched: 'input', x: xb, w: wq, bias, out: o, grad: g, scales, scales2, candidates: cands.length, bits: aBits, quantizer: twinGelu ? 'twin-gelu' : 'uniform', metric: cfg.metric, cosineGroups: 1 });
+        : await scoreLinear({ searched: 'input', x: xb, w: wq, bias, out: o, grad: g, scales, scales2, candidates: cands.length, bits: aBits, quantizer: space.initial.kind, metric: cfg.metric, cosineGroups: 1 });
       return hessian ? Float64Array.from(s) : cosineToLoss(s, cands.length, M, 1, () => 0);
     }, prune, cfg.stats);
-    input = inputQuant(factors[bestA] * a0);
+    input = space.chosen(best);
     if (only === 'input') {
       cfg.sensitivity!.report({ diagonal: bestScore, perImage: await linearPerImage(rec, input, weightDeltas, wBits, cfg.sensitivity!.images) });
       break;
@@ -404,13 +397,6 @@ export interface MatmulRecord {
   postSoftmax: boolean;
 }
 
-function perHeadMaxAbsDeltas(t: Tensor, heads: number, bits: number): number[] {
-  const per = t.size / t.shape[0];
-  const max = new Array<number>(heads).fill(0);
-  for (let g = 0; g < t.shape[0]; g++) max[g % heads] = Math.max(max[g % heads], maxAbs(t.data, g * per, (g + 1) * per));
-  return max.map((m) => maxAbsDelta(m, bits));
-}
-
 /** The per-image Fisher error of an attention product at the given quantization (see SensitivityScore). */
 async function matmulPerImage(rec: MatmulRecord, a: ActivationQuant, b: ActivationQuant, images: number): Promise<number> {
   const [, M, K] = rec.a.shape;
@@ -430,8 +416,6 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
   const aBits = widths?.a ?? cfg.activationBits, bBits = widths?.b ?? cfg.activationBits;
   const only = cfg.sensitivity?.operand;
   const budget = cfg.batchFloats ?? CANDIDATE_BATCH_FLOATS;
-  const factors = candidateFactors(cfg);
-  const C = factors.length;
   const view = (t: Float32Array, rows: number, cols: number) => ({ data: t, shape: [O, H, rows, cols] });
   // Hessian scores are summed over blocks of images (at least MIN_BLOCK_ROWS output rows each), which bounds
   // the working set of very large products and lets candidates be pruned exactly (bestByBlocks).
@@ -441,15 +425,9 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
   const imagesOf = (t: { data: Float32Array; shape: number[] }) => blocks.map((b) => blockOf(t, b));
   const [aBlocks, bBlocks, outBlocks] = [imagesOf(view(rec.a.data, M, K)), imagesOf(view(rec.b.data, K, N)), imagesOf(view(rec.out.data, M, N))];
   const gradBlocks = rec.grad ? imagesOf(view(rec.grad.data, M, N)) : blocks.map(() => null);
-  const twin = rec.postSoftmax && cfg.twinSoftmax;
-  const deltaR2 = cfg.softmaxDeltaR2 === 'paper' ? 1 / qmax(aBits) : 1 / (qmax(aBits) - 1);
-
-  const a0 = perHeadMaxAbsDeltas(rec.a, H, aBits);
-  const b0 = perHeadMaxAbsDeltas(rec.b, H, bBits);
-  // Softmax twin: Δ_R1 = 2^−j with the split 2^(k−1)·Δ_R1 going from 1 down through 20 powers of two.
-  const twinR1 = Array.from({ length: 20 }, (_, j) => 2 ** -(aBits - 1 + j));
-  let aQuant: ActivationQuant = twin ? { kind: 'twin-softmax', bits: aBits, deltaR1: twinR1[8], deltaR2 } : { kind: 'uniform', bits: aBits, deltas: a0 };
-  let bQuant: ActivationQuant = { kind: 'uniform', bits: bBits, deltas: b0 };
+  const aSpace = activationSpace(cfg, { field: 'a', feeds: rec.postSoftmax ? 'post-softmax' : undefined }, { data: rec.a.data, heads: H, groupSize: M * K, bits: aBits });
+  const bSpace = activationSpace(cfg, { field: 'b', feeds: undefined }, { data: rec.b.data, heads: H, groupSize: K * N, bits: bBits });
+  let aQuant = aSpace.initial, bQuant = bSpace.initial;
   /** Per-head losses [count, H] of one block's scores (cosine: row cosines averaged per head, negated). */
   const lossOf = (scores: Float32Array, count: number, images: number): Float64Array =>
     cfg.metric === 'hessian' ? Float64Array.from(scores) : cosineToLoss(scores, count, images * M, H, (i) => Math.floor(i / M) % H);
@@ -457,6 +435,13 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
   const batchA = (images: number) => Math.floor(budget / (2 * images * H * M * Math.max(N, K)));
   const batchB = (images: number) => Math.floor(budget / (2 * images * H * Math.max(M, K) * N));
   const sum = (v: number[]) => v.reduce((t, x) => t + x, 0);
+  /** [count, H] per-head losses → [count, groups]: as they are (a scale per head), or summed over the heads (one scale). */
+  const perGroup = (perHead: Float64Array, count: number, groups: number): Float64Array => {
+    if (groups === H) return perHead;
+    const totals = new Float64Array(count);
+    for (let c = 0; c < count; c++) for (let h = 0; h < H; h++) totals[c] += perHead[c * H + h];
+    return totals;
+  };
 
   let lastBKey = '', lastAKey = '';
   for (let round = 0; round < cfg.rounds; round++) {
@@ -467,34 +452,16 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
       const bq = view(fakeQuantActivation(rec.b.data, bQuant, K * N), K, N);
       const bqBlocks = imagesOf(bq);
       const inputs = (block: number) => ({ a: aBlocks[block], b: bqBlocks[block], out: outBlocks[block], grad: gradBlocks[block] });
-      if (twin) {
-        // One Δ_R1 for all heads: the heads' scores are summed.
-        const { best: [best], scores: [total] } = await bestByBlocks(twinR1.length, 1, blocks, batchA, async (cands, block) => {
-          const r1 = cands.map((c) => twinR1[c]);
-          const s = await scoreMatmul({ searched: 'A', ...inputs(block), scales: Float32Array.from(r1), splits: Float32Array.from(r1.map((d) => d * qmax(aBits))), deltaR2, candidates: cands.length, heads: H, bits: aBits, quantizer: 'twin-softmax', metric: cfg.metric });
-          const perHead = lossOf(s, cands.length, blocks[block][1] - blocks[block][0]);
-          const totals = new Float64Array(cands.length);
-          for (let c = 0; c < cands.length; c++) for (let h = 0; h < H; h++) totals[c] += perHead[c * H + h];
-          return totals;
-        }, prune, cfg.stats);
-        aQuant = { kind: 'twin-softmax', bits: aBits, deltaR1: twinR1[best], deltaR2 };
-        if (only === 'a') {
-          cfg.sensitivity!.report({ diagonal: total, perImage: await matmulPerImage(rec, aQuant, bQuant, cfg.sensitivity!.images) });
-          break;
-        }
-      } else {
-        const { best, scores } = await bestByBlocks(C, H, blocks, batchA, async (cands, block) => {
-          const scales = new Float32Array(cands.length * H);
-          for (let c = 0; c < cands.length; c++) for (let h = 0; h < H; h++) scales[c * H + h] = factors[cands[c]] * a0[h];
-          const s = await scoreMatmul({ searched: 'A', ...inputs(block), scales, candidates: cands.length, heads: H, bits: aBits, quantizer: 'uniform', metric: cfg.metric });
-          return lossOf(s, cands.length, blocks[block][1] - blocks[block][0]);
-        }, prune, cfg.stats);
-        aQuant = { kind: 'uniform', bits: aBits, deltas: best.map((b, h) => factors[b] * a0[h]) };
-        if (only === 'a') {
-          // Heads have their own scales, so they are independent: the point's error is the sum of each head's best.
-          cfg.sensitivity!.report({ diagonal: sum(scores), perImage: await matmulPerImage(rec, aQuant, bQuant, cfg.sensitivity!.images) });
-          break;
-        }
+      // Per-head scales are searched head by head; a kind with one scale for all heads (the softmax twin) sums them.
+      const { best, scores } = await bestByBlocks(aSpace.count, aSpace.groups, blocks, batchA, async (cands, block) => {
+        const s = await scoreMatmul({ searched: 'A', ...inputs(block), ...aSpace.scales(cands), candidates: cands.length, heads: H, bits: aBits, quantizer: aSpace.initial.kind, metric: cfg.metric });
+        return perGroup(lossOf(s, cands.length, blocks[block][1] - blocks[block][0]), cands.length, aSpace.groups);
+      }, prune, cfg.stats);
+      aQuant = aSpace.chosen(best);
+      if (only === 'a') {
+        // Groups have their own scales, so they are independent: the point's error is the sum of each group's best.
+        cfg.sensitivity!.report({ diagonal: sum(scores), perImage: await matmulPerImage(rec, aQuant, bQuant, cfg.sensitivity!.images) });
+        break;
       }
     }
     const aKey = JSON.stringify(aQuant);
@@ -502,13 +469,11 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
     lastAKey = aKey;
     const aq = view(fakeQuantActivation(rec.a.data, aQuant, M * K), M, K);
     const aqBlocks = imagesOf(aq);
-    const { best, scores } = await bestByBlocks(C, H, blocks, batchB, async (cands, block) => {
-      const scales = new Float32Array(cands.length * H);
-      for (let c = 0; c < cands.length; c++) for (let h = 0; h < H; h++) scales[c * H + h] = factors[cands[c]] * b0[h];
-      const s = await scoreMatmul({ searched: 'B', a: aqBlocks[block], b: bBlocks[block], out: outBlocks[block], grad: gradBlocks[block], scales, candidates: cands.length, heads: H, bits: bBits, quantizer: 'uniform', metric: cfg.metric });
-      return lossOf(s, cands.length, blocks[block][1] - blocks[block][0]);
+    const { best, scores } = await bestByBlocks(bSpace.count, bSpace.groups, blocks, batchB, async (cands, block) => {
+      const s = await scoreMatmul({ searched: 'B', a: aqBlocks[block], b: bBlocks[block], out: outBlocks[block], grad: gradBlocks[block], ...bSpace.scales(cands), candidates: cands.length, heads: H, bits: bBits, quantizer: bSpace.initial.kind, metric: cfg.metric });
+      return perGroup(lossOf(s, cands.length, blocks[block][1] - blocks[block][0]), cands.length, bSpace.groups);
     }, prune, cfg.stats);
-    bQuant = { kind: 'uniform', bits: bBits, deltas: best.map((b, h) => factors[b] * b0[h]) };
+    bQuant = bSpace.chosen(best);
     if (only === 'b') {
       cfg.sensitivity!.report({ diagonal: sum(scores), perImage: await matmulPerImage(rec, aQuant, bQuant, cfg.sensitivity!.images) });
       break;

@@ -8,7 +8,7 @@
  */
 import { measureLinear, measureMatmul, maxAbsLinear, maxAbsMatmul } from '../quant/measure.js';
 import type { ActivationQuant, PointQuant } from '../quant/params.js';
-import { qmax } from '../quant/quantizers.js';
+import { kindOf } from '../quant/kinds/index.js';
 import type { Metric } from '../quant/scoring.js';
 import type { SearchTrace } from '../quant/search.js';
 
@@ -78,44 +78,9 @@ export function histogram(data: Float32Array, scale: 'log' | 'linear'): { bins: 
   return { bins: Array.from(counts, (c, b) => [center(b), c / data.length] as [number, number]), below };
 }
 
-/** Twin ranges and clipping points of a post-softmax or post-GELU quantizer, for marking on its histogram. */
+/** Ranges and clipping points of a quantizer, for marking on its histogram (each kind draws its own: kinds/*.ts). */
 export function rangesOf(q: ActivationQuant, input: Histogram['input']): { ranges: Interval[]; marks: { name: string; value: number }[] } {
-  const Q = qmax(q.bits);
-  if (q.kind === 'twin-softmax') {
-    const split = Q * q.deltaR1;
-    return {
-      ranges: [
-        { name: 'R1', from: 0, to: split },
-        { name: 'R2', from: split, to: (Q - 1) * q.deltaR2 },
-      ],
-      marks: [
-        { name: 'R1 → 0 below Δ_R1/2', value: q.deltaR1 / 2 },
-        { name: 'R1 | R2 split 2^(k−1)·Δ_R1', value: split },
-        { name: 'R2 clip', value: (Q - 1) * q.deltaR2 },
-      ],
-    };
-  }
-  if (q.kind === 'twin-gelu') {
-    return {
-      ranges: [
-        { name: 'R1', from: -Q * q.deltaNeg, to: 0 },
-        { name: 'R2', from: 0, to: (Q - 1) * q.deltaPos },
-      ],
-      marks: [
-        { name: 'R1 clip', value: -Q * q.deltaNeg },
-        { name: 'R2 clip', value: (Q - 1) * q.deltaPos },
-      ],
-    };
-  }
-  // Uniform (per head for attention operands): the widest head's range.
-  const delta = Math.max(...q.deltas);
-  return {
-    ranges: [{ name: 'uniform', from: input === 'post-softmax' ? 0 : -Q * delta, to: (Q - 1) * delta }],
-    marks: [
-      ...(input === 'post-softmax' ? [{ name: '→ 0 below Δ/2', value: Math.min(...q.deltas) / 2 }] : [{ name: 'clip −2^(k−1)·Δ', value: -Q * delta }]),
-      { name: 'clip (2^(k−1)−1)·Δ', value: (Q - 1) * delta },
-    ],
-  };
+  return kindOf(q).picture(q, input);
 }
 
 export class ReportCollector {

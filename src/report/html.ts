@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { Ptq4vitError } from '../errors.js';
 import { describeFsError } from '../io/safetensors.js';
+import { kindOf } from '../quant/kinds/index.js';
 import type { ActivationQuant, PointQuant } from '../quant/params.js';
 import type { Histogram, PointReport } from './collect.js';
 
@@ -53,16 +54,7 @@ const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;'
 
 const list = (xs: number[]): string => (xs.length <= 4 ? xs.map(num).join(', ') : `${num(Math.min(...xs))} … ${num(Math.max(...xs))} (${xs.length})`);
 
-function describeActivation(q: ActivationQuant): string {
-  switch (q.kind) {
-    case 'uniform':
-      return `uniform Δ ${list(q.deltas)}`;
-    case 'twin-softmax':
-      return `twin: R1 = [0, ${num(2 ** (q.bits - 1) * q.deltaR1)}) Δ_R1 ${num(q.deltaR1)} · R2 Δ_R2 ${num(q.deltaR2)}`;
-    case 'twin-gelu':
-      return `twin: R1 = [${num(-(2 ** (q.bits - 1)) * q.deltaNeg)}, 0) Δ_R1 ${num(q.deltaNeg)} · R2 = [0, ${num((2 ** (q.bits - 1) - 1) * q.deltaPos)}] Δ_R2 ${num(q.deltaPos)}`;
-  }
-}
+const describeActivation = (q: ActivationQuant): string => kindOf(q).describe(q, num, list);
 
 function describeParams(p: PointQuant): { bits: string; first: string; second: string } {
   if (p.kind === 'matmul') return { bits: `A${p.a.bits} · B${p.b.bits}`, first: `A: ${describeActivation(p.a)}`, second: `B: ${describeActivation(p.b)}` };

@@ -7,12 +7,12 @@ import { z } from 'zod';
 import type { GraphBuilder } from '../../onnx/builder.js';
 import { checkBits, type IntegerOperand } from '../integer.js';
 import type { ActivationQuant } from '../params.js';
-import type { ActivationKind, QuantOf } from './kind.js';
+import type { ActivationKind, OperandSlot, QuantOf } from './kind.js';
 import { twinGelu } from './twinGelu.js';
 import { twinSoftmax } from './twinSoftmax.js';
 import { uniform } from './uniform.js';
 
-export type { ActivationKind, CodesU8, OperandSlot, ScoringScales, SimulationFeed, SimulationGraph } from './kind.js';
+export type { ActivationKind, CodesU8, OperandSlot, ScoringScales, SearchOperand, SearchSpace, SimulationFeed, SimulationGraph } from './kind.js';
 export { MAX_BITS, MIN_BITS, bitsSchema, deltaSchema, deltasSchema } from './kind.js';
 
 type KindName = ActivationQuant['kind'];
@@ -27,6 +27,15 @@ export function kindOf<Q extends ActivationQuant>(q: Q): ActivationKind<Q> {
 /** A kind by name, for graphs built before any quantizer exists (candidate scoring). */
 export function kindNamed(name: KindName): ActivationKind<ActivationQuant> {
   return KINDS[name] as unknown as ActivationKind<ActivationQuant>;
+}
+
+/**
+ * The kind the search gives an operand: the first specialized kind (registry order) that fits it and that the
+ * configuration enables, else uniform, which fits every operand.
+ */
+export function searchKind(slot: Omit<OperandSlot, 'heads'>, enabled: (kind: KindName) => boolean): ActivationKind<ActivationQuant> {
+  const name = (Object.keys(KINDS) as KindName[]).find((k) => k !== 'uniform' && enabled(k) && KINDS[k].fits(slot)) ?? 'uniform';
+  return kindNamed(name);
 }
 
 /** An activation quantizer on disk: one of the kinds' disk forms, told apart by `kind`. */

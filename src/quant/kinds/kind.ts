@@ -1,7 +1,8 @@
 /**
  * What one activation-quantizer kind (uniform, twin GELU, twin softmax) owns: its disk form, which operands it
- * may quantize, its float formula, its integer codes, its ONNX nodes (candidate scoring, simulation, integer
- * graph) and the key under which sessions of those nodes are cached. A new kind is a file beside the others,
+ * may quantize, the scale candidates the PTQ4ViT search tries, its float formula, its integer codes, its ONNX
+ * nodes (candidate scoring, simulation, integer graph) and the key under which sessions of those nodes are
+ * cached. A new kind is a file beside the others,
  * its plain-data shape in params.ts (ActivationQuant), an entry in the registry (index.ts) and an example in
  * test/kinds.test.ts. The quantizer itself stays plain data; the kind object is looked up from `q.kind`
  * (index.ts kindOf), never stored in it.
@@ -70,6 +71,42 @@ export interface ScoringScales {
   deltaR2?: number;
 }
 
+/** What the search knows of an operand before choosing its scales (SearchSpace). */
+export interface SearchOperand {
+  /** The recorded values; per-head operands hold consecutive groups of `groupSize` values, heads cycling. */
+  data: Float32Array;
+  heads: number;
+  groupSize: number;
+  bits: number;
+  /** The search grid: candidate Δ = factor·Δ_maxabs (α + i·(β−α)/n, search.ts). */
+  factors: readonly number[];
+  /** GELU twin: keep Δ_R1 = Δ_R2/2^m (SearchConfig.geluAligned). */
+  geluAligned: boolean;
+  /** Softmax twin: Δ_R2 = 1/2^(k−1) (paper) or 1/(2^(k−1)−1) (SearchConfig.softmaxDeltaR2). */
+  softmaxDeltaR2: 'paper' | 'exact-one';
+}
+
+/**
+ * The candidates of one operand's search: `count` candidates, chosen independently in each of `groups` groups
+ * (one per head for per-head scales, else 1, the heads' scores then summed). `scales(cands)` are the scoring
+ * graph's scale inputs for a batch of candidates, `groups` values per candidate; `chosen(best)` is the quantizer
+ * made of each group's winner.
+ */
+export interface SearchSpace<Q extends ActivationQuant> {
+  count: number;
+  groups: number;
+  /** The quantizer before any search (what the other operand's first half-step sees). */
+  initial: Q;
+  scales(cands: readonly number[]): ScoringScales;
+  chosen(best: readonly number[]): Q;
+}
+
+/** The report's picture of a quantizer on its operand's histogram: its ranges and its clipping points. */
+export interface QuantPicture {
+  ranges: { name: string; from: number; to: number }[];
+  marks: { name: string; value: number }[];
+}
+
 /** The quantizer data of one kind, e.g. QuantOf<'twin-gelu'>. */
 export type QuantOf<K extends ActivationQuant['kind']> = Extract<ActivationQuant, { kind: K }>;
 
@@ -81,6 +118,11 @@ export interface ActivationKind<Q extends ActivationQuant, S extends z.ZodType =
 
   /** Why `q` cannot quantize this operand (the file's validation), or null. */
   misfit(q: Q, slot: OperandSlot): string | null;
+  /** Whether the kind may quantize this operand at all (the search picks a specialized kind where one fits). */
+  fits(slot: Omit<OperandSlot, 'heads'>): boolean;
+
+  /** The scale candidates the PTQ4ViT search tries for an operand of this kind. */
+  searchSpace(operand: SearchOperand): SearchSpace<Q>;
 
   /** The Δ of each code part: one part (uniform: per tensor or per head) or two (twin R1, R2). */
   partScales(q: Q): number[][];
@@ -111,4 +153,9 @@ export interface ActivationKind<Q extends ActivationQuant, S extends z.ZodType =
   simulationFeeds(q: Q, prefix: string, perHeadShape: readonly number[]): Record<string, SimulationFeed>;
   /** What the simulation graph of `q` depends on besides its inputs' values: one cached session per key. */
   cacheKey(q: Q): string;
+
+  /** The report: `q`'s ranges and clipping points (`feeds`: what the operand holds; post-softmax values start at 0). */
+  picture(q: Q, feeds: QuantPoint['input']): QuantPicture;
+  /** The report: one line describing `q`, numbers written by `num` (and lists of Δs by `list`). */
+  describe(q: Q, num: (x: number) => string, list: (xs: number[]) => string): string;
 }

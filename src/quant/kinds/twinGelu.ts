@@ -13,7 +13,7 @@
 import { z } from 'zod';
 import { UINT8, quantizeCodes } from '../integer.js';
 import { roundToGrid, scalar } from '../onnxquant.js';
-import { fakeQuantTwinGelu, qmax, twinGeluCodesU8 } from '../quantizers.js';
+import { fakeQuantTwinGelu, geluNegativeDelta, maxAbsDelta, qmax, twinGeluCodesU8 } from '../quantizers.js';
 import { bitsSchema, deltaSchema, type ActivationKind, type QuantOf } from './kind.js';
 
 const disk = z.strictObject({ kind: z.literal('twin-gelu'), bits: bitsSchema, delta_neg: deltaSchema, delta_pos: deltaSchema });
@@ -24,8 +24,28 @@ export const twinGelu: ActivationKind<QuantOf<'twin-gelu'>, typeof disk> = {
   fromDisk: (d) => ({ kind: d.kind, bits: d.bits, deltaNeg: d.delta_neg, deltaPos: d.delta_pos }),
 
   // Only fc2's input comes out of a GELU: its ranges (a tail down to GELU_MIN, a long positive side) fit no other.
-  misfit(q, { field, feeds }) {
-    return field === 'input' && feeds === 'post-gelu' ? null : `${field} is ${q.kind}, but it is not a post-GELU input`;
+  misfit(q, slot) {
+    return twinGelu.fits(slot) ? null : `${slot.field} is ${q.kind}, but it is not a post-GELU input`;
+  },
+
+  fits: ({ field, feeds }) => field === 'input' && feeds === 'post-gelu',
+
+  /** Δ_R2 = factor·Δ_maxabs of the positive side (its maximum, not max|x|); Δ_R1 follows from Δ_R2 (geluNegativeDelta). */
+  searchSpace({ data, bits, factors, geluAligned }) {
+    let max = -Infinity;
+    for (let i = 0; i < data.length; i++) if (data[i] > max) max = data[i];
+    const d0 = maxAbsDelta(max, bits);
+    const quant = (deltaPos: number): QuantOf<'twin-gelu'> => ({ kind: 'twin-gelu', bits, deltaPos, deltaNeg: geluNegativeDelta(deltaPos, bits, geluAligned) });
+    return {
+      count: factors.length,
+      groups: 1,
+      initial: quant(d0),
+      scales: (cands) => {
+        const deltas = cands.map((c) => factors[c] * d0);
+        return { scales: Float32Array.from(deltas), scales2: Float32Array.from(deltas.map((d) => geluNegativeDelta(d, bits, geluAligned))) };
+      },
+      chosen: ([best]) => quant(factors[best] * d0),
+    };
   },
 
   partScales: (q) => [[q.deltaNeg], [q.deltaPos]],
@@ -70,4 +90,19 @@ export const twinGelu: ActivationKind<QuantOf<'twin-gelu'>, typeof disk> = {
     [`${prefix}s2`]: { data: Float32Array.of(q.deltaPos), shape: [1] },
   }),
   cacheKey: (q) => `${q.kind}${q.bits}`,
+
+  picture(q) {
+    const Q = qmax(q.bits);
+    return {
+      ranges: [
+        { name: 'R1', from: -Q * q.deltaNeg, to: 0 },
+        { name: 'R2', from: 0, to: (Q - 1) * q.deltaPos },
+      ],
+      marks: [
+        { name: 'R1 clip', value: -Q * q.deltaNeg },
+        { name: 'R2 clip', value: (Q - 1) * q.deltaPos },
+      ],
+    };
+  },
+  describe: (q, num) => `twin: R1 = [${num(-(2 ** (q.bits - 1)) * q.deltaNeg)}, 0) Δ_R1 ${num(q.deltaNeg)} · R2 = [0, ${num((2 ** (q.bits - 1) - 1) * q.deltaPos)}] Δ_R2 ${num(q.deltaPos)}`,
 };

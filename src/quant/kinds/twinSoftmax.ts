@@ -16,6 +16,10 @@ import { roundToGrid, scalar } from '../onnxquant.js';
 import { fakeQuantTwinSoftmax, qmax } from '../quantizers.js';
 import { bitsSchema, deltaSchema, type ActivationKind, type QuantOf } from './kind.js';
 
+/** Powers of two the search tries for Δ_R1, and the one the other operand's first half-step sees (2^−(k−1+8)). */
+const SOFTMAX_R1_STEPS = 20;
+const SOFTMAX_R1_START = 8;
+
 const disk = z.strictObject({ kind: z.literal('twin-softmax'), bits: bitsSchema, delta_r1: deltaSchema, delta_r2: deltaSchema });
 
 export const twinSoftmax: ActivationKind<QuantOf<'twin-softmax'>, typeof disk> = {
@@ -24,8 +28,30 @@ export const twinSoftmax: ActivationKind<QuantOf<'twin-softmax'>, typeof disk> =
   fromDisk: (d) => ({ kind: d.kind, bits: d.bits, deltaR1: d.delta_r1, deltaR2: d.delta_r2 }),
 
   // Only softmax·v's left operand holds attention weights: values in [0, 1], the split point's premise.
-  misfit(q, { field, feeds }) {
-    return field === 'a' && feeds === 'post-softmax' ? null : `${field} is ${q.kind}, but it is not a post-softmax operand`;
+  misfit(q, slot) {
+    return twinSoftmax.fits(slot) ? null : `${slot.field} is ${q.kind}, but it is not a post-softmax operand`;
+  },
+
+  fits: ({ field, feeds }) => field === 'a' && feeds === 'post-softmax',
+
+  /**
+   * Δ_R1 = 2^−j over SOFTMAX_R1_STEPS powers of two, the split 2^(k−1)·Δ_R1 going from 1 down (the grid of α, β
+   * and n is not used: Δ_R1 stays a power of two, so R1 and R2 differ by a shift); one Δ_R1 for all heads.
+   */
+  searchSpace({ bits, softmaxDeltaR2 }) {
+    const deltaR2 = softmaxDeltaR2 === 'paper' ? 1 / qmax(bits) : 1 / (qmax(bits) - 1);
+    const ladder = Array.from({ length: SOFTMAX_R1_STEPS }, (_, j) => 2 ** -(bits - 1 + j));
+    const quant = (deltaR1: number): QuantOf<'twin-softmax'> => ({ kind: 'twin-softmax', bits, deltaR1, deltaR2 });
+    return {
+      count: ladder.length,
+      groups: 1,
+      initial: quant(ladder[SOFTMAX_R1_START]),
+      scales: (cands) => {
+        const r1 = cands.map((c) => ladder[c]);
+        return { scales: Float32Array.from(r1), splits: Float32Array.from(r1.map((d) => d * qmax(bits))), deltaR2 };
+      },
+      chosen: ([best]) => quant(ladder[best]),
+    };
   },
 
   partScales: (q) => [[q.deltaR1], [q.deltaR2]],
@@ -83,4 +109,21 @@ export const twinSoftmax: ActivationKind<QuantOf<'twin-softmax'>, typeof disk> =
     [`${prefix}split`]: { data: Float32Array.of(qmax(q.bits) * q.deltaR1), shape: [1] },
   }),
   cacheKey: (q) => `${q.kind}${q.bits}`,
+
+  picture(q) {
+    const Q = qmax(q.bits);
+    const split = Q * q.deltaR1;
+    return {
+      ranges: [
+        { name: 'R1', from: 0, to: split },
+        { name: 'R2', from: split, to: (Q - 1) * q.deltaR2 },
+      ],
+      marks: [
+        { name: 'R1 → 0 below Δ_R1/2', value: q.deltaR1 / 2 },
+        { name: 'R1 | R2 split 2^(k−1)·Δ_R1', value: split },
+        { name: 'R2 clip', value: (Q - 1) * q.deltaR2 },
+      ],
+    };
+  },
+  describe: (q, num) => `twin: R1 = [0, ${num(2 ** (q.bits - 1) * q.deltaR1)}) Δ_R1 ${num(q.deltaR1)} · R2 Δ_R2 ${num(q.deltaR2)}`,
 };
