@@ -27,6 +27,7 @@ import { openDataset, loadBatch } from '../src/data/datasets.js';
 import type { VisionModel } from '../src/models/types.js';
 import { QuantRunner } from '../src/quant/runner.js';
 import { Tensor } from '../src/tensor/tensor.js';
+import { Divergence } from './divergence.js';
 
 const quick = process.argv.includes('--quick');
 const cacheDir = path.join('out', quick ? 'mixed_precision-quick' : 'mixed_precision');
@@ -123,52 +124,20 @@ function evalFile(loaded: LoadedModel, name: string, config: string, points: Poi
   return { top1: e.top1, top5: e.top5, images: e.images };
 }
 
-function softmaxRows(logits: Float32Array, classes: number): Float64Array {
-  const p = new Float64Array(logits.length);
-  for (let i = 0; i < logits.length; i += classes) {
-    let max = -Infinity, sum = 0;
-    for (let c = 0; c < classes; c++) max = Math.max(max, logits[i + c]);
-    for (let c = 0; c < classes; c++) sum += p[i + c] = Math.exp(logits[i + c] - max);
-    for (let c = 0; c < classes; c++) p[i + c] /= sum;
+/** The first DIVERGENCE_IMAGES images of the evaluation set, as the model preprocesses them. */
+async function divergenceOf(model: VisionModel): Promise<Divergence> {
+  const ds = await openDataset(evalManifest);
+  const batches: Tensor[] = [];
+  for (let s = 0; s < Math.min(DIVERGENCE_IMAGES, ds.size); s += 100) {
+    batches.push((await loadBatch(ds, Array.from({ length: Math.min(100, DIVERGENCE_IMAGES - s) }, (_, i) => s + i), model.spec.preprocess)).images);
   }
-  return p;
+  return Divergence.of(model, batches);
 }
 
-const argmax = (p: Float64Array, at: number, classes: number) => {
-  let best = 0;
-  for (let c = 1; c < classes; c++) if (p[at + c] > p[at + best]) best = c;
-  return best;
-};
-
-/** FP32 class probabilities of the divergence images, then each row's KL and agreement against them. */
-class Divergence {
-  private constructor(private readonly model: VisionModel, private readonly batches: Tensor[], private readonly fp: Float64Array[]) {}
-
-  static async of(model: VisionModel): Promise<Divergence> {
-    const ds = await openDataset(evalManifest);
-    const batches: Tensor[] = [];
-    for (let s = 0; s < Math.min(DIVERGENCE_IMAGES, ds.size); s += 100) {
-      batches.push((await loadBatch(ds, Array.from({ length: Math.min(100, DIVERGENCE_IMAGES - s) }, (_, i) => s + i), model.spec.preprocess)).images);
-    }
-    const classes = model.spec.arch.numClasses;
-    const fp = await Promise.all(batches.map(async (b) => softmaxRows((await model.forward(b)).data, classes)));
-    return new Divergence(model, batches, fp);
-  }
-
-  async measure(points: PointQuant[]): Promise<{ kl: number; agree: number }> {
-    const runner = new QuantRunner(points);
-    const classes = this.model.spec.arch.numClasses;
-    let kl = 0, agree = 0, images = 0;
-    for (let b = 0; b < this.batches.length; b++) {
-      const q = softmaxRows((await this.model.forward(this.batches[b], runner)).data, classes);
-      const p = this.fp[b];
-      for (let at = 0; at < p.length; at += classes, images++) {
-        for (let c = 0; c < classes; c++) if (p[at + c] > 0) kl += p[at + c] * Math.log(p[at + c] / Math.max(q[at + c], 1e-300));
-        if (argmax(p, at, classes) === argmax(q, at, classes)) agree++;
-      }
-    }
-    return { kl: kl / images, agree: agree / images };
-  }
+/** KL and agreement of one row's parameters (the op-by-op simulation). */
+async function divergenceRow(d: Divergence, points: PointQuant[]): Promise<{ kl: number; agree: number }> {
+  const { kl, agree } = await d.measure(new QuantRunner(points));
+  return { kl, agree };
 }
 
 /** The rows results.ts measured (FP32, uniform W6A6/W8A8), under this script's config names. */
@@ -212,7 +181,7 @@ async function runModel(name: string): Promise<void> {
   const done = new Set(readRows().filter((r) => r.model === name).map((r) => r.config));
   const wanted = [...UNIFORM_COMPUTED.map(uniformConfig), ...BUDGETS.map(mixedConfig)];
   if (wanted.every((c) => done.has(c))) return;
-  const divergence = await Divergence.of(model);
+  const divergence = await divergenceOf(model);
   const progress = (what: string) => (e: { phase: string; done?: number; total?: number }) => {
     if (e.phase !== 'record' && e.done !== undefined && (e.done === e.total || e.done % 25 === 0)) process.stderr.write(`${name} ${what}: ${e.phase} ${e.done}/${e.total}\n`);
   };
@@ -269,7 +238,7 @@ async function runModel(name: string): Promise<void> {
         weight_mb: c.row.weight_mb,
         policy: c.row.policy,
       };
-      appendRow({ ...c.row, ...evalFile(loaded, name, c.row.config, c.points, { ...provenanceBase, mixed_precision: mixed }), ...(await divergence.measure(c.points)) });
+      appendRow({ ...c.row, ...evalFile(loaded, name, c.row.config, c.points, { ...provenanceBase, mixed_precision: mixed }), ...(await divergenceRow(divergence, c.points)) });
     }
   }
 
@@ -299,7 +268,7 @@ async function runModel(name: string): Promise<void> {
       }));
     });
     for (const c of batch) {
-      if (!done.has(c.row.config)) appendRow({ ...c.row, ...evalFile(loaded, name, c.row.config, c.points, { ...provenanceBase, w_bits: c.row.bits, a_bits: c.row.bits }), ...(await divergence.measure(c.points)) });
+      if (!done.has(c.row.config)) appendRow({ ...c.row, ...evalFile(loaded, name, c.row.config, c.points, { ...provenanceBase, w_bits: c.row.bits, a_bits: c.row.bits }), ...(await divergenceRow(divergence, c.points)) });
     }
   }
 }

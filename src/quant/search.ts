@@ -443,6 +443,19 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
     return totals;
   };
 
+  /**
+   * One half-step: operand `side` searched over its space, the other held as `operands` gives it. Per-head
+   * scales are searched head by head (a kind with one scale for all heads, the softmax twin, sums them); the
+   * groups are independent, so the point's error is the sum of each group's best.
+   */
+  const halfStep = async (side: 'A' | 'B', space: SearchSpace<ActivationQuant>, bits: number, batch: (images: number) => number, operands: (block: number) => { a: { data: Float32Array; shape: number[] }; b: { data: Float32Array; shape: number[] } }) => {
+    const { best, scores } = await bestByBlocks(space.count, space.groups, blocks, batch, async (cands, block) => {
+      const s = await scoreMatmul({ searched: side, ...operands(block), out: outBlocks[block], grad: gradBlocks[block], ...space.scales(cands), candidates: cands.length, heads: H, bits, quantizer: space.initial.kind, metric: cfg.metric });
+      return perGroup(lossOf(s, cands.length, blocks[block][1] - blocks[block][0]), cands.length, space.groups);
+    }, prune, cfg.stats);
+    return { quant: space.chosen(best), error: sum(scores) };
+  };
+
   let lastBKey = '', lastAKey = '';
   for (let round = 0; round < cfg.rounds; round++) {
     const bKey = JSON.stringify(bQuant);
@@ -451,16 +464,10 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
     if (only !== 'b') {
       const bq = view(fakeQuantActivation(rec.b.data, bQuant, K * N), K, N);
       const bqBlocks = imagesOf(bq);
-      const inputs = (block: number) => ({ a: aBlocks[block], b: bqBlocks[block], out: outBlocks[block], grad: gradBlocks[block] });
-      // Per-head scales are searched head by head; a kind with one scale for all heads (the softmax twin) sums them.
-      const { best, scores } = await bestByBlocks(aSpace.count, aSpace.groups, blocks, batchA, async (cands, block) => {
-        const s = await scoreMatmul({ searched: 'A', ...inputs(block), ...aSpace.scales(cands), candidates: cands.length, heads: H, bits: aBits, quantizer: aSpace.initial.kind, metric: cfg.metric });
-        return perGroup(lossOf(s, cands.length, blocks[block][1] - blocks[block][0]), cands.length, aSpace.groups);
-      }, prune, cfg.stats);
-      aQuant = aSpace.chosen(best);
+      const searched = await halfStep('A', aSpace, aBits, batchA, (block) => ({ a: aBlocks[block], b: bqBlocks[block] }));
+      aQuant = searched.quant;
       if (only === 'a') {
-        // Groups have their own scales, so they are independent: the point's error is the sum of each group's best.
-        cfg.sensitivity!.report({ diagonal: sum(scores), perImage: await matmulPerImage(rec, aQuant, bQuant, cfg.sensitivity!.images) });
+        cfg.sensitivity!.report({ diagonal: searched.error, perImage: await matmulPerImage(rec, aQuant, bQuant, cfg.sensitivity!.images) });
         break;
       }
     }
@@ -469,13 +476,10 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
     lastAKey = aKey;
     const aq = view(fakeQuantActivation(rec.a.data, aQuant, M * K), M, K);
     const aqBlocks = imagesOf(aq);
-    const { best, scores } = await bestByBlocks(bSpace.count, bSpace.groups, blocks, batchB, async (cands, block) => {
-      const s = await scoreMatmul({ searched: 'B', a: aqBlocks[block], b: bBlocks[block], out: outBlocks[block], grad: gradBlocks[block], ...bSpace.scales(cands), candidates: cands.length, heads: H, bits: bBits, quantizer: bSpace.initial.kind, metric: cfg.metric });
-      return perGroup(lossOf(s, cands.length, blocks[block][1] - blocks[block][0]), cands.length, bSpace.groups);
-    }, prune, cfg.stats);
-    bQuant = bSpace.chosen(best);
+    const searched = await halfStep('B', bSpace, bBits, batchB, (block) => ({ a: aqBlocks[block], b: bBlocks[block] }));
+    bQuant = searched.quant;
     if (only === 'b') {
-      cfg.sensitivity!.report({ diagonal: sum(scores), perImage: await matmulPerImage(rec, aQuant, bQuant, cfg.sensitivity!.images) });
+      cfg.sensitivity!.report({ diagonal: searched.error, perImage: await matmulPerImage(rec, aQuant, bQuant, cfg.sensitivity!.images) });
       break;
     }
   }
