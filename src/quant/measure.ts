@@ -11,9 +11,9 @@
  */
 import { Tensor } from '../tensor/tensor.js';
 import type { ActivationQuant, LinearQuant, MatmulQuant } from './params.js';
-import { fakeQuantGrouped, qmax } from './quantizers.js';
+import { fakeQuantGrouped, maxAbsDelta } from './quantizers.js';
 import { scoreLinear, scoreMatmul, type Metric } from './scoring.js';
-import { fakeQuantActivation, kindOf } from './kinds/index.js';
+import { fakeQuantActivation, kindNamed, kindOf } from './kinds/index.js';
 import type { LinearRecord, MatmulRecord } from './search.js';
 import { maxAbs } from '../numeric.js';
 
@@ -53,14 +53,15 @@ export async function measureMatmul(rec: MatmulRecord, q: MatmulQuant, metric: M
   const bq = view(fakeQuantActivation(rec.b.data, q.b, K * N), K, N);
   const grad = metric === 'hessian' && rec.grad ? view(rec.grad.data, M, N) : null;
   const common = { searched: 'A' as const, a: view(rec.a.data, M, K), b: bq, out: view(rec.out.data, M, N), grad, candidates: 1, heads: H, bits: q.a.bits, metric };
-  // scoreMatmul searches the kinds an attention operand may have (file.ts refuses the others on load).
-  if (q.a.kind === 'twin-gelu') throw new Error(`attention operand of ${q.point} cannot be ${q.a.kind}`);
   const { scales, splits, deltaR2 } = kindOf(q.a).scoringScales(q.a);
   return reduce(await scoreMatmul({ ...common, scales, splits, deltaR2, quantizer: q.a.kind }), metric);
 }
 
 
-const maxAbsDelta = (max: number, bits: number): number => (max > 0 ? max / (qmax(bits) - 0.5) : 1e-8);
+/** Δ_maxabs uniform quantization of an operand, per tensor or per head: the uniform kind's starting point. */
+function maxAbsUniform(data: Float32Array, heads: number, groupSize: number, bits: number): ActivationQuant {
+  return kindNamed('uniform').searchSpace({ data, heads, groupSize, bits, factors: [1], geluAligned: true, softmaxDeltaR2: 'paper' }).initial;
+}
 
 /** The naive baseline for a linear point: max-abs Δ per weight group, and per tensor for the input. */
 export function maxAbsLinear(rec: LinearRecord, searched: LinearQuant): LinearQuant {
@@ -69,19 +70,12 @@ export function maxAbsLinear(rec: LinearRecord, searched: LinearQuant): LinearQu
   const per = (N / groups) * K;
   const weightDeltas = Array.from({ length: groups }, (_, g) => maxAbsDelta(maxAbs(rec.weight.data, g * per, (g + 1) * per), searched.weightBits));
   const bits = searched.input?.bits;
-  const input: ActivationQuant | null = bits === undefined ? null : { kind: 'uniform', bits, deltas: [maxAbsDelta(maxAbs(rec.x.data), bits)] };
+  const input = bits === undefined ? null : maxAbsUniform(rec.x.data, 1, rec.x.size, bits);
   return { ...searched, weightDeltas, input };
-}
-
-function perHeadMaxAbs(t: Tensor, heads: number, bits: number): number[] {
-  const per = t.size / t.shape[0];
-  const max = new Array<number>(heads).fill(0);
-  for (let g = 0; g < t.shape[0]; g++) max[g % heads] = Math.max(max[g % heads], maxAbs(t.data, g * per, (g + 1) * per));
-  return max.map((m) => maxAbsDelta(m, bits));
 }
 
 /** The naive baseline for an attention product: max-abs Δ per head for both operands. */
 export function maxAbsMatmul(rec: MatmulRecord, searched: MatmulQuant): MatmulQuant {
-  const bits = searched.a.bits;
-  return { ...searched, a: { kind: 'uniform', bits, deltas: perHeadMaxAbs(rec.a, searched.heads, bits) }, b: { kind: 'uniform', bits: searched.b.bits, deltas: perHeadMaxAbs(rec.b, searched.heads, searched.b.bits) } };
+  const of = (t: Tensor, bits: number) => maxAbsUniform(t.data, searched.heads, t.size / t.shape[0], bits);
+  return { ...searched, a: of(rec.a, searched.a.bits), b: of(rec.b, searched.b.bits) };
 }
