@@ -401,12 +401,14 @@ function section(rows: Row[]): string[] {
     const klOf = (r?: Row) => (r?.kl === undefined ? '—' : (r.kl * 1000).toFixed(2));
     const verdict = (ok: boolean | undefined) => (ok === undefined ? 'pending' : ok ? '**met**' : '**not met**');
     const within = m4 && fp ? (fp.top1 - m4.top1) * 100 : undefined;
+    /** The verdict above is the point estimate's; say so when the 95% interval reaches across the threshold. */
+    const undecided = (d: { low: number; high: number } | undefined, threshold: number) => (d && d.low < threshold && d.high > threshold ? ' by the point estimate, undecided within the 95% CI' : '');
     const ci = (d?: { low: number; high: number }) => (d ? `, 95% CI ${d.low.toFixed(2)} … ${d.high.toFixed(2)}` : '');
     const below = pairedDifference(model, 'FP32', mixedConfig(4));
     const versus = pairedDifference(model, mixedConfig(3.5), uniformConfig(4));
     lines.push(
-      `- ${model}: 4-bit mixed within 0.3 points of FP32: ${verdict(within === undefined ? undefined : within <= 0.3)} (${within === undefined ? '—' : `${within.toFixed(2)} points below${ci(below)}`}; KL ×10⁻³ ${klOf(m4)}; uniform W4A4 ${klOf(u4)}, W5A5 ${klOf(find(model, uniformConfig(5)))}, W6A6 ${klOf(find(model, uniformConfig(6)))});` +
-        ` 3.5-bit mixed ≥ uniform W4A4: ${verdict(m35 && u4 ? m35.top1 >= u4.top1 : undefined)} (${pct(m35?.top1)} vs ${pct(u4?.top1)}${versus ? `: ${versus.diff.toFixed(2)}${ci(versus)}` : ''}; KL ×10⁻³ ${klOf(m35)} vs ${klOf(u4)}, agreement with FP32 ${pct(m35?.agree)}% vs ${pct(u4?.agree)}%);` +
+      `- ${model}: 4-bit mixed within 0.3 points of FP32: ${verdict(within === undefined ? undefined : within <= 0.3)}${undecided(below, 0.3)} (${within === undefined ? '—' : `${within.toFixed(2)} points below${ci(below)}`}; KL ×10⁻³ ${klOf(m4)}; uniform W4A4 ${klOf(u4)}, W5A5 ${klOf(find(model, uniformConfig(5)))}, W6A6 ${klOf(find(model, uniformConfig(6)))});` +
+        ` 3.5-bit mixed ≥ uniform W4A4: ${verdict(m35 && u4 ? m35.top1 >= u4.top1 : undefined)}${undecided(versus, 0)} (${pct(m35?.top1)} vs ${pct(u4?.top1)}${versus ? `: ${versus.diff.toFixed(2)}${ci(versus)}` : ''}; KL ×10⁻³ ${klOf(m35)} vs ${klOf(u4)}, agreement with FP32 ${pct(m35?.agree)}% vs ${pct(u4?.agree)}%);` +
         ` run ≤ 3× uniform: ${verdict(ratios.length === BUDGETS.length ? Math.max(...ratios) <= 3 : undefined)} (largest ${ratios.length ? Math.max(...ratios).toFixed(2) : '—'}×).`,
     );
   }
