@@ -26,19 +26,12 @@ function searchedQuantNodes(kind: SearchedQuantizer, bits: number, deltaR2: numb
 
 /**
  * The scale inputs a kind's nodes take besides `s` (twin GELU: s2, the negative side's Δ; twin softmax: split,
- * the R1/R2 boundary), one value per candidate, declared as `shape` and fed from the candidates' ScoringScales.
+ * the R1/R2 boundary), one value per candidate: declared from the kind's nodes when a graph is built, fed from
+ * the candidates' ScoringScales on every call (the graph is built once per cache key, the feeds every time).
  */
-function extraScales(scaleInputs: readonly string[], given: { scales2?: Float32Array; splits?: Float32Array }, shape: (string | number)[], feedShape: number[]) {
-  const data: Record<string, Float32Array | undefined> = { s2: given.scales2, split: given.splits };
-  const names = scaleInputs.filter((n) => n !== 's');
-  return {
-    inputs: names.map((name) => ({ name, elemType: f32, shape })),
-    feeds: Object.fromEntries(names.map((name) => {
-      const values = data[name];
-      if (!values) throw new Error(`candidate scoring: no values for the scale input '${name}'`);
-      return [name, { data: values, shape: feedShape }];
-    })),
-  };
+const extraScaleInputs = (scaleInputs: readonly string[], shape: (string | number)[]) => scaleInputs.filter((n) => n !== 's').map((name) => ({ name, elemType: f32, shape }));
+function extraScaleFeeds(given: { scales2?: Float32Array; splits?: Float32Array }, shape: number[]): Record<string, Feed> {
+  return { ...(given.scales2 ? { s2: { data: given.scales2, shape } } : {}), ...(given.splits ? { split: { data: given.splits, shape } } : {}) };
 }
 
 /**
@@ -124,9 +117,8 @@ export async function scoreLinear(p: LinearScoreInputs): Promise<Float32Array> {
   // The Hessian metric only needs Ô − O = x̂·ŵᵀ − (O − b): the bias is folded into the target once.
   const addBias = p.bias !== null && p.metric === 'cosine';
   const key = `lin:${p.searched}:${p.quantizer}:${p.bits}:${p.metric}:${p.cosineGroups}:${p.cosinePerColumn ? 'col' : 'row'}:${addBias ? 'b' : ''}`;
-  const q = searchedQuantNodes(p.quantizer, p.bits, 0);
-  const extra = extraScales(q.scaleInputs, p, ['C', 1, 1], [C, 1, 1]);
   const graph = (): GraphSpec => {
+    const q = searchedQuantNodes(p.quantizer, p.bits, 0);
     const m = metricNodes(p.metric, searchW ? [1] : [1, 2], p.cosineGroups, p.cosinePerColumn ? -2 : -1);
     const renameX = searchW ? 'w' : 'x';
     const quantNodes = q.nodes.map((n) => ({ ...n, inputs: n.inputs.map((i) => (i === 'x' ? renameX : i)) }));
@@ -150,7 +142,7 @@ export async function scoreLinear(p: LinearScoreInputs): Promise<Float32Array> {
       { name: 's', elemType: f32, shape: searchW ? ['C', 'N', 1] : ['C', 1, 1] },
       { name: 'o', elemType: f32, shape: ['M', 'N'] },
     ];
-    inputs.push(...extra.inputs);
+    inputs.push(...extraScaleInputs(q.scaleInputs, ['C', 1, 1]));
     if (addBias) inputs.push({ name: 'b', elemType: f32, shape: ['N'] });
     if (p.metric === 'hessian') inputs.push({ name: 'g', elemType: f32, shape: ['M', 'N'] });
     return { name: 'score_linear', inputs, outputs: [{ name: 'score', elemType: f32, shape: [] }], nodes, initializers: [...q.inits, ...m.inits], opset: 17 };
@@ -161,7 +153,7 @@ export async function scoreLinear(p: LinearScoreInputs): Promise<Float32Array> {
     s: { data: p.scales, shape: searchW ? [C, outFeatures, 1] : [C, 1, 1] },
     o: p.bias && !addBias ? feed(minusBias(p.out, p.bias)) : feed(p.out),
   };
-  Object.assign(feeds, extra.feeds);
+  Object.assign(feeds, extraScaleFeeds(p, [C, 1, 1]));
   if (addBias) feeds.b = feed(p.bias!);
   if (p.metric === 'hessian') feeds.g = feed(p.grad!);
   return (await runGraph(key, graph, feeds, 'score', { arena: false })).data;
@@ -209,9 +201,8 @@ export async function scoreMatmul(p: MatmulScoreInputs): Promise<Float32Array> {
   // One Δ per candidate and head, or one per candidate for all heads (the softmax twin's Δ_R1).
   const perHead = p.scales.length !== C;
   const key = `mm:${p.searched}:${p.quantizer}:${p.bits}:${p.metric}:${perHead ? 'h' : ''}:${p.deltaR2 ?? ''}`;
-  const q = searchedQuantNodes(p.quantizer, p.bits, p.deltaR2 ?? 0);
-  const extra = extraScales(q.scaleInputs, p, ['C', 1, 1, 1, 1], [C, 1, 1, 1, 1]);
   const graph = (): GraphSpec => {
+    const q = searchedQuantNodes(p.quantizer, p.bits, p.deltaR2 ?? 0);
     const m = metricNodes(p.metric, [1, 3, 4], 1);
     const operand = p.searched === 'A' ? 'a' : 'b';
     const quantNodes = q.nodes.map((n) => ({ ...n, inputs: n.inputs.map((i) => (i === 'x' ? operand : i)) }));
@@ -221,7 +212,7 @@ export async function scoreMatmul(p: MatmulScoreInputs): Promise<Float32Array> {
       { name: 'b', elemType: f32, shape: ['O', 'H', 'K', 'N'] },
       { name: 's', elemType: f32, shape: perHead ? ['C', 1, 'H', 1, 1] : ['C', 1, 1, 1, 1] },
       { name: 'o', elemType: f32, shape: ['O', 'H', 'M', 'N'] },
-      ...extra.inputs,
+      ...extraScaleInputs(q.scaleInputs, ['C', 1, 1, 1, 1]),
     ];
     if (p.metric === 'hessian') inputs.push({ name: 'g', elemType: f32, shape: ['O', 'H', 'M', 'N'] });
     return { name: 'score_matmul', inputs, outputs: [{ name: 'score', elemType: f32, shape: [] }], nodes: [...quantNodes, product, ...m.nodes], initializers: [...q.inits, ...m.inits], opset: 17 };
@@ -231,7 +222,7 @@ export async function scoreMatmul(p: MatmulScoreInputs): Promise<Float32Array> {
     b: p.b,
     s: { data: p.scales, shape: perHead ? [C, 1, H, 1, 1] : [C, 1, 1, 1, 1] },
     o: p.out,
-    ...extra.feeds,
+    ...extraScaleFeeds(p, [C, 1, 1, 1, 1]),
   };
   if (p.metric === 'hessian') feeds.g = p.grad!;
   return (await runGraph(key, graph, feeds, 'score', { arena: false })).data;

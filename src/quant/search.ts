@@ -320,7 +320,7 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
     const wCodes = integer ? weightCodesT(rec.weight.data, weightDeltas, N, K, wBits) : null;
     const wq = wCodes ? rec.weight : new Tensor(fakeQuantGrouped(rec.weight.data, weightDeltas, rowsPerGroup * K, wBits), [N, K]);
     const space = inputSpace!;
-    const { best, scores: [bestScore] } = await bestByBlocks(space.count, 1, blocks, (rows) => Math.floor(budget / (rows * (N + K))), async (cands, block) => {
+    const { best, scores: [bestScore] } = await bestByBlocks(space.count, space.groups, blocks, (rows) => Math.floor(budget / (rows * (N + K))), async (cands, block) => {
       const { scales, scales2 } = space.scales(cands);
       const [xb, o, g] = [xBlocks[block], outBlocks[block], gradBlocks[block]];
       const s = wCodes
