@@ -3,8 +3,18 @@
  * probabilities and the share of images whose top-1 class is unchanged. Both move smoothly with the
  * quantization error, where top-1 on a few thousand images moves by ±0.2 points with noise.
  */
-import type { Runner, VisionModel } from '../src/models/types.js';
+import { loadBatch, openDataset } from '../src/data/datasets.js';
+import type { Preprocess, Runner, VisionModel } from '../src/models/types.js';
 import { Tensor } from '../src/tensor/tensor.js';
+
+/** The first `count` images of a dataset, preprocessed, in batches of 100 (the images a divergence is measured on). */
+export async function firstImages(source: string, count: number, preprocess: Preprocess): Promise<Tensor[]> {
+  const ds = await openDataset(source);
+  const total = Math.min(count, ds.size);
+  const batches: Tensor[] = [];
+  for (let s = 0; s < total; s += 100) batches.push((await loadBatch(ds, Array.from({ length: Math.min(100, total - s) }, (_, i) => s + i), preprocess)).images);
+  return batches;
+}
 
 export function softmaxRows(logits: Float32Array, classes: number): Float64Array {
   const p = new Float64Array(logits.length);

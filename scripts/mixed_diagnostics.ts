@@ -17,19 +17,17 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { openDataset, loadBatch } from '../src/data/datasets.js';
 import type { Runner } from '../src/models/types.js';
-import { allocateBits } from '../src/quant/allocate.js';
 import { calibrateMany } from '../src/quant/calibrate.js';
 import { fakeQuantActivation } from '../src/quant/kinds/index.js';
 import { methodConfig } from '../src/quant/methods.js';
-import { calibrateMixed, CANDIDATE_WIDTHS, type OperandItem } from '../src/quant/mixed.js';
+import { allocatePolicy, calibrateMixed, CANDIDATE_WIDTHS, summarize, type MixedRequest, type OperandItem } from '../src/quant/mixed.js';
 import type { ActivationQuant, BitPolicy, PointQuant, PointWidths } from '../src/quant/params.js';
 import { QuantRunner } from '../src/quant/runner.js';
 import type { SensitivityScore } from '../src/quant/search.js';
 import { linear, matmul } from '../src/tensor/gemm.js';
 import { Tensor } from '../src/tensor/tensor.js';
-import { Divergence } from './divergence.js';
+import { Divergence, firstImages } from './divergence.js';
 import { machine, replaceSection } from './markdown.js';
 import { openSharedModel, sharedCalib32, sharedDir } from './shared.js';
 
@@ -59,13 +57,13 @@ const uniform = await cached('uniform', async () => {
   return (await calibrateMany(model, images, labels, CANDIDATE_WIDTHS.map((k) => ({ ...base, activationBits: k })))).results;
 });
 // The product's mixed run at an activation average of BUDGET bits: its sensitivities and its model.
+const request: MixedRequest = { budget: { aAvgBits: BUDGET }, pin: true, weightBits: 8, activationBits: 8 };
 const mixed = await cached('mixed', async () => {
   log('mixed-precision calibration');
-  const r = await calibrateMixed(model, images, labels, base, [{ budget: { aAvgBits: BUDGET }, pin: true, weightBits: 8, activationBits: 8 }]);
+  const r = await calibrateMixed(model, images, labels, base, [request]);
   return { items: r.items, policy: r.results[0].policy, points: r.results[0].points, scores: Object.fromEntries([...r.scores].map(([k, m]) => [k, Object.fromEntries(m)])) as Record<string, Record<number, SensitivityScore>> };
 });
 const items = mixed.items.filter((i): i is OperandItem => i.side === 'activation' && !i.pinnable);
-const pinned = mixed.items.filter((i) => i.side === 'activation' && i.pinnable);
 
 /** Float everywhere except one operand, fake-quantized by `q`. */
 function oneOperand(point: string, operand: string, q: ActivationQuant): Runner {
@@ -94,42 +92,34 @@ const single = await cached('single', async () => {
   return out;
 });
 
-/** The exact allocation at the budget for sensitivities s(item, bits). */
-function allocate(sens: (i: OperandItem, bits: number) => number): BitPolicy {
-  const total = [...items, ...pinned].reduce((s, i) => s + i.size, 0);
-  const capacity = BUDGET * total - pinned.reduce((s, i) => s + i.size * 8, 0);
-  const a = allocateBits(items.map((i) => ({ name: key(i), size: i.size, options: CANDIDATE_WIDTHS.map((bits) => ({ bits, sensitivity: sens(i, bits) })) })), capacity);
+/** A uniform W8Ak row as a policy: every activation at `bits`, every weight at 8. */
+function uniformPolicy(bits: number): BitPolicy {
   const policy: Record<string, PointWidths> = {};
-  items.forEach((i, n) => ((policy[i.point] ??= {})[i.operand as keyof PointWidths] = a.bits[n]));
-  for (const i of pinned) (policy[i.point] ??= {})[i.operand as keyof PointWidths] = 8;
+  for (const i of mixed.items) (policy[i.point] ??= {})[i.operand as keyof PointWidths] = i.side === 'weight' ? 8 : bits;
   return policy;
 }
-const klPolicy = allocate((i, bits) => single[key(i)][bits]);
+// The product's exact allocation of the same request, with the measured single-operand KLs as the sensitivities.
+const klPolicy = allocatePolicy(mixed.items, new Map(items.map((i) => [key(i), new Map(CANDIDATE_WIDTHS.map((bits) => [bits, single[key(i)][bits]]))])), request).policy;
 const klModel = await cached('kl-policy', async () => {
   log('final search of the measured-KL policy');
   return (await calibrateMany(model, images, labels, [{ ...base, policy: klPolicy }])).results[0];
 });
 
 // Test images: the divergence of every model.
-const ds = await openDataset(path.join(sharedDir, 'data', 'cifar10', 'test.json'));
-const batches: Tensor[] = [];
-for (let s = 0; s < TEST_IMAGES; s += 100) batches.push((await loadBatch(ds, Array.from({ length: 100 }, (_, i) => s + i), model.spec.preprocess)).images);
-const test = await Divergence.of(model, batches);
+const test = await Divergence.of(model, await firstImages(path.join(sharedDir, 'data', 'cifar10', 'test.json'), TEST_IMAGES, model.spec.preprocess));
 
-const widthOf = (policy: BitPolicy) => (i: OperandItem) => policy[i.point][i.operand as keyof PointWidths]!;
-const predicted = (bitsOf: (i: OperandItem) => number) => items.reduce((s, i) => s + single[key(i)][bitsOf(i)], 0);
-const rows: { label: string; predicted: number; points: PointQuant[]; bitsOf: (i: OperandItem) => number }[] = [
-  ...CANDIDATE_WIDTHS.map((bits, w) => ({ label: `uniform W8A${bits}`, predicted: predicted(() => bits), points: uniform[w], bitsOf: () => bits })),
-  { label: `mixed A avg ${BUDGET} (Hessian per-image sensitivities: the product)`, predicted: predicted(widthOf(mixed.policy)), points: mixed.points, bitsOf: widthOf(mixed.policy) },
-  { label: `mixed A avg ${BUDGET} (measured single-operand KLs as sensitivities)`, predicted: predicted(widthOf(klPolicy)), points: klModel, bitsOf: widthOf(klPolicy) },
+const predicted = (policy: BitPolicy) => items.reduce((s, i) => s + single[key(i)][policy[i.point][i.operand as keyof PointWidths]!], 0);
+const rows: { label: string; policy: BitPolicy; points: PointQuant[] }[] = [
+  ...CANDIDATE_WIDTHS.map((bits, w) => ({ label: `uniform W8A${bits}`, policy: uniformPolicy(bits), points: uniform[w] })),
+  { label: `mixed A avg ${BUDGET} (Hessian per-image sensitivities: the product)`, policy: mixed.policy, points: mixed.points },
+  { label: `mixed A avg ${BUDGET} (measured single-operand KLs as sensitivities)`, policy: klPolicy, points: klModel },
 ];
 const k3 = (x: number) => (x * 1000).toFixed(2);
 const table = ['| model | A avg bits | Σ single-operand KL (calib) | KL calib | KL test1k | agree test1k % |', '|---|---|---|---|---|---|'];
 for (const r of rows) {
   const runner = new QuantRunner(r.points);
   const [c, t] = [await calib.measure(runner), await test.measure(runner)];
-  const avg = ([...items.map((i) => i.size * r.bitsOf(i)), ...pinned.map((i) => i.size * 8)].reduce((a, b) => a + b, 0)) / [...items, ...pinned].reduce((s, i) => s + i.size, 0);
-  table.push(`| ${r.label} | ${avg.toFixed(2)} | ${k3(r.predicted)} | ${k3(c.kl)} | ${k3(t.kl)} | ${(t.agree * 100).toFixed(1)} |`);
+  table.push(`| ${r.label} | ${summarize(mixed.items, r.policy).aAvgBits.toFixed(2)} | ${k3(predicted(r.policy))} | ${k3(c.kl)} | ${k3(t.kl)} | ${(t.agree * 100).toFixed(1)} |`);
   log(r.label);
 }
 

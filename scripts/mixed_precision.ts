@@ -23,11 +23,10 @@ import { methodConfig } from '../src/quant/methods.js';
 import { calibrateMixed, operandItems, CANDIDATE_WIDTHS, SENSITIVITY_N, type MixedRequest } from '../src/quant/mixed.js';
 import type { BitPolicy, PointQuant } from '../src/quant/params.js';
 import { openSharedModel, sharedCalib32, sharedDir } from './shared.js';
-import { openDataset, loadBatch } from '../src/data/datasets.js';
+import { openDataset } from '../src/data/datasets.js';
 import type { VisionModel } from '../src/models/types.js';
 import { QuantRunner } from '../src/quant/runner.js';
-import { Tensor } from '../src/tensor/tensor.js';
-import { Divergence } from './divergence.js';
+import { Divergence, firstImages } from './divergence.js';
 import { evaluate } from '../src/eval/evaluate.js';
 import { wholeModelGraph } from '../src/export/graph.js';
 import { openModel } from '../src/open.js';
@@ -127,14 +126,9 @@ function evalFile(loaded: LoadedModel, name: string, config: string, points: Poi
   return { top1: e.top1, top5: e.top5, images: e.images };
 }
 
-/** The first DIVERGENCE_IMAGES images of the evaluation set, as the model preprocesses them. */
+/** FP32's outputs on the first DIVERGENCE_IMAGES images of the evaluation set. */
 async function divergenceOf(model: VisionModel): Promise<Divergence> {
-  const ds = await openDataset(evalManifest);
-  const batches: Tensor[] = [];
-  for (let s = 0; s < Math.min(DIVERGENCE_IMAGES, ds.size); s += 100) {
-    batches.push((await loadBatch(ds, Array.from({ length: Math.min(100, DIVERGENCE_IMAGES - s) }, (_, i) => s + i), model.spec.preprocess)).images);
-  }
-  return Divergence.of(model, batches);
+  return Divergence.of(model, await firstImages(evalManifest, DIVERGENCE_IMAGES, model.spec.preprocess));
 }
 
 /** KL and agreement of one row's parameters (the op-by-op simulation). */
@@ -144,8 +138,9 @@ async function divergenceRow(d: Divergence, points: PointQuant[]): Promise<{ kl:
 }
 
 /** Where a row's quantized file is written (evalFile) and its per-image top-1 hits are kept (correctness). */
-const fileOf = (name: string, config: string) => path.join(cacheDir, 'files', `${name}.${config.replace(/[^A-Za-z0-9.]+/g, '_')}.safetensors`);
-const hitsOf = (name: string, config: string) => path.join(cacheDir, 'hits', `${name}.${config.replace(/[^A-Za-z0-9.]+/g, '_')}.u8`);
+const slug = (config: string) => config.replace(/[^A-Za-z0-9.]+/g, '_');
+const fileOf = (name: string, config: string) => path.join(cacheDir, 'files', `${name}.${slug(config)}.safetensors`);
+const hitsOf = (name: string, config: string) => path.join(cacheDir, 'hits', `${name}.${slug(config)}.u8`);
 
 /**
  * Per-image top-1 hits (1 = the label ranks first) of a row's model on the evaluation set, through the same
@@ -156,7 +151,7 @@ async function ensureHits(name: string, config: string): Promise<void> {
   const out = hitsOf(name, config);
   const file = config === 'FP32' ? path.join(sharedDir, 'models', `${name}.safetensors`) : fileOf(name, config);
   if (fs.existsSync(out) || !fs.existsSync(file)) return;
-  const loaded = openModel(config === 'FP32' ? { weights: file, config: path.join(sharedDir, 'models', `${name}.json`) } : { weights: file });
+  const loaded = config === 'FP32' ? openSharedModel(name) : openModel({ weights: file });
   const dataset = await openDataset(evalManifest);
   const r = await evaluate(await wholeModelGraph(loaded, file), dataset, { batchSize: 100, keepLogits: true });
   const classes = loaded.model.spec.arch.numClasses;
