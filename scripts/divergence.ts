@@ -3,8 +3,13 @@
  * probabilities and the share of images whose top-1 class is unchanged. Both move smoothly with the
  * quantization error, where top-1 on a few thousand images moves by ±0.2 points with noise.
  */
+import fs from 'node:fs';
+import path from 'node:path';
 import { loadBatch, openDataset } from '../src/data/datasets.js';
+import { evaluate } from '../src/eval/evaluate.js';
+import { wholeModelGraph } from '../src/export/graph.js';
 import type { Preprocess, Runner, VisionModel } from '../src/models/types.js';
+import type { LoadedModel } from '../src/open.js';
 import { Tensor } from '../src/tensor/tensor.js';
 
 /** The first `count` images of a dataset, preprocessed, in batches of 100 (the images a divergence is measured on). */
@@ -53,12 +58,13 @@ export class Divergence {
     return new Divergence(model, batches, fp);
   }
 
-  async measure(runner: Runner): Promise<DivergenceMeasure> {
+  /** `model`: the quantized model's own float checkpoint when it is not FP32's (a smoothed one: the same function). */
+  async measure(runner: Runner, model: VisionModel = this.model): Promise<DivergenceMeasure> {
     const classes = this.model.spec.arch.numClasses;
     const perImage: number[] = [];
     let agree = 0;
     for (let b = 0; b < this.batches.length; b++) {
-      const q = softmaxRows((await this.model.forward(this.batches[b], runner)).data, classes);
+      const q = softmaxRows((await model.forward(this.batches[b], runner)).data, classes);
       const p = this.fp[b];
       for (let at = 0; at < p.length; at += classes) {
         let kl = 0;
@@ -69,4 +75,43 @@ export class Divergence {
     }
     return { kl: perImage.reduce((s, v) => s + v, 0) / perImage.length, agree: agree / perImage.length, perImage: Float64Array.from(perImage) };
   }
+}
+
+/**
+ * Per-image top-1 hits (1 = the label ranks first) of a model file on a labeled manifest, through the same
+ * whole-model graph `ptq4vit eval` runs (the integer graph of a quantized file), written to `out` once: paired
+ * comparisons need them, not just the totals.
+ */
+export async function ensureHits(out: string, loaded: LoadedModel, file: string, manifest: string): Promise<void> {
+  if (fs.existsSync(out)) return;
+  const dataset = await openDataset(manifest);
+  const r = await evaluate(await wholeModelGraph(loaded, file), dataset, { batchSize: 100, keepLogits: true });
+  const classes = loaded.model.spec.arch.numClasses;
+  const hits = new Uint8Array(dataset.size);
+  r.indices!.forEach((image, row) => {
+    const at = row * classes, label = dataset.label(image);
+    let best = 0;
+    for (let c = 1; c < classes; c++) if (r.logits![at + c] > r.logits![at + best]) best = c;
+    hits[image] = best === label ? 1 : 0;
+  });
+  fs.mkdirSync(path.dirname(out), { recursive: true });
+  fs.writeFileSync(out, hits);
+}
+
+/**
+ * a − b in top-1 points on the same images (hit files of ensureHits), with its 95% confidence interval from the
+ * paired images (normal approximation: only the images one model gets right and the other wrong carry the
+ * difference); undefined while either file is missing.
+ */
+export function pairedDifference(hitsA: string, hitsB: string): { diff: number; low: number; high: number } | undefined {
+  if (!fs.existsSync(hitsA) || !fs.existsSync(hitsB)) return undefined;
+  const [ha, hb] = [fs.readFileSync(hitsA), fs.readFileSync(hitsB)];
+  let onlyA = 0, onlyB = 0;
+  for (let i = 0; i < ha.length; i++) {
+    if (ha[i] && !hb[i]) onlyA++;
+    else if (!ha[i] && hb[i]) onlyB++;
+  }
+  const n = ha.length, diff = (onlyA - onlyB) / n;
+  const se = Math.sqrt(onlyA + onlyB - (onlyA - onlyB) ** 2 / n) / n;
+  return { diff: diff * 100, low: (diff - 1.96 * se) * 100, high: (diff + 1.96 * se) * 100 };
 }

@@ -23,12 +23,9 @@ import { methodConfig } from '../src/quant/methods.js';
 import { calibrateMixed, operandItems, CANDIDATE_WIDTHS, SENSITIVITY_N, type MixedRequest } from '../src/quant/mixed.js';
 import type { BitPolicy, PointQuant } from '../src/quant/params.js';
 import { openSharedModel, sharedCalib32, sharedDir } from './shared.js';
-import { openDataset } from '../src/data/datasets.js';
 import type { VisionModel } from '../src/models/types.js';
 import { QuantRunner } from '../src/quant/runner.js';
-import { Divergence, firstImages } from './divergence.js';
-import { evaluate } from '../src/eval/evaluate.js';
-import { wholeModelGraph } from '../src/export/graph.js';
+import { Divergence, ensureHits, firstImages, pairedDifference } from './divergence.js';
 import { openModel } from '../src/open.js';
 
 const quick = process.argv.includes('--quick');
@@ -142,47 +139,15 @@ const slug = (config: string) => config.replace(/[^A-Za-z0-9.]+/g, '_');
 const fileOf = (name: string, config: string) => path.join(cacheDir, 'files', `${name}.${slug(config)}.safetensors`);
 const hitsOf = (name: string, config: string) => path.join(cacheDir, 'hits', `${name}.${slug(config)}.u8`);
 
-/**
- * Per-image top-1 hits (1 = the label ranks first) of a row's model on the evaluation set, through the same
- * whole-model graph `ptq4vit eval` runs (the integer graph of a quantized file), kept on disk: the paired
- * comparisons of the targets need them, not just the totals.
- */
-async function ensureHits(name: string, config: string): Promise<void> {
-  const out = hitsOf(name, config);
+/** A row's per-image top-1 hits on the evaluation set (divergence.ts ensureHits), once its file exists. */
+async function ensureRowHits(name: string, config: string): Promise<void> {
   const file = config === 'FP32' ? path.join(sharedDir, 'models', `${name}.safetensors`) : fileOf(name, config);
-  if (fs.existsSync(out) || !fs.existsSync(file)) return;
-  const loaded = config === 'FP32' ? openSharedModel(name) : openModel({ weights: file });
-  const dataset = await openDataset(evalManifest);
-  const r = await evaluate(await wholeModelGraph(loaded, file), dataset, { batchSize: 100, keepLogits: true });
-  const classes = loaded.model.spec.arch.numClasses;
-  const hits = new Uint8Array(dataset.size);
-  r.indices!.forEach((image, row) => {
-    const at = row * classes, label = dataset.label(image);
-    let best = 0;
-    for (let c = 1; c < classes; c++) if (r.logits![at + c] > r.logits![at + best]) best = c;
-    hits[image] = best === label ? 1 : 0;
-  });
-  fs.mkdirSync(path.dirname(out), { recursive: true });
-  fs.writeFileSync(out, hits);
+  if (fs.existsSync(hitsOf(name, config)) || !fs.existsSync(file)) return;
+  await ensureHits(hitsOf(name, config), config === 'FP32' ? openSharedModel(name) : openModel({ weights: file }), file, evalManifest);
 }
 
-/**
- * a − b in top-1 points on the same images, with its 95% confidence interval from the paired images (normal
- * approximation: only the images one model gets right and the other wrong carry the difference).
- */
-function pairedDifference(name: string, a: string, b: string): { diff: number; low: number; high: number } | undefined {
-  const [fa, fb] = [hitsOf(name, a), hitsOf(name, b)];
-  if (!fs.existsSync(fa) || !fs.existsSync(fb)) return undefined;
-  const [ha, hb] = [fs.readFileSync(fa), fs.readFileSync(fb)];
-  let onlyA = 0, onlyB = 0;
-  for (let i = 0; i < ha.length; i++) {
-    if (ha[i] && !hb[i]) onlyA++;
-    else if (!ha[i] && hb[i]) onlyB++;
-  }
-  const n = ha.length, diff = (onlyA - onlyB) / n;
-  const se = Math.sqrt(onlyA + onlyB - (onlyA - onlyB) ** 2 / n) / n;
-  return { diff: diff * 100, low: (diff - 1.96 * se) * 100, high: (diff + 1.96 * se) * 100 };
-}
+/** a − b in top-1 points on the same images, with its 95% confidence interval (divergence.ts). */
+const rowDifference = (name: string, a: string, b: string) => pairedDifference(hitsOf(name, a), hitsOf(name, b));
 
 /** The rows compared by the targets. */
 const TARGET_CONFIGS = ['FP32', 'mixed avg 4', 'mixed avg 3.5', 'PTQ4ViT W4A4'];
@@ -399,8 +364,8 @@ function section(rows: Row[]): string[] {
     /** The verdict above is the point estimate's; say so when the 95% interval reaches across the threshold. */
     const undecided = (d: { low: number; high: number } | undefined, threshold: number) => (d && d.low < threshold && d.high > threshold ? ' by the point estimate, undecided within the 95% CI' : '');
     const ci = (d?: { low: number; high: number }) => (d ? `, 95% CI ${d.low.toFixed(2)} … ${d.high.toFixed(2)}` : '');
-    const below = pairedDifference(model, 'FP32', mixedConfig(4));
-    const versus = pairedDifference(model, mixedConfig(3.5), uniformConfig(4));
+    const below = rowDifference(model, 'FP32', mixedConfig(4));
+    const versus = rowDifference(model, mixedConfig(3.5), uniformConfig(4));
     lines.push(
       `- ${model}: 4-bit mixed within 0.3 points of FP32: ${verdict(within === undefined ? undefined : within <= 0.3)}${undecided(below, 0.3)} (${within === undefined ? '—' : `${within.toFixed(2)} points below${ci(below)}`}; KL ×10⁻³ ${klOf(m4)}; uniform W4A4 ${klOf(u4)}, W5A5 ${klOf(find(model, uniformConfig(5)))}, W6A6 ${klOf(find(model, uniformConfig(6)))});` +
         ` 3.5-bit mixed ≥ uniform W4A4: ${verdict(m35 && u4 ? m35.top1 >= u4.top1 : undefined)}${undecided(versus, 0)} (${pct(m35?.top1)} vs ${pct(u4?.top1)}${versus ? `: ${versus.diff.toFixed(2)}${ci(versus)}` : ''}; KL ×10⁻³ ${klOf(m35)} vs ${klOf(u4)}, agreement with FP32 ${pct(m35?.agree)}% vs ${pct(u4?.agree)}%);` +
@@ -484,7 +449,7 @@ if (!process.argv.includes('--render-only')) {
   for (const name of MODELS) {
     if (only && only !== name) continue;
     await runModel(name);
-    for (const config of TARGET_CONFIGS) await ensureHits(name, config);
+    for (const config of TARGET_CONFIGS) await ensureRowHits(name, config);
   }
 }
 writeOutputs(readRows());
