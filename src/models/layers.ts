@@ -26,11 +26,16 @@ export function mlpHiddenWidth(features: number, mlpRatio: number): number {
   return Math.floor(features * mlpRatio);
 }
 
+/** Records on `layer`'s point that its input is `norm`'s output, channel for channel (QuantPoint.inputNorm). */
+export function feedsFrom(layer: Linear, norm: LayerNorm): void {
+  layer.point.inputNorm = norm.name;
+}
+
 export class LayerNorm {
   readonly weight: Tensor;
   readonly bias: Tensor;
 
-  constructor(reader: WeightReader, name: string, features: number, readonly eps: number) {
+  constructor(reader: WeightReader, readonly name: string, features: number, readonly eps: number) {
     this.weight = reader.tensor(`${name}.weight`, [features]);
     this.bias = reader.tensor(`${name}.bias`, [features]);
   }

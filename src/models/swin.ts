@@ -19,7 +19,7 @@ import { meanOverTokensOp, mergePatchesOp, windowPartitionOp, windowReverseAddOp
 import { fp32Runner, type Runner } from '../tensor/runner.js';
 import { Tensor, shapeString } from '../tensor/tensor.js';
 import type { WindowGrid } from '../tensor/window.js';
-import { applyLinear, Attention, kernelsOf, LayerNorm, Mlp, PatchEmbed } from './layers.js';
+import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, Mlp, PatchEmbed } from './layers.js';
 import type { ModelSpec, QuantPoint, SwinArch, VisionModel } from './types.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
 
@@ -51,6 +51,7 @@ class PatchMerging {
     this.norm = new LayerNorm(reader, `${name}.norm`, 4 * before.dim, LN_EPS);
     this.reduction = reader.linear(`${name}.reduction`, after.dim, 4 * before.dim, false);
     this.gather = mergePatchesOp(before.height, before.width);
+    feedsFrom(this.reduction, this.norm);
   }
 
   async forward(runner: Runner, x: Tensor): Promise<Tensor> {
@@ -82,6 +83,8 @@ class SwinBlock {
     this.attnBias = attentionBias(reader.tensor(`${name}.attn.relative_position_bias_table`, [span * span, heads]), grid, heads);
     this.norm2 = new LayerNorm(reader, `${name}.norm2`, dim, LN_EPS);
     this.mlp = new Mlp(reader, `${name}.mlp`, dim, arch.mlpRatio);
+    feedsFrom(this.attn.qkv, this.norm1); // window partition and shift move tokens, not channels
+    feedsFrom(this.mlp.fc1, this.norm2);
     this.partition = windowPartitionOp(grid);
     this.reverseAdd = windowReverseAddOp(grid);
   }

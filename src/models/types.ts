@@ -70,6 +70,12 @@ export interface QuantPoint {
   transB?: boolean;
   /** What feeds the quantized input: the post-GELU activation (fc2) or the post-softmax matrix (softmax·v). */
   input?: 'post-gelu' | 'post-softmax';
+  /**
+   * Linear: the LayerNorm (checkpoint prefix) whose output is this layer's input, moved between tokens but never
+   * mixed across channels — so dividing the norm's γ, β by s and multiplying the weight's input columns by s
+   * leaves the model unchanged (channel smoothing, src/quant/smooth.ts).
+   */
+  inputNorm?: string;
 }
 
 /** The runner interface lives with the kernels (src/tensor/runner.ts); re-exported for model code. */

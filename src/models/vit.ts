@@ -12,7 +12,7 @@ import { Ptq4vitError } from '../errors.js';
 import { averageOp, prependTokensOp, selectTokenOp, type LayoutOp } from '../tensor/layout.js';
 import { fp32Runner, type Runner } from '../tensor/runner.js';
 import { Tensor } from '../tensor/tensor.js';
-import { applyLinear, Attention, kernelsOf, LayerNorm, Mlp, PatchEmbed } from './layers.js';
+import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, Mlp, PatchEmbed } from './layers.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
 import type { ModelSpec, QuantPoint, VisionModel, VitArch } from './types.js';
 
@@ -30,6 +30,8 @@ class VitBlock {
     this.attn = new Attention(reader, `${name}.attn`, { features: D, heads: a.numHeads, qkvBias: a.qkvBias, scale: 'scores' });
     this.norm2 = new LayerNorm(reader, `${name}.norm2`, D, LN_EPS);
     this.mlp = new Mlp(reader, `${name}.mlp`, D, a.mlpRatio);
+    feedsFrom(this.attn.qkv, this.norm1);
+    feedsFrom(this.mlp.fc1, this.norm2);
   }
 
   get points(): QuantPoint[] {
