@@ -5,7 +5,8 @@ import { bitsLabel } from '../quant/fileschema.js';
 /** One-line descriptions of a quantized model for reports. */
 export function describeQuantization(provenance: Record<string, unknown>): string {
   const method = provenance.method === 'base' ? 'Base PTQ' : 'PTQ4ViT';
-  return `${method} ${bitsLabel(provenance)}`;
+  const smoothing = provenance.smoothing as { alpha: number } | undefined;
+  return `${method} ${bitsLabel(provenance)}${smoothing ? `, channel smoothing α ${smoothing.alpha}` : ''}`;
 }
 
 export function percent(x: number): string {

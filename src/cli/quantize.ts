@@ -15,6 +15,7 @@ import { methodConfig, METHODS, type Method } from '../quant/methods.js';
 import type { PointQuant } from '../quant/params.js';
 import { calibrateMixed, checkBudget, describeBudget, isPinnable, operandItems, CANDIDATE_WIDTHS, PINNED_BITS, SENSITIVITY_N, type Budget, type MixedProgress, type MixedRequest, type MixedResult, type MixedTiming } from '../quant/mixed.js';
 import { QuantRunner } from '../quant/runner.js';
+import { smoothChannels, type SmoothedNorm } from '../quant/smooth.js';
 import { applyCommon, commandHelp, intFlag, numberFlag, parse, requireFlag, type CommandSpec, type FlagTable, type Values } from './args.js';
 import { checkClasses, describeQuantization, percent } from './describe.js';
 import { checkOutputNotInput, datasetInputs, type InputPath } from './paths.js';
@@ -41,6 +42,7 @@ export const QUANTIZE_OPTIONS: FlagTable = {
   'size-mb': { type: 'string', value: 'MB', help: 'mixed precision for the weights: quantized weight codes (bits/8 bytes per parameter) at most MB megabytes of 10^6 bytes' },
   widths: { type: 'string', value: 'list', default: '3,4,5,6,8', help: 'mixed precision: candidate widths of every weight and activation, comma-separated, 2 to 16' },
   'no-pin': { type: 'boolean', help: 'mixed precision: let the patch embedding and the classifier take any width (by default they stay at 8 bits and count in the budget)' },
+  smooth: { type: 'string', value: 'α', help: 'channel smoothing (SmoothQuant) before calibration: every LayerNorm feeding a linear layer divides channel j by s_j = max|X_j|^α / max|W_j|^(1−α), the layer\'s weight column j is multiplied by s_j (the same float model; flatter input ranges); α from 0 to 1, 0.5 is usual' },
   out: { type: 'string', value: 'file', default: 'NAME.METHOD-wKaK.safetensors', help: 'where the quantized model is written (atomically)' },
   eval: { type: 'string', value: 'data', help: 'also evaluate FP32 and quantized top-1/top-5 on this image folder or manifest' },
   limit: { type: 'string', value: 'N', default: 'all', help: 'evaluate on the first N images of --eval' },
@@ -332,6 +334,7 @@ export async function runQuantize(args: string[]): Promise<void> {
   const flagOpts = calibrationOptions(v, method);
   const mixed = mixedRequest(v, flagOpts);
   if (mixed && flagOpts.metric !== 'hessian') throw new Ptq4vitError(`${budgetFlagNames(v)}: mixed precision needs the Hessian-guided metric (its sensitivities are Hessian-weighted errors), not --method base or --no-hessian`);
+  const smoothAlpha = numberFlag(v, 'smooth', undefined, 0, 1);
   const calibSizeFlag = intFlag(v, 'calib-size', undefined);
   const limit = intFlag(v, 'limit', undefined);
   const out = (v.out as string | undefined) ?? `${path.basename(weights).replace(/\.safetensors$/, '')}.${method}-${mixed ? `mixed-${budgetTag(mixed)}` : `w${flagOpts.weightBits}a${flagOpts.activationBits}`}.safetensors`;
@@ -342,18 +345,21 @@ export async function runQuantize(args: string[]): Promise<void> {
 
   const loaded = openModel({ weights, config: v.config as string | undefined, arch: v.arch as string | undefined });
   if (loaded.quantized) throw new Ptq4vitError(`${weights} is already a quantized model; quantize the float checkpoint`);
-  const { model } = loaded;
-  checkSpecStorable(model.spec);
+  const { model: fpModel } = loaded;
+  checkSpecStorable(fpModel.spec);
   const evalData = v.eval === undefined ? null : await openDataset(v.eval as string);
   const calib = await openDataset(calibPath, { allowUnlabeled: true });
-  if (evalData) checkClasses(evalData, model.spec.arch.numClasses);
-  const { opts, choice: lossChoice } = chooseLoss(flagOpts, v, calib, model.spec.arch.numClasses);
+  if (evalData) checkClasses(evalData, fpModel.spec.arch.numClasses);
+  const { opts, choice: lossChoice } = chooseLoss(flagOpts, v, calib, fpModel.spec.arch.numClasses);
   const quiet = v.json === true && !process.stderr.isTTY;
   // The paper calibrates on 32 images; a folder of a few photos is used whole unless --calib-size asks for more.
   const calibSize = calibSizeFlag ?? Math.min(DEFAULT_CALIB_SIZE, calib.size);
   const tLoad = performance.now();
-  const { images, labels, indices, skipped } = await loadCalibration(calib, calibSize, opts.seed, model.spec.preprocess, { skipUnreadable: v['skip-unreadable'] === true });
+  const { images, labels, indices, skipped } = await loadCalibration(calib, calibSize, opts.seed, fpModel.spec.preprocess, { skipUnreadable: v['skip-unreadable'] === true });
   const loadSeconds = (performance.now() - tLoad) / 1000;
+  // With --smooth the calibrated (and written) model is the smoothed checkpoint: the same float function.
+  const smoothed = smoothAlpha === undefined ? null : await smoothChannels(fpModel.spec, loaded.weights, images, smoothAlpha);
+  const model = smoothed?.model ?? fpModel;
   if (!quiet && calibSize < DEFAULT_CALIB_SIZE && calibSizeFlag === undefined) process.stderr.write(`--calib ${calibPath} has ${calib.size} images, fewer than the default ${DEFAULT_CALIB_SIZE}: calibrating on all of them\n`);
   if (!quiet && lossChoice === 'default for unlabeled data') process.stderr.write(`--calib ${calibPath} has no labels: calibrating with --loss pseudo (the FP32 model's own predictions)\n`);
   const label = mixed ? `${method} mixed (${describeBudget(mixed.budget)})` : `${method} W${opts.weightBits}A${opts.activationBits}`;
@@ -377,9 +383,10 @@ export async function runQuantize(args: string[]): Promise<void> {
     seed: opts.seed,
     source_checkpoint: path.basename(weights),
     calibration: calibrationRecord(calib, calibPath, indices, skipped),
+    ...(smoothed ? { smoothing: { alpha: smoothAlpha, norms: smoothed.norms.map((n) => n.norm) } } : {}),
   };
   const tWrite = performance.now();
-  saveQuantizedModel(out, loaded.weights, { spec: model.spec, points: run.points, provenance });
+  saveQuantizedModel(out, smoothed?.weights ?? loaded.weights, { spec: model.spec, points: run.points, provenance });
   const writeSeconds = (performance.now() - tWrite) / 1000;
   const tEval = performance.now();
 
@@ -387,7 +394,7 @@ export async function runQuantize(args: string[]): Promise<void> {
   if (evalData) {
     const total = Math.min(limit ?? evalData.size, evalData.size);
     const fpBar = new ProgressBar('eval FP32', total, 'img', quiet);
-    fp = await evaluate(model, evalData, { limit, onProgress: (d) => fpBar.update(d) });
+    fp = await evaluate(fpModel, evalData, { limit, onProgress: (d) => fpBar.update(d) });
     const qBar = new ProgressBar(`eval ${label}`, total, 'img', quiet);
     quant = await evaluate(model, evalData, { limit, runner: new QuantRunner(run.points), onProgress: (d) => qBar.update(d) });
   }
@@ -407,6 +414,10 @@ export async function runQuantize(args: string[]): Promise<void> {
     rows.splice(2, 0, ['widths', `weights ${summary.wAvgBits.toFixed(3)} bits on average (${summary.weightMb.toFixed(3)} MB), activations ${summary.aAvgBits.toFixed(3)} bits on average; operands per width: ${histogram(mixedRun.result)}`]);
     rows.splice(3, 0, ['time', `record ${t.recordSeconds.toFixed(1)} s (${t.passes} pass${t.passes === 1 ? '' : 'es'}), sensitivities ${t.sensitivitySeconds.toFixed(1)} s, allocation ${t.allocationSeconds.toFixed(2)} s, search ${t.searchSecondsPerRequest[0].toFixed(1)} s`]);
   }
+  if (smoothed) {
+    const mean = (f: (n: SmoothedNorm) => number) => (smoothed.norms.reduce((a, n) => a + f(n), 0) / smoothed.norms.length).toFixed(2);
+    rows.splice(1, 0, ['smoothing', `α ${smoothAlpha} on ${smoothed.norms.length} norms → linear layers; input channel range max/mean ${mean((n) => n.rangeRatioBefore)} → ${mean((n) => n.rangeRatioAfter)} on average`]);
+  }
   if (lossChoice) rows.splice(1, 0, ['loss', `${opts.loss}: ${LOSS_MEANING[opts.loss]}${lossChoice === 'default for unlabeled data' ? ' (the default: the calibration images have no labels)' : ''}`]);
   if (fp && quant) {
     rows.push(['top-1', `${percent(quant.top1)}  (FP32 ${percent(fp.top1)}, ${((quant.top1 - fp.top1) * 100).toFixed(2)} points)`]);
@@ -425,6 +436,7 @@ export async function runQuantize(args: string[]): Promise<void> {
           ...(mixedRun
             ? { mixed_precision: { budget: mixedRun.provenance.budget, w_avg_bits: mixedRun.result.summary.wAvgBits, a_avg_bits: mixedRun.result.summary.aAvgBits, weight_mb: mixedRun.result.summary.weightMb, policy: mixedRun.result.policy, sensitivity_seconds: mixedRun.timing.sensitivitySeconds, allocation_seconds: mixedRun.timing.allocationSeconds } }
             : { w_bits: opts.weightBits, a_bits: opts.activationBits }),
+          ...(smoothed ? { smoothing: { alpha: smoothAlpha, norms: smoothed.norms.map((n) => ({ norm: n.norm, layers: n.layers, range_ratio_before: n.rangeRatioBefore, range_ratio_after: n.rangeRatioAfter })) } } : {}),
           calib_images: indices.length,
           calib_skipped: skipped.length,
           loss: opts.metric === 'hessian' ? opts.loss : null,

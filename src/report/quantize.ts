@@ -8,6 +8,7 @@ export function quantizeReport(spec: ModelSpec, provenance: Record<string, unkno
   const method = provenance.method === 'base' ? 'Base PTQ' : 'PTQ4ViT';
   const search = provenance.search as Record<string, unknown>;
   const calibration = provenance.calibration as { data: string; images: number };
+  const smoothing = provenance.smoothing as { alpha: number; norms: string[] } | undefined;
   const on = (flag: unknown) => (flag ? 'on' : 'off');
   const p = spec.preprocess;
   return {
@@ -18,6 +19,7 @@ export function quantizeReport(spec: ModelSpec, provenance: Record<string, unkno
       ['method', `${method}: metric ${search.metric}${provenance.loss ? ` (loss: ${provenance.loss})` : ''}, twin softmax ${on(search.twin_softmax)}, twin GELU ${on(search.twin_gelu)}`],
       ['search', `Δ = (α + i·(β−α)/n)·Δ_maxabs, α = ${search.alpha}, β = ${search.beta}, n = ${search.n}, ${search.rounds} round(s)`],
       ['calibration', `${calibration.images} images from ${calibration.data}, seed ${provenance.seed}`],
+      ...(smoothing ? [['smoothing', `SmoothQuant channel smoothing before calibration, α = ${smoothing.alpha}, at the ${smoothing.norms.length} LayerNorms that feed linear layers`] as [string, string]] : []),
     ],
     ...(spec.labelNames ? { labelNames: spec.labelNames } : {}),
     ...(accuracy ? { accuracy: { fp32: pick(accuracy.fp32), quantized: pick(accuracy.quantized), images: accuracy.images } } : {}),
