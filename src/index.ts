@@ -24,4 +24,5 @@ export { saveQuantizedModel, readQuantizedModel, QUANTIZED_FORMAT, type Quantize
 export type { ActivationQuant, BitPolicy, LinearQuant, MatmulQuant, PointQuant, PointWidths } from './quant/params.js';
 export { allocateBits, type Allocation, type AllocationItem, type AllocationOption } from './quant/allocate.js';
 export { calibrateMixed, allocatePolicy, checkBudget, operandItems, CANDIDATE_WIDTHS, type Budget, type MixedRequest, type MixedResult, type OperandItem, type PolicySummary, type Sensitivities } from './quant/mixed.js';
+export { smoothChannels, type Smoothed, type SmoothedNorm } from './quant/smooth.js';
 export * as quantizers from './quant/quantizers.js';

@@ -5,7 +5,7 @@
  *  - s follows the formula (max|X_j|^α / max|W_j|^(1−α), geometric mean 1) on one hand-checked channel;
  *  - the same inputs give the same checkpoint, bit for bit;
  *  - `quantize --smooth` writes the smoothed norm and weights into the file, whose eval equals the in-memory
- *    result, and records α in the provenance; a bad α ends with exit 2 and one line, before any calibration.
+ *    result, and records α in the provenance and the report; a bad α ends with exit 2 and one line, before any calibration.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -101,12 +101,13 @@ describe('channel smoothing', () => {
 
   test('quantize --smooth: the file holds the smoothed checkpoint, eval of it = in memory, α in the provenance', () => {
     const dir = scratch.next();
-    const out = path.join(dir, 'smoothed.safetensors');
-    const r = runCli(['quantize', '--model', MODEL, '--config', CARD, '--calib', CALIB, '--calib-size', '8', '--n', '4', '--rounds', '1', '--bits', '4', '--smooth', '0.5', '--out', out, '--eval', TEST, '--limit', '100', '--json']);
+    const out = path.join(dir, 'smoothed.safetensors'), report = path.join(dir, 'report.html');
+    const r = runCli(['quantize', '--model', MODEL, '--config', CARD, '--calib', CALIB, '--calib-size', '8', '--n', '4', '--rounds', '1', '--bits', '4', '--smooth', '0.5', '--out', out, '--eval', TEST, '--limit', '100', '--report', report, '--json']);
     assert.equal(r.status, 0, showRun(r));
     const q = JSON.parse(r.stdout.trimEnd().split('\n').at(-1)!) as { top1: number; fp32_top1: number; smoothing: { alpha: number; norms: unknown[] } };
     assert.equal(q.smoothing.alpha, 0.5);
     assert.equal(q.smoothing.norms.length, 24);
+    assert.match(fs.readFileSync(report, 'utf8'), /SmoothQuant channel smoothing before calibration, α = 0\.5, at the 24 LayerNorms/, 'the report says the checkpoint was smoothed');
     const e = runCli(['eval', '--model', out, '--data', TEST, '--limit', '100', '--json']);
     assert.equal(e.status, 0, showRun(e));
     assert.equal((JSON.parse(e.stdout.trimEnd().split('\n').at(-1)!) as { top1: number }).top1, q.top1, 'top-1 of the file = in memory');

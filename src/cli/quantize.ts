@@ -416,7 +416,7 @@ export async function runQuantize(args: string[]): Promise<void> {
   }
   if (smoothed) {
     const mean = (f: (n: SmoothedNorm) => number) => (smoothed.norms.reduce((a, n) => a + f(n), 0) / smoothed.norms.length).toFixed(2);
-    rows.splice(1, 0, ['smoothing', `α ${smoothAlpha} on ${smoothed.norms.length} norms → linear layers; input channel range max/mean ${mean((n) => n.rangeRatioBefore)} → ${mean((n) => n.rangeRatioAfter)} on average`]);
+    rows.splice(1, 0, ['smoothing', smoothed.norms.length === 0 ? 'no LayerNorm feeds a linear layer: nothing rescaled' : `α ${smoothAlpha} on ${smoothed.norms.length} norms → linear layers; input channel range max/mean ${mean((n) => n.rangeRatioBefore)} → ${mean((n) => n.rangeRatioAfter)} on average`]);
   }
   if (lossChoice) rows.splice(1, 0, ['loss', `${opts.loss}: ${LOSS_MEANING[opts.loss]}${lossChoice === 'default for unlabeled data' ? ' (the default: the calibration images have no labels)' : ''}`]);
   if (fp && quant) {
