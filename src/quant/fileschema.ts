@@ -37,13 +37,13 @@ export const mixedPrecisionSchema = z.strictObject({
   policy: z.record(z.string().min(1), widths),
 });
 
+/** --smooth: the migration strength and the norms whose channels were rescaled (quant/smooth.ts). */
+const smoothingSchema = z.strictObject({ alpha: z.number().min(0).max(1), norms: z.array(z.string()) });
+
 /**
  * How the file was made: free-form, but the fields reports print must be there and typed. A uniform file
  * has w_bits and a_bits; a mixed-precision file has mixed_precision instead (files before it all have both).
  */
-/** --smooth: the migration strength and the norms whose channels were rescaled (quant/smooth.ts). */
-const smoothingSchema = z.strictObject({ alpha: z.number().min(0).max(1), norms: z.array(z.string()) });
-
 export const provenanceSchema = z
   .looseObject({ method: z.enum(['ptq4vit', 'base']), w_bits: bits.optional(), a_bits: bits.optional(), mixed_precision: mixedPrecisionSchema.optional(), smoothing: smoothingSchema.optional() })
   .refine((p) => p.mixed_precision !== undefined || (p.w_bits !== undefined && p.a_bits !== undefined), { message: 'w_bits and a_bits are required (or mixed_precision for a mixed-precision file)' });
