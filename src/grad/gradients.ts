@@ -4,7 +4,7 @@
  * is all that is held at once, which bounds memory by the chunk size, not the calibration size.
  */
 import type { Runner, VisionModel } from '../models/types.js';
-import { Tensor } from '../tensor/tensor.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { crossEntropyGrad, lossTargets, seededRandom, type LossKind } from './loss.js';
 import { Tape, type GradientSink } from './tape.js';
 
@@ -30,12 +30,6 @@ export interface ImageRange {
   count: number;
 }
 
-/** Rows [start, end) of a batch tensor (a view, no copy). */
-function sliceBatch(images: Tensor, start: number, end: number): Tensor {
-  const per = images.size / images.shape[0];
-  return new Tensor(images.data.subarray(start * per, end * per), [end - start, ...images.shape.slice(1)]);
-}
-
 /**
  * Run forward + backward over `images` chunk by chunk; `sink(chunk, point, ∂L/∂O, O, inputs)` is called
  * for every (wanted) quantization point of every chunk. Returns the loss L over the whole set.
@@ -56,7 +50,7 @@ export async function computeGradients(
     const range = { start, count: end - start };
     options.onChunk?.(range, 'start');
     const tape = new Tape(options.runner);
-    const logits = await model.forward(sliceBatch(images, start, end), tape);
+    const logits = await model.forward(images.rows(start, end), tape);
     const targets = lossTargets(options.loss, logits, labels ? labels.subarray(start, end) : null, random);
     const { loss: chunkLoss, grad } = crossEntropyGrad(logits, targets, total);
     loss += chunkLoss;

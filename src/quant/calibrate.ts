@@ -279,11 +279,10 @@ class Recording {
         },
       );
     } else {
-      const per = this.images.size / total;
       for (let start = 0; start < total; start += this.chunkSize) {
         chunkStart = start;
         chunkCount = Math.min(this.chunkSize, total - start);
-        const chunk = new Tensor(this.images.data.subarray(start * per, (start + chunkCount) * per), [chunkCount, ...this.images.shape.slice(1)]);
+        const chunk = this.images.rows(start, start + chunkCount);
         try {
           await this.model.forward(chunk, observer);
         } catch (e) {

@@ -23,7 +23,7 @@
 import { Ptq4vitError } from '../errors.js';
 import type { QuantPoint, VisionModel } from '../models/types.js';
 import { linear as linearFp, matmul as matmulFp } from '../tensor/gemm.js';
-import { Tensor } from '../tensor/tensor.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { allocateBits, type AllocationItem } from './allocate.js';
 import { CalibrationSession, sessionOptions, type CalibrationOptions, type CalibrationProgress } from './calibrate.js';
 import type { BitPolicy, PointQuant, PointWidths } from './params.js';
@@ -98,7 +98,7 @@ export function isPinnable(p: QuantPoint): boolean {
 
 /** Every quantized operand with its size, from one forward pass on one image. */
 export async function operandItems(model: VisionModel, image: Tensor): Promise<OperandItem[]> {
-  const one = new Tensor(image.data.subarray(0, image.size / image.shape[0]), [1, ...image.shape.slice(1)]);
+  const one = image.rows(0, 1);
   const byName = new Map(model.quantPoints.map((p) => [p.name, p]));
   const seen = new Map<string, OperandItem[]>();
   await model.forward(one, {

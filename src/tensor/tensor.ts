@@ -34,6 +34,12 @@ export class Tensor {
     return new Tensor(this.data, shape);
   }
 
+  /** Rows [start, end) of the leading axis — images of a batch — as a view (no copy). */
+  rows(start: number, end: number): Tensor {
+    const per = this.shape[0] === 0 ? 0 : this.data.length / this.shape[0];
+    return new Tensor(this.data.subarray(start * per, end * per), [end - start, ...this.shape.slice(1)]);
+  }
+
   clone(): Tensor {
     return new Tensor(this.data.slice(), this.shape);
   }
