@@ -57,7 +57,7 @@ const hitsTop1 = (file: string) => {
 async function runModel(name: string): Promise<Row[]> {
   const loaded = openSharedModel(name);
   const { images, labels, indices } = await sharedCalib32(loaded.model.spec.preprocess);
-  const smoothed = await smoothChannels(loaded.model.spec, loaded.weights, images, ALPHA);
+  const smoothed = await smoothChannels(loaded.model, loaded.weights, images, ALPHA);
   const mean = (f: (n: (typeof smoothed.norms)[number]) => number) => smoothed.norms.reduce((a, n) => a + f(n), 0) / smoothed.norms.length;
 
   const calibFile = path.join(cacheDir, `${name}.json`);

@@ -18,6 +18,7 @@ import { openModel } from '../src/open.js';
 import { loadCalibration } from '../src/quant/calibset.js';
 import { parseMetadata } from '../src/quant/file.js';
 import { checkSmoothAlpha, smoothChannels } from '../src/quant/smooth.js';
+import { fp32Runner } from '../src/tensor/runner.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { runCli, scratchDir, sharedDir, showRun } from './helpers.js';
 
@@ -45,7 +46,7 @@ describe('channel smoothing', () => {
     test(`${name}: the same float model, every norm → linear pair rescaled, flatter input channels`, async () => {
       const loaded = openModel({ weights });
       const images = await calibImages(loaded.model.spec.preprocess, 8);
-      const s = await smoothChannels(loaded.model.spec, loaded.weights, images, 0.5);
+      const s = await smoothChannels(loaded.model, loaded.weights, images, 0.5);
       const expected = loaded.model.quantPoints.filter((p) => p.inputNorm !== undefined);
       if (pairs > 0) assert.equal(expected.length, pairs);
       if (name === 'swin_micro_c10') assert.ok(expected.some((p) => p.name.endsWith('downsample.reduction')), 'patch merging: norm → reduction');
@@ -53,7 +54,7 @@ describe('channel smoothing', () => {
       const mean = (f: (n: (typeof s.norms)[number]) => number) => s.norms.reduce((a, n) => a + f(n), 0) / s.norms.length;
       assert.ok(mean((n) => n.rangeRatioAfter) < mean((n) => n.rangeRatioBefore), 'α 0.5: flatter input channels on average');
       // α = 1 moves the whole range into the weights: every input channel then has the same max|X_j|.
-      for (const n of (await smoothChannels(loaded.model.spec, loaded.weights, images, 1)).norms) assert.ok(Math.abs(n.rangeRatioAfter - 1) < 1e-9, `${n.norm}: α 1 leaves max/mean ${n.rangeRatioAfter}`);
+      for (const n of (await smoothChannels(loaded.model, loaded.weights, images, 1)).norms) assert.ok(Math.abs(n.rangeRatioAfter - 1) < 1e-9, `${n.norm}: α 1 leaves max/mean ${n.rangeRatioAfter}`);
       for (const n of s.norms) {
         const before = loaded.weights.tensor(`${n.norm}.weight`).data, after = s.weights.tensor(`${n.norm}.weight`).data;
         assert.ok(before.some((v, j) => v !== after[j]), `${n.norm}.weight rewritten`);
@@ -68,7 +69,7 @@ describe('channel smoothing', () => {
     const loaded = openModel({ weights: MODEL });
     const images = await calibImages(loaded.model.spec.preprocess, 4);
     const alpha = 0.3;
-    const s = await smoothChannels(loaded.model.spec, loaded.weights, images, alpha);
+    const s = await smoothChannels(loaded.model, loaded.weights, images, alpha);
     // Channel scales of blocks.0.norm1 → blocks.0.attn.qkv from the outputs: s_j = γ_j / γ'_j.
     const gamma = loaded.weights.tensor('blocks.0.norm1.weight').data, gammaS = s.weights.tensor('blocks.0.norm1.weight').data;
     const w = loaded.weights.tensor('blocks.0.attn.qkv.weight'), wS = s.weights.tensor('blocks.0.attn.qkv.weight');
@@ -79,17 +80,16 @@ describe('channel smoothing', () => {
     // By hand for two channels: the ratio s_a/s_b does not depend on the normalization.
     const xMax = new Float64Array(C);
     await loaded.model.forward(images, {
-      linear: async (point, x, weight, bias) => {
+      linear: (point, x, weight, bias) => {
         if (point === 'blocks.0.attn.qkv') for (let i = 0; i < x.size; i++) xMax[i % C] = Math.max(xMax[i % C], Math.abs(x.data[i]));
-        const { linear } = await import('../src/tensor/gemm.js');
-        return linear(x, weight, bias);
+        return fp32Runner.linear(point, x, weight, bias);
       },
-      matmul: async (_p, a, b, t) => (await import('../src/tensor/gemm.js')).matmul(a, b, t),
+      matmul: fp32Runner.matmul,
     });
     const wMax = (j: number) => Math.max(...Array.from({ length: 3 * C }, (_, r) => Math.abs(w.data[r * C + j])));
     const raw = (j: number) => xMax[j] ** alpha / wMax(j) ** (1 - alpha);
     for (const [a, b] of [[0, 1], [5, 100]]) assert.ok(Math.abs(scale[a] / scale[b] - raw(a) / raw(b)) < 1e-4 * (raw(a) / raw(b)), `s_${a}/s_${b}`);
-    const again = await smoothChannels(loaded.model.spec, loaded.weights, images, alpha);
+    const again = await smoothChannels(loaded.model, loaded.weights, images, alpha);
     for (const n of s.norms) for (const t of [`${n.norm}.weight`, `${n.norm}.bias`, ...n.layers.map((l) => `${l}.weight`)]) assert.deepEqual(again.weights.tensor(t).data, s.weights.tensor(t).data, t);
   });
 

@@ -358,7 +358,7 @@ export async function runQuantize(args: string[]): Promise<void> {
   const { images, labels, indices, skipped } = await loadCalibration(calib, calibSize, opts.seed, fpModel.spec.preprocess, { skipUnreadable: v['skip-unreadable'] === true });
   const loadSeconds = (performance.now() - tLoad) / 1000;
   // With --smooth the calibrated (and written) model is the smoothed checkpoint: the same float function.
-  const smoothed = smoothAlpha === undefined ? null : await smoothChannels(fpModel.spec, loaded.weights, images, smoothAlpha);
+  const smoothed = smoothAlpha === undefined ? null : await smoothChannels(fpModel, loaded.weights, images, smoothAlpha);
   const model = smoothed?.model ?? fpModel;
   if (!quiet && calibSize < DEFAULT_CALIB_SIZE && calibSizeFlag === undefined) process.stderr.write(`--calib ${calibPath} has ${calib.size} images, fewer than the default ${DEFAULT_CALIB_SIZE}: calibrating on all of them\n`);
   if (!quiet && lossChoice === 'default for unlabeled data') process.stderr.write(`--calib ${calibPath} has no labels: calibrating with --loss pseudo (the FP32 model's own predictions)\n`);

@@ -16,7 +16,7 @@
  */
 import { Ptq4vitError } from '../errors.js';
 import { buildModel } from '../models/load.js';
-import type { ModelSpec, VisionModel } from '../models/types.js';
+import type { VisionModel } from '../models/types.js';
 import type { TensorSource } from '../models/weights.js';
 import { fp32Runner, type Runner } from '../tensor/runner.js';
 import { Tensor } from '../tensor/tensor.js';
@@ -83,23 +83,18 @@ export function checkSmoothAlpha(alpha: number, what = '--smooth'): void {
 }
 
 /**
- * Rewrites `weights` so every norm → linear pair is smoothed with strength α, measuring the channel ranges on
- * `images` (normalized [B, C, H, W], e.g. the calibration images), in batches of `batch` images.
+ * Rewrites `weights` (the checkpoint `model` was built from) so every norm → linear pair is smoothed with strength
+ * α, measuring the channel ranges on `images` (normalized [B, C, H, W], e.g. the calibration images), in batches
+ * of `batch` images.
  */
-export async function smoothChannels(spec: ModelSpec, weights: TensorSource, images: Tensor, alpha: number, batch = 32): Promise<Smoothed> {
+export async function smoothChannels(model: VisionModel, weights: TensorSource, images: Tensor, alpha: number, batch = 32): Promise<Smoothed> {
   checkSmoothAlpha(alpha, 'smoothing α');
-  const model = buildModel(spec, weights);
   const fed = model.quantPoints.filter((p) => p.inputNorm !== undefined && p.weight !== undefined);
   const byNorm = new Map<string, typeof fed>();
   for (const p of fed) byNorm.set(p.inputNorm!, [...(byNorm.get(p.inputNorm!) ?? []), p]);
 
   const ranges = new ChannelRange(new Set(fed.map((p) => p.name)));
-  const [n, ...rest] = images.shape;
-  const per = rest.reduce((a, b) => a * b, 1);
-  for (let start = 0; start < n; start += batch) {
-    const count = Math.min(batch, n - start);
-    await model.forward(new Tensor(images.data.subarray(start * per, (start + count) * per), [count, ...rest]), ranges);
-  }
+  for (let start = 0; start < images.shape[0]; start += batch) await model.forward(images.rows(start, Math.min(start + batch, images.shape[0])), ranges);
 
   const replaced = new Map<string, Tensor>();
   const norms: SmoothedNorm[] = [];
@@ -124,5 +119,5 @@ export async function smoothChannels(spec: ModelSpec, weights: TensorSource, ima
     norms.push({ norm, layers: layers.map((p) => p.name), rangeRatioBefore: rangeRatio(xMax), rangeRatioAfter: rangeRatio(Array.from(xMax, (x, j) => x / s[j])) });
   }
   const smoothed = overridden(weights, replaced);
-  return { model: buildModel(spec, smoothed), weights: smoothed, norms };
+  return { model: buildModel(model.spec, smoothed), weights: smoothed, norms };
 }
