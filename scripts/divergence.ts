@@ -78,6 +78,19 @@ export class Divergence {
 }
 
 /**
+ * Where a result script keeps one row's quantized file and its per-image hits (ensureHits):
+ * DIR/files/NAME.CONFIG.safetensors and DIR/hits/NAME.CONFIG.u8, CONFIG made file-safe ("mixed avg 4" →
+ * mixed_avg_4). Scripts read each other's rows through it (smoothing.ts and levers.ts read mixed_precision.ts's).
+ */
+export function rowFiles(dir: string, name: string, config: string): { file: string; hits: string } {
+  const stem = rowStem(name, config);
+  return { file: path.join(dir, 'files', `${stem}.safetensors`), hits: path.join(dir, 'hits', `${stem}.u8`) };
+}
+
+/** NAME.CONFIG with CONFIG made file-safe: the stem of a row's files (rowFiles) and of other per-row caches. */
+export const rowStem = (name: string, config: string): string => `${name}.${config.replace(/[^A-Za-z0-9.]+/g, '_')}`;
+
+/**
  * Per-image top-1 hits (1 = the label ranks first) of a model file on a labeled manifest, through the same
  * whole-model graph `ptq4vit eval` runs (the integer graph of a quantized file), written to `out` once: paired
  * comparisons need them, not just the totals.

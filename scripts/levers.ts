@@ -26,17 +26,17 @@ import path from 'node:path';
 import type { Runner, VisionModel } from '../src/models/types.js';
 import { openModel } from '../src/open.js';
 import { fakeQuantActivation } from '../src/quant/kinds/index.js';
+import { isPinnable } from '../src/quant/mixed.js';
 import type { ActivationQuant, PointQuant } from '../src/quant/params.js';
-import { QuantRunner, weightGrid } from '../src/quant/runner.js';
+import { dequantize, QuantRunner, weightGrid } from '../src/quant/runner.js';
 import { linear, matmul } from '../src/tensor/gemm.js';
 import { Tensor } from '../src/tensor/tensor.js';
-import { Divergence, firstImages } from './divergence.js';
+import { Divergence, firstImages, rowFiles, rowStem } from './divergence.js';
 import { machine, replaceSection } from './markdown.js';
 import { openSharedModel, sharedCalib32, sharedDir } from './shared.js';
 
 const MODELS = ['vit_tiny_c10', 'swin_micro_c10'];
 const CONFIGS = ['PTQ4ViT W4A4', 'mixed avg 4'];
-const slug = (config: string) => config.replace(/[^A-Za-z0-9.]+/g, '_');
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 /** x̂ with one Δ per row of the last axis: symmetric (Δ = max|x|/(2^(k−1)−0.5)) or unsigned (Δ = max/(2^k−1)). */
@@ -73,8 +73,7 @@ class Lever implements Runner {
     if (q.kind !== 'matmul' && this.opts.tokens && q.input?.kind === 'uniform') {
       let w = this.dequantized.get(weight);
       if (!w) {
-        const grid = weightGrid(weight, q), cols = weight.shape[1];
-        this.dequantized.set(weight, (w = new Tensor(Float32Array.from(grid.codes.data, (c, i) => c * Math.fround(grid.rowDeltas[Math.floor(i / cols)])), weight.shape)));
+        this.dequantized.set(weight, (w = dequantize(weightGrid(weight, q))));
       }
       return linear(perRow(x, q.input.bits, true), w, this.shifted(point, bias));
     }
@@ -133,17 +132,18 @@ function reading(): string {
 
 /**
  * End-to-end fitting on the calibration images, the direction block reconstruction takes: every uniform
- * activation operand's Δ (the classifier's excepted) in forward order is scaled by the factor of TUNE_FACTORS
+ * activation operand's Δ (the classifier's excepted: isPinnable) in forward order is scaled by the factor of TUNE_FACTORS
  * that lowers the whole quantized model's KL(FP32 ‖ quantized) on the 32 calibration images, or kept; one sweep.
  */
 const TUNE_FACTORS = [0.85, 0.93, 1.07, 1.15];
-async function tuneOnCalibration(model: VisionModel, points: PointQuant[], images: Tensor): Promise<{ points: PointQuant[]; before: number; after: number; changed: number }> {
+async function tuneOnCalibration(model: VisionModel, points: PointQuant[], images: Tensor): Promise<{ points: PointQuant[]; before: number; after: number; changed: number; operands: number }> {
   const calib = await Divergence.of(model, [images]);
   const tuned = structuredClone(points);
   const klOf = async () => (await calib.measure(new QuantRunner(tuned))).kl;
   const before = await klOf();
   let best = before, changed = 0;
-  const operands = tuned.flatMap((p) => (p.kind === 'matmul' ? [p.a, p.b] : p.input && p.point !== 'head' && p.point !== 'head.fc' ? [p.input] : [])).filter((q) => q.kind === 'uniform');
+  const pinned = new Set(model.quantPoints.filter(isPinnable).map((p) => p.name));
+  const operands = tuned.flatMap((p) => (p.kind === 'matmul' ? [p.a, p.b] : p.input && !pinned.has(p.point) ? [p.input] : [])).filter((q) => q.kind === 'uniform');
   for (const q of operands) {
     const original = q.deltas;
     let keep = original;
@@ -155,7 +155,7 @@ async function tuneOnCalibration(model: VisionModel, points: PointQuant[], image
     q.deltas = keep;
     if (keep !== original) changed++;
   }
-  return { points: tuned, before, after: best, changed };
+  return { points: tuned, before, after: best, changed, operands: operands.length };
 }
 
 const columns = ['as calibrated', 'smoothing α 0.5 (--smooth)', 'dynamic per-token linear inputs', 'dynamic per-row softmax', 'both dynamic', 'bias correction'];
@@ -167,10 +167,10 @@ for (const name of MODELS) {
   const { images } = await sharedCalib32(model.spec.preprocess);
   const divergence = lazy(async () => Divergence.of(model, await firstImages(path.join(sharedDir, 'data', 'cifar10', 'test.json'), 1000, model.spec.preprocess)));
   for (const config of CONFIGS) {
-    const file = path.join('out', 'mixed_precision', 'files', `${name}.${slug(config)}.safetensors`);
-    const smoothedFile = path.join('out', 'smoothing', 'files', `${name}.${slug(config)}.safetensors`);
+    const file = rowFiles(path.join('out', 'mixed_precision'), name, config).file;
+    const smoothedFile = rowFiles(path.join('out', 'smoothing'), name, config).file;
     if (!fs.existsSync(file) || !fs.existsSync(smoothedFile)) throw new Error(`${file} or ${smoothedFile} is missing: run mixed_precision.js and smoothing.js first`);
-    const cache = path.join('out', 'levers', `${name}.${slug(config)}.json`);
+    const cache = path.join('out', 'levers', `${rowStem(name, config)}.json`);
     let kl: number[];
     if (fs.existsSync(cache)) kl = JSON.parse(fs.readFileSync(cache, 'utf8')) as number[];
     else {
@@ -204,12 +204,11 @@ for (const name of MODELS) {
   else {
     const { model } = openSharedModel(name);
     const { images } = await sharedCalib32(model.spec.preprocess);
-    const points = openModel({ weights: path.join('out', 'mixed_precision', 'files', `${name}.${slug('mixed avg 4')}.safetensors`) }).quantized!.points;
+    const points = openModel({ weights: rowFiles(path.join('out', 'mixed_precision'), name, 'mixed avg 4').file }).quantized!.points;
     log(`${name}: tuning the mixed avg 4 scales on the calibration KL`);
     const r = await tuneOnCalibration(model, points, images);
     const test = await Divergence.of(model, await firstImages(path.join(sharedDir, 'data', 'cifar10', 'test.json'), 1000, model.spec.preprocess));
-    const operands = points.flatMap((p) => (p.kind === 'matmul' ? [p.a, p.b] : p.input && p.point !== 'head' && p.point !== 'head.fc' ? [p.input] : [])).filter((q) => q.kind === 'uniform').length;
-    t = { calibBefore: r.before, calibAfter: r.after, testBefore: (await test.measure(new QuantRunner(points))).kl, testAfter: (await test.measure(new QuantRunner(r.points))).kl, changed: r.changed, operands };
+    t = { calibBefore: r.before, calibAfter: r.after, testBefore: (await test.measure(new QuantRunner(points))).kl, testAfter: (await test.measure(new QuantRunner(r.points))).kl, changed: r.changed, operands: r.operands };
     fs.mkdirSync(path.dirname(cache), { recursive: true });
     fs.writeFileSync(cache, JSON.stringify(t));
   }

@@ -25,7 +25,7 @@ import type { BitPolicy, PointQuant } from '../src/quant/params.js';
 import { openSharedModel, sharedCalib32, sharedDir } from './shared.js';
 import type { VisionModel } from '../src/models/types.js';
 import { QuantRunner } from '../src/quant/runner.js';
-import { Divergence, ensureHits, firstImages, pairedDifference } from './divergence.js';
+import { Divergence, ensureHits, firstImages, pairedDifference, rowFiles } from './divergence.js';
 import { openModel } from '../src/open.js';
 
 const quick = process.argv.includes('--quick');
@@ -135,9 +135,8 @@ async function divergenceRow(d: Divergence, points: PointQuant[]): Promise<{ kl:
 }
 
 /** Where a row's quantized file is written (evalFile) and its per-image top-1 hits are kept (correctness). */
-const slug = (config: string) => config.replace(/[^A-Za-z0-9.]+/g, '_');
-const fileOf = (name: string, config: string) => path.join(cacheDir, 'files', `${name}.${slug(config)}.safetensors`);
-const hitsOf = (name: string, config: string) => path.join(cacheDir, 'hits', `${name}.${slug(config)}.u8`);
+const fileOf = (name: string, config: string) => rowFiles(cacheDir, name, config).file;
+const hitsOf = (name: string, config: string) => rowFiles(cacheDir, name, config).hits;
 
 /** A row's per-image top-1 hits on the evaluation set (divergence.ts ensureHits), once its file exists. */
 async function ensureRowHits(name: string, config: string): Promise<void> {

@@ -21,7 +21,7 @@ import type { PointQuant } from '../src/quant/params.js';
 import { QuantRunner } from '../src/quant/runner.js';
 import { smoothChannels } from '../src/quant/smooth.js';
 import { openModel } from '../src/open.js';
-import { Divergence, ensureHits, firstImages, pairedDifference } from './divergence.js';
+import { Divergence, ensureHits, firstImages, pairedDifference, rowFiles } from './divergence.js';
 import { replaceSection } from './markdown.js';
 import { openSharedModel, sharedCalib32, sharedDir } from './shared.js';
 
@@ -33,7 +33,6 @@ const BUDGETS: Record<string, number> = { 'mixed avg 4': 4, 'mixed avg 3.5': 3.5
 const cacheDir = path.join('out', 'smoothing');
 const baseDir = path.join('out', 'mixed_precision');
 const testManifest = path.join(sharedDir, 'data', 'cifar10', 'test.json');
-const slug = (config: string) => config.replace(/[^A-Za-z0-9.]+/g, '_');
 
 interface Row {
   model: string;
@@ -77,21 +76,19 @@ async function runModel(name: string): Promise<Row[]> {
   }
 
   const divergence = await Divergence.of(loaded.model, await firstImages(testManifest, 1000, loaded.model.spec.preprocess));
-  const fp32Hits = path.join(baseDir, 'hits', `${name}.FP32.u8`);
+  const fp32Hits = rowFiles(baseDir, name, 'FP32').hits;
   await ensureHits(fp32Hits, loaded, path.join(sharedDir, 'models', `${name}.safetensors`), testManifest);
   const baseRows = fs.existsSync(path.join(baseDir, 'rows.jsonl'))
     ? fs.readFileSync(path.join(baseDir, 'rows.jsonl'), 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as { model: string; config: string; kl?: number; agree?: number })
     : [];
   const rows: Row[] = [];
   for (const config of CONFIGS) {
-    const baseHits = path.join(baseDir, 'hits', `${name}.${slug(config)}.u8`);
-    const baseFile = path.join(baseDir, 'files', `${name}.${slug(config)}.safetensors`);
+    const { file: baseFile, hits: baseHits } = rowFiles(baseDir, name, config);
     if (fs.existsSync(baseFile)) await ensureHits(baseHits, openModel({ weights: baseFile }), baseFile, testManifest);
     const old = baseRows.find((r) => r.model === name && r.config === config);
     rows.push({ model: name, config, smoothed: false, ...(fs.existsSync(baseHits) ? { top1: hitsTop1(baseHits), belowFp32: pairedDifference(fp32Hits, baseHits) } : {}), kl: old?.kl, agree: old?.agree });
 
-    const file = path.join(cacheDir, 'files', `${name}.${slug(config)}.safetensors`);
-    const hits = path.join(cacheDir, 'hits', `${name}.${slug(config)}.u8`);
+    const { file, hits } = rowFiles(cacheDir, name, config);
     if (!fs.existsSync(file)) {
       const summary = (points as Record<string, unknown>)[`${config} summary`] as { wAvgBits: number; aAvgBits: number; weightMb: number; policy: unknown; budget: { wAvgBits: number; aAvgBits: number } } | undefined;
       const bits = summary

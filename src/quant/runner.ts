@@ -21,7 +21,8 @@ export function weightGrid(weight: Tensor, q: LinearQuant): WeightGrid {
   return { codes: new Tensor(codes, weight.shape), rowDeltas };
 }
 
-function dequantize(grid: WeightGrid): Tensor {
+/** Ŵ = code·Δw rounded once to f32, as the exported graph's Cast + Mul computes it. */
+export function dequantize(grid: WeightGrid): Tensor {
   const cols = grid.codes.shape[1];
   const out = new Float32Array(grid.codes.size);
   for (let i = 0; i < out.length; i++) out[i] = grid.codes.data[i] * Math.fround(grid.rowDeltas[Math.floor(i / cols)]);
