@@ -16,11 +16,10 @@ import path from 'node:path';
 import * as echarts from 'echarts';
 import { spawnSync } from 'node:child_process';
 import { saveQuantizedModel } from '../src/quant/file.js';
-import { isPinnable, PINNED_BITS } from '../src/quant/mixed.js';
 import { type LoadedModel } from '../src/open.js';
 import { calibrateMany } from '../src/quant/calibrate.js';
 import { methodConfig } from '../src/quant/methods.js';
-import { calibrateMixed, operandItems, CANDIDATE_WIDTHS, SENSITIVITY_N, type MixedRequest } from '../src/quant/mixed.js';
+import { calibrateMixed, mixedProvenance, operandItems, CANDIDATE_WIDTHS, SENSITIVITY_N, type MixedRequest } from '../src/quant/mixed.js';
 import type { BitPolicy, PointQuant } from '../src/quant/params.js';
 import { openSharedModel, sharedCalib32, sharedDir } from './shared.js';
 import type { VisionModel } from '../src/models/types.js';
@@ -238,17 +237,8 @@ async function runModel(name: string): Promise<void> {
     });
     for (const [i, c] of batch.entries()) {
       if (done.has(c.row.config)) continue;
-      const r = requests[i];
-      const mixed = {
-        budget: { w_avg_bits: r.budget.wAvgBits, a_avg_bits: r.budget.aAvgBits },
-        pinned: r.pin ? model.quantPoints.filter(isPinnable).map((p) => p.name) : [],
-        candidate_bits: [...CANDIDATE_WIDTHS],
-        sensitivity_search: { n: SENSITIVITY_N, rounds: 1, held_operand_bits: PINNED_BITS },
-        w_avg_bits: c.row.w_avg_bits,
-        a_avg_bits: c.row.a_avg_bits,
-        weight_mb: c.row.weight_mb,
-        policy: c.row.policy,
-      };
+      const reached = { summary: { wAvgBits: c.row.w_avg_bits!, aAvgBits: c.row.a_avg_bits!, weightMb: c.row.weight_mb! }, policy: c.row.policy! };
+      const mixed = mixedProvenance(model, requests[i], reached, { candidates: CANDIDATE_WIDTHS, sensitivityN: SENSITIVITY_N });
       appendRow({ ...c.row, ...evalFile(loaded, name, c.row.config, c.points, { ...provenanceBase, mixed_precision: mixed }), ...(await divergenceRow(divergence, c.points)) });
     }
   }

@@ -16,8 +16,8 @@ import path from 'node:path';
 import { calibrateMany } from '../src/quant/calibrate.js';
 import { saveQuantizedModel } from '../src/quant/file.js';
 import { methodConfig } from '../src/quant/methods.js';
-import { calibrateMixed, isPinnable, CANDIDATE_WIDTHS, PINNED_BITS, SENSITIVITY_N } from '../src/quant/mixed.js';
-import type { PointQuant } from '../src/quant/params.js';
+import { calibrateMixed, mixedProvenance, CANDIDATE_WIDTHS, SENSITIVITY_N } from '../src/quant/mixed.js';
+import type { BitPolicy, PointQuant } from '../src/quant/params.js';
 import { QuantRunner } from '../src/quant/runner.js';
 import { smoothChannels } from '../src/quant/smooth.js';
 import { openModel } from '../src/open.js';
@@ -90,9 +90,9 @@ async function runModel(name: string): Promise<Row[]> {
 
     const { file, hits } = rowFiles(cacheDir, name, config);
     if (!fs.existsSync(file)) {
-      const summary = (points as Record<string, unknown>)[`${config} summary`] as { wAvgBits: number; aAvgBits: number; weightMb: number; policy: unknown; budget: { wAvgBits: number; aAvgBits: number } } | undefined;
+      const summary = (points as Record<string, unknown>)[`${config} summary`] as { wAvgBits: number; aAvgBits: number; weightMb: number; policy: BitPolicy; budget: { wAvgBits: number; aAvgBits: number } } | undefined;
       const bits = summary
-        ? { mixed_precision: { budget: { w_avg_bits: summary.budget.wAvgBits, a_avg_bits: summary.budget.aAvgBits }, pinned: loaded.model.quantPoints.filter(isPinnable).map((p) => p.name), candidate_bits: [...CANDIDATE_WIDTHS], sensitivity_search: { n: SENSITIVITY_N, rounds: 1, held_operand_bits: PINNED_BITS }, w_avg_bits: summary.wAvgBits, a_avg_bits: summary.aAvgBits, weight_mb: summary.weightMb, policy: summary.policy } }
+        ? { mixed_precision: mixedProvenance(loaded.model, { budget: summary.budget, pin: true }, { summary, policy: summary.policy }, { candidates: CANDIDATE_WIDTHS, sensitivityN: SENSITIVITY_N }) }
         : { w_bits: 4, a_bits: 4 };
       fs.mkdirSync(path.dirname(file), { recursive: true });
       saveQuantizedModel(file, smoothed.weights, {

@@ -13,7 +13,7 @@ import { calibrateMany, type CalibrationOptions, type CalibrationTiming } from '
 import { checkSpecStorable, saveQuantizedModel } from '../quant/file.js';
 import { methodConfig, METHODS, type Method } from '../quant/methods.js';
 import type { PointQuant } from '../quant/params.js';
-import { calibrateMixed, checkBudget, describeBudget, isPinnable, operandItems, CANDIDATE_WIDTHS, PINNED_BITS, SENSITIVITY_N, type Budget, type MixedProgress, type MixedRequest, type MixedResult, type MixedTiming } from '../quant/mixed.js';
+import { calibrateMixed, checkBudget, mixedProvenance, describeBudget, operandItems, CANDIDATE_WIDTHS, PINNED_BITS, SENSITIVITY_N, type Budget, type MixedProgress, type MixedRequest, type MixedResult, type MixedTiming } from '../quant/mixed.js';
 import { QuantRunner } from '../quant/runner.js';
 import { smoothChannels, type SmoothedNorm } from '../quant/smooth.js';
 import { applyCommon, commandHelp, intFlag, numberFlag, parse, requireFlag, type CommandSpec, type FlagTable, type Values } from './args.js';
@@ -301,17 +301,7 @@ async function runMixedCalibration(model: VisionModel, images: import('../tensor
   const { results, timing } = await calibrateMixed(model, images, labels, opts, [request], { candidates: request.candidates, sensitivityN, onProgress });
   const result = results[0];
   const seconds = (performance.now() - start) / 1000;
-  const b = request.budget;
-  const provenance = {
-    budget: { ...(b.wAvgBits !== undefined ? { w_avg_bits: b.wAvgBits } : {}), ...(b.aAvgBits !== undefined ? { a_avg_bits: b.aAvgBits } : {}), ...(b.sizeMb !== undefined ? { size_mb: b.sizeMb } : {}) },
-    pinned: request.pin ? model.quantPoints.filter(isPinnable).map((p) => p.name) : [],
-    candidate_bits: request.candidates,
-    sensitivity_search: { n: sensitivityN, rounds: 1, held_operand_bits: PINNED_BITS },
-    w_avg_bits: result.summary.wAvgBits,
-    a_avg_bits: result.summary.aAvgBits,
-    weight_mb: result.summary.weightMb,
-    policy: result.policy,
-  };
+  const provenance = mixedProvenance(model, request, result, { candidates: request.candidates, sensitivityN });
   const calibTiming: CalibrationTiming = { recordSeconds: timing.recordSeconds, searchSeconds: timing.sensitivitySeconds + timing.searchSecondsPerRequest[0], searchSecondsPerConfig: timing.searchSecondsPerRequest, groups: timing.passes };
   return { run: { points: result.points, seconds, timing: calibTiming }, result, timing, provenance };
 }

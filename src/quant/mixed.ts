@@ -96,6 +96,29 @@ export function isPinnable(p: QuantPoint): boolean {
   return p.kind === 'conv' || /^head(\.|_|$)/.test(p.name);
 }
 
+/**
+ * A mixed-precision file's provenance record (fileschema.ts mixedPrecisionSchema): the budget asked for, the
+ * pinned points, the sensitivity search, and the averages and policy the allocation reached.
+ */
+export function mixedProvenance(
+  model: VisionModel,
+  request: Pick<MixedRequest, 'budget' | 'pin'>,
+  reached: { summary: Pick<PolicySummary, 'wAvgBits' | 'aAvgBits' | 'weightMb'>; policy: BitPolicy },
+  search: { candidates: readonly number[]; sensitivityN: number },
+): Record<string, unknown> {
+  const b = request.budget;
+  return {
+    budget: { ...(b.wAvgBits !== undefined ? { w_avg_bits: b.wAvgBits } : {}), ...(b.aAvgBits !== undefined ? { a_avg_bits: b.aAvgBits } : {}), ...(b.sizeMb !== undefined ? { size_mb: b.sizeMb } : {}) },
+    pinned: request.pin ? model.quantPoints.filter(isPinnable).map((p) => p.name) : [],
+    candidate_bits: [...search.candidates],
+    sensitivity_search: { n: search.sensitivityN, rounds: 1, held_operand_bits: PINNED_BITS },
+    w_avg_bits: reached.summary.wAvgBits,
+    a_avg_bits: reached.summary.aAvgBits,
+    weight_mb: reached.summary.weightMb,
+    policy: reached.policy,
+  };
+}
+
 /** Every quantized operand with its size, from one forward pass on one image. */
 export async function operandItems(model: VisionModel, image: Tensor): Promise<OperandItem[]> {
   const one = image.rows(0, 1);
