@@ -104,5 +104,5 @@ export const twinGelu: ActivationKind<QuantOf<'twin-gelu'>, typeof disk> = {
       ],
     };
   },
-  describe: (q, num) => `twin: R1 = [${num(-(2 ** (q.bits - 1)) * q.deltaNeg)}, 0) Δ_R1 ${num(q.deltaNeg)} · R2 = [0, ${num((2 ** (q.bits - 1) - 1) * q.deltaPos)}] Δ_R2 ${num(q.deltaPos)}`,
+  describe: (q, num) => `twin: R1 = [${num(-qmax(q.bits) * q.deltaNeg)}, 0) Δ_R1 ${num(q.deltaNeg)} · R2 = [0, ${num((qmax(q.bits) - 1) * q.deltaPos)}] Δ_R2 ${num(q.deltaPos)}`,
 };

@@ -125,5 +125,5 @@ export const twinSoftmax: ActivationKind<QuantOf<'twin-softmax'>, typeof disk> =
       ],
     };
   },
-  describe: (q, num) => `twin: R1 = [0, ${num(2 ** (q.bits - 1) * q.deltaR1)}) Δ_R1 ${num(q.deltaR1)} · R2 Δ_R2 ${num(q.deltaR2)}`,
+  describe: (q, num) => `twin: R1 = [0, ${num(qmax(q.bits) * q.deltaR1)}) Δ_R1 ${num(q.deltaR1)} · R2 Δ_R2 ${num(q.deltaR2)}`,
 };
