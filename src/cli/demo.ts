@@ -53,7 +53,7 @@ export async function runDemo(args: string[]): Promise<void> {
   // Every model is evaluated as the ONNX graph `ptq4vit export` writes (one onnxruntime session).
   const asGraph = async (bytes: Uint8Array, what: string) => ({ graph: await OnnxModel.create(bytes, model.spec, `${model.spec.name} ${what}`), mb: bytes.length / 1e6 });
   const fpGraph = await asGraph(await exportOnnx(model), 'FP32');
-  const fpBar = new ProgressBar('eval FP32', testImages, 'img', quiet);
+  const fpBar = new ProgressBar('eval FP32', testImages, { quiet });
   const fp = await evaluate(fpGraph.graph, test, { limit, onProgress: (d) => fpBar.update(d) });
   const { images, labels } = await loadCalibration(calib, calib.size, 0, model.spec.preprocess);
   const start = performance.now();
@@ -68,7 +68,7 @@ export async function runDemo(args: string[]): Promise<void> {
   const results: Record<string, unknown>[] = [];
   for (let i = 0; i < widths.length; i++) {
     const bits = widths[i];
-    const evalBar = new ProgressBar(`eval W${bits}A${bits}`, testImages, 'img', quiet);
+    const evalBar = new ProgressBar(`eval W${bits}A${bits}`, testImages, { quiet });
     const qGraph = await asGraph(await exportOnnx(model, { quant: calibrated[i] }), `W${bits}A${bits} integer graph`);
     const q = await evaluate(qGraph.graph, test, { limit, onProgress: (d) => evalBar.update(d) });
     rows.push([`PTQ4ViT W${bits}A${bits}`, `top-1 ${percent(q.top1)}  top-5 ${percent(q.top5)}  (${((q.top1 - fp.top1) * 100).toFixed(2)} points; integer graph ${speed(q, qGraph.mb)})`]);

@@ -72,7 +72,7 @@ export async function runEval(args: string[]): Promise<void> {
   const dataset = await openDataset(data);
   checkClasses(dataset, model.spec.arch.numClasses);
   const total = Math.min(limit ?? dataset.size, dataset.size);
-  const bar = new ProgressBar(`eval ${model.spec.name}`, total, 'img', v.json === true && !process.stderr.isTTY);
+  const bar = new ProgressBar(`eval ${model.spec.name}`, total, { quiet: v.json === true && !process.stderr.isTTY });
   const result = await evaluate(model, dataset, { limit, batchSize, runner, onProgress: (done) => bar.update(done) });
   const ignored = dataset.ignored?.length ?? 0;
   printReport({

@@ -242,16 +242,17 @@ export interface CalibrationRun {
 
 /** Progress for every calibration phase: each recording pass by images, the search by points (with ETA). */
 export function calibrationProgress(label: string, totalPoints: number, quiet: boolean): CalibrationOptions['onProgress'] {
-  const search = new ProgressBar(`${label} search`, totalPoints, 'layers', quiet);
+  // Made at its first point, so its elapsed seconds are the search's, not the recording's or the sensitivities' before it.
+  let search: ProgressBar | null = null;
   let record: ProgressBar | null = null, pass = 0;
   return (e) => {
     if (e.phase === 'record') {
       if (e.group !== pass) {
         pass = e.group;
-        record = new ProgressBar(`${label} record ${e.group}/${e.groups}`, e.totalImages, 'img', quiet);
+        record = new ProgressBar(`${label} record ${e.group}/${e.groups}`, e.totalImages, { quiet });
       }
       record!.update(e.images);
-    } else search.update(e.done, e.point);
+    } else (search ??= new ProgressBar(`${label} search`, totalPoints, { unit: 'layers', quiet })).update(e.done, e.point);
   };
 }
 
@@ -294,7 +295,7 @@ async function runMixedCalibration(model: VisionModel, images: import('../tensor
   let sens: ProgressBar | null = null;
   const onProgress = (e: MixedProgress) => {
     if (e.phase !== 'sensitivity') return search(e);
-    sens ??= new ProgressBar(`${label} sensitivities`, e.total, 'searches', quiet);
+    sens ??= new ProgressBar(`${label} sensitivities`, e.total, { unit: 'searches', quiet });
     sens.update(e.done, e.point);
   };
   const sensitivityN = Math.min(SENSITIVITY_N, opts.n);
@@ -383,9 +384,9 @@ export async function runQuantize(args: string[]): Promise<void> {
   let fp: EvalResult | null = null, quant: EvalResult | null = null;
   if (evalData) {
     const total = Math.min(limit ?? evalData.size, evalData.size);
-    const fpBar = new ProgressBar('eval FP32', total, 'img', quiet);
+    const fpBar = new ProgressBar('eval FP32', total, { quiet });
     fp = await evaluate(fpModel, evalData, { limit, onProgress: (d) => fpBar.update(d) });
-    const qBar = new ProgressBar(`eval ${label}`, total, 'img', quiet);
+    const qBar = new ProgressBar(`eval ${label}`, total, { quiet });
     quant = await evaluate(model, evalData, { limit, runner: new QuantRunner(run.points), onProgress: (d) => qBar.update(d) });
   }
   const evalSeconds = (performance.now() - tEval) / 1000;
