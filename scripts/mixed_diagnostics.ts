@@ -170,7 +170,8 @@ async function diagnose(d: ModelData, budget: number, withCorrelation: boolean):
   let testBest = 0;
   const testUniform: { bits: number; kl: number }[] = [];
   for (const [n, r] of rows.entries()) {
-    const [c, t] = await cached(name, `measured-${budget}-${n}`, async () => {
+    // The uniform rows are the same for every budget of a model: measured once.
+    const [c, t] = await cached(name, n < CANDIDATE_WIDTHS.length ? `measured-uniform-${CANDIDATE_WIDTHS[n]}` : `measured-${budget}-${n}`, async () => {
       const runner = new QuantRunner(r.points);
       return [await d.calib.measure(runner), await d.test.measure(runner)];
     });
