@@ -18,7 +18,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Runner } from '../src/models/types.js';
+import type { Runner, VisionModel } from '../src/models/types.js';
 import { calibrateMany } from '../src/quant/calibrate.js';
 import { fakeQuantActivation } from '../src/quant/kinds/index.js';
 import { methodConfig } from '../src/quant/methods.js';
@@ -30,9 +30,7 @@ import { linear, matmul } from '../src/tensor/gemm.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { Divergence, firstImages } from './divergence.js';
 import { machine, replaceSection } from './markdown.js';
-import type { VisionModel } from '../src/models/types.js';
 import { openSharedModel, sharedCalib32, sharedDir } from './shared.js';
-
 
 /** The cases: issue 12's two targets on the models where they are missed. */
 const CASES: readonly { name: string; budget: number }[] = [
@@ -83,7 +81,7 @@ const base = methodConfig('ptq4vit', { weightBits: 8, activationBits: 8 });
 type Scores = Record<string, Record<number, SensitivityScore>>;
 interface MixedRun { items: OperandItem[]; policy: BitPolicy; points: PointQuant[]; scores: Scores }
 
-/** What every budget of one model shares: its uniform W8Ak quantizers, the single-operand KLs, the image sets. */
+/** What every budget of one model shares: its uniform W8Ak quantizers and the image sets (the single-operand KLs through their cache). */
 interface ModelData {
   name: string;
   model: VisionModel;
@@ -119,7 +117,7 @@ interface CaseResult {
   testUniform: { bits: number; kl: number }[];
 }
 
-async function diagnose(d: ModelData, budget: number, withCorrelation: boolean): Promise<CaseResult> {
+async function diagnose(d: ModelData, budget: number, { withCorrelation }: { withCorrelation: boolean }): Promise<CaseResult> {
   const { name, model, images, labels, uniform } = d;
   const log = (s: string) => process.stderr.write(`${name} @ ${budget}: ${s}\n`);
   // The product's mixed run at an activation average of `budget` bits: its sensitivities and its model.
@@ -218,7 +216,7 @@ const ratios: number[] = [];
 for (const { name, budget } of CASES) {
   const first = !data.has(name);
   if (first) data.set(name, await modelData(name));
-  const r = await diagnose(data.get(name)!, budget, first);
+  const r = await diagnose(data.get(name)!, budget, { withCorrelation: first });
   sections.push(...r.lines, '');
   ratios.push(...r.ratios);
   const ceil = Math.ceil(budget);
