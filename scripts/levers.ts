@@ -40,7 +40,8 @@ const CONFIGS = ['PTQ4ViT W4A4', 'mixed avg 4'];
 const log = (s: string) => process.stderr.write(`${s}\n`);
 
 /** x̂ with one Δ per row of the last axis: symmetric (Δ = max|x|/(2^(k−1)−0.5)) or unsigned (Δ = max/(2^k−1)). */
-function perRow(x: Tensor, bits: number, signed: boolean): Tensor {
+function perRow(x: Tensor, bits: number, codes: 'signed' | 'unsigned'): Tensor {
+  const signed = codes === 'signed';
   const d = x.shape[x.shape.length - 1], out = new Float32Array(x.size);
   const lo = signed ? -(2 ** (bits - 1)) : 0, hi = signed ? 2 ** (bits - 1) - 1 : 2 ** bits - 1, steps = signed ? 2 ** (bits - 1) - 0.5 : hi;
   for (let s = 0; s < x.size; s += d) {
@@ -75,7 +76,7 @@ class Lever implements Runner {
       if (!w) {
         this.dequantized.set(weight, (w = dequantize(weightGrid(weight, q))));
       }
-      return linear(perRow(x, q.input.bits, true), w, this.shifted(point, bias));
+      return linear(perRow(x, q.input.bits, 'signed'), w, this.shifted(point, bias));
     }
     return this.base.linear(point, x, weight, this.shifted(point, bias));
   }
@@ -84,7 +85,7 @@ class Lever implements Runner {
     const q = this.params.get(point)!;
     if (q.kind === 'matmul' && this.opts.softmaxRows && q.a.kind === 'twin-softmax') {
       const groupSize = b.shape[1] * b.shape[2];
-      return matmul(perRow(a, q.a.bits, false), new Tensor(fakeQuantActivation(b.data, q.b as ActivationQuant, groupSize), b.shape), transB);
+      return matmul(perRow(a, q.a.bits, 'unsigned'), new Tensor(fakeQuantActivation(b.data, q.b as ActivationQuant, groupSize), b.shape), transB);
     }
     return this.base.matmul(point, a, b, transB);
   }
