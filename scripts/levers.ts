@@ -12,6 +12,9 @@
  *  - both dynamic levers together;
  *  - bias correction: every linear layer's mean output error on the calibration images, E[Ŵx̂ − Wx] per output
  *    channel with the layer's own (quantized-model) input, subtracted from its bias — simulation only;
+ *  - an unsigned (zero-point) k-bit grid for fc2's post-GELU input instead of the twin, which spends half its
+ *    codes on GELU's short negative tail: codes lo … lo + 2^k − 1 (lo = 0, −1, −2 or −3), Δ and lo chosen by
+ *    the squared error on the calibration images' float fc2 inputs — simulation only;
  *  - and, for the mixed avg 4 models, the uniform activation Δs tuned end to end on the whole model's KL on
  *    the calibration images (tuneOnCalibration), measured on the test images.
  *
@@ -30,6 +33,7 @@ import { isPinnable } from '../src/quant/mixed.js';
 import type { ActivationQuant, PointQuant } from '../src/quant/params.js';
 import { dequantize, QuantRunner, weightGrid } from '../src/quant/runner.js';
 import { linear, matmul } from '../src/tensor/gemm.js';
+import { RecordingRunner } from '../src/tensor/runner.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { Divergence, firstImages, rowFiles, rowStem } from './divergence.js';
 import { machine, replaceSection } from './markdown.js';
@@ -53,13 +57,56 @@ function perRow(x: Tensor, bits: number, codes: 'signed' | 'unsigned'): Tensor {
   return new Tensor(out, x.shape);
 }
 
+/** An unsigned k-bit grid with its lowest code: x̂ = clamp(round(x/Δ), lo, lo + 2^k − 1)·Δ. */
+interface UnsignedGrid {
+  delta: number;
+  lo: number;
+}
+
+function onUnsignedGrid(x: Float32Array, g: UnsignedGrid, bits: number): Float32Array {
+  const hi = g.lo + 2 ** bits - 1, out = new Float32Array(x.length);
+  for (let i = 0; i < x.length; i++) out[i] = Math.max(g.lo, Math.min(hi, Math.round(x[i] / g.delta))) * g.delta;
+  return out;
+}
+
+/** The grid of least squared error on `x`: Δ = f·max/(2^k − 1 + lo), f from 0.30 to 1.00 in steps of 0.02. */
+function fitUnsignedGrid(x: Float32Array, bits: number): UnsignedGrid {
+  let max = 0;
+  for (let i = 0; i < x.length; i++) max = Math.max(max, x[i]);
+  let best = { error: Infinity, grid: { delta: max / (2 ** bits - 1), lo: 0 } };
+  for (let step = 0; step <= 35; step++) {
+    for (const lo of [0, -1, -2, -3]) {
+      const grid = { delta: ((0.3 + 0.02 * step) * max) / (2 ** bits - 1 + lo), lo };
+      if (!(grid.delta > 0)) continue;
+      const q = onUnsignedGrid(x, grid, bits);
+      let error = 0;
+      for (let i = 0; i < x.length; i++) error += (q[i] - x[i]) ** 2;
+      if (error < best.error) best = { error, grid };
+    }
+  }
+  return best.grid;
+}
+
+/** The fitted unsigned grid of every post-GELU input, on the float model's inputs on the calibration images. */
+async function unsignedGeluGrids(model: VisionModel, points: PointQuant[], images: Tensor): Promise<Map<string, UnsignedGrid>> {
+  const gelu = new Set(model.quantPoints.filter((p) => p.input === 'post-gelu').map((p) => p.name));
+  const recording = new RecordingRunner();
+  await model.forward(images, recording);
+  const grids = new Map<string, UnsignedGrid>();
+  for (const p of points) {
+    if (p.kind === 'matmul' || !gelu.has(p.point) || !p.input) continue;
+    grids.set(p.point, fitUnsignedGrid(recording.records.get(p.point)!.inputs[0].data, p.input.bits));
+  }
+  return grids;
+}
+
 /** The simulation with some operands quantized per token / per row at run time (and biases corrected). */
 class Lever implements Runner {
   private readonly base: QuantRunner;
   private readonly params: Map<string, PointQuant>;
   private readonly dequantized = new Map<Tensor, Tensor>();
 
-  constructor(points: PointQuant[], private readonly opts: { tokens?: boolean; softmaxRows?: boolean; biasShift?: Map<string, Float64Array> }) {
+  constructor(points: PointQuant[], private readonly opts: { tokens?: boolean; softmaxRows?: boolean; biasShift?: Map<string, Float64Array>; unsignedGelu?: Map<string, UnsignedGrid> }) {
     this.base = new QuantRunner(points);
     this.params = new Map(points.map((p) => [p.point, p]));
   }
@@ -71,14 +118,14 @@ class Lever implements Runner {
 
   async linear(point: string, x: Tensor, weight: Tensor, bias: Tensor | null): Promise<Tensor> {
     const q = this.params.get(point)!;
-    if (q.kind !== 'matmul' && this.opts.tokens && q.input?.kind === 'uniform') {
-      let w = this.dequantized.get(weight);
-      if (!w) {
-        this.dequantized.set(weight, (w = dequantize(weightGrid(weight, q))));
-      }
-      return linear(perRow(x, q.input.bits, 'signed'), w, this.shifted(point, bias));
-    }
-    return this.base.linear(point, x, weight, this.shifted(point, bias));
+    if (q.kind === 'matmul' || !q.input) return this.base.linear(point, x, weight, this.shifted(point, bias));
+    const grid = this.opts.unsignedGelu?.get(point);
+    // The replaced input: a float product with the dequantized weight, as QuantRunner computes a float input.
+    const xq = grid ? new Tensor(onUnsignedGrid(x.data, grid, q.input.bits), x.shape) : this.opts.tokens && q.input.kind === 'uniform' ? perRow(x, q.input.bits, 'signed') : null;
+    if (!xq) return this.base.linear(point, x, weight, this.shifted(point, bias));
+    let w = this.dequantized.get(weight);
+    if (!w) this.dequantized.set(weight, (w = dequantize(weightGrid(weight, q))));
+    return linear(xq, w, this.shifted(point, bias));
   }
 
   async matmul(point: string, a: Tensor, b: Tensor, transB: boolean): Promise<Tensor> {
@@ -128,7 +175,7 @@ function best(config: string, column: number): string {
 
 function reading(): string {
   const lever = (i: number) => `${columns[i]} ${best(CONFIGS[0], i)} / ${best(CONFIGS[1], i)}`;
-  return `Reading: the best change each lever makes on either model, uniform W4A4 / mixed avg 4: ${[1, 2, 3, 4, 5].map(lever).join('; ')}. The errors are rounding noise, not a bias (bias correction does not remove them), and no lever takes off more than ${Math.round(-100 * Math.min(...changes.flatMap((r) => r.change)))}% — less on the mixed models, whose allocation has already given the sensitive operands more bits — where a 4-bit model within 0.3 points of FP32 needs about a third of the error ("Mixed precision diagnostics"). Only smoothing costs nothing at inference; the dynamic scales would add a per-token maximum before every quantized product.`;
+  return `Reading: the best change each lever makes on either model, uniform W4A4 / mixed avg 4: ${columns.slice(1).map((_, i) => lever(i + 1)).join('; ')}. The errors are rounding noise, not a bias (bias correction does not remove them)${changes.every((r) => r.change[UNSIGNED_GELU] > 0) ? '; the twin GELU quantizer\'s fine negative range is worth more than the finer positive steps an unsigned grid would give (every row worse without it)' : ''}; no lever takes off more than ${Math.round(-100 * Math.min(...changes.flatMap((r) => r.change)))}% — less on the mixed models, whose allocation has already given the sensitive operands more bits — where a 4-bit model within 0.3 points of FP32 needs about a third of the error ("Mixed precision diagnostics"). Only smoothing costs nothing at inference; the dynamic scales would add a per-token maximum before every quantized product.`;
 }
 
 /**
@@ -159,7 +206,9 @@ async function tuneOnCalibration(model: VisionModel, points: PointQuant[], image
   return { points: tuned, before, after: best, changed, operands: operands.length };
 }
 
-const columns = ['as calibrated', 'smoothing α 0.5 (--smooth)', 'dynamic per-token linear inputs', 'dynamic per-row softmax', 'both dynamic', 'bias correction'];
+/** The column of the unsigned post-GELU grid (the reading checks its sign). */
+const UNSIGNED_GELU = 6;
+const columns = ['as calibrated', 'smoothing α 0.5 (--smooth)', 'dynamic per-token linear inputs', 'dynamic per-row softmax', 'both dynamic', 'bias correction', 'unsigned post-GELU grid'];
 const rows: string[] = [];
 /** Each row's relative KL change per column, for the reading. */
 const changes: { config: string; change: number[] }[] = [];
@@ -172,20 +221,27 @@ for (const name of MODELS) {
     const smoothedFile = rowFiles(path.join('out', 'smoothing'), name, config).file;
     if (!fs.existsSync(file) || !fs.existsSync(smoothedFile)) throw new Error(`${file} or ${smoothedFile} is missing: run mixed_precision.js and smoothing.js first`);
     const cache = path.join('out', 'levers', `${rowStem(name, config)}.json`);
-    let kl: number[];
-    if (fs.existsSync(cache)) kl = JSON.parse(fs.readFileSync(cache, 'utf8')) as number[];
-    else {
-      const points = openModel({ weights: file }).quantized!.points;
-      const smoothed = openModel({ weights: smoothedFile });
-      kl = [];
+    // One runner per column (with the float model it runs on when not FP32's); cached columns are not re-measured.
+    const points = openModel({ weights: file }).quantized!.points;
+    const columnRunners: (() => Promise<{ runner: Runner; own?: VisionModel }>)[] = [
+      async () => ({ runner: new QuantRunner(points) }),
+      async () => {
+        const smoothed = openModel({ weights: smoothedFile });
+        return { runner: new QuantRunner(smoothed.quantized!.points), own: smoothed.model };
+      },
+      async () => ({ runner: new Lever(points, { tokens: true }) }),
+      async () => ({ runner: new Lever(points, { softmaxRows: true }) }),
+      async () => ({ runner: new Lever(points, { tokens: true, softmaxRows: true }) }),
+      async () => ({ runner: new Lever(points, { biasShift: await biasShifts(model, points, images) }) }),
+      async () => ({ runner: new Lever(points, { unsignedGelu: await unsignedGeluGrids(model, points, images) }) }),
+    ];
+    const kl = fs.existsSync(cache) ? (JSON.parse(fs.readFileSync(cache, 'utf8')) as number[]) : [];
+    if (kl.length < columnRunners.length) {
       const d = await divergence();
-      const measure = async (runner: Runner, own?: VisionModel) => kl.push((await d.measure(runner, own)).kl);
-      await measure(new QuantRunner(points));
-      await measure(new QuantRunner(smoothed.quantized!.points), smoothed.model);
-      await measure(new Lever(points, { tokens: true }));
-      await measure(new Lever(points, { softmaxRows: true }));
-      await measure(new Lever(points, { tokens: true, softmaxRows: true }));
-      await measure(new Lever(points, { biasShift: await biasShifts(model, points, images) }));
+      for (const make of columnRunners.slice(kl.length)) {
+        const { runner, own } = await make();
+        kl.push((await d.measure(runner, own)).kl);
+      }
       fs.mkdirSync(path.dirname(cache), { recursive: true });
       fs.writeFileSync(cache, JSON.stringify(kl));
     }
@@ -219,7 +275,7 @@ for (const name of MODELS) {
 }
 
 replaceSection('RESULTS.md', 'Per-operand levers at 4 bits', [
-  'How much closer to FP32 each known way of shrinking a quantized operand\'s error brings the 4-bit models of "Mixed precision": KL(FP32 ‖ quantized) ×10⁻³ on the first 1000 test images (change against the model as calibrated). Only smoothing is a product feature (`--smooth`, calibrated anew); the others keep the calibrated parameters and change one thing in the simulation: dynamic per-token scales for the uniform linear inputs (Δ_t = max|x_t|/(2^(k−1)−0.5) per token at run time), dynamic per-row scales for the post-softmax operand (unsigned, Δ_row = max_row/(2^k−1), instead of the twin quantizer), both, or each linear layer\'s mean output error on the calibration images (its own input, quantized vs float product) subtracted from its bias.',
+  'How much closer to FP32 each known way of shrinking a quantized operand\'s error brings the 4-bit models of "Mixed precision": KL(FP32 ‖ quantized) ×10⁻³ on the first 1000 test images (change against the model as calibrated). Only smoothing is a product feature (`--smooth`, calibrated anew); the others keep the calibrated parameters and change one thing in the simulation: dynamic per-token scales for the uniform linear inputs (Δ_t = max|x_t|/(2^(k−1)−0.5) per token at run time), dynamic per-row scales for the post-softmax operand (unsigned, Δ_row = max_row/(2^k−1), instead of the twin quantizer), both, each linear layer\'s mean output error on the calibration images (its own input, quantized vs float product) subtracted from its bias, or an unsigned k-bit grid for fc2\'s post-GELU input (codes lo … lo + 2^k − 1 with lo ∈ {0, −1, −2, −3}; Δ and lo of least squared error on the calibration images\' float inputs) instead of the twin, which spends half its codes on GELU\'s negative tail.',
   `Produced by \`npx tsc -p . && nice -n 10 node dist/scripts/levers.js\` (${machine()}).`,
   '',
   `| model | config | ${columns.join(' | ')} |`,

@@ -39,6 +39,8 @@ const CASES: readonly { name: string; budget: number }[] = [
   { name: 'swin_micro_c10', budget: 3.5 },
 ];
 const TEST_IMAGES = 1000;
+/** The wider candidate set of the last row of every case (the product's default is CANDIDATE_WIDTHS). */
+const WIDE_WIDTHS = [2, 3, 4, 5, 6, 7, 8];
 const cacheDir = path.join('out', 'mixed_diagnostics');
 const key = (i: { point: string; operand: string }) => `${i.point}:${i.operand}`;
 const k3 = (x: number) => (x * 1000).toFixed(2);
@@ -114,6 +116,9 @@ interface CaseResult {
   sumUniformCeil: number;
   /** Test KL of the allocation by measured KLs, and the uniform W8Ak rows' (k ascending). */
   testBest: number;
+  /** Test KL of the product's allocation with the default widths and with WIDE_WIDTHS. */
+  testProduct: number;
+  testWide: number;
   testUniform: { bits: number; kl: number }[];
 }
 
@@ -157,15 +162,32 @@ async function diagnose(d: ModelData, budget: number, { withCorrelation }: { wit
     return (await calibrateMany(model, images, labels, [{ ...base, policy: klPolicy }])).results[0];
   });
 
-  const predicted = (policy: BitPolicy) => items.reduce((s, i) => s + single[key(i)][policy[i.point][i.operand as keyof PointWidths]!], 0);
+  // The product's allocation with a wider set of widths (`--widths 2,3,4,5,6,7,8`): what finer choices buy.
+  const wide = await cached<MixedRun>(name, `mixed-${budget}-widths-${WIDE_WIDTHS.join('')}`, async () => {
+    log(`mixed-precision calibration, widths ${WIDE_WIDTHS.join(',')}`);
+    const r = await calibrateMixed(model, images, labels, base, [request], { candidates: WIDE_WIDTHS });
+    return { items: r.items, policy: r.results[0].policy, points: r.results[0].points, scores: {} };
+  });
+
+  /** Σ of the measured single-operand KLs of a policy: the additive model (undefined where a width was not measured). */
+  const predicted = (policy: BitPolicy): number | undefined => {
+    let sum = 0;
+    for (const i of items) {
+      const kl = single[key(i)][policy[i.point][i.operand as keyof PointWidths]!];
+      if (kl === undefined) return undefined;
+      sum += kl;
+    }
+    return sum;
+  };
   const rows: { label: string; policy: BitPolicy; points: PointQuant[] }[] = [
     ...CANDIDATE_WIDTHS.map((bits, w) => ({ label: `uniform W8A${bits}`, policy: uniformPolicy(bits), points: uniform[w] })),
     { label: `mixed A avg ${budget} (Hessian per-image sensitivities: the product)`, policy: mixed.policy, points: mixed.points },
     { label: `mixed A avg ${budget} (measured single-operand KLs as sensitivities)`, policy: klPolicy, points: klModel },
+    { label: `mixed A avg ${budget} (the product with widths ${WIDE_WIDTHS.join(', ')})`, policy: wide.policy, points: wide.points },
   ];
   const table = ['| model | A avg bits | Σ single-operand KL (calib) | KL calib | KL test1k | agree test1k % |', '|---|---|---|---|---|---|'];
   const ratios: number[] = [];
-  let testBest = 0;
+  let testBest = 0, testProduct = 0, testWide = 0;
   const testUniform: { bits: number; kl: number }[] = [];
   for (const [n, r] of rows.entries()) {
     // The uniform rows are the same for every budget of a model: measured once.
@@ -174,10 +196,12 @@ async function diagnose(d: ModelData, budget: number, { withCorrelation }: { wit
       return [await d.calib.measure(runner), await d.test.measure(runner)];
     });
     const sum = predicted(r.policy);
-    if (sum > 0) ratios.push(c.kl / sum);
+    if (sum !== undefined && sum > 0) ratios.push(c.kl / sum);
     if (r.policy === klPolicy) testBest = t.kl;
+    if (r.policy === wide.policy) testWide = t.kl;
+    if (r.policy === mixed.policy) testProduct = t.kl;
     if (n < CANDIDATE_WIDTHS.length) testUniform.push({ bits: CANDIDATE_WIDTHS[n], kl: t.kl });
-    table.push(`| ${r.label} | ${summarize(mixed.items, r.policy).aAvgBits.toFixed(2)} | ${k3(sum)} | ${k3(c.kl)} | ${k3(t.kl)} | ${(t.agree * 100).toFixed(1)} |`);
+    table.push(`| ${r.label} | ${summarize(mixed.items, r.policy).aAvgBits.toFixed(2)} | ${sum === undefined ? '—' : k3(sum)} | ${k3(c.kl)} | ${k3(t.kl)} | ${(t.agree * 100).toFixed(1)} |`);
     log(r.label);
   }
 
@@ -187,7 +211,7 @@ async function diagnose(d: ModelData, budget: number, { withCorrelation }: { wit
     const of = (form: keyof SensitivityScore) => items.map((i) => mixed.scores[key(i)][bits][form]);
     corr.push(`| ${bits} | ${spearman(of('perImage'), measured).toFixed(3)} | ${spearman(of('diagonal'), measured).toFixed(3)} |`);
   }
-  const sumBest = predicted(klPolicy), sumUniformCeil = predicted(uniformPolicy(Math.ceil(budget)));
+  const sumBest = predicted(klPolicy)!, sumUniformCeil = predicted(uniformPolicy(Math.ceil(budget)))!;
   const lines = [
     `### ${name}, activation average ${budget} bits`,
     '',
@@ -197,7 +221,7 @@ async function diagnose(d: ModelData, budget: number, { withCorrelation }: { wit
       (withCorrelation ? ` Rank correlation (Spearman) between the Hessian proxies of calibrateMixed and the measured single-operand KL, over the ${items.length} operands (the same for every budget of the model):` : ''),
     ...(withCorrelation ? ['', ...corr] : []),
   ];
-  return { lines, ratios, sumBest, sumUniformCeil, testBest, testUniform };
+  return { lines, ratios, sumBest, sumUniformCeil, testBest, testProduct, testWide, testUniform };
 }
 
 /** Where a test KL sits among the uniform W8Ak rows' (which fall with every added bit). */
@@ -222,8 +246,8 @@ for (const { name, budget } of CASES) {
   const ceil = Math.ceil(budget);
   readings.push(
     `${name} at ${budget} bits: the best allocation of these quantizers under the additive model (measured KLs) sums to ${k3(r.sumBest)} against uniform W8A${ceil}'s ${k3(r.sumUniformCeil)}` +
-      (budget < ceil ? ` — ${r.sumBest < r.sumUniformCeil ? 'below it: allocation can beat' : 'above it: no allocation of these quantizers beats'} uniform ${ceil} bits here` : ` (${(r.sumUniformCeil / r.sumBest).toFixed(1)}× less)`) +
-      `; its test KL ${k3(r.testBest)} lands ${between(r.testBest, r.testUniform)}.`,
+      (budget < ceil ? ` — ${r.sumBest < r.sumUniformCeil ? 'below it: allocation can beat' : `above it: no allocation of these quantizers over widths ${CANDIDATE_WIDTHS.join(', ')} beats`} uniform ${ceil} bits here` : ` (${(r.sumUniformCeil / r.sumBest).toFixed(1)}× less)`) +
+      `; its test KL ${k3(r.testBest)} lands ${between(r.testBest, r.testUniform)}; the product with widths ${WIDE_WIDTHS.join(', ')} reaches ${k3(r.testWide)} (${k3(r.testProduct)} with the default widths).`,
   );
 }
 
@@ -231,7 +255,7 @@ const body = [
   `Activations only (every weight at 8 bits, where uniform W8A4 loses most of what W4A4 loses), calibration \`calib32\`; KL = mean KL(FP32 ‖ quantized) of the class probabilities ×10⁻³, on the 32 calibration images and on the first ${TEST_IMAGES} test images.`,
   `Produced by \`npx tsc -p . && nice -n 10 node dist/scripts/mixed_diagnostics.js\` (${machine()}).`,
   '',
-  `"Σ single-operand KL": each activation operand alone quantized at its width (its Δ from uniform PTQ4ViT W8Ak), everything else float, its KL on the calibration images, summed over the operands — the additive model the allocation assumes. The last row of each table allocates the same budget exactly with those measured KLs as the sensitivities (what a perfect proxy would choose: under the additive model, the best any allocation of these quantizers can do) and runs the same final search.`,
+  `"Σ single-operand KL": each activation operand alone quantized at its width (its Δ from uniform PTQ4ViT W8Ak), everything else float, its KL on the calibration images, summed over the operands — the additive model the allocation assumes. The row "measured single-operand KLs as sensitivities" allocates the same budget exactly with those measured KLs as the sensitivities (what a perfect proxy would choose: under the additive model, the best any allocation of these quantizers at these widths can do) and runs the same final search; the last row is the product again with a wider choice of widths (\`--widths ${WIDE_WIDTHS.join(',')}\`; Σ "—": no single-operand KLs at 2 and 7 bits).`,
   '',
   ...sections,
   `Reading: the KLs add up roughly (the whole model's KL is ${Math.min(...ratios).toFixed(1)}–${Math.max(...ratios).toFixed(1)}× the sum over its operands), and the per-image proxy ranks operands nearly as the measured KL does, so allocating with the measured KLs themselves changes the model's KL by little. ${readings.join(' ')} A mixed model is as good as its quantizers at each width allow: where the targets are missed, each operand's k-bit error itself has to shrink (finer or rebalanced activation scales, error-compensating rounding: see "Per-operand levers at 4 bits"), not the allocation.`,
