@@ -12,6 +12,9 @@
  *  - both dynamic levers together;
  *  - bias correction: every linear layer's mean output error on the calibration images, E[Ŵx̂ − Wx] per output
  *    channel with the layer's own (quantized-model) input, subtracted from its bias — simulation only;
+ *  - channel shift (Outlier Suppression+): every LayerNorm → biased linear pair's input channel j centred on
+ *    the calibration images, c_j = (max_j + min_j)/2 subtracted from the norm's β and W·c added to the layer's
+ *    bias — the same float model, calibrated anew (Swin's bias-free patch-merging reduction is left out);
  *  - an unsigned (zero-point) k-bit grid for fc2's post-GELU input instead of the twin, which spends half its
  *    codes on GELU's short negative tail: codes lo … lo + 2^k − 1 (lo = 0, −1, −2 or −3), Δ and lo chosen by
  *    the squared error on the calibration images' float fc2 inputs — simulation only;
@@ -29,7 +32,12 @@ import path from 'node:path';
 import type { Runner, VisionModel } from '../src/models/types.js';
 import { openModel } from '../src/open.js';
 import { fakeQuantActivation } from '../src/quant/kinds/index.js';
-import { isPinnable } from '../src/quant/mixed.js';
+import { calibrateMany } from '../src/quant/calibrate.js';
+import { methodConfig } from '../src/quant/methods.js';
+import { calibrateMixed, isPinnable } from '../src/quant/mixed.js';
+import { buildModel } from '../src/models/load.js';
+import type { TensorSource } from '../src/models/weights.js';
+import { overridden } from '../src/quant/smooth.js';
 import type { ActivationQuant, PointQuant } from '../src/quant/params.js';
 import { dequantize, QuantRunner, weightGrid } from '../src/quant/runner.js';
 import { linear, matmul } from '../src/tensor/gemm.js';
@@ -98,6 +106,42 @@ async function unsignedGeluGrids(model: VisionModel, points: PointQuant[], image
     grids.set(p.point, fitUnsignedGrid(recording.records.get(p.point)!.inputs[0].data, p.input.bits));
   }
   return grids;
+}
+
+/**
+ * The checkpoint with every LayerNorm → linear pair's input channels centred (Outlier Suppression+'s shift):
+ *
+ *   y = W·(x + β) + b = W·(x + β − c) + (b + W·c),   c_j = (max_j + min_j)/2 over the calibration images
+ *
+ * The same float model; pairs whose layers have no bias to take W·c are left as they are.
+ */
+async function shiftedModel(model: VisionModel, weights: TensorSource, images: Tensor): Promise<VisionModel> {
+  const byNorm = new Map<string, typeof model.quantPoints>();
+  for (const p of model.quantPoints) if (p.inputNorm && p.weight) byNorm.set(p.inputNorm, [...(byNorm.get(p.inputNorm) ?? []), p]);
+  const recording = new RecordingRunner();
+  await model.forward(images, recording);
+  const replaced = new Map<string, Tensor>();
+  for (const [norm, layers] of byNorm) {
+    if (!layers.every((p) => p.bias)) continue;
+    const x = recording.records.get(layers[0].name)!.inputs[0], channels = x.shape[x.shape.length - 1];
+    const max = new Float64Array(channels).fill(-Infinity), min = new Float64Array(channels).fill(Infinity);
+    for (let i = 0; i < x.size; i++) (max[i % channels] = Math.max(max[i % channels], x.data[i])), (min[i % channels] = Math.min(min[i % channels], x.data[i]));
+    const c = Array.from(max, (m, j) => (m + min[j]) / 2);
+    const beta = weights.tensor(`${norm}.bias`);
+    replaced.set(`${norm}.bias`, new Tensor(Float32Array.from(beta.data, (b, j) => b - c[j]), beta.shape));
+    for (const p of layers) {
+      const w = weights.tensor(p.weight!), bias = weights.tensor(p.bias!);
+      replaced.set(p.bias!, new Tensor(Float32Array.from(bias.data, (b, o) => b + w.data.subarray(o * channels, (o + 1) * channels).reduce((s, v, j) => s + v * c[j], 0)), bias.shape));
+    }
+  }
+  return buildModel(model.spec, overridden(weights, replaced));
+}
+
+/** The config of "Mixed precision" calibrated anew on another checkpoint of the same model. */
+async function recalibrated(model: VisionModel, images: Tensor, labels: Int32Array | null, config: string): Promise<PointQuant[]> {
+  if (config === 'PTQ4ViT W4A4') return (await calibrateMany(model, images, labels, [methodConfig('ptq4vit', { weightBits: 4, activationBits: 4 })])).results[0];
+  const request = { budget: { wAvgBits: 4, aAvgBits: 4 }, pin: true, weightBits: 8, activationBits: 8 };
+  return (await calibrateMixed(model, images, labels, methodConfig('ptq4vit', { weightBits: 8, activationBits: 8 }), [request])).results[0].points;
 }
 
 /** The simulation with some operands quantized per token / per row at run time (and biases corrected). */
@@ -175,7 +219,7 @@ function best(config: string, column: number): string {
 
 function reading(): string {
   const lever = (i: number) => `${columns[i]} ${best(CONFIGS[0], i)} / ${best(CONFIGS[1], i)}`;
-  return `Reading: the best change each lever makes on either model, uniform W4A4 / mixed avg 4: ${columns.slice(1).map((_, i) => lever(i + 1)).join('; ')}. The errors are rounding noise, not a bias (bias correction does not remove them)${changes.every((r) => r.change[UNSIGNED_GELU] > 0) ? '; the twin GELU quantizer\'s fine negative range is worth more than the finer positive steps an unsigned grid would give (every row worse without it)' : ''}; no lever takes off more than ${Math.round(-100 * Math.min(...changes.flatMap((r) => r.change)))}% — less on the mixed models, whose allocation has already given the sensitive operands more bits — where a 4-bit model within 0.3 points of FP32 needs about a third of the error ("Mixed precision diagnostics"). Only smoothing costs nothing at inference; the dynamic scales would add a per-token maximum before every quantized product.`;
+  return `Reading: the best change each lever makes on either model, uniform W4A4 / mixed avg 4: ${columns.slice(1).map((_, i) => lever(i + 1)).join('; ')}. The errors are rounding noise, not a bias (bias correction does not remove them)${changes.every((r) => r.change[UNSIGNED_GELU] > 0) ? '; the twin GELU quantizer\'s fine negative range is worth more than the finer positive steps an unsigned grid would give (every row worse without it)' : ''}; no lever takes off more than ${Math.round(-100 * Math.min(...changes.flatMap((r) => r.change)))}% — less on the mixed models, whose allocation has already given the sensitive operands more bits — where a 4-bit model within 0.3 points of FP32 needs about a third of the error ("Mixed precision diagnostics"). Only smoothing and the shift cost nothing at inference (the same float model, calibrated anew); the dynamic scales would add a per-token maximum before every quantized product.`;
 }
 
 /**
@@ -208,13 +252,13 @@ async function tuneOnCalibration(model: VisionModel, points: PointQuant[], image
 
 /** The column of the unsigned post-GELU grid (the reading checks its sign). */
 const UNSIGNED_GELU = 6;
-const columns = ['as calibrated', 'smoothing α 0.5 (--smooth)', 'dynamic per-token linear inputs', 'dynamic per-row softmax', 'both dynamic', 'bias correction', 'unsigned post-GELU grid'];
+const columns = ['as calibrated', 'smoothing α 0.5 (--smooth)', 'dynamic per-token linear inputs', 'dynamic per-row softmax', 'both dynamic', 'bias correction', 'unsigned post-GELU grid', 'channel shift (OS+)'];
 const rows: string[] = [];
 /** Each row's relative KL change per column, for the reading. */
 const changes: { config: string; change: number[] }[] = [];
 for (const name of MODELS) {
-  const { model } = openSharedModel(name);
-  const { images } = await sharedCalib32(model.spec.preprocess);
+  const { model, weights } = openSharedModel(name);
+  const { images, labels } = await sharedCalib32(model.spec.preprocess);
   const divergence = lazy(async () => Divergence.of(model, await firstImages(path.join(sharedDir, 'data', 'cifar10', 'test.json'), 1000, model.spec.preprocess)));
   for (const config of CONFIGS) {
     const file = rowFiles(path.join('out', 'mixed_precision'), name, config).file;
@@ -234,6 +278,11 @@ for (const name of MODELS) {
       async () => ({ runner: new Lever(points, { tokens: true, softmaxRows: true }) }),
       async () => ({ runner: new Lever(points, { biasShift: await biasShifts(model, points, images) }) }),
       async () => ({ runner: new Lever(points, { unsignedGelu: await unsignedGeluGrids(model, points, images) }) }),
+      async () => {
+        const shifted = await shiftedModel(model, weights, images);
+        log(`${name} ${config}: calibrating the shifted checkpoint`);
+        return { runner: new QuantRunner(await recalibrated(shifted, images, labels, config)), own: shifted };
+      },
     ];
     const kl = fs.existsSync(cache) ? (JSON.parse(fs.readFileSync(cache, 'utf8')) as number[]) : [];
     if (kl.length < columnRunners.length) {
@@ -275,7 +324,7 @@ for (const name of MODELS) {
 }
 
 replaceSection('RESULTS.md', 'Per-operand levers at 4 bits', [
-  'How much closer to FP32 each known way of shrinking a quantized operand\'s error brings the 4-bit models of "Mixed precision": KL(FP32 ‖ quantized) ×10⁻³ on the first 1000 test images (change against the model as calibrated). Only smoothing is a product feature (`--smooth`, calibrated anew); the others keep the calibrated parameters and change one thing in the simulation: dynamic per-token scales for the uniform linear inputs (Δ_t = max|x_t|/(2^(k−1)−0.5) per token at run time), dynamic per-row scales for the post-softmax operand (unsigned, Δ_row = max_row/(2^k−1), instead of the twin quantizer), both, each linear layer\'s mean output error on the calibration images (its own input, quantized vs float product) subtracted from its bias, or an unsigned k-bit grid for fc2\'s post-GELU input (codes lo … lo + 2^k − 1 with lo ∈ {0, −1, −2, −3}; Δ and lo of least squared error on the calibration images\' float inputs) instead of the twin, which spends half its codes on GELU\'s negative tail.',
+  'How much closer to FP32 each known way of shrinking a quantized operand\'s error brings the 4-bit models of "Mixed precision": KL(FP32 ‖ quantized) ×10⁻³ on the first 1000 test images (change against the model as calibrated). Only smoothing is a product feature (`--smooth`, calibrated anew); the others keep the calibrated parameters and change one thing in the simulation: dynamic per-token scales for the uniform linear inputs (Δ_t = max|x_t|/(2^(k−1)−0.5) per token at run time), dynamic per-row scales for the post-softmax operand (unsigned, Δ_row = max_row/(2^k−1), instead of the twin quantizer), both, each linear layer\'s mean output error on the calibration images (its own input, quantized vs float product) subtracted from its bias, or an unsigned k-bit grid for fc2\'s post-GELU input (codes lo … lo + 2^k − 1 with lo ∈ {0, −1, −2, −3}; Δ and lo of least squared error on the calibration images\' float inputs) instead of the twin, which spends half its codes on GELU\'s negative tail. Channel shift (Outlier Suppression+) is, like smoothing, a rewrite of the float checkpoint calibrated anew, but not a product feature: each LayerNorm → biased linear pair\'s input channel j centred on the calibration images (c_j = (max_j + min_j)/2 taken off the norm\'s β, W·c added to the layer\'s bias; Swin\'s bias-free patch-merging reduction left out).',
   `Produced by \`npx tsc -p . && nice -n 10 node dist/scripts/levers.js\` (${machine()}).`,
   '',
   `| model | config | ${columns.join(' | ')} |`,

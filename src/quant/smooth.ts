@@ -66,7 +66,7 @@ const rangeRatio = (m: ArrayLike<number>): number => {
 };
 
 /** The checkpoint with some tensors replaced (same names, same shapes). */
-function overridden(base: TensorSource, replaced: ReadonlyMap<string, Tensor>): TensorSource {
+export function overridden(base: TensorSource, replaced: ReadonlyMap<string, Tensor>): TensorSource {
   return {
     file: base.file,
     names: () => base.names(),
