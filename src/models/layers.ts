@@ -6,7 +6,7 @@
  * the list can never drift from the forward pass.
  */
 import { fastKernels, type Kernels } from '../tensor/kernels.js';
-import { mergeHeadsOp, splitHeadsOp, unfoldPatchesOp, type LayoutOp } from '../tensor/layout.js';
+import { channelScaleOp, mergeHeadsOp, splitHeadsOp, unfoldPatchesOp, type LayoutOp } from '../tensor/layout.js';
 import type { Runner } from '../tensor/runner.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { QuantPoint } from './types.js';
@@ -42,6 +42,25 @@ export class LayerNorm {
 
   forward(k: Kernels, x: Tensor): Promise<Tensor> {
     return k.layerNorm(x, this.weight, this.bias, this.eps);
+  }
+}
+
+/**
+ * LayerScale: a residual branch's output times a learned per-channel γ before it is added back
+ * (timm's `ls1.gamma`/`ls2.gamma` in DeiT III and DINOv2, `gamma_1`/`gamma_2` in BEiT). `tensor` is the
+ * checkpoint name of γ.
+ */
+export class LayerScale {
+  readonly gamma: Tensor;
+  private readonly op: LayoutOp;
+
+  constructor(reader: WeightReader, readonly tensor: string, features: number) {
+    this.gamma = reader.tensor(tensor, [features]);
+    this.op = channelScaleOp(this.gamma);
+  }
+
+  forward(k: Kernels, x: Tensor): Tensor {
+    return k.layout(this.op, [x]);
   }
 }
 

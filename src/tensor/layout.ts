@@ -7,7 +7,7 @@
  * In ONNX the leading (batch-like) dimension is always −1 in reshapes, so traced graphs take any batch.
  */
 import type { GraphBuilder } from '../onnx/builder.js';
-import { add, fromHeads, scale, scaleInPlace, scatterToken, selectToken, toHeads } from './ops.js';
+import { add, fromHeads, scale, scaleChannels, scaleInPlace, scatterToken, selectToken, toHeads } from './ops.js';
 import { unfoldPatches } from './patches.js';
 import { Tensor } from './tensor.js';
 import {
@@ -126,6 +126,19 @@ export function prependTokensOp(prefix: Tensor, position: Tensor): LayoutOp {
       const joined = b.op('Concat', [expanded, x], { axis: 1 }, 'tokens');
       return b.op('Add', [joined, b.floats('pos_embed', position.data, [1, numPrefix + numPatches, D], position.data)], undefined, 'tokens_pos');
     },
+  };
+}
+
+/**
+ * x·γ per channel over the last dimension: timm's LayerScale (`ls1.gamma`, DeiT III / DINOv2) and BEiT's
+ * `gamma_1`/`gamma_2`. A diagonal linear map, so its adjoint is itself.
+ */
+export function channelScaleOp(gamma: Tensor): LayoutOp {
+  return {
+    name: `channelScale(${gamma.size})`,
+    forward: ([x]) => scaleChannels(x, gamma),
+    adjoint: (g) => [scaleChannels(g, gamma)],
+    onnx: (b, [x]) => b.op('Mul', [x, b.floats('gamma', gamma.data, [gamma.size], gamma.data)], undefined, 'layer_scale'),
   };
 }
 

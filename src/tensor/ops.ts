@@ -24,6 +24,16 @@ export function scaleInPlace(a: Tensor, factor: number): Tensor {
   return a;
 }
 
+/** x·γ with γ over the last dimension (one factor per channel), repeated over every leading index. */
+export function scaleChannels(x: Tensor, gamma: Tensor): Tensor {
+  const C = gamma.size;
+  if (x.lastDim !== C) throw new Error(`scaleChannels: ${shapeString(gamma.shape)} does not match the last dimension of ${shapeString(x.shape)}`);
+  const out = new Float32Array(x.size);
+  const src = x.data, g = gamma.data;
+  for (let o = 0; o < out.length; o += C) for (let j = 0; j < C; j++) out[o + j] = src[o + j] * g[j];
+  return new Tensor(out, x.shape);
+}
+
 /**
  * scale·x + bias, where bias covers the trailing dimensions of x and repeats over the leading ones
  * (e.g. a relative position bias [heads, N, N] added to scores [B·heads, N, N]).
