@@ -5,7 +5,8 @@
 import fs from 'node:fs';
 import { Ptq4vitError } from '../errors.js';
 import { describeFsError } from '../io/safetensors.js';
-import type { Arch, ModelSpec, Preprocess } from './types.js';
+import { ACTIVATIONS } from '../tensor/activation.js';
+import type { Arch, ModelSpec, Preprocess, VitArch } from './types.js';
 
 const IMAGENET_MEAN: [number, number, number] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [number, number, number] = [0.229, 0.224, 0.225];
@@ -17,6 +18,11 @@ type Kwargs = Record<string, unknown>;
 const INFERENCE_NEUTRAL = new Set(['drop_rate', 'drop_path_rate', 'attn_drop_rate', 'proj_drop_rate', 'pos_drop_rate', 'patch_drop_rate']);
 
 const VIT_KWARGS = new Set(['img_size', 'patch_size', 'in_chans', 'num_classes', 'embed_dim', 'depth', 'num_heads', 'mlp_ratio', 'qkv_bias', 'global_pool', 'class_token']);
+/** The optional parts of timm's VisionTransformer we implement (vitVariantFromTimm), and kwargs accepted at their default. */
+const VIT_VARIANT_KWARGS = [
+  'init_values', 'reg_tokens', 'no_embed_class', 'fc_norm', 'final_norm', 'pre_norm', 'act_layer', 'qk_norm', 'proj_bias', 'scale_attn_norm', 'scale_mlp_norm',
+  'pos_embed', 'pool_include_prefix', 'dynamic_img_size', 'dynamic_img_pad', 'weight_init', 'fix_init',
+];
 const SWIN_KWARGS = new Set(['img_size', 'patch_size', 'in_chans', 'num_classes', 'embed_dim', 'depths', 'num_heads', 'window_size', 'mlp_ratio', 'qkv_bias', 'global_pool']);
 
 /**
@@ -63,7 +69,33 @@ function kwargsReader(kwargs: Kwargs, where: string, allowed: Set<string>) {
       throw new Ptq4vitError(`${where}: timm_kwargs.${key} = ${JSON.stringify(kwargs[key])} is not supported (only ${JSON.stringify(expected)})`);
     }
   };
-  return { positiveInt, intList, number, boolean, exact };
+  /** One of `choices` (null = the fallback, as timm's None). */
+  const oneOf = <T extends string>(key: string, choices: readonly T[], fallback: T, unsupported: Record<string, string> = {}): T => {
+    const v = kwargs[key] ?? fallback;
+    if (typeof v === 'string' && v in unsupported) throw new Ptq4vitError(`${where}: timm_kwargs.${key} = ${JSON.stringify(v)} is not supported (${unsupported[v]}; supported: ${choices.map((c) => JSON.stringify(c)).join(', ')})`);
+    if (!choices.includes(v as T)) throw new Ptq4vitError(`${where}: timm_kwargs.${key} must be one of ${choices.map((c) => JSON.stringify(c)).join(', ')}, got ${JSON.stringify(kwargs[key])}`);
+    return v as T;
+  };
+  const nonNegativeInt = (key: string, fallback: number): number => {
+    const v = kwargs[key] ?? fallback;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > MAX_KWARG_INT) {
+      throw new Ptq4vitError(`${where}: timm_kwargs.${key} must be a non-negative integer, got ${JSON.stringify(kwargs[key])}`);
+    }
+    return v;
+  };
+  /** A finite number, or null/absent (timm's None). */
+  const optionalNumber = (key: string): number | null => {
+    const v = kwargs[key] ?? null;
+    if (v !== null && (typeof v !== 'number' || !Number.isFinite(v))) throw new Ptq4vitError(`${where}: timm_kwargs.${key} must be a number or null, got ${JSON.stringify(kwargs[key])}`);
+    return v;
+  };
+  /** true/false, or null/absent (timm's None). */
+  const optionalBoolean = (key: string): boolean | null => {
+    const v = kwargs[key] ?? null;
+    if (v !== null && typeof v !== 'boolean') throw new Ptq4vitError(`${where}: timm_kwargs.${key} must be true, false or null, got ${JSON.stringify(kwargs[key])}`);
+    return v;
+  };
+  return { positiveInt, intList, number, boolean, exact, oneOf, nonNegativeInt, optionalNumber, optionalBoolean };
 }
 
 /**
@@ -113,14 +145,73 @@ function checkInput(arch: Arch, where: string): void {
   }
 }
 
+/** timm's LayerNorm eps in VisionTransformer (norm_layer = partial(nn.LayerNorm, eps=1e-6)). */
+export const VIT_NORM_EPS = 1e-6;
+
+/** What a card or preset says besides the timm kwargs: the LayerNorm eps (norm_layer is a class, not JSON). */
+export interface ArchExtras {
+  /** A card's top-level `layer_norm_eps`, or a preset's family eps (CLIP: 1e-5). */
+  layerNormEps?: unknown;
+}
+
+const GLOBAL_POOLS = ['token', 'avg', 'max', 'avgmax'] as const;
+const UNSUPPORTED_POOLS: Record<string, string> = {
+  '': 'no pooling gives per-token outputs, not one prediction per image',
+  map: 'attention pooling (AttentionPoolLatent) is not implemented',
+  prr: 'AttentionPoolPrr is not implemented',
+};
+
+/**
+ * The optional parts of timm's VisionTransformer from its kwargs, with timm's rules: fc_norm = None means
+ * "after the pool" for avg / max / avgmax; global_pool 'token' needs the class token; pre_norm drops the patch
+ * embedding's bias. Only values that differ from timm's defaults are kept (types.ts VitArch).
+ */
+function vitVariantFromTimm(k: ReturnType<typeof kwargsReader>, extras: ArchExtras, where: string): Partial<VitArch> {
+  k.exact('pos_embed', 'learn');
+  k.exact('pool_include_prefix', false);
+  k.exact('dynamic_img_size', false);
+  k.exact('dynamic_img_pad', false);
+  const classToken = k.boolean('class_token', true);
+  const regTokens = k.nonNegativeInt('reg_tokens', 0);
+  const globalPool = k.oneOf('global_pool', GLOBAL_POOLS, 'token', UNSUPPORTED_POOLS);
+  if (globalPool === 'token' && !classToken) throw new Ptq4vitError(`${where}: timm_kwargs.global_pool "token" needs the class token, but timm_kwargs.class_token is false`);
+  const poolRule = globalPool !== 'token';
+  const fcNorm = k.optionalBoolean('fc_norm') ?? poolRule;
+  const initValues = k.optionalNumber('init_values');
+  const activation = k.oneOf('act_layer', ACTIVATIONS, 'gelu', { swiglu: 'SwiGLU MLPs are not implemented', silu: 'only GELU-family activations', relu: 'only GELU-family activations' });
+  const eps = extras.layerNormEps ?? VIT_NORM_EPS;
+  if (typeof eps !== 'number' || !(eps > 0) || !(eps < 1)) throw new Ptq4vitError(`${where}: layer_norm_eps must be a number in (0, 1), got ${JSON.stringify(extras.layerNormEps)}`);
+  const v: Partial<VitArch> = {};
+  if (!classToken) v.classToken = false;
+  if (regTokens > 0) v.regTokens = regTokens;
+  if (k.boolean('no_embed_class', false)) v.noEmbedClass = true;
+  if (globalPool !== 'token') v.globalPool = globalPool;
+  if (fcNorm !== poolRule) v.fcNorm = fcNorm;
+  if (!k.boolean('final_norm', true)) v.finalNorm = false;
+  if (k.boolean('pre_norm', false)) v.preNorm = true;
+  if (initValues) v.initValues = initValues; // timm: LayerScale only when init_values is truthy
+  if (activation !== 'gelu') v.activation = activation;
+  if (eps !== VIT_NORM_EPS) v.normEps = eps;
+  if (k.boolean('qk_norm', false)) v.qkNorm = true;
+  if (!k.boolean('proj_bias', true)) v.projBias = false;
+  if (k.boolean('scale_attn_norm', false)) v.scaleAttnNorm = true;
+  if (k.boolean('scale_mlp_norm', false)) v.scaleMlpNorm = true;
+  return v;
+}
+
 /** The architecture a timm class + constructor kwargs describe (timm's defaults where a kwarg is absent). */
-export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string): Arch {
+export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string, extras: ArchExtras = {}): Arch {
   switch (timmClass) {
     case 'VisionTransformer':
     case 'VisionTransformerDistilled': {
-      const k = kwargsReader(kwargs, where, VIT_KWARGS);
-      k.exact('global_pool', 'token');
-      k.exact('class_token', true);
+      const distilled = timmClass === 'VisionTransformerDistilled';
+      const k = kwargsReader(kwargs, where, distilled ? VIT_KWARGS : new Set([...VIT_KWARGS, ...VIT_VARIANT_KWARGS]));
+      let variant: Partial<VitArch> = {};
+      if (distilled) {
+        k.exact('global_pool', 'token');
+        k.exact('class_token', true);
+        if (extras.layerNormEps !== undefined && extras.layerNormEps !== VIT_NORM_EPS) throw new Ptq4vitError(`${where}: layer_norm_eps ${JSON.stringify(extras.layerNormEps)} is not supported for VisionTransformerDistilled (only ${VIT_NORM_EPS})`);
+      } else variant = vitVariantFromTimm(k, extras, where);
       return checkVitArch({
         family: timmClass === 'VisionTransformer' ? 'vit' : 'deit-distilled',
         imgSize: k.positiveInt('img_size', 224),
@@ -132,6 +223,7 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string): 
         mlpRatio: k.number('mlp_ratio', 4),
         qkvBias: k.boolean('qkv_bias', true),
         numClasses: k.positiveInt('num_classes', 1000),
+        ...variant,
       }, where);
     }
     case 'SwinTransformer': {
@@ -179,7 +271,7 @@ export function specFromCard(card: unknown, where: string): ModelSpec {
   if (typeof c.timm_class !== 'string') throw new Ptq4vitError(`${where}: missing "timm_class" (e.g. "VisionTransformer")`);
   const kwargs = (c.timm_kwargs === undefined ? {} : c.timm_kwargs) as Kwargs;
   if (typeof kwargs !== 'object' || kwargs === null || Array.isArray(kwargs)) throw new Ptq4vitError(`${where}: "timm_kwargs" must be an object`);
-  const arch = archFromTimm(c.timm_class, kwargs, where);
+  const arch = archFromTimm(c.timm_class, kwargs, where, { layerNormEps: c.layer_norm_eps });
   const inputSize = c.input_size === undefined ? [arch.inChans, arch.imgSize, arch.imgSize] : triple(c.input_size, 'input_size', where);
   if (inputSize[0] !== arch.inChans || inputSize[1] !== arch.imgSize || inputSize[2] !== arch.imgSize) {
     throw new Ptq4vitError(`${where}: input_size ${JSON.stringify(inputSize)} does not match the architecture's [${arch.inChans}, ${arch.imgSize}, ${arch.imgSize}]`);
@@ -221,12 +313,13 @@ export function cardFromSpec(spec: ModelSpec): Record<string, unknown> {
   const tail = { mlp_ratio: a.mlpRatio, qkv_bias: a.qkvBias, num_classes: a.numClasses };
   const kwargs = a.family === 'swin'
     ? { ...common, depths: [...a.depths], num_heads: [...a.numHeads], window_size: a.windowSize, ...tail }
-    : { ...common, depth: a.depth, num_heads: a.numHeads, ...tail };
+    : { ...common, depth: a.depth, num_heads: a.numHeads, ...tail, ...vitVariantKwargs(a) };
   const p = spec.preprocess;
   return {
     name: spec.name,
     timm_class: TIMM_CLASS[a.family],
     timm_kwargs: kwargs,
+    ...(a.family !== 'swin' && a.normEps !== undefined ? { layer_norm_eps: a.normEps } : {}),
     input_size: [a.inChans, p.inputSize, p.inputSize],
     mean: [...p.mean],
     std: [...p.std],
@@ -234,6 +327,25 @@ export function cardFromSpec(spec: ModelSpec): Record<string, unknown> {
     interpolation: p.interpolation,
     ...(spec.labelNames ? { label_names: [...spec.labelNames] } : {}),
   };
+}
+
+/** The kwargs of a ViT's optional parts (only those present: vitVariantFromTimm reads them back to the same arch). */
+function vitVariantKwargs(a: VitArch): Record<string, unknown> {
+  const kw: Record<string, unknown> = {};
+  if (a.classToken !== undefined) kw.class_token = a.classToken;
+  if (a.regTokens !== undefined) kw.reg_tokens = a.regTokens;
+  if (a.noEmbedClass !== undefined) kw.no_embed_class = a.noEmbedClass;
+  if (a.globalPool !== undefined) kw.global_pool = a.globalPool;
+  if (a.fcNorm !== undefined) kw.fc_norm = a.fcNorm;
+  if (a.finalNorm !== undefined) kw.final_norm = a.finalNorm;
+  if (a.preNorm !== undefined) kw.pre_norm = a.preNorm;
+  if (a.initValues !== undefined) kw.init_values = a.initValues;
+  if (a.activation !== undefined) kw.act_layer = a.activation;
+  if (a.qkNorm !== undefined) kw.qk_norm = a.qkNorm;
+  if (a.projBias !== undefined) kw.proj_bias = a.projBias;
+  if (a.scaleAttnNorm !== undefined) kw.scale_attn_norm = a.scaleAttnNorm;
+  if (a.scaleMlpNorm !== undefined) kw.scale_mlp_norm = a.scaleMlpNorm;
+  return kw;
 }
 
 export function readCard(file: string): ModelSpec {
