@@ -25,6 +25,7 @@ import { calibrate } from '../src/quant/calibrate.js';
 import { readQuantizedModel, saveQuantizedModel } from '../src/quant/file.js';
 import { methodConfig } from '../src/quant/methods.js';
 import { QuantRunner } from '../src/quant/runner.js';
+import { ACTIVATION_NEGATIVE_REACH, activationValue } from '../src/tensor/activation.js';
 import { linear as linearFp, matmul as matmulFp } from '../src/tensor/gemm.js';
 import { fastKernels } from '../src/tensor/kernels.js';
 import { RecordingRunner } from '../src/tensor/runner.js';
@@ -160,7 +161,8 @@ describe('timm ViT families: other sizes and options (random weights)', () => {
         const m = maxAbs(g.data);
         assert.ok(m > 0, `${label} ${point}: ∂L/∂O is zero`);
         const dir = Float32Array.from(g.data, (v) => v / m);
-        const h = 1e-2;
+        // A small step: max pooling is piecewise linear, and a larger step can move some channel's argmax.
+        const h = 2e-3;
         const d = async (s: number) => ((await lossAt(perturbing(point, dir, s))) - (await lossAt(perturbing(point, dir, -s)))) / (2 * s);
         const fd = (4 * (await d(h)) - (await d(2 * h))) / 3;
         let analytic = 0, scale = 0;
@@ -210,15 +212,15 @@ describe('timm ViT families: W8A8 quantize → file → eval → integer ONNX', 
       assert.equal(fc2.kind, 'linear');
       if (fc2.kind === 'linear') {
         assert.equal(fc2.input?.kind, 'twin-gelu');
-        // R1 reaches the activation's minimum: QuickGELU ≈ −0.278, GELU ≈ −0.170.
+        // R1 reaches the activation's true minimum (QuickGELU −0.16361, GELU −0.16997), to within one Δ_R2 doubling.
         const reach = fc2.input?.kind === 'twin-gelu' ? 128 * fc2.input.deltaNeg : 0;
-        const min = spec.arch.family !== 'swin' && spec.arch.activation === 'quick_gelu' ? 0.2784 : 0.1699;
-        assert.ok(reach >= min && reach < 2.1 * min, `${name}: R1 reaches −${reach}, activation minimum −${min}`);
+        const min = ACTIVATION_NEGATIVE_REACH[(spec.arch.family !== 'swin' && spec.arch.activation) || 'gelu'];
+        assert.ok(reach >= min && reach < 2 * min, `${name}: R1 reaches −${reach}, activation minimum −${min}`);
       }
       const sim = await model.forward(images, new QuantRunner(points));
       // The file, read back.
       const file = path.join(scratch.next(), 'q.safetensors');
-      saveQuantizedModel(file, weights, { spec, points, provenance: {} } as Parameters<typeof saveQuantizedModel>[2]);
+      saveQuantizedModel(file, weights, { spec, points, provenance: { tool: 'ptq4vit', method: 'ptq4vit', w_bits: 8, a_bits: 8 } });
       const read = readQuantizedModel(SafeTensors.read(file));
       const fromFile = await read.model.forward(images, new QuantRunner(read.points));
       assert.deepEqual(Array.from(fromFile.data), Array.from(sim.data), 'the file evaluates exactly as the calibration in memory');

@@ -370,10 +370,25 @@ interface Preset {
   cropPct: number;
   mean: [number, number, number];
   std: [number, number, number];
+  /** The family's LayerNorm eps when it is not timm's ViT default 1e-6 (CLIP: nn.LayerNorm, 1e-5). */
+  layerNormEps?: number;
 }
 
 const vit = (embed_dim: number, depth: number, num_heads: number, extra: Kwargs = {}): Kwargs => ({ patch_size: 16, embed_dim, depth, num_heads, ...extra });
 const swin = (embed_dim: number, depths: number[], num_heads: number[]): Kwargs => ({ patch_size: 4, window_size: 7, embed_dim, depths, num_heads });
+/** timm's OPENAI_CLIP_MEAN / OPENAI_CLIP_STD. */
+const CLIP_MEAN: [number, number, number] = [0.48145466, 0.4578275, 0.40821073];
+const CLIP_STD: [number, number, number] = [0.26862954, 0.26130258, 0.27577711];
+/** DeiT III (timm deit.py): LayerScale, position embeddings on the patches only. */
+const deit3 = (embed_dim: number, depth: number, num_heads: number): Kwargs => vit(embed_dim, depth, num_heads, { no_embed_class: true, init_values: 1e-6 });
+/**
+ * DINOv2 (timm registers them at 518: the pretrained cfg's fixed input size). Registers: no_embed_class. The
+ * pretrained weights have no classifier (num_classes 0); presets keep timm's 1000-class head for fine-tunes.
+ */
+const dinov2 = (embed_dim: number, num_heads: number, registers: boolean): Kwargs =>
+  ({ patch_size: 14, embed_dim, depth: 12, num_heads, init_values: 1e-5, img_size: 518, ...(registers ? { reg_tokens: 4, no_embed_class: true } : {}) });
+/** CLIP image towers: norm_pre after the position embedding (patch embedding without bias), nn.LayerNorm eps 1e-5. */
+const clip = (extra: Kwargs = {}): Kwargs => vit(768, 12, 12, { pre_norm: true, ...extra });
 
 /** Standard timm ImageNet models with the preprocessing of their default pretrained weights. */
 export const PRESETS: Record<string, Preset> = {
@@ -392,6 +407,15 @@ export const PRESETS: Record<string, Preset> = {
   swin_tiny_patch4_window7_224: { timmClass: 'SwinTransformer', kwargs: swin(96, [2, 2, 6, 2], [3, 6, 12, 24]), cropPct: 0.9, mean: IMAGENET_MEAN, std: IMAGENET_STD },
   swin_small_patch4_window7_224: { timmClass: 'SwinTransformer', kwargs: swin(96, [2, 2, 18, 2], [3, 6, 12, 24]), cropPct: 0.9, mean: IMAGENET_MEAN, std: IMAGENET_STD },
   swin_base_patch4_window7_224: { timmClass: 'SwinTransformer', kwargs: swin(128, [2, 2, 18, 2], [4, 8, 16, 32]), cropPct: 0.9, mean: IMAGENET_MEAN, std: IMAGENET_STD },
+  // DeiT III (.fb_in1k), DINOv2 (.lvd142m), CLIP (vit_base_patch16_clip_224: .laion2b_ft_in12k_in1k; quickgelu: .openai, 512-d head).
+  deit3_small_patch16_224: { timmClass: 'VisionTransformer', kwargs: deit3(384, 12, 6), cropPct: 0.9, mean: IMAGENET_MEAN, std: IMAGENET_STD },
+  deit3_base_patch16_224: { timmClass: 'VisionTransformer', kwargs: deit3(768, 12, 12), cropPct: 0.9, mean: IMAGENET_MEAN, std: IMAGENET_STD },
+  vit_small_patch14_dinov2: { timmClass: 'VisionTransformer', kwargs: dinov2(384, 6, false), cropPct: 1.0, mean: IMAGENET_MEAN, std: IMAGENET_STD },
+  vit_base_patch14_dinov2: { timmClass: 'VisionTransformer', kwargs: dinov2(768, 12, false), cropPct: 1.0, mean: IMAGENET_MEAN, std: IMAGENET_STD },
+  vit_small_patch14_reg4_dinov2: { timmClass: 'VisionTransformer', kwargs: dinov2(384, 6, true), cropPct: 1.0, mean: IMAGENET_MEAN, std: IMAGENET_STD },
+  vit_base_patch14_reg4_dinov2: { timmClass: 'VisionTransformer', kwargs: dinov2(768, 12, true), cropPct: 1.0, mean: IMAGENET_MEAN, std: IMAGENET_STD },
+  vit_base_patch16_clip_224: { timmClass: 'VisionTransformer', kwargs: clip(), cropPct: 0.95, mean: CLIP_MEAN, std: CLIP_STD, layerNormEps: 1e-5 },
+  vit_base_patch16_clip_quickgelu_224: { timmClass: 'VisionTransformer', kwargs: clip({ act_layer: 'quick_gelu', num_classes: 512 }), cropPct: 0.9, mean: CLIP_MEAN, std: CLIP_STD, layerNormEps: 1e-5 },
 };
 
 export function specFromPreset(name: string): ModelSpec {
@@ -399,7 +423,7 @@ export function specFromPreset(name: string): ModelSpec {
   if (!preset) {
     throw new Ptq4vitError(`unknown architecture '${name}'; known presets: ${Object.keys(PRESETS).join(', ')} (or pass --config <card.json>)`);
   }
-  const arch = archFromTimm(preset.timmClass, preset.kwargs, `preset ${name}`);
+  const arch = archFromTimm(preset.timmClass, preset.kwargs, `preset ${name}`, { layerNormEps: preset.layerNormEps });
   return {
     name,
     timmClass: preset.timmClass,

@@ -66,7 +66,9 @@ function minimumOf(kind: Activation): number {
 
 /**
  * |min act(x)|: how far below zero the activation's output reaches — the negative twin range R1 of the
- * post-activation quantizer must reach it (GELU ≈ 0.16997, gelu_tanh ≈ 0.17004, QuickGELU ≈ 0.27846).
+ * post-activation quantizer must reach it: GELU ≈ 0.169971, gelu_tanh ≈ 0.170041, QuickGELU ≈ 0.163610.
+ * (QuickGELU is x·σ(1.702x) = SiLU(1.702x)/1.702: SiLU's minimum −0.27846 divided by the slope — the
+ * activation reaches less far below zero than GELU, not further.)
  */
 export const ACTIVATION_NEGATIVE_REACH: Readonly<Record<Activation, number>> = {
   gelu: -minimumOf('gelu'),
