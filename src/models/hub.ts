@@ -25,7 +25,7 @@ export const HUB_CONFIG = 'config.json';
 export const HUB_WEIGHTS = 'model.safetensors';
 
 /** The families we implement, for the message about an architecture we do not know. */
-const FAMILIES = 'vit_* (VisionTransformer, incl. *_dinov2, *_reg4_dinov2, *_clip_*), deit_* (VisionTransformer, VisionTransformerDistilled), deit3_* (VisionTransformer), swin_* (SwinTransformer)';
+const FAMILIES = 'vit_* (VisionTransformer), deit_* (VisionTransformer, VisionTransformerDistilled), deit3_* (VisionTransformer), swin_* (SwinTransformer)';
 
 export interface ModelFiles {
   /** The safetensors file to read. */
