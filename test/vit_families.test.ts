@@ -3,7 +3,8 @@
  * CLIP (pre_norm, QuickGELU, eps 1e-5), MAE-style avg pool + fc_norm.
  *  - parity with timm on the four fixtures: logits, every recorded point's inputs/outputs, ∂L/∂O = grad_out;
  *  - the same code on random models of other sizes, patches, heads and options: ∂L/∂O against finite
- *    differences, and the FP32 ONNX trace against the eager forward;
+ *    differences, the FP32 ONNX trace (onnxruntime-node and -web) against the eager forward, and a W8A8
+ *    calibration's integer graph against its simulation;
  *  - a quick W8A8 calibration of two families: the in-memory simulation, the quantized file read back and the
  *    integer ONNX graph under onnxruntime-node give the same predictions;
  *  - bad cards and checkpoints: one Ptq4vitError naming the field or tensor.
@@ -31,6 +32,7 @@ import { fastKernels } from '../src/tensor/kernels.js';
 import { RecordingRunner } from '../src/tensor/runner.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { assertClose, fixturesDir, maxAbs, maxAbsDiff, scratchDir } from './helpers.js';
+import { runOrtWeb } from './runtimes.js';
 
 const FAMILIES = ['vit_layerscale_p16_224_fixture', 'vit_reg4_p14_224_fixture', 'vit_clip_p16_224_fixture', 'vit_avgpool_p16_224_fixture'];
 
@@ -175,7 +177,16 @@ describe('timm ViT families: other sizes and options (random weights)', () => {
       const bytes = await exportOnnx(model);
       const session = await ort.InferenceSession.create(bytes);
       const y = (await session.run({ pixel_values: new ort.Tensor('float32', images.data, [...images.shape]) })).logits;
-      assertClose(y.data as Float32Array, (await model.forward(images)).data, `${label}: ONNX vs eager`);
+      const eager = (await model.forward(images)).data;
+      assertClose(y.data as Float32Array, eager, `${label}: ONNX vs eager`);
+      // onnxruntime-web (wasm) runs the same nodes (Tanh / Sigmoid activations, ReduceMax / ReduceMean pools).
+      assertClose((await runOrtWeb(bytes, { data: images.data, dims: [...images.shape] })).data, eager, `${label}: onnxruntime-web vs eager`);
+      // Every part quantizes and exports as integers: a quick W8A8 calibration, simulation = integer graph.
+      const points = await calibrate(model, images, labels, methodConfig('ptq4vit', { weightBits: 8, activationBits: 8, n: 4, rounds: 1 }));
+      const sim = await model.forward(images, new QuantRunner(points));
+      const intSession = await ort.InferenceSession.create(await exportOnnx(model, { quant: points }));
+      const int = (await intSession.run({ pixel_values: new ort.Tensor('float32', images.data, [...images.shape]) })).logits.data as Float32Array;
+      assertClose(int, sim.data, `${label}: integer graph vs simulation`, 1e-3);
     });
   }
 });
@@ -231,6 +242,8 @@ describe('timm ViT families: W8A8 quantize → file → eval → integer ONNX', 
       const classes = spec.arch.numClasses;
       assert.deepEqual(argmaxRows(int, classes), argmaxRows(sim.data, classes), 'integer graph and simulation predict the same classes');
       assertClose(int, sim.data, `${name}: integer graph vs simulation`, 1e-3);
+      const web = (await runOrtWeb(bytes, { data: images.data, dims: [...images.shape] })).data;
+      assert.deepEqual(argmaxRows(web, classes), argmaxRows(sim.data, classes), 'onnxruntime-web runs the integer graph to the same classes');
     });
   }
 });
