@@ -32,6 +32,7 @@ import { specFromCard } from '../src/models/config.js';
 import { buildModel } from '../src/models/load.js';
 import type { Runner, VisionModel } from '../src/models/types.js';
 import { linear as linearFp, matmul as matmulFp } from '../src/tensor/gemm.js';
+import { activationValue } from '../src/tensor/activation.js';
 import { fastKernels, type Kernels } from '../src/tensor/kernels.js';
 import { prependTokensOp } from '../src/tensor/layout.js';
 import { add, fromHeads, scale, scaleInPlace, scatterToken, selectToken, toHeads } from '../src/tensor/ops.js';
@@ -174,6 +175,21 @@ test('geluBackward matches finite differences over [−5, 5]', async (ctx) => {
   for (let i = 0; i < x.size; i++) x.data[i] = -5 + (10 * i) / (x.size - 1) + 0.01 * rand(); // dense grid incl. the kink region
   const g = randn(x.shape, rand);
   await checkKernel(ctx, 'gelu', [x], g, ([t]) => fastKernels.gelu(t), (tape, [t]) => tape.kernels.gelu(t));
+});
+
+test('the other MLP activations (gelu_tanh, QuickGELU): backward matches finite differences over [−5, 5], forward matches the formula', async (ctx) => {
+  const rand = gaussian(17);
+  const x = Tensor.zeros([4, 25]);
+  for (let i = 0; i < x.size; i++) x.data[i] = -5 + (10 * i) / (x.size - 1) + 0.01 * rand();
+  const g = randn(x.shape, rand);
+  for (const kind of ['gelu_tanh', 'quick_gelu'] as const) {
+    await checkKernel(ctx, kind, [x], g, ([t]) => fastKernels.gelu(t, kind), (tape, [t]) => tape.kernels.gelu(t, kind));
+    const y = await fastKernels.gelu(x, kind);
+    for (let i = 0; i < x.size; i++) {
+      const ref = activationValue(kind, x.data[i]);
+      assert.ok(Math.abs(y.data[i] - ref) <= 1e-6 * (1 + Math.abs(ref)), `${kind}(${x.data[i]}) = ${y.data[i]}, formula ${ref}`);
+    }
+  }
 });
 
 test('softmaxBackward matches finite differences: with a scale, and with an additive repeated bias (incl. −100 mask entries)', async (ctx) => {

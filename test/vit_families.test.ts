@@ -26,7 +26,7 @@ import { calibrate } from '../src/quant/calibrate.js';
 import { readQuantizedModel, saveQuantizedModel } from '../src/quant/file.js';
 import { methodConfig } from '../src/quant/methods.js';
 import { QuantRunner } from '../src/quant/runner.js';
-import { ACTIVATION_NEGATIVE_REACH, activationValue } from '../src/tensor/activation.js';
+import { ACTIVATION_NEGATIVE_REACH } from '../src/tensor/activation.js';
 import { linear as linearFp, matmul as matmulFp } from '../src/tensor/gemm.js';
 import { fastKernels } from '../src/tensor/kernels.js';
 import { RecordingRunner } from '../src/tensor/runner.js';
