@@ -26,6 +26,7 @@ import { calibrate } from '../src/quant/calibrate.js';
 import { readQuantizedModel, saveQuantizedModel } from '../src/quant/file.js';
 import { methodConfig } from '../src/quant/methods.js';
 import { QuantRunner } from '../src/quant/runner.js';
+import { openModel } from '../src/open.js';
 import { ACTIVATION_NEGATIVE_REACH } from '../src/tensor/activation.js';
 import { linear as linearFp, matmul as matmulFp } from '../src/tensor/gemm.js';
 import { fastKernels } from '../src/tensor/kernels.js';
@@ -263,6 +264,24 @@ describe('timm ViT families: presets and bad input', () => {
     const clip = specFromPreset('vit_base_patch16_clip_quickgelu_224');
     assert.ok(clip.arch.family !== 'swin' && clip.arch.activation === 'quick_gelu' && clip.arch.normEps === 1e-5 && clip.arch.preNorm);
     assert.deepEqual(clip.preprocess.mean, [0.48145466, 0.4578275, 0.40821073]);
+  });
+
+  test('timm hub folders of the family presets open with model_args and match timm', async () => {
+    const cases: [string, string, Record<string, unknown>][] = [
+      ['vit_layerscale_p16_224_fixture', 'deit3_small_patch16_224', { embed_dim: 48, depth: 2, num_heads: 3, init_values: 0.1 }],
+      ['vit_reg4_p14_224_fixture', 'vit_small_patch14_reg4_dinov2', { img_size: 224, embed_dim: 48, depth: 2, num_heads: 3, init_values: 0.1 }],
+      // The preset brings what model_args cannot say: QuickGELU and nn.LayerNorm's eps 1e-5.
+      ['vit_clip_p16_224_fixture', 'vit_base_patch16_clip_quickgelu_224', { embed_dim: 48, depth: 2, num_heads: 3 }],
+    ];
+    for (const [name, architecture, modelArgs] of cases) {
+      const dir = scratch.next();
+      fs.copyFileSync(path.join(fixturesDir, `${name}.safetensors`), path.join(dir, 'model.safetensors'));
+      const pretrained = { input_size: [3, 224, 224], interpolation: 'bicubic', crop_pct: 1.0, crop_mode: 'center' };
+      fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ architecture, num_classes: 16, model_args: modelArgs, pretrained_cfg: pretrained }));
+      const { model } = openModel({ weights: dir });
+      const acts = SafeTensors.read(path.join(fixturesDir, `${name}.activations.safetensors`));
+      assertClose((await model.forward(acts.tensor('input'))).data, acts.tensor('logits').data, `${architecture} hub folder (${name})`);
+    }
   });
 
   const base = { patch_size: 16, embed_dim: 48, depth: 2, num_heads: 3, img_size: 224, num_classes: 16 };
