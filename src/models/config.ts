@@ -231,6 +231,8 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string, e
       }, where);
     }
     case 'SwinTransformer': {
+      // timm's Swin uses nn.LayerNorm (eps 1e-5, swin.ts); a card asking for another eps is refused, not ignored.
+      if (extras.layerNormEps !== undefined && extras.layerNormEps !== 1e-5) throw new Ptq4vitError(`${where}: layer_norm_eps ${JSON.stringify(extras.layerNormEps)} is not supported for SwinTransformer (only 1e-5)`);
       const k = kwargsReader(kwargs, where, SWIN_KWARGS);
       k.exact('global_pool', 'avg');
       const depths = k.intList('depths', [2, 2, 6, 2]);
