@@ -421,9 +421,9 @@ export const PRESETS: Record<string, Preset> = {
   vit_small_patch14_reg4_dinov2: { timmClass: 'VisionTransformer', kwargs: dinov2(384, 6, true), cropPct: 1.0, mean: IMAGENET_MEAN, std: IMAGENET_STD },
   vit_base_patch14_reg4_dinov2: { timmClass: 'VisionTransformer', kwargs: dinov2(768, 12, true), cropPct: 1.0, mean: IMAGENET_MEAN, std: IMAGENET_STD },
   vit_base_patch16_clip_224: { timmClass: 'VisionTransformer', kwargs: clip(), cropPct: 0.95, mean: CLIP_MEAN, std: CLIP_STD, layerNormEps: 1e-5 },
+  vit_base_patch16_clip_quickgelu_224: { timmClass: 'VisionTransformer', kwargs: clip({ act_layer: 'quick_gelu', num_classes: 512 }), cropPct: 0.9, mean: CLIP_MEAN, std: CLIP_STD, layerNormEps: 1e-5 },
   // SigLIP (.webli: an embedding model, num_classes 0 there; the preset keeps timm's 1000-class head).
   vit_base_patch16_siglip_224: { timmClass: 'VisionTransformer', kwargs: vit(768, 12, 12, { class_token: false, global_pool: 'map' }), cropPct: 0.9, mean: HALF, std: HALF },
-  vit_base_patch16_clip_quickgelu_224: { timmClass: 'VisionTransformer', kwargs: clip({ act_layer: 'quick_gelu', num_classes: 512 }), cropPct: 0.9, mean: CLIP_MEAN, std: CLIP_STD, layerNormEps: 1e-5 },
 };
 
 export function specFromPreset(name: string): ModelSpec {
