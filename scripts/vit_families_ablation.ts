@@ -2,9 +2,9 @@
  * The ablation per timm ViT family (issue 20): on each random-weight family fixture (DeiT III, DINOv2 reg4,
  * CLIP, MAE avg pool), PTQ4ViT W6A6 against Base PTQ W6A6, measured as the mean KL(FP32 ‖ quantized) of the
  * softmax over the logits and top-1 agreement with FP32, on seeded N(0, 1) images (the fixtures' own input
- * distribution): 8 calibration images, 32 evaluation images. Prints a markdown table for RESULTS.md.
+ * distribution): 8 calibration images (--calib), 32 evaluation images. Prints a markdown table for RESULTS.md.
  *
- *   npx tsc -p . && node dist/scripts/vit_families_ablation.js [--n 40] [--rounds 2]
+ *   npx tsc -p . && node dist/scripts/vit_families_ablation.js [--n 40] [--rounds 2] [--calib 8] [--only layerscale]
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -23,7 +23,8 @@ const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 ? Number(process.argv[i + 1]) : fallback;
 };
-const n = arg('n', 40), rounds = arg('rounds', 2);
+const n = arg('n', 40), rounds = arg('rounds', 2), calibSize = arg('calib', 8);
+const only = process.argv.includes('--only') ? process.argv[process.argv.indexOf('--only') + 1] : null;
 
 function images(count: number, seed: number, size: number): Tensor {
   const u = seededRandom(seed);
@@ -44,11 +45,11 @@ function softmaxRows(logits: Float32Array, classes: number): Float64Array[] {
 const argmax = (p: Float64Array) => p.indexOf(Math.max(...p));
 
 const rows: string[] = [];
-for (const name of FAMILIES) {
+for (const name of FAMILIES.filter((f) => !only || f.includes(only))) {
   const card = JSON.parse(fs.readFileSync(path.join(fixtures, `${name}.json`), 'utf8'));
   const model = buildModel(specFromCard(card, name), SafeTensors.read(path.join(fixtures, `${name}.safetensors`)));
   const size = model.spec.arch.imgSize, classes = model.spec.arch.numClasses;
-  const calib = images(8, 1, size), test = images(32, 2, size);
+  const calib = images(calibSize, 1, size), test = images(32, 2, size);
   const fp = softmaxRows((await model.forward(test)).data, classes);
   const cells: string[] = [];
   for (const method of ['base', 'ptq4vit'] as Method[]) {
