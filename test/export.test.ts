@@ -22,6 +22,7 @@ import { encodeModel, OnnxType } from '../src/onnx/proto.js';
 import { readOnnxInfo } from '../src/onnx/read.js';
 import {
   averageOp,
+  dropTokensOp,
   meanOverTokensOp,
   mergeHeadsOp,
   mergePatchesOp,
@@ -75,6 +76,7 @@ describe('named layout ops: the ONNX translation is the eager kernel', () => {
     [poolTokensOp('avg', 1), [[2, 9, 4]]],
     [poolTokensOp('max', 5), [[2, 9, 4]]],
     [poolTokensOp('avgmax', 0), [[2, 9, 4]]],
+    [dropTokensOp(3), [[2, 9, 4]]],
     [prependTokensOp(randomTensor([0, 6], 5), randomTensor([4, 6], 6)), [[3, 4, 6]]],
   ];
   for (const [op, shapes] of cases) {

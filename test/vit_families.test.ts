@@ -131,6 +131,7 @@ const TINY_VARIANTS: Record<string, Record<string, unknown>> = {
   'reg2 no-cls max-pool gelu_tanh qk_norm': { img_size: 32, patch_size: 8, embed_dim: 24, depth: 2, num_heads: 2, reg_tokens: 2, class_token: false, global_pool: 'max', act_layer: 'gelu_tanh', qk_norm: true, no_embed_class: true, init_values: 0.5 },
   'avgmax fc_norm=False final_norm pre_norm quick_gelu': { img_size: 24, patch_size: 6, embed_dim: 20, depth: 2, num_heads: 4, global_pool: 'avgmax', fc_norm: false, pre_norm: true, act_layer: 'quick_gelu', proj_bias: false },
   'map (SigLIP attention pooling) gelu_tanh': { img_size: 32, patch_size: 8, embed_dim: 16, depth: 1, num_heads: 2, class_token: false, global_pool: 'map', act_layer: 'gelu_tanh' },
+  'map after cls + 1 register (dropped before the pool)': { img_size: 16, patch_size: 4, embed_dim: 8, depth: 1, num_heads: 2, reg_tokens: 1, global_pool: 'map', init_values: 0.3 },
   'token scale norms, final_norm=False, qkv_bias=False': { img_size: 28, patch_size: 7, embed_dim: 18, depth: 1, num_heads: 3, scale_attn_norm: true, scale_mlp_norm: true, final_norm: false, qkv_bias: false, mlp_ratio: 2 },
 };
 
@@ -328,7 +329,6 @@ describe('timm ViT families: presets and bad input', () => {
     assert.throws(() => specFromCard({ timm_class: 'VisionTransformer', timm_kwargs: { ...base, ...kwargs }, ...extra }, 'card.json'), (e: unknown) => e instanceof Ptq4vitError && pattern.test(e.message) && !e.message.includes('\n'));
 
   test('unsupported variants and inconsistent kwargs: one line naming the field', () => {
-    refuses({ global_pool: 'map' }, /card\.json: timm_kwargs\.global_pool "map" is supported without prefix tokens only/);
     refuses({ global_pool: 'prr', class_token: false }, /timm_kwargs\.global_pool = "prr" is not supported \(AttentionPoolPrr/);
     refuses({ global_pool: '' }, /timm_kwargs\.global_pool = "" is not supported/);
     refuses({ global_pool: 'token', class_token: false }, /global_pool "token" needs the class token/);

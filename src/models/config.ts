@@ -176,9 +176,6 @@ function vitVariantFromTimm(k: ReturnType<typeof kwargsReader>, extras: ArchExtr
   const regTokens = k.nonNegativeInt('reg_tokens', 0);
   const globalPool = k.oneOf('global_pool', GLOBAL_POOLS, 'token', UNSUPPORTED_POOLS);
   if (globalPool === 'token' && !classToken) throw new Ptq4vitError(`${where}: timm_kwargs.global_pool "token" needs the class token, but timm_kwargs.class_token is false`);
-  if (globalPool === 'map' && (classToken || regTokens > 0)) {
-    throw new Ptq4vitError(`${where}: timm_kwargs.global_pool "map" is supported without prefix tokens only (as SigLIP: class_token false, no reg_tokens)`);
-  }
   const poolRule = FC_NORM_POOLS.includes(globalPool);
   const fcNorm = k.optionalBoolean('fc_norm') ?? poolRule;
   const initValues = k.optionalNumber('init_values');

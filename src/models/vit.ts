@@ -9,7 +9,8 @@
  *                    (ls1/ls2: LayerScale, DeiT III / DINOv2; act: GELU, gelu_tanh or QuickGELU;
  *                     optional q/k norms, a norm before proj / fc2, no proj biases)
  *   x = norm(x)                                           (unless fc_norm or final_norm=False)
- *   logits = head(fc_norm(pool(x)))                       pool: cls token, or avg / max / avgmax over the patch tokens
+ *   logits = head(fc_norm(pool(x)))                       pool: cls token, avg / max / avgmax over the patch tokens,
+ *                                                         or attention pooling over them (map: SigLIP)
  *   (distilled: mean of head(x[:,0]) and head_dist(x[:,1]))
  *
  * Attention is softmax(q·kᵀ · d^-½)·v with the scale applied after the product, as the PTQ4ViT reference
@@ -17,7 +18,7 @@
  */
 import { Ptq4vitError } from '../errors.js';
 import type { Activation } from '../tensor/activation.js';
-import { averageOp, batchOfTokensOp, mergeHeadsOp, poolTokensOp, prependTokensOp, selectTokenOp, splitHeadsOp, type LayoutOp, type TokenPool } from '../tensor/layout.js';
+import { averageOp, batchOfTokensOp, dropTokensOp, mergeHeadsOp, poolTokensOp, prependTokensOp, selectTokenOp, splitHeadsOp, type LayoutOp, type TokenPool } from '../tensor/layout.js';
 import { fp32Runner, type Runner } from '../tensor/runner.js';
 import { Tensor } from '../tensor/tensor.js';
 import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, LayerScale, Mlp, PatchEmbed } from './layers.js';
@@ -158,9 +159,10 @@ export class AttentionPoolLatent {
     ];
   }
 
-  /** Tokens [B, N, D] → pooled [B, D]. */
-  async forward(runner: Runner, x: Tensor): Promise<Tensor> {
+  /** Tokens [B, N, D] → pooled [B, D] (timm drops the prefix tokens first: `numPrefix`). */
+  async forward(runner: Runner, x: Tensor, numPrefix: number): Promise<Tensor> {
     const k = kernelsOf(runner);
+    if (numPrefix > 0) x = k.layout(dropTokensOp(numPrefix), [x]);
     const q = k.layout(this.splits[0], [await applyLinear(runner, this.q, k.layout(this.latent, [x]))]); // [B·H, 1, d]
     const kv = await applyLinear(runner, this.kv, x);
     const [key, value] = [k.layout(this.splits[1], [kv]), k.layout(this.splits[2], [kv])];
@@ -183,7 +185,7 @@ class VitHead {
   readonly attnPool: AttentionPoolLatent | null;
   private readonly pools: LayoutOp[];
 
-  constructor(reader: WeightReader, a: VitArch, v: VitVariant, numPrefix: number, distilled: boolean) {
+  constructor(reader: WeightReader, a: VitArch, v: VitVariant, private readonly numPrefix: number, distilled: boolean) {
     const D = a.embedDim;
     this.attnPool = v.globalPool === 'map' ? new AttentionPoolLatent(reader, 'attn_pool', { features: D, heads: a.numHeads, mlpRatio: a.mlpRatio, normEps: v.normEps, activation: v.activation }) : null;
     this.fcNorm = v.finalNorm && v.fcNorm ? new LayerNorm(reader, 'fc_norm', D, v.normEps) : null;
@@ -202,7 +204,7 @@ class VitHead {
     const k = kernelsOf(runner);
     const logits: Tensor[] = [];
     for (let t = 0; t < this.heads.length; t++) {
-      let pooled = this.attnPool ? await this.attnPool.forward(runner, x) : k.layout(this.pools[t], [x]);
+      let pooled = this.attnPool ? await this.attnPool.forward(runner, x, this.numPrefix) : k.layout(this.pools[t], [x]);
       if (this.fcNorm) pooled = await this.fcNorm.forward(k, pooled);
       logits.push(await applyLinear(runner, this.heads[t], pooled));
     }

@@ -320,3 +320,23 @@ export function batchOfTokensOp(tokens: Tensor): LayoutOp {
     },
   };
 }
+
+/** Tokens [B, N, C] → [B, N − k, C] without the first k (the class and register tokens); adjoint: zeros back in front. */
+export function dropTokensOp(k: number): LayoutOp {
+  return {
+    name: `dropTokens(${k})`,
+    forward([x]) {
+      const [batch, tokens, C] = x.shape;
+      const out = new Float32Array(batch * (tokens - k) * C);
+      for (let b = 0; b < batch; b++) out.set(x.data.subarray((b * tokens + k) * C, (b + 1) * tokens * C), b * (tokens - k) * C);
+      return new Tensor(out, [batch, tokens - k, C]);
+    },
+    adjoint(g, [x]) {
+      const [batch, tokens, C] = x.shape;
+      const gx = new Float32Array(x.size);
+      for (let b = 0; b < batch; b++) gx.set(g.data.subarray(b * (tokens - k) * C, (b + 1) * (tokens - k) * C), (b * tokens + k) * C);
+      return [new Tensor(gx, x.shape)];
+    },
+    onnx: (b, [x], [[, tokens]]) => b.slice(x, 1, k, tokens, 'patch_tokens'),
+  };
+}
