@@ -29,7 +29,16 @@ export interface SwinArch {
   numClasses: number;
 }
 
-export type Arch = VitArch | SwinArch;
+/**
+ * timm's SwinTransformerV2: Swin's geometry, plus the window each stage was pre-trained with (0: the current
+ * window), which scales the continuous position bias's coordinate table.
+ */
+export interface SwinV2Arch extends Omit<SwinArch, 'family'> {
+  family: 'swinv2';
+  pretrainedWindowSizes: number[];
+}
+
+export type Arch = VitArch | SwinArch | SwinV2Arch;
 
 /** timm's eval transform: resize the shorter side to inputSize/cropPct (bicubic), center crop, normalize. */
 export interface Preprocess {
