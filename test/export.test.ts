@@ -22,6 +22,7 @@ import { encodeModel, OnnxType } from '../src/onnx/proto.js';
 import { readOnnxInfo } from '../src/onnx/read.js';
 import {
   averageOp,
+  headScaleOp,
   meanOverTokensOp,
   mergeHeadsOp,
   mergePatchesOp,
@@ -71,6 +72,7 @@ describe('named layout ops: the ONNX translation is the eager kernel', () => {
     [windowReverseAddOp({ height: 4, width: 4, window: 4, shift: 0 }), [[2, 16, 3], [2, 16, 3]]],
     [mergePatchesOp(4, 6), [[2, 24, 5]]],
     [meanOverTokensOp, [[2, 9, 4]]],
+    [headScaleOp(Float32Array.of(2.5, 0.5, 100)), [[6, 4, 5]]],
   ];
   for (const [op, shapes] of cases) {
     test(op.name, async () => {

@@ -33,7 +33,7 @@ import { buildModel } from '../src/models/load.js';
 import type { Runner, VisionModel } from '../src/models/types.js';
 import { linear as linearFp, matmul as matmulFp } from '../src/tensor/gemm.js';
 import { fastKernels, type Kernels } from '../src/tensor/kernels.js';
-import { prependTokensOp } from '../src/tensor/layout.js';
+import { headScaleOp, prependTokensOp } from '../src/tensor/layout.js';
 import { add, fromHeads, scale, scaleInPlace, scatterToken, selectToken, toHeads } from '../src/tensor/ops.js';
 import { Tensor, numel } from '../src/tensor/tensor.js';
 import {
@@ -189,6 +189,16 @@ test('softmaxBackward matches finite differences: with a scale, and with an addi
   }
 });
 
+test('l2NormalizeBackward matches finite differences (Swin V2\'s F.normalize: rows above the eps, and rows held by the eps clamp)', async (ctx) => {
+  const rand = gaussian(17);
+  const x = randn([3, 4, 6], rand, 0.8, 0.1);
+  const g = randn(x.shape, rand);
+  await checkKernel(ctx, 'l2Normalize eps 1e-12', [x], g, ([t]) => fastKernels.l2Normalize(t, 1e-12), (tape, [t]) => tape.kernels.l2Normalize(t, 1e-12), 1e-3);
+  // Below the eps the map is x/eps (linear): rows of norm ≈ 0.05 against eps 0.5 (a step of 1e-3 stays below it).
+  const small = randn([2, 5], rand, 0.02);
+  await checkKernel(ctx, 'l2Normalize clamped (eps 0.5)', [small], randn(small.shape, rand), ([t]) => fastKernels.l2Normalize(t, 0.5), (tape, [t]) => tape.kernels.l2Normalize(t, 0.5), 1e-3);
+});
+
 test('the tape\'s linear backward matches finite differences (3-D input, with and without bias)', async (ctx) => {
   const rand = gaussian(14);
   const x = randn([2, 3, 8], rand);
@@ -306,6 +316,14 @@ test('layout adjoints: toHeads/fromHeads (q, k, v blocks and head merging), sele
   }
   // the distilled head average (vit.ts classify)
   checkAdjoint('mean of two heads', (a, b) => scale(add(a, b), 0.5), (g) => [scale(g, 0.5), scale(g, 0.5)], [[B, 7], [B, 7]], rand);
+  reportAdjoint(ctx);
+});
+
+test('layout adjoints: headScale (Swin V2\'s per-head logit scale on [G·heads, N, M] scores)', (ctx) => {
+  const rand = gaussian(25);
+  const op = headScaleOp(Float32Array.of(3.5, 0.25, 100));
+  const r = checkAdjoint(op.name, (...xs) => op.forward(xs), (g) => op.adjoint(g, []), [[2 * 3, 4, 5]], rand);
+  assert.equal(r.differentiated, 1);
   reportAdjoint(ctx);
 });
 
