@@ -15,8 +15,9 @@ import { Ptq4vitError } from '../src/errors.js';
 import { archFromTimm, cardFromSpec, PRESETS, specFromCard, specFromPreset } from '../src/models/config.js';
 import { specFromHubConfig } from '../src/models/hub.js';
 import { buildModel } from '../src/models/load.js';
+import { stageGeometry } from '../src/models/swin.js';
 import { relativeCoordsTable } from '../src/models/swinv2.js';
-import type { Runner, VisionModel } from '../src/models/types.js';
+import type { Runner, SwinV2Arch, VisionModel } from '../src/models/types.js';
 import { exportOnnx } from '../src/export/onnx.js';
 import { linear as linearFp, matmul as matmulFp } from '../src/tensor/gemm.js';
 import { fastKernels } from '../src/tensor/kernels.js';
@@ -352,6 +353,11 @@ describe('SwinTransformerV2: config, presets, hub folders', () => {
     assert.ok(ft.arch.family === 'swinv2' && ft.arch.windowSize === 16);
     assert.deepEqual(ft.arch.family === 'swinv2' && ft.arch.pretrainedWindowSizes, [12, 12, 12, 6]);
     assert.equal(specFromPreset('swinv2_base_window12to24_192to384').preprocess.cropPct, 1.0);
+    // Every preset's windows tile its stage grids (the model would build).
+    for (const n of names) {
+      const a = specFromPreset(n).arch;
+      assert.equal(stageGeometry(n, a as SwinV2Arch).length, 4, n);
+    }
   });
 
   test('a timm hub folder of a swinv2 name opens with model_args (the fixture\'s weights)', async () => {
