@@ -330,6 +330,25 @@ describe('SwinTransformerV2: a tiny random model of another size (window 4, head
     assert.ok(same >= data.size - 1, `simulation and integer graph disagree on ${data.size - same} images`);
     assert.deepEqual(onWeb, onNode, 'onnxruntime-web and -node predict differently');
   });
+  test('a timm hub folder (swinv2 architecture + model_args) opens with --model DIR; an unsupported model_arg is exit 2', async () => {
+    const dir = scratchDir('swinv2-hub').next();
+    writeSafetensors(path.join(dir, 'model.safetensors'), tiny.tensors);
+    const config = (modelArgs: Record<string, unknown>) => ({
+      architecture: 'swinv2_tiny_window8_256',
+      num_classes: 10,
+      model_args: { ...(tiny.card.timm_kwargs as Record<string, unknown>), ...modelArgs },
+      pretrained_cfg: { input_size: [3, 32, 32], crop_pct: 1.0, interpolation: 'bicubic', mean: tiny.card.mean, std: tiny.card.std, fixed_input_size: true },
+    });
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config({})));
+    const r = runCli(['eval', '--model', dir, '--data', CALIB, '--json']);
+    assert.equal(r.status, 0, showRun(r));
+    const fp32 = await evaluate(model, await openDataset(path.join(repoRoot, CALIB)));
+    assert.equal((JSON.parse(r.stdout.trim().split('\n').pop()!) as { top1: number }).top1, fp32.top1);
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config({ always_partition: true })));
+    const bad = runCli(['eval', '--model', dir, '--data', CALIB]);
+    assert.equal(bad.status, 2, showRun(bad));
+    assert.match(bad.stderr, /^ptq4vit: error: .*config\.json: model_args\.always_partition = true is not supported[^\n]*\n$/, showRun(bad));
+  });
 });
 
 describe('SwinTransformerV2: config, presets, hub folders', () => {
