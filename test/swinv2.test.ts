@@ -19,6 +19,7 @@ import { stageGeometry } from '../src/models/swin.js';
 import { relativeCoordsTable } from '../src/models/swinv2.js';
 import type { Runner, SwinV2Arch, VisionModel } from '../src/models/types.js';
 import { exportOnnx } from '../src/export/onnx.js';
+import { readOnnxInfo } from '../src/onnx/read.js';
 import { linear as linearFp, matmul as matmulFp } from '../src/tensor/gemm.js';
 import { fastKernels } from '../src/tensor/kernels.js';
 import { RecordingRunner } from '../src/tensor/runner.js';
@@ -315,6 +316,15 @@ describe('SwinTransformerV2: a tiny random model of another size (window 4, head
     const batch = await loadBatch(data, Array.from({ length: data.size }, (_, i) => i), loaded.model.spec.preprocess);
     const pixels = { data: batch.images.data, dims: [...batch.images.shape] };
     const bytes = fs.readFileSync(onnx);
+    // What onnxruntime runs: every product with a quantized input is integer (the image's patch conv stays float).
+    const optimized = path.join(dir, 'optimized.onnx');
+    await ort.InferenceSession.create(bytes, { graphOptimizationLevel: 'all', optimizedModelFilePath: optimized });
+    const ops = readOnnxInfo(fs.readFileSync(optimized)).ops;
+    const integerProducts = ops.filter((op) => /MatMulInteger/.test(op)).length;
+    const floatProducts = ops.filter((op) => /(^|::)(MatMul|Gemm|FusedMatMul|FusedGemm)$/.test(op)).length;
+    assert.ok(integerProducts >= loaded.model.quantPoints.length - 1, `${integerProducts} integer products for ${loaded.model.quantPoints.length} points`);
+    assert.ok(floatProducts <= 1, `${floatProducts} float products left`);
+    assert.ok(ops.some((op) => /ReduceL2/.test(op)), 'the cosine attention\'s L2 norm is in the graph');
     const node = await openOrtNode(bytes);
     const onNode = argmax((await node.run(pixels)).data, 10);
     await node.release();
