@@ -20,7 +20,8 @@
  * off by 1% at |x| = 1; the scale dropped from softmaxBackward, or Σg·p off by 1%; a wrong ∂b in either
  * matmul rule; add not passing ∂L/∂y to its second input; the tape overwriting instead of summing
  * gradients of a tensor used twice; the shift ignored in Swin's windowReverseAdd adjoint; q's scale
- * missing from its adjoint; head_dist's gradient sent to the cls token; spreadOverTokens without 1/L.
+ * missing from its adjoint; head_dist's gradient sent to the cls token; spreadOverTokens without 1/L; the
+ * y·⟨g, y⟩ projection dropped from l2NormalizeBackward (also caught by test/swinv2.test.ts).
  */
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
