@@ -26,10 +26,12 @@ import { RecordingRunner } from '../src/tensor/runner.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { loadBatch } from '../src/data/batch.js';
 import { openDataset } from '../src/data/datasets.js';
+import { openImageFolder } from '../src/data/folder.js';
+import { evalTransform } from '../src/data/transform.js';
 import { evaluate } from '../src/eval/evaluate.js';
 import { openModel } from '../src/open.js';
-import { assertClose, fixturesDir, maxAbs, maxAbsDiff, repoRoot, runCli, scratchDir, showRun } from './helpers.js';
-import { openOrtNode, openOrtWeb } from './runtimes.js';
+import { assertClose, fixturesDir, maxAbs, maxAbsDiff, repoRoot, runCli, scratchDir, sharedDir, showRun } from './helpers.js';
+import { openOrtNode, openOrtWeb, runTransformersJs } from './runtimes.js';
 
 const FIXTURE = 'swinv2_p4_w8_256_fixture';
 
@@ -339,6 +341,22 @@ describe('SwinTransformerV2: a tiny random model of another size (window 4, head
     assert.equal(top1(onNode), sim.top1, 'top-1 of the quantized file (simulation) and of its integer ONNX graph');
     assert.ok(same >= data.size - 1, `simulation and integer graph disagree on ${data.size - same} images`);
     assert.deepEqual(onWeb, onNode, 'onnxruntime-web and -node predict differently');
+
+    // export --hf-dir: transformers.js's pipeline('image-classification') loads the integer graph offline and
+    // ranks 10 JPEGs of jpeg_sample (32×32: no resize) as onnxruntime-node does on our preprocessing.
+    const hf = path.join(dir, 'hf');
+    const h = runCli(['export', '--model', file, '--hf-dir', hf]);
+    assert.equal(h.status, 0, showRun(h));
+    const folder = await openImageFolder(path.join(sharedDir, 'data', 'cifar10', 'jpeg_sample'));
+    const picked = Array.from({ length: 10 }, (_, i) => i * 10);
+    const size = loaded.model.spec.preprocess.inputSize;
+    const jpegPixels = new Float32Array(picked.length * 3 * size * size);
+    for (const [k, i] of picked.entries()) jpegPixels.set(evalTransform(await folder.image(i), loaded.model.spec.preprocess), k * 3 * size * size);
+    const reference = await openOrtNode(bytes);
+    const expected = argmax((await reference.run({ data: jpegPixels, dims: [picked.length, 3, size, size] })).data, 10);
+    await reference.release();
+    const pipeline = await runTransformersJs(hf, picked.map((i) => folder.itemName(i)), { dtype: 'q8' });
+    assert.deepEqual(pipeline.scores.map((row) => argmax(row, 10)[0]), expected, 'transformers.js top-1 vs onnxruntime-node');
   });
   test('a timm hub folder (swinv2 architecture + model_args) opens with --model DIR; an unsupported model_arg is exit 2', async () => {
     const dir = scratchDir('swinv2-hub').next();
