@@ -111,10 +111,34 @@ class SwinBlock {
   }
 }
 
-interface SwinStage {
-  downsample: PatchMerging | null;
-  blocks: SwinBlock[];
+/** What a stage's blocks offer (Swin v1 and V2 blocks alike). */
+export interface StageBlock {
+  readonly points: QuantPoint[];
+  forward(runner: Runner, x: Tensor): Promise<Tensor>;
 }
+
+/** One stage of a hierarchical model: patch merging (stages ≥ 1), then its blocks. */
+export interface Stage<B extends StageBlock> {
+  downsample: PatchMerging | null;
+  blocks: B[];
+}
+
+/** The stages' quantization points in forward order: each stage's reduction, then its blocks' points. */
+export function stagePoints(stages: readonly Stage<StageBlock>[]): QuantPoint[] {
+  return stages.flatMap((s) => [...(s.downsample ? [s.downsample.reduction.point] : []), ...s.blocks.flatMap((b) => b.points)]);
+}
+
+/** Tokens through every stage: merge, then the blocks one after the other. */
+export async function runStages(runner: Runner, stages: readonly Stage<StageBlock>[], tokens: Tensor): Promise<Tensor> {
+  let x = tokens;
+  for (const stage of stages) {
+    if (stage.downsample) x = await stage.downsample.forward(runner, x);
+    for (const block of stage.blocks) x = await block.forward(runner, x);
+  }
+  return x;
+}
+
+type SwinStage = Stage<SwinBlock>;
 
 export class SwinTransformer implements VisionModel {
   readonly spec: ModelSpec;
@@ -153,7 +177,7 @@ export class SwinTransformer implements VisionModel {
     // In forward order (the order of the parity fixtures' quant_points).
     this.quantPoints = [
       ...this.patchEmbed.points,
-      ...this.stages.flatMap((s) => [...(s.downsample ? [s.downsample.reduction.point] : []), ...s.blocks.flatMap((b) => b.points)]),
+      ...stagePoints(this.stages),
       this.head.point,
     ];
   }
@@ -166,11 +190,7 @@ export class SwinTransformer implements VisionModel {
       throw new Ptq4vitError(`${this.spec.name}: expected images [B, ${inChans}, ${imgSize}, ${imgSize}], got ${shapeString(s)}`);
     }
     const k = kernelsOf(runner);
-    let x = await this.patchEmbed.forward(runner, images);
-    for (const stage of this.stages) {
-      if (stage.downsample) x = await stage.downsample.forward(runner, x);
-      for (const block of stage.blocks) x = await block.forward(runner, x);
-    }
+    const x = await runStages(runner, this.stages, await this.patchEmbed.forward(runner, images));
     // Final LayerNorm, global average pool over tokens, classifier.
     const pooled = k.layout(meanOverTokensOp, [await this.norm.forward(k, x)]);
     return applyLinear(runner, this.head, pooled);

@@ -22,7 +22,7 @@ import { fp32Runner, type Runner } from '../tensor/runner.js';
 import { Tensor, shapeString } from '../tensor/tensor.js';
 import type { WindowGrid } from '../tensor/window.js';
 import { applyLinear, kernelsOf, LayerNorm, Mlp, PatchEmbed } from './layers.js';
-import { attentionBias, LN_EPS, oldLayoutHint, PatchMerging, stageGeometry, type StageGeometry } from './swin.js';
+import { attentionBias, LN_EPS, oldLayoutHint, PatchMerging, runStages, stageGeometry, stagePoints, type Stage, type StageGeometry } from './swin.js';
 import type { ModelSpec, QuantPoint, SwinV2Arch, VisionModel } from './types.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
 
@@ -172,10 +172,7 @@ class SwinV2Block {
   }
 }
 
-interface SwinV2Stage {
-  downsample: PatchMerging | null;
-  blocks: SwinV2Block[];
-}
+type SwinV2Stage = Stage<SwinV2Block>;
 
 /** Non-persistent buffers timm may have saved: recomputed here from the geometry, so never read. */
 const TIMM_BUFFERS = /(relative_position_index|relative_coords_table|attn_mask|k_bias)$/;
@@ -223,7 +220,7 @@ export class SwinTransformerV2 implements VisionModel {
     // In forward order: the fixture's quant_points without the folded cpb_mlp layers.
     this.quantPoints = [
       ...this.patchEmbed.points,
-      ...this.stages.flatMap((s) => [...(s.downsample ? [s.downsample.reduction.point] : []), ...s.blocks.flatMap((b) => b.points)]),
+      ...stagePoints(this.stages),
       this.head.point,
     ];
   }
@@ -236,11 +233,7 @@ export class SwinTransformerV2 implements VisionModel {
       throw new Ptq4vitError(`${this.spec.name}: expected images [B, ${inChans}, ${imgSize}, ${imgSize}], got ${shapeString(s)}`);
     }
     const k = kernelsOf(runner);
-    let x = await this.patchEmbed.forward(runner, images);
-    for (const stage of this.stages) {
-      if (stage.downsample) x = await stage.downsample.forward(runner, x);
-      for (const block of stage.blocks) x = await block.forward(runner, x);
-    }
+    const x = await runStages(runner, this.stages, await this.patchEmbed.forward(runner, images));
     const pooled = k.layout(meanOverTokensOp, [await this.norm.forward(k, x)]);
     return applyLinear(runner, this.head, pooled);
   }
