@@ -1,7 +1,8 @@
 /**
  * Swin Transformer V2: parity with timm 1.0.28 on the fixture (logits, every recorded point, ∂L/∂O), the folded
  * continuous position bias, other sizes (a tiny random model checked against finite differences, another input
- * size), config/preset/hub round trips, and one quick quantize → file → eval = integer ONNX graph.
+ * size), config/preset/hub round trips, and one quick quantize → file → eval = integer ONNX graph (onnxruntime-node
+ * and -web, transformers.js).
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -16,7 +17,8 @@ import { archFromTimm, cardFromSpec, PRESETS, specFromCard, specFromPreset } fro
 import { specFromHubConfig } from '../src/models/hub.js';
 import { buildModel } from '../src/models/load.js';
 import { stageGeometry } from '../src/models/swin.js';
-import { relativeCoordsTable } from '../src/models/swinv2.js';
+import { continuousPositionBias, relativeCoordsTable } from '../src/models/swinv2.js';
+import { WeightReader } from '../src/models/weights.js';
 import type { Runner, SwinV2Arch, VisionModel } from '../src/models/types.js';
 import { exportOnnx } from '../src/export/onnx.js';
 import { readOnnxInfo } from '../src/onnx/read.js';
@@ -59,7 +61,7 @@ function transposeLast2(data: Float32Array, rows: number, cols: number): Float32
   return out;
 }
 
-/** timm records the patch conv NCHW and kᵀ [.., d, N]; ours are [B, patches, D] and k [G, N, d]. */
+/** timm records the patch conv NCHW; ours is [B, patches, D]. */
 function toTimmLayout(point: string, t: Tensor): Float32Array {
   if (point !== 'patch_embed.proj') return t.data;
   const [b, patches, d] = t.shape;
@@ -87,6 +89,12 @@ describe('SwinTransformerV2: timm 1.0.28 fixture parity', () => {
   test('the coordinate table is timm\'s relative_coords_table (log-spaced, window 8)', () => {
     const ref = acts.tensor('layers.1.blocks.0.attn.cpb_mlp.0.in0'); // [1, 15, 15, 2]
     assertClose(Float32Array.from(relativeCoordsTable(8, 0)), ref.data, 'relative_coords_table', 1e-6);
+  });
+
+  test('the folded bias table is 16·σ(cpb_mlp(table)) as timm computes it', () => {
+    const out = acts.tensor('layers.1.blocks.0.attn.cpb_mlp.2.out'); // [1, 15, 15, heads] before 16·σ
+    const table = continuousPositionBias(new WeightReader(weights), 'layers.1.blocks.0.attn', 8, 0, 2);
+    assertClose(table.data, Float32Array.from(out.data, (z) => 16 / (1 + Math.exp(-z))), 'cpb table');
   });
 
   test('logits and every recorded point (outputs and inputs)', async () => {

@@ -62,7 +62,7 @@ export function relativeCoordsTable(window: number, pretrainedWindow: number): F
  * and cpb_mlp.2 are not quantization points: they run on no image data (the fixture lists them as
  * `input_independent_points`), and quantizing them would only add a fixed error to a fixed table.
  */
-function continuousPositionBias(reader: WeightReader, name: string, window: number, pretrainedWindow: number, heads: number): Tensor {
+export function continuousPositionBias(reader: WeightReader, name: string, window: number, pretrainedWindow: number, heads: number): Tensor {
   const w0 = reader.tensor(`${name}.cpb_mlp.0.weight`, [CPB_HIDDEN, 2]).data;
   const b0 = reader.tensor(`${name}.cpb_mlp.0.bias`, [CPB_HIDDEN]).data;
   const w2 = reader.tensor(`${name}.cpb_mlp.2.weight`, [heads, CPB_HIDDEN]).data;
