@@ -316,7 +316,8 @@ describe('SwinTransformerV2: a tiny random model of another size (window 4, head
     const q = runCli(['quantize', '--model', ckpt, '--calib', CALIB, '--bits', '8', '--n', '8', '--rounds', '1', '--calib-size', '4', '--out', file]);
     assert.equal(q.status, 0, showRun(q));
     const onnx = path.join(dir, 'tiny-swinv2.onnx');
-    const x = runCli(['export', '--model', file, '--out', onnx]);
+    const hf = path.join(dir, 'hf');
+    const x = runCli(['export', '--model', file, '--out', onnx, '--hf-dir', hf]);
     assert.equal(x.status, 0, showRun(x));
     // The quantized file stores its spec as a card: pretrained_window_sizes survive the round trip.
     const loaded = openModel({ weights: file });
@@ -352,9 +353,6 @@ describe('SwinTransformerV2: a tiny random model of another size (window 4, head
 
     // export --hf-dir: transformers.js's pipeline('image-classification') loads the integer graph offline and
     // ranks 10 JPEGs of jpeg_sample (32×32: no resize) as onnxruntime-node does on our preprocessing.
-    const hf = path.join(dir, 'hf');
-    const h = runCli(['export', '--model', file, '--hf-dir', hf]);
-    assert.equal(h.status, 0, showRun(h));
     const folder = await openImageFolder(path.join(sharedDir, 'data', 'cifar10', 'jpeg_sample'));
     const picked = Array.from({ length: 10 }, (_, i) => i * 10);
     const size = loaded.model.spec.preprocess.inputSize;
