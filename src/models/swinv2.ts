@@ -94,7 +94,11 @@ class CosineWindowAttention {
   private readonly temperature: LayoutOp;
   private readonly merge: LayoutOp;
 
-  constructor(reader: WeightReader, readonly name: string, readonly heads: number, dim: number, qkvBias: boolean) {
+  readonly heads: number;
+
+  constructor(reader: WeightReader, readonly name: string, options: { dim: number; heads: number; qkvBias: boolean }) {
+    const { dim, heads, qkvBias } = options;
+    this.heads = heads;
     const weight = reader.tensor(`${name}.qkv.weight`, [3 * dim, dim]);
     let bias: Tensor | null = null;
     if (qkvBias) {
@@ -150,7 +154,7 @@ class SwinV2Block {
   private readonly reverseAdd: LayoutOp;
 
   constructor(reader: WeightReader, arch: SwinV2Arch, g: StageGeometry, grid: WindowGrid, pretrainedWindow: number, name: string) {
-    this.attn = new CosineWindowAttention(reader, `${name}.attn`, g.heads, g.dim, arch.qkvBias);
+    this.attn = new CosineWindowAttention(reader, `${name}.attn`, { dim: g.dim, heads: g.heads, qkvBias: arch.qkvBias });
     this.attnBias = attentionBias(continuousPositionBias(reader, `${name}.attn`, grid.window, pretrainedWindow, g.heads), grid, g.heads);
     this.norm1 = new LayerNorm(reader, `${name}.norm1`, g.dim, LN_EPS);
     this.mlp = new Mlp(reader, `${name}.mlp`, g.dim, arch.mlpRatio);
