@@ -9,6 +9,7 @@ export { PRESETS, readCard, specFromCard, specFromPreset } from './models/config
 export { buildModel, loadModel, openModel, type LoadedModel, type ModelSource } from './open.js';
 export { VisionTransformer } from './models/vit.js';
 export { SwinTransformer } from './models/swin.js';
+export { SwinTransformerV2 } from './models/swinv2.js';
 export { openDataset, loadBatch, type Dataset, type DatasetKind, type OpenOptions } from './data/datasets.js';
 export { decodeImage, type RgbImage } from './data/decode.js';
 export { evalTransform } from './data/transform.js';

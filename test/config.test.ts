@@ -100,16 +100,23 @@ describe('presets', () => {
       assert.equal(spec.name, name);
       assert.equal(spec.timmClass, PRESETS[name].timmClass);
       const a = spec.arch;
-      const patch = /patch(\d+)/.exec(name)![1];
+      // timm's swinv2_* names leave the patch (4) out.
+      const patch = /patch(\d+)/.exec(name)?.[1] ?? (name.startsWith('swinv2_') ? '4' : '');
       // DINOv2's names carry no size: timm registers them at 518 (their pretrained cfg's fixed input size).
-      const size = /_(\d+)$/.exec(name)?.[1] ?? (name.endsWith('_dinov2') ? '518' : 'none');
+      // 192to256: pre-trained at 192, run at 256.
+      const size = /_(?:\d+to)?(\d+)$/.exec(name)?.[1] ?? (name.endsWith('_dinov2') ? '518' : 'none');
       assert.equal(a.patchSize, Number(patch), `${name}: patch size`);
       assert.equal(a.imgSize, Number(size), `${name}: image size`);
       assert.equal(spec.preprocess.inputSize, a.imgSize, `${name}: input size`);
-      // The OpenAI CLIP QuickGELU weights end in their 512-d projection (timm's num_classes=512).
-      assert.equal(a.numClasses, name.includes('quickgelu') ? 512 : 1000, `${name}: ImageNet classes`);
+      // The OpenAI CLIP QuickGELU weights end in their 512-d projection (timm's num_classes=512); timm's
+      // swinv2_*_window12_192 weights are ImageNet-22k classifiers.
+      assert.equal(a.numClasses, name.includes('quickgelu') ? 512 : /^swinv2_.*_192$/.test(name) ? 21841 : 1000, `${name}: ImageNet classes`);
       assert.equal(spec.preprocess.interpolation, 'bicubic', `${name}: interpolation`);
-      if (name.startsWith('swin')) {
+      if (name.startsWith('swinv2_')) {
+        assert.ok(a.family === 'swinv2', `${name}: family`);
+        // window12to16: pre-trained with 12, run with 16
+        assert.equal(a.windowSize, Number(/window(?:\d+to)?(\d+)/.exec(name)![1]), `${name}: window`);
+      } else if (name.startsWith('swin')) {
         assert.equal(a.family, 'swin');
         assert.equal((a as SwinArch).windowSize, Number(/window(\d+)/.exec(name)![1]), `${name}: window`);
       } else {
@@ -151,7 +158,7 @@ describe('bad cards', () => {
   const bad = (card: unknown, pattern: RegExp): void => assertError(() => specFromCard(card, 'my.json'), new RegExp(`^my\\.json: ${pattern.source}`));
 
   test('unknown timm_class', () => {
-    bad({ timm_class: 'ConvNeXt' }, /unknown architecture timm_class "ConvNeXt" \(supported: VisionTransformer, VisionTransformerDistilled, SwinTransformer\)/);
+    bad({ timm_class: 'ConvNeXt' }, /unknown architecture timm_class "ConvNeXt" \(supported: VisionTransformer, VisionTransformerDistilled, SwinTransformer, SwinTransformerV2[,)]/);
     bad({ timm_kwargs: {} }, /missing "timm_class"/);
     bad({ timm_class: 7 }, /missing "timm_class"/);
   });

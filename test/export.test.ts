@@ -23,6 +23,7 @@ import { readOnnxInfo } from '../src/onnx/read.js';
 import {
   averageOp,
   dropTokensOp,
+  headScaleOp,
   meanOverTokensOp,
   mergeHeadsOp,
   mergePatchesOp,
@@ -78,6 +79,7 @@ describe('named layout ops: the ONNX translation is the eager kernel', () => {
     [poolTokensOp('avgmax', 0), [[2, 9, 4]]],
     [dropTokensOp(3), [[2, 9, 4]]],
     [prependTokensOp(randomTensor([0, 6], 5), randomTensor([4, 6], 6)), [[3, 4, 6]]],
+    [headScaleOp(Float32Array.of(2.5, 0.5, 100)), [[6, 4, 5]]],
   ];
   for (const [op, shapes] of cases) {
     test(op.name, async () => {

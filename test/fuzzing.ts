@@ -43,7 +43,7 @@ const jsonText = (v: unknown): string => JSON.stringify(v).replaceAll(INFINITY_T
 /** Values that break assumptions: wrong types, zero, negatives, fractions, extremes, infinities. */
 const ODD_VALUES: readonly unknown[] = [
   null, true, false, 0, -0, -1, 1, 2, 3, 0.5, -0.5, 1.5, 7, 8, 16, 17, 40, 255, 256, 65536, 100000, 2 ** 31, 2 ** 53, 1e308, -1e308, 1e-320,
-  '__INF__', '__NEGINF__', '', 'x', '8', 'VisionTransformer', 'SwinTransformer', 'uniform', 'twin-gelu', 'twin-softmax', 'linear', 'matmul',
+  '__INF__', '__NEGINF__', '', 'x', '8', 'VisionTransformer', 'SwinTransformer', 'SwinTransformerV2', 'uniform', 'twin-gelu', 'twin-softmax', 'linear', 'matmul',
   [], [0], [1], [1, 2, 3], [0, 0, 0], [-1, 1, 1], [3, 32, 32], [1e308, 1, 1], {}, { a: 1 },
 ];
 
@@ -135,6 +135,7 @@ const TINY_CARDS: Record<string, unknown> = {
     std: [0.25, 0.25, 0.25],
   },
   swin: { name: 'tiny_swin', timm_class: 'SwinTransformer', timm_kwargs: { img_size: 16, patch_size: 2, embed_dim: 8, depths: [1, 1], num_heads: [2, 2], window_size: 4, num_classes: 3 }, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },
+  swinv2: { name: 'tiny_swinv2', timm_class: 'SwinTransformerV2', timm_kwargs: { img_size: 16, patch_size: 2, embed_dim: 8, depths: [1, 1], num_heads: [2, 2], window_size: 4, num_classes: 3, pretrained_window_sizes: [0, 3] }, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },
 };
 
 /** Valid quantization parameters for every point of a model (all quantizer kinds appear). */

@@ -20,7 +20,8 @@
  * off by 1% at |x| = 1; the scale dropped from softmaxBackward, or Σg·p off by 1%; a wrong ∂b in either
  * matmul rule; add not passing ∂L/∂y to its second input; the tape overwriting instead of summing
  * gradients of a tensor used twice; the shift ignored in Swin's windowReverseAdd adjoint; q's scale
- * missing from its adjoint; head_dist's gradient sent to the cls token; spreadOverTokens without 1/L.
+ * missing from its adjoint; head_dist's gradient sent to the cls token; spreadOverTokens without 1/L; the
+ * y·⟨g, y⟩ projection dropped from l2NormalizeBackward (also caught by test/swinv2.test.ts).
  */
 import assert from 'node:assert/strict';
 import { test, type TestContext } from 'node:test';
@@ -34,7 +35,7 @@ import type { Runner, VisionModel } from '../src/models/types.js';
 import { linear as linearFp, matmul as matmulFp } from '../src/tensor/gemm.js';
 import { activationValue } from '../src/tensor/activation.js';
 import { fastKernels, type Kernels } from '../src/tensor/kernels.js';
-import { poolTokensOp, prependTokensOp } from '../src/tensor/layout.js';
+import { headScaleOp, poolTokensOp, prependTokensOp } from '../src/tensor/layout.js';
 import { add, fromHeads, scale, scaleInPlace, scatterToken, selectToken, toHeads } from '../src/tensor/ops.js';
 import { Tensor, numel } from '../src/tensor/tensor.js';
 import {
@@ -205,6 +206,16 @@ test('softmaxBackward matches finite differences: with a scale, and with an addi
   }
 });
 
+test('l2NormalizeBackward matches finite differences (Swin V2\'s F.normalize: rows above the eps, and rows held by the eps clamp)', async (ctx) => {
+  const rand = gaussian(17);
+  const x = randn([3, 4, 6], rand, 0.8, 0.1);
+  const g = randn(x.shape, rand);
+  await checkKernel(ctx, 'l2Normalize eps 1e-12', [x], g, ([t]) => fastKernels.l2Normalize(t, 1e-12), (tape, [t]) => tape.kernels.l2Normalize(t, 1e-12), 1e-3);
+  // Below the eps the map is x/eps (linear): rows of norm ≈ 0.05 against eps 0.5 (a step of 1e-3 stays below it).
+  const small = randn([2, 5], rand, 0.02);
+  await checkKernel(ctx, 'l2Normalize clamped (eps 0.5)', [small], randn(small.shape, rand), ([t]) => fastKernels.l2Normalize(t, 0.5), (tape, [t]) => tape.kernels.l2Normalize(t, 0.5), 1e-3);
+});
+
 test('the tape\'s linear backward matches finite differences (3-D input, with and without bias)', async (ctx) => {
   const rand = gaussian(14);
   const x = randn([2, 3, 8], rand);
@@ -322,6 +333,14 @@ test('layout adjoints: toHeads/fromHeads (q, k, v blocks and head merging), sele
   }
   // the distilled head average (vit.ts classify)
   checkAdjoint('mean of two heads', (a, b) => scale(add(a, b), 0.5), (g) => [scale(g, 0.5), scale(g, 0.5)], [[B, 7], [B, 7]], rand);
+  reportAdjoint(ctx);
+});
+
+test('layout adjoints: headScale (Swin V2\'s per-head logit scale on [G·heads, N, M] scores)', (ctx) => {
+  const rand = gaussian(25);
+  const op = headScaleOp(Float32Array.of(3.5, 0.25, 100));
+  const r = checkAdjoint(op.name, (...xs) => op.forward(xs), (g) => op.adjoint(g, []), [[2 * 3, 4, 5]], rand);
+  assert.equal(r.differentiated, 1);
   reportAdjoint(ctx);
 });
 

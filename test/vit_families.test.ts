@@ -21,7 +21,7 @@ import { crossEntropyGrad, seededRandom } from '../src/grad/loss.js';
 import { encodeSafetensors, SafeTensors, type TensorToWrite } from '../src/io/safetensors.js';
 import { cardFromSpec, PRESETS, specFromCard, specFromPreset } from '../src/models/config.js';
 import { buildModel } from '../src/models/load.js';
-import type { Runner, VisionModel } from '../src/models/types.js';
+import { isVitArch, type Runner, type VisionModel } from '../src/models/types.js';
 import { calibrate } from '../src/quant/calibrate.js';
 import { readQuantizedModel, saveQuantizedModel } from '../src/quant/file.js';
 import { methodConfig } from '../src/quant/methods.js';
@@ -266,7 +266,7 @@ describe('timm ViT families: W8A8 quantize → file → eval → integer ONNX', 
         assert.equal(fc2.input?.kind, 'twin-gelu');
         // R1 reaches the activation's true minimum (QuickGELU −0.16361, GELU −0.16997), to within one Δ_R2 doubling.
         const reach = fc2.input?.kind === 'twin-gelu' ? 128 * fc2.input.deltaNeg : 0;
-        const min = ACTIVATION_NEGATIVE_REACH[(spec.arch.family !== 'swin' && spec.arch.activation) || 'gelu'];
+        const min = ACTIVATION_NEGATIVE_REACH[(isVitArch(spec.arch) && spec.arch.activation) || 'gelu'];
         assert.ok(reach >= min && reach < 2 * min, `${name}: R1 reaches −${reach}, activation minimum −${min}`);
       }
       const sim = await model.forward(images, new QuantRunner(points));
@@ -300,9 +300,9 @@ describe('timm ViT families: presets and bad input', () => {
       assert.deepEqual(specFromCard(JSON.parse(JSON.stringify(cardFromSpec(spec))), name), spec, `${name}: card round trip`);
     }
     const dino = specFromPreset('vit_small_patch14_dinov2').arch;
-    assert.deepEqual([dino.imgSize, dino.patchSize, dino.family !== 'swin' && dino.initValues], [518, 14, 1e-5]);
+    assert.deepEqual([dino.imgSize, dino.patchSize, isVitArch(dino) && dino.initValues], [518, 14, 1e-5]);
     const clip = specFromPreset('vit_base_patch16_clip_quickgelu_224');
-    assert.ok(clip.arch.family !== 'swin' && clip.arch.activation === 'quick_gelu' && clip.arch.normEps === 1e-5 && clip.arch.preNorm);
+    assert.ok(isVitArch(clip.arch) && clip.arch.activation === 'quick_gelu' && clip.arch.normEps === 1e-5 && clip.arch.preNorm);
     assert.deepEqual(clip.preprocess.mean, [0.48145466, 0.4578275, 0.40821073]);
   });
 

@@ -105,6 +105,13 @@ export class Tracer implements Runner {
         return this.emit(y, g.op('Softmax', [s], { axis: -1 }, 'probs'));
       },
       add: (a, b) => this.emit(fastKernels.add(a, b), g.op('Add', [this.value(a), this.value(b)], undefined, 'residual')),
+      l2Normalize: async (x, eps) => {
+        const y = await fastKernels.l2Normalize(x, eps);
+        // F.normalize: x / max(‖x‖₂, eps), ReduceL2 over the last axis (opset 17: axes as an attribute).
+        const norm = g.op('ReduceL2', [this.value(x)], { axes: [-1], keepdims: 1 }, 'l2_norm');
+        const clamped = g.op('Max', [norm, g.float('l2_eps', eps)], undefined, 'l2_norm_clamped');
+        return this.emit(y, g.op('Div', [this.value(x), clamped], undefined, 'l2_normalized'));
+      },
       layout: (op, inputs) => {
         const y = op.forward(inputs);
         return this.emit(y, op.onnx(g, inputs.map((t) => this.value(t)), inputs.map((t) => t.shape)));

@@ -64,3 +64,27 @@ export function softmaxBackward(probs: Tensor, gradOut: Tensor, scale: number): 
   }
   return new Tensor(gx, probs.shape);
 }
+
+/**
+ * y = x / max(‖x‖, ε) over the last dimension. Where ‖x‖ > ε: ∂L/∂x = (g − y·⟨g, y⟩)/‖x‖ (the part of g
+ * along y is lost to the normalization); where the clamp holds, y = x/ε is linear: ∂L/∂x = g/ε.
+ */
+export function l2NormalizeBackward(x: Tensor, gradOut: Tensor, eps: number): Tensor {
+  const c = x.lastDim;
+  const src = x.data, gy = gradOut.data;
+  const gx = new Float32Array(x.size);
+  for (let o = 0; o < gx.length; o += c) {
+    let sq = 0;
+    for (let j = 0; j < c; j++) sq += src[o + j] * src[o + j];
+    const norm = Math.sqrt(sq);
+    if (norm <= eps) {
+      for (let j = 0; j < c; j++) gx[o + j] = gy[o + j] / eps;
+      continue;
+    }
+    let along = 0; // ⟨g, y⟩ with y = x/‖x‖
+    for (let j = 0; j < c; j++) along += gy[o + j] * src[o + j];
+    along /= norm;
+    for (let j = 0; j < c; j++) gx[o + j] = (gy[o + j] - (src[o + j] / norm) * along) / norm;
+  }
+  return new Tensor(gx, x.shape);
+}

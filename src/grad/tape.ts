@@ -9,7 +9,7 @@ import { linear as linearFp, matmul as matmulFp } from '../tensor/gemm.js';
 import { add } from '../tensor/ops.js';
 import { fastKernels, type Kernels } from '../tensor/kernels.js';
 import { Tensor } from '../tensor/tensor.js';
-import { geluBackward, layerNormBackward, softmaxBackward } from './kernels.js';
+import { geluBackward, l2NormalizeBackward, layerNormBackward, softmaxBackward } from './kernels.js';
 
 interface TapeEntry {
   inputs: Tensor[];
@@ -66,6 +66,10 @@ export class Tape implements Runner {
         return this.record({ inputs: [x], output, backward: (g) => [softmaxBackward(output, g, scale)] });
       },
       add: (a, b) => this.record({ inputs: [a, b], output: add(a, b), backward: (g) => [g, g] }),
+      l2Normalize: async (x, eps) => {
+        const output = await fastKernels.l2Normalize(x, eps);
+        return this.record({ inputs: [x], output, backward: (g) => [l2NormalizeBackward(x, g, eps)] });
+      },
       layout: (op, inputs) => this.record({ inputs: [...inputs], output: op.forward(inputs), backward: (g) => op.adjoint(g, inputs) }),
     };
   }

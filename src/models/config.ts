@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { Ptq4vitError } from '../errors.js';
 import { describeFsError } from '../io/safetensors.js';
 import { ACTIVATIONS } from '../tensor/activation.js';
-import type { Arch, ModelSpec, Preprocess, VitArch } from './types.js';
+import { isVitArch, type Arch, type ModelSpec, type Preprocess, type VitArch } from './types.js';
 
 const IMAGENET_MEAN: [number, number, number] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [number, number, number] = [0.229, 0.224, 0.225];
@@ -24,6 +24,7 @@ const VIT_VARIANT_KWARGS = [
   'pos_embed', 'pool_include_prefix', 'dynamic_img_size', 'dynamic_img_pad', 'weight_init', 'fix_init',
 ];
 const SWIN_KWARGS = new Set(['img_size', 'patch_size', 'in_chans', 'num_classes', 'embed_dim', 'depths', 'num_heads', 'window_size', 'mlp_ratio', 'qkv_bias', 'global_pool']);
+const SWINV2_KWARGS = new Set([...SWIN_KWARGS, 'pretrained_window_sizes', 'always_partition', 'strict_img_size']);
 
 /**
  * Largest integer kwarg we accept (depth, widths, classes…): far above any timm model, and small enough
@@ -122,7 +123,7 @@ function checkVitArch<A extends Arch>(arch: A & { numHeads: number }, where: str
 }
 
 /** Swin: every stage's width (embed_dim·2^i) splits evenly into its heads, and every merge halves an even grid. */
-function checkSwinArch(arch: Arch & { family: 'swin' }, where: string): Arch {
+function checkSwinArch(arch: Arch & { family: 'swin' | 'swinv2' }, where: string): Arch {
   checkInput(arch, where);
   let grid = arch.imgSize / arch.patchSize;
   for (let i = 0; i < arch.depths.length; i++) {
@@ -251,8 +252,39 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string, e
         numClasses: k.positiveInt('num_classes', 1000),
       }, where);
     }
+    case 'SwinTransformerV2': {
+      const k = kwargsReader(kwargs, where, SWINV2_KWARGS);
+      k.exact('global_pool', 'avg');
+      // timm ≥ 1.0 options we do not implement: windows at full size on small grids, dynamic masks.
+      k.exact('always_partition', false);
+      k.exact('strict_img_size', true);
+      const depths = k.intList('depths', [2, 2, 6, 2]);
+      const numHeads = k.intList('num_heads', [3, 6, 12, 24]);
+      if (numHeads.length !== depths.length) {
+        throw new Ptq4vitError(`${where}: timm_kwargs.num_heads has ${numHeads.length} entries but depths has ${depths.length}`);
+      }
+      // One per stage; 0 = no pre-training window (the coordinate table is scaled by the window itself).
+      const pretrained = kwargs.pretrained_window_sizes ?? depths.map(() => 0);
+      if (!Array.isArray(pretrained) || pretrained.length !== depths.length || pretrained.some((w) => !Number.isInteger(w) || w < 0 || w === 1 || w > MAX_KWARG_INT)) {
+        throw new Ptq4vitError(`${where}: timm_kwargs.pretrained_window_sizes must list one window per stage (${depths.length}), each 0 (none) or an integer ≥ 2, got ${JSON.stringify(kwargs.pretrained_window_sizes)?.slice(0, 80)}`);
+      }
+      return checkSwinArch({
+        family: 'swinv2',
+        imgSize: k.positiveInt('img_size', 224),
+        patchSize: k.positiveInt('patch_size', 4),
+        inChans: k.positiveInt('in_chans', 3),
+        embedDim: k.positiveInt('embed_dim', 96),
+        depths,
+        numHeads,
+        windowSize: k.positiveInt('window_size', 7),
+        mlpRatio: k.number('mlp_ratio', 4),
+        qkvBias: k.boolean('qkv_bias', true),
+        numClasses: k.positiveInt('num_classes', 1000),
+        pretrainedWindowSizes: pretrained as number[],
+      }, where);
+    }
     default:
-      throw new Ptq4vitError(`${where}: unknown architecture timm_class ${JSON.stringify(timmClass)} (supported: VisionTransformer, VisionTransformerDistilled, SwinTransformer)`);
+      throw new Ptq4vitError(`${where}: unknown architecture timm_class ${JSON.stringify(timmClass)} (supported: VisionTransformer, VisionTransformerDistilled, SwinTransformer, SwinTransformerV2)`);
   }
 }
 
@@ -304,7 +336,7 @@ function classNames(v: unknown, numClasses: number, where: string): string[] {
   return v as string[];
 }
 
-const TIMM_CLASS: Record<Arch['family'], string> = { vit: 'VisionTransformer', 'deit-distilled': 'VisionTransformerDistilled', swin: 'SwinTransformer' };
+const TIMM_CLASS: Record<Arch['family'], string> = { vit: 'VisionTransformer', 'deit-distilled': 'VisionTransformerDistilled', swin: 'SwinTransformer', swinv2: 'SwinTransformerV2' };
 
 /**
  * The card describing a spec: specFromCard(cardFromSpec(s)) equals s. A quantized model file stores
@@ -316,13 +348,15 @@ export function cardFromSpec(spec: ModelSpec): Record<string, unknown> {
   const tail = { mlp_ratio: a.mlpRatio, qkv_bias: a.qkvBias, num_classes: a.numClasses };
   const kwargs = a.family === 'swin'
     ? { ...common, depths: [...a.depths], num_heads: [...a.numHeads], window_size: a.windowSize, ...tail }
-    : { ...common, depth: a.depth, num_heads: a.numHeads, ...tail, ...vitVariantKwargs(a) };
+    : a.family === 'swinv2'
+      ? { ...common, depths: [...a.depths], num_heads: [...a.numHeads], window_size: a.windowSize, ...tail, pretrained_window_sizes: [...a.pretrainedWindowSizes] }
+      : { ...common, depth: a.depth, num_heads: a.numHeads, ...tail, ...vitVariantKwargs(a) };
   const p = spec.preprocess;
   return {
     name: spec.name,
     timm_class: TIMM_CLASS[a.family],
     timm_kwargs: kwargs,
-    ...(a.family !== 'swin' && a.normEps !== undefined ? { layer_norm_eps: a.normEps } : {}),
+    ...(isVitArch(a) && a.normEps !== undefined ? { layer_norm_eps: a.normEps } : {}),
     input_size: [a.inChans, p.inputSize, p.inputSize],
     mean: [...p.mean],
     std: [...p.std],
@@ -392,6 +426,16 @@ const dinov2 = (embed_dim: number, num_heads: number, registers: boolean): Kwarg
   ({ patch_size: 14, embed_dim, depth: 12, num_heads, init_values: 1e-5, img_size: 518, ...(registers ? { reg_tokens: 4, no_embed_class: true } : {}) });
 /** CLIP image towers: norm_pre after the position embedding (patch embedding without bias), nn.LayerNorm eps 1e-5. */
 const clip = (extra: Kwargs = {}): Kwargs => vit(768, 12, 12, { pre_norm: true, ...extra });
+/** timm's swinv2_* registrations (swin_transformer_v2.py): window, width, depths, heads, and the pre-training windows of the 192→ fine-tunes. */
+const swinv2 = (img_size: number, window_size: number, embed_dim: number, depths: number[], num_heads: number[], pretrained_window_sizes?: number[]): Kwargs => ({
+  img_size, patch_size: 4, window_size, embed_dim, depths, num_heads, ...(pretrained_window_sizes ? { pretrained_window_sizes } : {}),
+});
+type DepthsHeads = [number[], number[]];
+const SWINV2_T: DepthsHeads = [[2, 2, 6, 2], [3, 6, 12, 24]], SWINV2_S: DepthsHeads = [[2, 2, 18, 2], [3, 6, 12, 24]];
+const SWINV2_B: DepthsHeads = [[2, 2, 18, 2], [4, 8, 16, 32]], SWINV2_L: DepthsHeads = [[2, 2, 18, 2], [6, 12, 24, 48]];
+const FROM_192 = [12, 12, 12, 6];
+/** timm's swinv2 _cfg: 256×256, crop 0.9, bicubic, ImageNet mean/std (384 models crop 1.0; the 192 ones are ImageNet-22k heads). */
+const swinv2Preset = (kwargs: Kwargs, cropPct = 0.9): Preset => ({ timmClass: 'SwinTransformerV2', kwargs, cropPct, mean: IMAGENET_MEAN, std: IMAGENET_STD });
 
 /** Standard timm ImageNet models with the preprocessing of their default pretrained weights. */
 export const PRESETS: Record<string, Preset> = {
@@ -421,6 +465,18 @@ export const PRESETS: Record<string, Preset> = {
   vit_base_patch16_clip_quickgelu_224: { timmClass: 'VisionTransformer', kwargs: clip({ act_layer: 'quick_gelu', num_classes: 512 }), cropPct: 0.9, mean: CLIP_MEAN, std: CLIP_STD, layerNormEps: 1e-5 },
   // SigLIP (.webli: an embedding model, num_classes 0 there; the preset keeps timm's 1000-class head).
   vit_base_patch16_siglip_224: { timmClass: 'VisionTransformer', kwargs: vit(768, 12, 12, { class_token: false, global_pool: 'map' }), cropPct: 0.9, mean: HALF, std: HALF },
+  swinv2_tiny_window8_256: swinv2Preset(swinv2(256, 8, 96, ...SWINV2_T)),
+  swinv2_tiny_window16_256: swinv2Preset(swinv2(256, 16, 96, ...SWINV2_T)),
+  swinv2_small_window8_256: swinv2Preset(swinv2(256, 8, 96, ...SWINV2_S)),
+  swinv2_small_window16_256: swinv2Preset(swinv2(256, 16, 96, ...SWINV2_S)),
+  swinv2_base_window8_256: swinv2Preset(swinv2(256, 8, 128, ...SWINV2_B)),
+  swinv2_base_window16_256: swinv2Preset(swinv2(256, 16, 128, ...SWINV2_B)),
+  swinv2_base_window12_192: swinv2Preset({ ...swinv2(192, 12, 128, ...SWINV2_B), num_classes: 21841 }),
+  swinv2_base_window12to16_192to256: swinv2Preset(swinv2(256, 16, 128, ...SWINV2_B, FROM_192)),
+  swinv2_base_window12to24_192to384: swinv2Preset(swinv2(384, 24, 128, ...SWINV2_B, FROM_192), 1.0),
+  swinv2_large_window12_192: swinv2Preset({ ...swinv2(192, 12, 192, ...SWINV2_L), num_classes: 21841 }),
+  swinv2_large_window12to16_192to256: swinv2Preset(swinv2(256, 16, 192, ...SWINV2_L, FROM_192)),
+  swinv2_large_window12to24_192to384: swinv2Preset(swinv2(384, 24, 192, ...SWINV2_L, FROM_192), 1.0),
 };
 
 export function specFromPreset(name: string): ModelSpec {

@@ -6,11 +6,13 @@ import path from 'node:path';
 import { Ptq4vitError } from '../errors.js';
 import { readCard, specFromPreset } from './config.js';
 import { SwinTransformer } from './swin.js';
+import { SwinTransformerV2 } from './swinv2.js';
 import type { ModelSpec, VisionModel } from './types.js';
 import { VisionTransformer } from './vit.js';
 import type { TensorSource } from './weights.js';
 
 export function buildModel(spec: ModelSpec, weights: TensorSource): VisionModel {
+  if (spec.arch.family === 'swinv2') return new SwinTransformerV2(spec, weights);
   return spec.arch.family === 'swin' ? new SwinTransformer(spec, weights) : new VisionTransformer(spec, weights);
 }
 

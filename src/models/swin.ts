@@ -24,13 +24,13 @@ import type { ModelSpec, QuantPoint, SwinArch, VisionModel } from './types.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
 
 /** nn.LayerNorm's default, which timm's Swin uses (ViT uses 1e-6). */
-const LN_EPS = 1e-5;
+export const LN_EPS = 1e-5;
 
 /** timm's shifted-window mask value for query/key pairs from different regions of the rolled grid. */
 const CROSS_REGION_MASK = -100;
 
 /** Where one stage runs: its token grid, width, heads, and the window timm actually uses there. */
-interface StageGeometry {
+export interface StageGeometry {
   dim: number;
   heads: number;
   height: number;
@@ -41,22 +41,31 @@ interface StageGeometry {
   shift: number;
 }
 
-/** timm's PatchMerging: concatenate each 2×2 neighbourhood, LayerNorm, bias-free reduction to 2C. */
-class PatchMerging {
+/**
+ * timm's PatchMerging: concatenate each 2×2 neighbourhood, then LayerNorm and the bias-free reduction to 2C —
+ * in that order in Swin v1 (`norm-reduce`, norm over 4C), the other way round in Swin V2 (`reduce-norm`, norm
+ * over 2C).
+ */
+export class PatchMerging {
   readonly norm: LayerNorm;
   readonly reduction: Linear;
   private readonly gather: LayoutOp;
+  private readonly order: 'norm-reduce' | 'reduce-norm';
 
-  constructor(reader: WeightReader, name: string, before: StageGeometry, after: StageGeometry) {
-    this.norm = new LayerNorm(reader, `${name}.norm`, 4 * before.dim, LN_EPS);
+  constructor(reader: WeightReader, name: string, before: StageGeometry, after: StageGeometry, options: { order: 'norm-reduce' | 'reduce-norm' } = { order: 'norm-reduce' }) {
+    this.order = options.order;
+    const normFirst = this.order === 'norm-reduce';
+    this.norm = new LayerNorm(reader, `${name}.norm`, normFirst ? 4 * before.dim : after.dim, LN_EPS);
     this.reduction = reader.linear(`${name}.reduction`, after.dim, 4 * before.dim, false);
     this.gather = mergePatchesOp(before.height, before.width);
-    feedsFrom(this.reduction, this.norm);
+    if (normFirst) feedsFrom(this.reduction, this.norm);
   }
 
   async forward(runner: Runner, x: Tensor): Promise<Tensor> {
     const k = kernelsOf(runner);
-    return applyLinear(runner, this.reduction, await this.norm.forward(k, k.layout(this.gather, [x])));
+    const gathered = k.layout(this.gather, [x]);
+    if (this.order === 'reduce-norm') return this.norm.forward(k, await applyLinear(runner, this.reduction, gathered));
+    return applyLinear(runner, this.reduction, await this.norm.forward(k, gathered));
   }
 }
 
@@ -102,10 +111,34 @@ class SwinBlock {
   }
 }
 
-interface SwinStage {
-  downsample: PatchMerging | null;
-  blocks: SwinBlock[];
+/** What a stage's blocks offer (Swin v1 and V2 blocks alike). */
+export interface StageBlock {
+  readonly points: QuantPoint[];
+  forward(runner: Runner, x: Tensor): Promise<Tensor>;
 }
+
+/** One stage of a hierarchical model: patch merging (stages ≥ 1), then its blocks. */
+export interface Stage<B extends StageBlock> {
+  downsample: PatchMerging | null;
+  blocks: B[];
+}
+
+/** The stages' quantization points in forward order: each stage's reduction, then its blocks' points. */
+export function stagePoints(stages: readonly Stage<StageBlock>[]): QuantPoint[] {
+  return stages.flatMap((s) => [...(s.downsample ? [s.downsample.reduction.point] : []), ...s.blocks.flatMap((b) => b.points)]);
+}
+
+/** Tokens through every stage: merge, then the blocks one after the other. */
+export async function runStages(runner: Runner, stages: readonly Stage<StageBlock>[], tokens: Tensor): Promise<Tensor> {
+  let x = tokens;
+  for (const stage of stages) {
+    if (stage.downsample) x = await stage.downsample.forward(runner, x);
+    for (const block of stage.blocks) x = await block.forward(runner, x);
+  }
+  return x;
+}
+
+type SwinStage = Stage<SwinBlock>;
 
 export class SwinTransformer implements VisionModel {
   readonly spec: ModelSpec;
@@ -144,7 +177,7 @@ export class SwinTransformer implements VisionModel {
     // In forward order (the order of the parity fixtures' quant_points).
     this.quantPoints = [
       ...this.patchEmbed.points,
-      ...this.stages.flatMap((s) => [...(s.downsample ? [s.downsample.reduction.point] : []), ...s.blocks.flatMap((b) => b.points)]),
+      ...stagePoints(this.stages),
       this.head.point,
     ];
   }
@@ -157,11 +190,7 @@ export class SwinTransformer implements VisionModel {
       throw new Ptq4vitError(`${this.spec.name}: expected images [B, ${inChans}, ${imgSize}, ${imgSize}], got ${shapeString(s)}`);
     }
     const k = kernelsOf(runner);
-    let x = await this.patchEmbed.forward(runner, images);
-    for (const stage of this.stages) {
-      if (stage.downsample) x = await stage.downsample.forward(runner, x);
-      for (const block of stage.blocks) x = await block.forward(runner, x);
-    }
+    const x = await runStages(runner, this.stages, await this.patchEmbed.forward(runner, images));
     // Final LayerNorm, global average pool over tokens, classifier.
     const pooled = k.layout(meanOverTokensOp, [await this.norm.forward(k, x)]);
     return applyLinear(runner, this.head, pooled);
@@ -171,7 +200,10 @@ export class SwinTransformer implements VisionModel {
 // ---------------------------------------------------------------------------------------------
 // Geometry: resolutions, clamped windows and shifts per stage.
 
-function stageGeometry(model: string, arch: SwinArch): StageGeometry[] {
+/** The arch fields the stage geometry depends on (shared by Swin v1 and V2). */
+export type SwinGeometryArch = Pick<SwinArch, 'imgSize' | 'patchSize' | 'embedDim' | 'depths' | 'numHeads' | 'windowSize'>;
+
+export function stageGeometry(model: string, arch: SwinGeometryArch): StageGeometry[] {
   const bad = (why: string): never => {
     throw new Ptq4vitError(`${model}: unsupported Swin configuration: ${why}`);
   };
@@ -254,7 +286,7 @@ function shiftedWindowMask(g: WindowGrid): Float32Array {
  * bias + mask per window [nW, heads, N, N] (timm adds them one after the other; the sums differ only in
  * float rounding of entries that are −100 and vanish in the softmax anyway).
  */
-function attentionBias(table: Tensor, g: WindowGrid, heads: number): Tensor {
+export function attentionBias(table: Tensor, g: WindowGrid, heads: number): Tensor {
   const n = g.window * g.window;
   const bias = relativePositionBias(table, g.window, heads);
   if (g.shift === 0) return new Tensor(bias, [heads, n, n]);
@@ -276,7 +308,7 @@ function attentionBias(table: Tensor, g: WindowGrid, heads: number): Tensor {
  * timm < 0.9 kept patch merging at the end of each stage (so stage 0 has a downsample) and the
  * classifier as `head`; only the first is specific to Swin (every ViT has a `head.weight`).
  */
-function oldLayoutHint(weights: TensorSource): string {
+export function oldLayoutHint(weights: TensorSource): string {
   const old = weights.names().some((n) => n.startsWith('layers.0.downsample.'));
   return old
     ? ' — this looks like a timm < 0.9 Swin checkpoint; load it with timm ≥ 0.9 (which remaps the names) and save its state_dict again'

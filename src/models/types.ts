@@ -60,7 +60,21 @@ export interface SwinArch {
   numClasses: number;
 }
 
-export type Arch = VitArch | SwinArch;
+/**
+ * timm's SwinTransformerV2: Swin's geometry, plus the window each stage was pre-trained with (0: the current
+ * window), which scales the continuous position bias's coordinate table.
+ */
+export interface SwinV2Arch extends Omit<SwinArch, 'family'> {
+  family: 'swinv2';
+  pretrainedWindowSizes: number[];
+}
+
+export type Arch = VitArch | SwinArch | SwinV2Arch;
+
+/** A timm VisionTransformer(Distilled) architecture: narrows an Arch without listing the other families. */
+export function isVitArch(a: Arch): a is VitArch {
+  return a.family === 'vit' || a.family === 'deit-distilled';
+}
 
 /** timm's eval transform: resize the shorter side to inputSize/cropPct (bicubic), center crop, normalize. */
 export interface Preprocess {

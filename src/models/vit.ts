@@ -23,7 +23,7 @@ import { fp32Runner, type Runner } from '../tensor/runner.js';
 import { Tensor } from '../tensor/tensor.js';
 import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, LayerScale, Mlp, PatchEmbed } from './layers.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
-import type { ModelSpec, QuantPoint, VisionModel, VitArch, VitGlobalPool } from './types.js';
+import { isVitArch, type ModelSpec, type QuantPoint, type VisionModel, type VitArch, type VitGlobalPool } from './types.js';
 
 /** A VitArch with every optional part resolved to its value (timm's defaults where the arch leaves it out). */
 export interface VitVariant {
@@ -226,7 +226,7 @@ export class VisionTransformer implements VisionModel {
   private readonly head: VitHead;
 
   constructor(spec: ModelSpec, weights: TensorSource) {
-    if (spec.arch.family === 'swin') throw new Ptq4vitError(`${spec.name}: VisionTransformer needs a ViT architecture, got family 'swin'`);
+    if (!isVitArch(spec.arch)) throw new Ptq4vitError(`${spec.name}: VisionTransformer needs a ViT architecture, got family '${spec.arch.family}'`);
     this.spec = spec;
     const a = (this.arch = spec.arch);
     const v = vitVariant(a);

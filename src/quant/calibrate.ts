@@ -46,7 +46,7 @@ export const TAPE_BUDGET_BYTES = 640 * 2 ** 20;
  */
 export function defaultChunkSize(arch: Arch): number {
   const floatsPerImage =
-    arch.family === 'swin'
+    arch.family === 'swin' || arch.family === 'swinv2'
       ? arch.depths.reduce((sum, depth, stage) => sum + depth * (arch.imgSize / arch.patchSize / 2 ** stage) ** 2 * arch.embedDim * 2 ** stage, 0)
       : arch.depth * ((arch.imgSize / arch.patchSize) ** 2 + 2) * arch.embedDim;
   return Math.max(1, Math.min(8, Math.floor(TAPE_BUDGET_BYTES / (4 * 20 * floatsPerImage))));

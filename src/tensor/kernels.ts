@@ -7,7 +7,7 @@
  */
 import type { Activation } from './activation.js';
 import type { LayoutOp } from './layout.js';
-import { add, addRepeatedBias } from './ops.js';
+import { add, addRepeatedBias, l2Normalize } from './ops.js';
 import { geluFast, layerNormFast, scaledSoftmaxFast } from './ortops.js';
 import type { Tensor } from './tensor.js';
 
@@ -18,6 +18,8 @@ export interface Kernels {
   /** softmax(scale·x + bias) over the last dimension; bias [..., N, N] repeats over x's leading groups. */
   softmax(x: Tensor, scale: number, bias?: Tensor): Promise<Tensor>;
   add(a: Tensor, b: Tensor): Tensor;
+  /** x / max(‖x‖₂, eps) over the last dimension (torch's F.normalize; Swin V2's cosine attention). */
+  l2Normalize(x: Tensor, eps: number): Promise<Tensor>;
   /** A named linear layout map (src/tensor/layout.ts): reshapes, head splits, windows, token pooling… */
   layout(op: LayoutOp, inputs: readonly Tensor[]): Tensor;
 }
@@ -29,5 +31,7 @@ export const fastKernels: Kernels = {
     return bias ? scaledSoftmaxFast(addRepeatedBias(x, bias, scale), 1) : scaledSoftmaxFast(x, scale);
   },
   add,
+  // One pass per row with a float64 sum: no faster on onnxruntime (the rows are one head wide).
+  l2Normalize: async (x, eps) => l2Normalize(x, eps),
   layout: (op, inputs) => op.forward(inputs),
 };

@@ -144,6 +144,35 @@ export function channelScaleOp(gamma: Tensor): LayoutOp {
   };
 }
 
+/**
+ * Scores [G·H, N, M] (head fastest, as the attention products give them) times one factor per head:
+ * Swin V2's logit scale exp(min(logit_scale, ln 100)) on the cosine similarities. Diagonal, so its own adjoint.
+ */
+export function headScaleOp(factors: Float32Array): LayoutOp {
+  const heads = factors.length;
+  const apply = (x: Tensor): Tensor => {
+    const per = x.size / x.shape[0];
+    if (x.shape[0] % heads !== 0) throw new Error(`headScale: ${x.shape[0]} groups are not a multiple of ${heads} heads`);
+    const out = new Float32Array(x.size);
+    const src = x.data;
+    for (let g = 0; g < x.shape[0]; g++) {
+      const f = factors[g % heads];
+      for (let o = g * per, end = o + per; o < end; o++) out[o] = src[o] * f;
+    }
+    return new Tensor(out, x.shape);
+  };
+  return {
+    name: `headScale(${heads})`,
+    forward: ([x]) => apply(x),
+    adjoint: (g) => [apply(g)],
+    onnx(b, [x], [[, n, m]]) {
+      const grouped = b.reshape(x, [-1, heads, n, m], 'scores_heads');
+      const scaled = b.op('Mul', [grouped, b.floats('head_scale', factors, [heads, 1, 1], factors)], undefined, 'scores_head_scaled');
+      return b.reshape(scaled, [-1, n, m], 'scores_scaled');
+    },
+  };
+}
+
 /** Token t of every image: [B, N, C] → [B, C]. */
 export function selectTokenOp(token: number): LayoutOp {
   return {

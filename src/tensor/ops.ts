@@ -110,3 +110,20 @@ export function scatterToken(x: Tensor, token: number, tokens: number): Tensor {
 export function scale(x: Tensor, factor: number): Tensor {
   return scaleInPlace(x.clone(), factor);
 }
+
+/**
+ * x / max(‖x‖₂, eps) over the last dimension: torch's F.normalize (Swin V2's cosine attention normalizes q
+ * and k per head this way, eps 1e-12). The norm is summed in float64.
+ */
+export function l2Normalize(x: Tensor, eps: number): Tensor {
+  const c = x.lastDim;
+  const out = new Float32Array(x.size);
+  const src = x.data;
+  for (let o = 0; o < out.length; o += c) {
+    let sq = 0;
+    for (let j = 0; j < c; j++) sq += src[o + j] * src[o + j];
+    const inv = 1 / Math.max(Math.sqrt(sq), eps);
+    for (let j = 0; j < c; j++) out[o + j] = src[o + j] * inv;
+  }
+  return new Tensor(out, x.shape);
+}
