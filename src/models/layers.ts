@@ -8,7 +8,7 @@
 import { fastKernels, type Kernels } from '../tensor/kernels.js';
 import { channelScaleOp, mergeHeadsOp, splitHeadsOp, unfoldPatchesOp, type LayoutOp } from '../tensor/layout.js';
 import type { Runner } from '../tensor/runner.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { Tensor } from '../tensor/tensor.js';
 import type { QuantPoint } from './types.js';
 import type { Linear, WeightReader } from './weights.js';
 
@@ -97,8 +97,9 @@ export class Mlp {
   readonly fc1: Linear;
   readonly fc2: Linear;
 
-  constructor(reader: WeightReader, name: string, features: number, mlpRatio: number) {
-    const hidden = mlpHiddenWidth(features, mlpRatio);
+  /** `options.hidden`: the hidden width when it is not int(features · mlpRatio) (MLP-Mixer's token MLP: int(r · embed_dim)). */
+  constructor(reader: WeightReader, name: string, features: number, mlpRatio: number, options: { hidden?: number } = {}) {
+    const hidden = options.hidden ?? mlpHiddenWidth(features, mlpRatio);
     this.fc1 = reader.linear(`${name}.fc1`, hidden, features);
     this.fc2 = reader.linear(`${name}.fc2`, features, hidden);
     this.fc2.point.input = 'post-gelu';
@@ -123,6 +124,12 @@ export interface AttentionOptions {
    * quantizes q·kᵀ before scaling) or to q before the product (timm's Swin, non-fused path).
    */
   scale: 'scores' | 'queries';
+  /**
+   * BEiT / Swin V2: separate `q_bias` and `v_bias` tensors and a bias-free qkv projection; the projection's
+   * effective bias is cat(q_bias, 0, v_bias), added as the qkv point's bias (so its recorded output includes it).
+   * `qkvBias` is then ignored.
+   */
+  qvBias?: boolean;
 }
 
 /**
@@ -144,7 +151,7 @@ export class Attention {
   constructor(reader: WeightReader, readonly name: string, options: AttentionOptions) {
     const { features, heads } = options;
     this.heads = heads;
-    this.qkv = reader.linear(`${name}.qkv`, 3 * features, features, options.qkvBias);
+    this.qkv = options.qvBias ? qkvWithQvBias(reader, name, features) : reader.linear(`${name}.qkv`, 3 * features, features, options.qkvBias);
     this.qkv.point.weightGroups = 3;
     this.proj = reader.linear(`${name}.proj`, features, features);
     this.scale = (features / heads) ** -0.5;
@@ -177,4 +184,13 @@ export class Attention {
     const context = await runner.matmul(`${this.name}.matmul2`, probs, value, false); // [G·heads, N, d]
     return applyLinear(runner, this.proj, k.layout(this.merge, [context]));
   }
+}
+
+/** A bias-free qkv projection carrying cat(q_bias, 0, v_bias) as its bias (timm's BEiT / Swin V2 Attention). */
+function qkvWithQvBias(reader: WeightReader, name: string, features: number): Linear {
+  const qkv = reader.linear(`${name}.qkv`, 3 * features, features, false);
+  const bias = new Float32Array(3 * features);
+  bias.set(reader.tensor(`${name}.q_bias`, [features]).data, 0);
+  bias.set(reader.tensor(`${name}.v_bias`, [features]).data, 2 * features);
+  return { ...qkv, bias: new Tensor(bias, [3 * features]) };
 }

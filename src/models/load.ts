@@ -4,13 +4,17 @@
  */
 import path from 'node:path';
 import { Ptq4vitError } from '../errors.js';
+import { Beit } from './beit.js';
 import { readCard, specFromPreset } from './config.js';
+import { MlpMixer } from './mixer.js';
 import { SwinTransformer } from './swin.js';
 import type { ModelSpec, VisionModel } from './types.js';
 import { VisionTransformer } from './vit.js';
 import type { TensorSource } from './weights.js';
 
 export function buildModel(spec: ModelSpec, weights: TensorSource): VisionModel {
+  if (spec.arch.family === 'mixer') return new MlpMixer(spec, weights);
+  if (spec.arch.family === 'beit') return new Beit(spec, weights);
   return spec.arch.family === 'swin' ? new SwinTransformer(spec, weights) : new VisionTransformer(spec, weights);
 }
 

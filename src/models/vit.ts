@@ -59,7 +59,7 @@ export class VisionTransformer implements VisionModel {
   private readonly pickToken: LayoutOp[];
 
   constructor(spec: ModelSpec, weights: TensorSource) {
-    if (spec.arch.family === 'swin') throw new Ptq4vitError(`${spec.name}: VisionTransformer needs a ViT architecture, got family 'swin'`);
+    if (spec.arch.family !== 'vit' && spec.arch.family !== 'deit-distilled') throw new Ptq4vitError(`${spec.name}: VisionTransformer needs a ViT architecture, got family '${spec.arch.family}'`);
     this.spec = spec;
     const a = (this.arch = spec.arch);
     const D = a.embedDim;
