@@ -24,10 +24,12 @@ import {
   averageOp,
   meanOverTokensOp,
   mergeHeadsOp,
+  meanOverPatchTokensOp,
   mergePatchesOp,
   prependTokensOp,
   selectTokenOp,
   splitHeadsOp,
+  transposeTokensOp,
   unfoldPatchesOp,
   windowPartitionOp,
   windowReverseAddOp,
@@ -71,6 +73,9 @@ describe('named layout ops: the ONNX translation is the eager kernel', () => {
     [windowReverseAddOp({ height: 4, width: 4, window: 4, shift: 0 }), [[2, 16, 3], [2, 16, 3]]],
     [mergePatchesOp(4, 6), [[2, 24, 5]]],
     [meanOverTokensOp, [[2, 9, 4]]],
+    [prependTokensOp(randomTensor([1, 6], 7), null), [[3, 4, 6]]],
+    [transposeTokensOp, [[2, 9, 4]]],
+    [meanOverPatchTokensOp(1), [[2, 9, 4]]],
   ];
   for (const [op, shapes] of cases) {
     test(op.name, async () => {
@@ -118,7 +123,7 @@ describe('graph builder: layout steps the integer graph relies on', () => {
 });
 
 describe('FP32 export: the traced graph matches timm on the parity fixtures', () => {
-  for (const name of ['vit_p16_224_fixture', 'deit_distilled_p16_224_fixture', 'swin_p4_w7_224_fixture']) {
+  for (const name of ['vit_p16_224_fixture', 'deit_distilled_p16_224_fixture', 'swin_p4_w7_224_fixture', 'mixer_p16_224_fixture', 'beit_p16_224_fixture']) {
     test(name, async () => {
       const card = JSON.parse(fs.readFileSync(path.join(fixturesDir, `${name}.json`), 'utf8'));
       const model = buildModel(specFromCard(card, name), SafeTensors.read(path.join(fixturesDir, `${name}.safetensors`)));
