@@ -1,7 +1,7 @@
 /**
  * RESULTS.md, section "Ablation: MLP-Mixer and BEiT (random weights)": the method ablation of the two
  * families that have no trained checkpoint in ../shared. For random-weight 32×32, 10-class models (see
- * test/random_models.ts; two seeds per family), calibrated on calib32:
+ * test/random_models.ts; two seeds per family, a plain ViT of the same size as the control), calibrated on calib32:
  *   - KL(FP32 ‖ quantized) and top-1 agreement with FP32 on the 500 bundled test images (simulation), for
  *     PTQ4ViT W6A6, Base PTQ W6A6 and PTQ4ViT W8A8 (the paper's claim: PTQ4ViT ≤ Base PTQ);
  *   - the PTQ4ViT W6A6 file's integer ONNX graph (as `ptq4vit eval` runs it) against the simulation: images
@@ -43,6 +43,8 @@ const CONFIGS = [
 interface Row {
   model: string;
   kl: number[];
+  /** Mean per-image KL(PTQ4ViT W6A6) − KL(Base PTQ W6A6), and twice its standard error over the paired images. */
+  diff: { mean: number; twoSe: number };
   agree: number[];
   /** PTQ4ViT W6A6: integer graph vs simulation, same top-1 class. */
   integerSame: number;
@@ -62,7 +64,7 @@ const t0 = performance.now();
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ptq4vit-mixbeit-ablation-'));
 const rows: Row[] = [];
 try {
-  for (const family of ['mixer', 'beit'] as const) {
+  for (const family of ['mixer', 'beit', 'vit'] as const) {
     for (const seed of SEEDS) {
       const { model: checkpoint, card } = writeRandomCifarModel(dir, family, seed, SIZE);
       const loaded = openModel({ weights: checkpoint, config: card });
@@ -87,7 +89,10 @@ try {
       const int = await evaluate(await wholeModelGraph(quantized, file), data, { batchSize: 100, keepLogits: true });
       const classes = model.spec.arch.numClasses;
       const a = argmaxRows(sim.logits!, classes), b = argmaxRows(int.logits!, classes);
-      const row: Row = { model: `${family} seed ${seed}`, kl: measured.map((m) => m.kl), agree: measured.map((m) => m.agree), integerSame: a.filter((v, i) => v === b[i]).length, images: a.length };
+      const d = Array.from(measured[0].perImage, (v, i) => v - measured[1].perImage[i]);
+      const mean = d.reduce((a, v) => a + v, 0) / d.length;
+      const sd = Math.sqrt(d.reduce((a, v) => a + (v - mean) ** 2, 0) / (d.length - 1));
+      const row: Row = { model: `${family === 'vit' ? 'ViT (control)' : family} seed ${seed}`, kl: measured.map((m) => m.kl), diff: { mean, twoSe: (2 * sd) / Math.sqrt(d.length) }, agree: measured.map((m) => m.agree), integerSame: a.filter((v, i) => v === b[i]).length, images: a.length };
       rows.push(row);
       process.stderr.write(`${row.model}: KL ${row.kl.map((k) => k.toExponential(2)).join(' / ')}, integer = simulation on ${row.integerSame}/${row.images}\n`);
     }
@@ -99,13 +104,16 @@ try {
 const kl = (x: number) => (x * 1e3).toFixed(2);
 const pct = (x: number) => (x * 100).toFixed(1);
 const lines = [
-  `Random-weight 32×32 models (no trained Mixer/BEiT checkpoint exists in ../shared): width ${SIZE.width}, ${SIZE.depth} blocks, patch ${SIZE.patch} (64 tokens), BEiT ${SIZE.heads} heads with relative position bias, q/v bias and gammas; Mixer mlp_ratio (0.5, 4). Weights: unit-gain N(0, 1/fan_in), norms 1 + 0.2·N, biases 0.2·N, tables 0.5·N, gammas 0.3 + 0.1·N (test/random_models.ts). Calibration: calib32, default search settings per method; PTQ4ViT's Hessian-guided metric weighted by the cross-entropy against the FP32 model's own top-1 (\`--loss pseudo\`: a random model has no task, CIFAR labels say nothing about it), the default label loss as an extra column. KL(FP32 ‖ quantized) ×10⁻³ and top-1 agreement with FP32 on the 500 bundled test images (simulation); last column: the PTQ4ViT W6A6 file's integer ONNX graph predicts the simulation's class.`,
+  `Random-weight 32×32 models (no trained Mixer/BEiT checkpoint exists in ../shared), with a plain ViT of the same size as a control: width ${SIZE.width}, ${SIZE.depth} blocks, patch ${SIZE.patch} (64 tokens), BEiT ${SIZE.heads} heads with relative position bias, q/v bias and gammas; Mixer mlp_ratio (0.5, 4). Weights: unit-gain N(0, 1/fan_in), norms 1 + 0.2·N, biases 0.2·N, tables 0.5·N, gammas 0.3 + 0.1·N (test/random_models.ts). Calibration: calib32, default search settings per method; PTQ4ViT's Hessian-guided metric weighted by the cross-entropy against the FP32 model's own top-1 (\`--loss pseudo\`: a random model has no task, CIFAR labels say nothing about it), the default label loss as an extra column. KL(FP32 ‖ quantized) ×10⁻³ and top-1 agreement with FP32 on the 500 bundled test images (simulation); last column: the PTQ4ViT W6A6 file's integer ONNX graph predicts the simulation's class.`,
   '',
-  `| model | ${CONFIGS.map((c) => `${c.label} KL`).join(' | ')} | ${CONFIGS.map((c) => `${c.label} agree %`).join(' | ')} | W6A6 integer = simulation |`,
-  `|---|${CONFIGS.map(() => '---:').join('|')}|${CONFIGS.map(() => '---:').join('|')}|---:|`,
-  ...rows.map((r) => `| ${r.model} | ${r.kl.map(kl).join(' | ')} | ${r.agree.map(pct).join(' | ')} | ${r.integerSame}/${r.images} |`),
+  `| model | ${CONFIGS.map((c) => `${c.label} KL`).join(' | ')} | PTQ4ViT − Base W6A6 KL (±2 SE) | ${CONFIGS.map((c) => `${c.label} agree %`).join(' | ')} | W6A6 integer = simulation |`,
+  `|---|${CONFIGS.map(() => '---:').join('|')}|---:|${CONFIGS.map(() => '---:').join('|')}|---:|`,
+  ...rows.map((r) => `| ${r.model} | ${r.kl.map(kl).join(' | ')} | ${r.diff.mean < 0 ? '−' : '+'}${kl(Math.abs(r.diff.mean))} (±${kl(r.diff.twoSe)}) | ${r.agree.map(pct).join(' | ')} | ${r.integerSame}/${r.images} |`),
   '',
-  `PTQ4ViT W6A6 KL ≤ Base PTQ W6A6 KL on ${rows.filter((r) => r.kl[0] <= r.kl[1]).length} of ${rows.length} models (with the label loss: ${rows.filter((r) => r.kl[2] <= r.kl[1]).length} of ${rows.length}).`,
+  ...(['mixer', 'beit', 'ViT'] as const).map((f) => {
+    const of = rows.filter((r) => r.model.startsWith(f));
+    return `${f}: PTQ4ViT W6A6 KL ≤ Base PTQ W6A6 KL on ${of.filter((r) => r.kl[0] <= r.kl[1]).length} of ${of.length} models (label loss: ${of.filter((r) => r.kl[2] <= r.kl[1]).length} of ${of.length}); the difference exceeds 2 SE on ${of.filter((r) => Math.abs(r.diff.mean) > r.diff.twoSe).length}.`;
+  }),
   '',
   `\`npx tsc -p . && node dist/scripts/mixer_beit_ablation.js\` — ${started}; ${((performance.now() - t0) / 1000).toFixed(0)} s.`,
 ];

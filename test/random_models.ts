@@ -1,6 +1,6 @@
 /**
  * Random-weight CIFAR-size (32×32, 10 classes) models of the families without a trained checkpoint in
- * ../shared (MlpMixer, Beit), written as checkpoint + card: for quantize → file → eval round trips
+ * ../shared (MlpMixer, Beit; a plain ViT as a control), written as checkpoint + card: for quantize → file → eval round trips
  * (test/mixer_beit.test.ts) and the method ablation (scripts/mixer_beit_ablation.ts).
  */
 import fs from 'node:fs';
@@ -30,7 +30,6 @@ function normShapes(s: Record<string, number[]>, name: string, c: number): void 
   s[`${name}.bias`] = [c];
 }
 
-/** A random 32×32, 10-class Mixer or BEiT (relative position bias, q/v bias, gammas) as NAME.safetensors + NAME.json in `dir`. */
 export interface RandomModelSize {
   patch: number;
   width: number;
@@ -38,15 +37,20 @@ export interface RandomModelSize {
   heads: number;
 }
 
-/** Default: patch 4 (64 tokens), width 32, 2 blocks, 4 heads (BEiT). */
-export function writeRandomCifarModel(dir: string, family: 'mixer' | 'beit', seed = 7, size: RandomModelSize = { patch: 4, width: 32, depth: 2, heads: 4 }): { model: string; card: string } {
+/**
+ * A random 32×32, 10-class model as NAME.safetensors + NAME.json in `dir`: a Mixer, a BEiT (relative position
+ * bias, q/v bias, gammas), or a plain ViT (cls token + absolute positions; the control of the ablation).
+ * Default size: patch 4 (64 tokens), width 32, 2 blocks, 4 heads.
+ */
+export function writeRandomCifarModel(dir: string, family: 'mixer' | 'beit' | 'vit', seed = 7, size: RandomModelSize = { patch: 4, width: 32, depth: 2, heads: 4 }): { model: string; card: string } {
   const [img, patch, D, depth, heads, classes] = [32, size.patch, size.width, size.depth, size.heads, 10];
   const grid = img / patch, tokens = grid * grid;
   const s: Record<string, number[]> = {};
   const stem = family === 'mixer' ? 'stem' : 'patch_embed';
   s[`${stem}.proj.weight`] = [D, 3, patch, patch];
   s[`${stem}.proj.bias`] = [D];
-  if (family === 'beit') s.cls_token = [1, 1, D];
+  if (family !== 'mixer') s.cls_token = [1, 1, D];
+  if (family === 'vit') s.pos_embed = [1, tokens + 1, D];
   for (let i = 0; i < depth; i++) {
     const p = `blocks.${i}`;
     normShapes(s, `${p}.norm1`, D);
@@ -56,27 +60,32 @@ export function writeRandomCifarModel(dir: string, family: 'mixer' | 'beit', see
       linearShapes(s, `${p}.mlp_tokens.fc2`, tokens, Math.floor(D / 2));
       linearShapes(s, `${p}.mlp_channels.fc1`, 4 * D, D);
       linearShapes(s, `${p}.mlp_channels.fc2`, D, 4 * D);
-    } else {
-      linearShapes(s, `${p}.attn.qkv`, 3 * D, D, false);
+      continue;
+    }
+    linearShapes(s, `${p}.attn.qkv`, 3 * D, D, family === 'vit');
+    linearShapes(s, `${p}.attn.proj`, D, D);
+    linearShapes(s, `${p}.mlp.fc1`, 4 * D, D);
+    linearShapes(s, `${p}.mlp.fc2`, D, 4 * D);
+    if (family === 'beit') {
       s[`${p}.attn.q_bias`] = [D];
       s[`${p}.attn.v_bias`] = [D];
       s[`${p}.attn.relative_position_bias_table`] = [(2 * grid - 1) ** 2 + 3, heads];
-      linearShapes(s, `${p}.attn.proj`, D, D);
-      linearShapes(s, `${p}.mlp.fc1`, 4 * D, D);
-      linearShapes(s, `${p}.mlp.fc2`, D, 4 * D);
       s[`${p}.gamma_1`] = [D];
       s[`${p}.gamma_2`] = [D];
     }
   }
-  normShapes(s, family === 'mixer' ? 'norm' : 'fc_norm', D);
+  normShapes(s, family === 'beit' ? 'fc_norm' : 'norm', D);
   linearShapes(s, 'head', classes, D);
   const name = `random_${family}_c10`;
   const model = path.join(dir, `${name}.safetensors`), card = path.join(dir, `${name}.json`);
   randomCheckpointFile(model, s, seed);
-  const kwargs = family === 'mixer'
-    ? { img_size: img, patch_size: patch, embed_dim: D, num_blocks: depth, num_classes: classes }
-    : { img_size: img, patch_size: patch, embed_dim: D, depth, num_heads: heads, use_abs_pos_emb: false, use_rel_pos_bias: true, init_values: 0.1, num_classes: classes };
+  const common = { img_size: img, patch_size: patch, embed_dim: D, num_classes: classes };
+  const [timmClass, kwargs] = family === 'mixer'
+    ? ['MlpMixer', { ...common, num_blocks: depth }]
+    : family === 'beit'
+      ? ['Beit', { ...common, depth, num_heads: heads, use_abs_pos_emb: false, use_rel_pos_bias: true, init_values: 0.1 }]
+      : ['VisionTransformer', { ...common, depth, num_heads: heads }];
   const cifar = { mean: [0.4914, 0.4822, 0.4465], std: [0.247, 0.2435, 0.2616] };
-  fs.writeFileSync(card, JSON.stringify({ name, timm_class: family === 'mixer' ? 'MlpMixer' : 'Beit', timm_kwargs: kwargs, ...cifar }));
+  fs.writeFileSync(card, JSON.stringify({ name, timm_class: timmClass, timm_kwargs: kwargs, ...cifar }));
   return { model, card };
 }
