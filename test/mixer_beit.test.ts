@@ -125,6 +125,22 @@ describe('config: MlpMixer and Beit kwargs, cards, presets', () => {
     }
   });
 
+  test('every mixer_* / beit* preset: its name agrees with its architecture (patch, size, width), ImageNet head', () => {
+    const names = Object.keys(PRESETS).filter((n) => /^(mixer|beit)/.test(n));
+    assert.ok(names.includes('mixer_b16_224') && names.includes('mixer_l16_224') && names.includes('beit_base_patch16_224') && names.includes('beitv2_base_patch16_224'));
+    for (const name of names) {
+      const { arch: a, preprocess } = specFromPreset(name);
+      const [, size, patch, size2] = /^mixer_([sbl])(\d+)_(\d+)$/.exec(name) ?? /^beit(?:v2)?_(base|large)_patch(\d+)_(\d+)$/.exec(name)!;
+      assert.equal(a.family, name.startsWith('mixer') ? 'mixer' : 'beit', name);
+      assert.equal(a.patchSize, Number(patch), `${name}: patch`);
+      assert.equal(a.imgSize, Number(size2), `${name}: image size`);
+      assert.equal(preprocess.inputSize, a.imgSize);
+      assert.equal(a.embedDim, { s: 512, b: 768, l: 1024, base: 768, large: 1024 }[size], `${name}: width`);
+      assert.equal(a.depth, { s: 8, b: 12, l: 24, base: 12, large: 24 }[size], `${name}: depth`);
+      assert.equal(a.numClasses, 1000);
+    }
+  });
+
   test('timm\'s defaults and entrypoints: Mixer tokens ratio int(r·C), BEiT presets', () => {
     const mixer = archFromTimm('MlpMixer', { mlp_ratio: 2 }, 'card');
     assert.equal(mixer.family, 'mixer');
