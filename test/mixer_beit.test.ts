@@ -226,11 +226,23 @@ describe('quantize → file → eval: the integer graph\'s top-1 is the simulati
     return JSON.parse(r.stdout.trim().split('\n').pop()!) as Record<string, unknown>;
   };
   for (const family of ['mixer', 'beit'] as const) {
-    test(`${family} W8A8 PTQ4ViT: eval of the file (integer ONNX graph) = in-memory top-1/top-5; weights stored as I8 codes`, () => {
+    // Mixer through its card, BEiT as a timm hub folder (the beit_base_patch16_224 preset with model_args).
+    const source = family === 'mixer' ? 'a card' : 'a timm hub folder';
+    test(`${family} from ${source}, W8A8 PTQ4ViT: eval of the file (integer ONNX graph) = in-memory top-1/top-5; weights stored as I8 codes`, () => {
       const dir = scratch.next();
       const { model, card } = writeRandomCifarModel(dir, family);
+      let from = ['--model', model, '--config', card];
+      if (family === 'beit') {
+        const { timm_kwargs: k, mean, std } = JSON.parse(fs.readFileSync(card, 'utf8'));
+        const hub = path.join(dir, 'hub');
+        fs.mkdirSync(hub);
+        fs.copyFileSync(model, path.join(hub, 'model.safetensors'));
+        const modelArgs = { img_size: k.img_size, patch_size: k.patch_size, embed_dim: k.embed_dim, depth: k.depth, num_heads: k.num_heads };
+        fs.writeFileSync(path.join(hub, 'config.json'), JSON.stringify({ architecture: 'beit_base_patch16_224', num_classes: 10, model_args: modelArgs, pretrained_cfg: { input_size: [3, 32, 32], crop_pct: 1, interpolation: 'bicubic', mean, std } }));
+        from = ['--model', hub];
+      }
       const out = path.join(dir, 'q.safetensors');
-      const q = lastJson(runCli(['quantize', '--model', model, '--config', card, '--calib', CALIB, '--bits', '8', '--calib-size', '8', '--n', '8', '--rounds', '1', '--out', out, '--eval', TEST, '--limit', '100', '--json']));
+      const q = lastJson(runCli(['quantize', ...from, '--calib', CALIB, '--bits', '8', '--calib-size', '8', '--n', '8', '--rounds', '1', '--out', out, '--eval', TEST, '--limit', '100', '--json']));
       const e = lastJson(runCli(['eval', '--model', out, '--data', TEST, '--limit', '100', '--json']));
       assert.equal(e.quantized, true);
       assert.deepEqual([e.top1, e.top5], [q.top1, q.top5], 'eval of the file (integer graph) = in-memory simulation');
