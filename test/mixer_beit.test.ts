@@ -211,6 +211,9 @@ describe('checkpoints that do not fit the spec: one line naming the tensor', () 
     rejects('beit_p16_224_fixture', (t) => (t['blocks.1.attn.relative_position_bias_table'] = f32([172, 3])), /relative_position_bias_table' has shape \[172, 3\], expected \[732, 3\]/);
     rejects('beit_p16_224_fixture', (t) => (t['pos_embed'] = f32([1, 197, 48])), /not used by .*pos_embed/);
     rejects('beit_p16_224_fixture', (t) => (t['blocks.0.attn.qkv.bias'] = f32([144])), /not used by .*blocks\.0\.attn\.qkv\.bias/);
+    // timm < 1.0 saved relative_position_index as a persistent buffer: recomputed, so ignored.
+    const withIndex = rewrite('beit_p16_224_fixture', (t) => (t['blocks.0.attn.relative_position_index'] = { dtype: 'I32', shape: [197, 197], data: new Int32Array(197 * 197) }));
+    assert.equal(buildModel(fixture('beit_p16_224_fixture').spec, withIndex).quantPoints.length, 14);
   });
 });
 
