@@ -31,12 +31,13 @@ const SIZE: RandomModelSize = { patch: 4, width: 64, depth: 4, heads: 4 };
 const SEEDS = [1, 2];
 /**
  * A random model has no task, so CIFAR labels carry no information about it: PTQ4ViT's Hessian weights come from
- * the cross-entropy against the FP32 model's own top-1 ('pseudo'); the label loss is kept as a column.
+ * the cross-entropy against the FP32 model's own top-1 ('pseudo'); 'fisher' (labels drawn from the FP32 softmax:
+ * the Hessian of KL(FP32 ‖ ·) in expectation, what the table measures) as a second column.
  */
 const CONFIGS = [
   { label: 'PTQ4ViT W6A6', method: 'ptq4vit', bits: 6, loss: 'pseudo' },
   { label: 'Base PTQ W6A6', method: 'base', bits: 6, loss: undefined },
-  { label: 'PTQ4ViT W6A6 label loss', method: 'ptq4vit', bits: 6, loss: 'label' },
+  { label: 'PTQ4ViT W6A6 fisher loss', method: 'ptq4vit', bits: 6, loss: 'fisher' },
   { label: 'PTQ4ViT W8A8', method: 'ptq4vit', bits: 8, loss: 'pseudo' },
 ] as const;
 
@@ -104,7 +105,7 @@ try {
 const kl = (x: number) => (x * 1e3).toFixed(2);
 const pct = (x: number) => (x * 100).toFixed(1);
 const lines = [
-  `Random-weight 32×32 models (no trained Mixer/BEiT checkpoint exists in ../shared), with a plain ViT of the same size as a control: width ${SIZE.width}, ${SIZE.depth} blocks, patch ${SIZE.patch} (64 tokens), BEiT ${SIZE.heads} heads with relative position bias, q/v bias and gammas; Mixer mlp_ratio (0.5, 4). Weights: unit-gain N(0, 1/fan_in), norms 1 + 0.2·N, biases 0.2·N, tables 0.5·N, gammas 0.3 + 0.1·N (test/random_models.ts). Calibration: calib32, default search settings per method; PTQ4ViT's Hessian-guided metric weighted by the cross-entropy against the FP32 model's own top-1 (\`--loss pseudo\`: a random model has no task, CIFAR labels say nothing about it), the default label loss as an extra column. KL(FP32 ‖ quantized) ×10⁻³ and top-1 agreement with FP32 on the 500 bundled test images (simulation); last column: the PTQ4ViT W6A6 file's integer ONNX graph predicts the simulation's class.`,
+  `Random-weight 32×32 models (no trained Mixer/BEiT checkpoint exists in ../shared), with a plain ViT of the same size as a control: width ${SIZE.width}, ${SIZE.depth} blocks, patch ${SIZE.patch} (64 tokens), BEiT ${SIZE.heads} heads with relative position bias, q/v bias and gammas; Mixer mlp_ratio (0.5, 4). Weights: unit-gain N(0, 1/fan_in), norms 1 + 0.2·N, biases 0.2·N, tables 0.5·N, gammas 0.3 + 0.1·N (test/random_models.ts). Calibration: calib32, default search settings per method; PTQ4ViT's Hessian-guided metric weighted by the cross-entropy against the FP32 model's own top-1 (\`--loss pseudo\`: a random model has no task, CIFAR labels say nothing about it), and \`--loss fisher\` (labels drawn from the FP32 softmax: in expectation the Hessian of the KL measured here) as an extra column. KL(FP32 ‖ quantized) ×10⁻³ and top-1 agreement with FP32 on the 500 bundled test images (simulation); last column: the PTQ4ViT W6A6 file's integer ONNX graph predicts the simulation's class.`,
   '',
   `| model | ${CONFIGS.map((c) => `${c.label} KL`).join(' | ')} | PTQ4ViT − Base W6A6 KL (±2 SE) | ${CONFIGS.map((c) => `${c.label} agree %`).join(' | ')} | W6A6 integer = simulation |`,
   `|---|${CONFIGS.map(() => '---:').join('|')}|---:|${CONFIGS.map(() => '---:').join('|')}|---:|`,
@@ -112,7 +113,7 @@ const lines = [
   '',
   ...(['mixer', 'beit', 'ViT'] as const).map((f) => {
     const of = rows.filter((r) => r.model.startsWith(f));
-    return `${f}: PTQ4ViT W6A6 KL ≤ Base PTQ W6A6 KL on ${of.filter((r) => r.kl[0] <= r.kl[1]).length} of ${of.length} models (label loss: ${of.filter((r) => r.kl[2] <= r.kl[1]).length} of ${of.length}); the difference exceeds 2 SE on ${of.filter((r) => Math.abs(r.diff.mean) > r.diff.twoSe).length}.`;
+    return `${f}: PTQ4ViT W6A6 KL ≤ Base PTQ W6A6 KL on ${of.filter((r) => r.kl[0] <= r.kl[1]).length} of ${of.length} models (fisher loss: ${of.filter((r) => r.kl[2] <= r.kl[1]).length} of ${of.length}); the difference exceeds 2 SE on ${of.filter((r) => Math.abs(r.diff.mean) > r.diff.twoSe).length}.`;
   }),
   '',
   `\`npx tsc -p . && node dist/scripts/mixer_beit_ablation.js\` — ${started}; ${((performance.now() - t0) / 1000).toFixed(0)} s.`,
