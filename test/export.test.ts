@@ -26,11 +26,13 @@ import {
   headScaleOp,
   meanOverTokensOp,
   mergeHeadsOp,
+  meanOverPatchTokensOp,
   mergePatchesOp,
   poolTokensOp,
   prependTokensOp,
   selectTokenOp,
   splitHeadsOp,
+  transposeTokensOp,
   unfoldPatchesOp,
   windowPartitionOp,
   windowReverseAddOp,
@@ -80,6 +82,9 @@ describe('named layout ops: the ONNX translation is the eager kernel', () => {
     [dropTokensOp(3), [[2, 9, 4]]],
     [prependTokensOp(randomTensor([0, 6], 5), randomTensor([4, 6], 6)), [[3, 4, 6]]],
     [headScaleOp(Float32Array.of(2.5, 0.5, 100)), [[6, 4, 5]]],
+    [prependTokensOp(randomTensor([1, 6], 7), null), [[3, 4, 6]]],
+    [transposeTokensOp, [[2, 9, 4]]],
+    [meanOverPatchTokensOp(1), [[2, 9, 4]]],
   ];
   for (const [op, shapes] of cases) {
     test(op.name, async () => {
@@ -127,7 +132,7 @@ describe('graph builder: layout steps the integer graph relies on', () => {
 });
 
 describe('FP32 export: the traced graph matches timm on the parity fixtures', () => {
-  for (const name of ['vit_p16_224_fixture', 'deit_distilled_p16_224_fixture', 'swin_p4_w7_224_fixture', 'vit_reg4_p14_224_fixture', 'vit_clip_p16_224_fixture']) {
+  for (const name of ['vit_p16_224_fixture', 'deit_distilled_p16_224_fixture', 'swin_p4_w7_224_fixture', 'vit_reg4_p14_224_fixture', 'vit_clip_p16_224_fixture', 'mixer_p16_224_fixture', 'beit_p16_224_fixture']) {
     test(name, async () => {
       const card = JSON.parse(fs.readFileSync(path.join(fixturesDir, `${name}.json`), 'utf8'));
       const model = buildModel(specFromCard(card, name), SafeTensors.read(path.join(fixturesDir, `${name}.safetensors`)));

@@ -28,7 +28,9 @@ describe('fuzzing (seeded; every case a result or a Ptq4vitError)', () => {
     const ck = fuzzer.counts.get('checkpoints')!, q = fuzzer.counts.get('quantized model files')!;
     assert.equal(ck.cases + q.cases, 1000);
     assert.ok(ck.cases >= 300 && q.cases >= 300, fuzzer.report());
-    assert.ok(ck.errors > 100 && q.errors > 100 && ck.results >= 15 && q.results >= 15, `both outcomes occur:\n${fuzzer.report()}`);
+    // Both outcomes occur. With a seed per model family most mutations of a quantized file hit a family-specific
+    // tensor and are refused, so only a handful are read (11 of ~480 with the ViT-variant, Swin V2, Mixer and BEiT seeds).
+    assert.ok(ck.errors > 100 && q.errors > 100 && ck.results >= 8 && q.results >= 8, `both outcomes occur:\n${fuzzer.report()}`);
   });
 
   test('200 mutated cards and hub configs, 150 mutated manifests', { timeout: 60_000 }, async () => {

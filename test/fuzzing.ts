@@ -136,6 +136,8 @@ const TINY_CARDS: Record<string, unknown> = {
   },
   swin: { name: 'tiny_swin', timm_class: 'SwinTransformer', timm_kwargs: { img_size: 16, patch_size: 2, embed_dim: 8, depths: [1, 1], num_heads: [2, 2], window_size: 4, num_classes: 3 }, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },
   swinv2: { name: 'tiny_swinv2', timm_class: 'SwinTransformerV2', timm_kwargs: { img_size: 16, patch_size: 2, embed_dim: 8, depths: [1, 1], num_heads: [2, 2], window_size: 4, num_classes: 3, pretrained_window_sizes: [0, 3] }, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },
+  mixer: { name: 'tiny_mixer', timm_class: 'MlpMixer', timm_kwargs: { img_size: 8, patch_size: 4, embed_dim: 8, num_blocks: 1, mlp_ratio: [0.5, 4], num_classes: 3 }, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },
+  beit: { name: 'tiny_beit', timm_class: 'Beit', timm_kwargs: { img_size: 8, patch_size: 4, embed_dim: 8, depth: 1, num_heads: 2, use_abs_pos_emb: false, use_rel_pos_bias: true, init_values: 0.1, num_classes: 3 }, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },
 };
 
 /** Valid quantization parameters for every point of a model (all quantizer kinds appear). */

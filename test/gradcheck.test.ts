@@ -478,7 +478,60 @@ function tinySwin(): TinyModel {
   return { name, model: buildModel(specFromCard(card, name), randomCheckpoint(s, 103)) };
 }
 
-const TINY: (() => TinyModel)[] = [() => tinyVit(false), () => tinyVit(true), tinySwin];
+/** MLP-Mixer of another size than the fixture: 4×4 patches of 3 pixels, width 8, 4 blocks, ratios (1, 2). */
+function tinyMixer(): TinyModel {
+  const [img, patch, D, depth, classes] = [12, 3, 8, 4, 5];
+  const tokens = (img / patch) ** 2;
+  const name = 'tiny-mixer';
+  const card = { name, timm_class: 'MlpMixer', timm_kwargs: { img_size: img, patch_size: patch, embed_dim: D, num_blocks: depth, mlp_ratio: [1, 2], num_classes: classes }, mean: MEAN, std: MEAN };
+  const s: Record<string, number[]> = { 'stem.proj.weight': [D, 3, patch, patch], 'stem.proj.bias': [D] };
+  for (let i = 0; i < depth; i++) {
+    const p = `blocks.${i}`;
+    normShapes(s, `${p}.norm1`, D);
+    linearShapes(s, `${p}.mlp_tokens.fc1`, D, tokens);
+    linearShapes(s, `${p}.mlp_tokens.fc2`, tokens, D);
+    normShapes(s, `${p}.norm2`, D);
+    linearShapes(s, `${p}.mlp_channels.fc1`, 2 * D, D);
+    linearShapes(s, `${p}.mlp_channels.fc2`, D, 2 * D);
+  }
+  normShapes(s, 'norm', D);
+  linearShapes(s, 'head', classes, D);
+  return { name, model: buildModel(specFromCard(card, name), randomCheckpoint(s, 104)) };
+}
+
+/** BEiT of another size than the fixture, every optional part on: absolute pos_embed too, 3×3 grid, 3 heads of 4. */
+function tinyBeit(): TinyModel {
+  const [img, patch, D, depth, heads, classes] = [12, 4, 12, 2, 3, 5];
+  const grid = img / patch;
+  const name = 'tiny-beit';
+  const card = {
+    name,
+    timm_class: 'Beit',
+    timm_kwargs: { img_size: img, patch_size: patch, embed_dim: D, depth, num_heads: heads, mlp_ratio: 2, use_abs_pos_emb: true, use_rel_pos_bias: true, init_values: 0.1, num_classes: classes },
+    mean: MEAN,
+    std: MEAN,
+  };
+  const s: Record<string, number[]> = { 'patch_embed.proj.weight': [D, 3, patch, patch], 'patch_embed.proj.bias': [D], cls_token: [1, 1, D], pos_embed: [1, grid * grid + 1, D] };
+  for (let i = 0; i < depth; i++) {
+    const p = `blocks.${i}`;
+    normShapes(s, `${p}.norm1`, D);
+    linearShapes(s, `${p}.attn.qkv`, 3 * D, D, false);
+    s[`${p}.attn.q_bias`] = [D];
+    s[`${p}.attn.v_bias`] = [D];
+    s[`${p}.attn.relative_position_bias_table`] = [(2 * grid - 1) ** 2 + 3, heads];
+    linearShapes(s, `${p}.attn.proj`, D, D);
+    s[`${p}.gamma_1`] = [D];
+    normShapes(s, `${p}.norm2`, D);
+    linearShapes(s, `${p}.mlp.fc1`, 2 * D, D);
+    linearShapes(s, `${p}.mlp.fc2`, D, 2 * D);
+    s[`${p}.gamma_2`] = [D];
+  }
+  normShapes(s, 'fc_norm', D);
+  linearShapes(s, 'head', classes, D);
+  return { name, model: buildModel(specFromCard(card, name), randomCheckpoint(s, 105)) };
+}
+
+const TINY: (() => TinyModel)[] = [() => tinyVit(false), () => tinyVit(true), tinySwin, tinyMixer, tinyBeit];
 const BATCH = 3;
 const LABELS = Int32Array.of(1, 4, 2);
 
@@ -530,6 +583,9 @@ test('layout adjoints: ViT\'s prefix/position add, checked directly (1 and 2 pre
     const r = checkAdjoint(`prependTokens (${numPrefix} prefix)`, (...xs) => op.forward(xs), (g) => op.adjoint(g, []), [[2, 16, 12]], rand);
     assert.equal(r.differentiated, 1);
   }
+  // BEiT without absolute position embeddings: the class token only.
+  const clsOnly = prependTokensOp(randn([1, 12], rand), null);
+  assert.equal(checkAdjoint('prependTokens (1 prefix, no positions)', (...xs) => clsOnly.forward(xs), (g) => clsOnly.adjoint(g, []), [[2, 16, 12]], rand).differentiated, 1);
   reportAdjoint(ctx);
 });
 
@@ -655,6 +711,7 @@ for (const make of TINY) {
     ctx.diagnostic(`${names.length} points; max relative error ${[...worst].map(([k, e]) => `${k} ${e.toExponential(2)}`).join(', ')}`);
     // the families' point kinds: patch_embed.proj, qkv, proj, matmul1, matmul2, fc1, fc2, head(_dist), reduction
     const expected = model.spec.arch.family === 'swin' ? ['reduction', 'fc'] : model.spec.arch.family === 'deit-distilled' ? ['head', 'head_dist'] : ['head'];
-    for (const k of ['proj', 'qkv', 'matmul1', 'matmul2', 'fc1', 'fc2', ...expected]) assert.ok(kinds.has(k), `${tiny.name}: no ${k} point checked (${[...kinds]})`);
+    const required = model.spec.arch.family === 'mixer' ? ['proj', 'fc1', 'fc2', 'head'] : ['proj', 'qkv', 'matmul1', 'matmul2', 'fc1', 'fc2', ...expected];
+    for (const k of required) assert.ok(kinds.has(k), `${tiny.name}: no ${k} point checked (${[...kinds]})`);
   });
 }

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import { Ptq4vitError } from '../errors.js';
 import { describeFsError } from '../io/safetensors.js';
 import { ACTIVATIONS } from '../tensor/activation.js';
-import { isVitArch, type Arch, type ModelSpec, type Preprocess, type VitArch } from './types.js';
+import { isVitArch, type Arch, type BeitArch, type MixerArch, type ModelSpec, type Preprocess, type VitArch } from './types.js';
 
 const IMAGENET_MEAN: [number, number, number] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [number, number, number] = [0.229, 0.224, 0.225];
@@ -25,6 +25,11 @@ const VIT_VARIANT_KWARGS = [
 ];
 const SWIN_KWARGS = new Set(['img_size', 'patch_size', 'in_chans', 'num_classes', 'embed_dim', 'depths', 'num_heads', 'window_size', 'mlp_ratio', 'qkv_bias', 'global_pool']);
 const SWINV2_KWARGS = new Set([...SWIN_KWARGS, 'pretrained_window_sizes', 'always_partition', 'strict_img_size']);
+const MIXER_KWARGS = new Set(['img_size', 'patch_size', 'in_chans', 'num_classes', 'embed_dim', 'num_blocks', 'mlp_ratio', 'stem_norm', 'global_pool', 'nlhb']);
+const BEIT_KWARGS = new Set([
+  'img_size', 'patch_size', 'in_chans', 'num_classes', 'embed_dim', 'depth', 'num_heads', 'mlp_ratio', 'qkv_bias', 'global_pool',
+  'init_values', 'use_abs_pos_emb', 'use_rel_pos_bias', 'use_shared_rel_pos_bias', 'swiglu_mlp', 'scale_mlp', 'head_init_scale',
+]);
 
 /**
  * Largest integer kwarg we accept (depth, widths, classes…): far above any timm model, and small enough
@@ -137,6 +142,21 @@ function checkSwinArch(arch: Arch & { family: 'swin' | 'swinv2' }, where: string
     }
   }
   return arch;
+}
+
+/** MlpMixer's `mlp_ratio`: one number for both MLPs (timm's to_2tuple) or [tokens, channels]. */
+function mixerRatios(v: unknown, where: string): [number, number] {
+  const ratios = v === undefined ? [0.5, 4] : typeof v === 'number' ? [v, v] : v;
+  if (!Array.isArray(ratios) || ratios.length !== 2 || ratios.some((r) => typeof r !== 'number' || !Number.isFinite(r) || !(r > 0) || r > MAX_KWARG_INT)) {
+    throw new Ptq4vitError(`${where}: timm_kwargs.mlp_ratio must be a positive number or a list [tokens, channels] of two, got ${JSON.stringify(v)}`);
+  }
+  return [ratios[0], ratios[1]];
+}
+
+/** A bounded token count: the token-mixing MLP's weights and the attention maps grow with it. */
+function checkPatchCount(arch: Arch, where: string): void {
+  const tokens = (arch.imgSize / arch.patchSize) ** 2;
+  if (tokens > MAX_VIT_TOKENS) throw new Ptq4vitError(`${where}: timm_kwargs.img_size ${arch.imgSize} / patch_size ${arch.patchSize} gives ${tokens} patches, more than the ${MAX_VIT_TOKENS} supported`);
 }
 
 function checkInput(arch: Arch, where: string): void {
@@ -283,8 +303,54 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string, e
         pretrainedWindowSizes: pretrained as number[],
       }, where);
     }
+    case 'MlpMixer': {
+      const k = kwargsReader(kwargs, where, MIXER_KWARGS);
+      k.exact('global_pool', 'avg');
+      k.exact('stem_norm', false);
+      k.boolean('nlhb', false); // head bias init only
+      const arch: Arch = {
+        family: 'mixer',
+        imgSize: k.positiveInt('img_size', 224),
+        patchSize: k.positiveInt('patch_size', 16),
+        inChans: k.positiveInt('in_chans', 3),
+        embedDim: k.positiveInt('embed_dim', 512),
+        depth: k.positiveInt('num_blocks', 8),
+        mlpRatio: mixerRatios(kwargs.mlp_ratio, where),
+        numClasses: k.positiveInt('num_classes', 1000),
+      };
+      checkInput(arch, where);
+      checkPatchCount(arch, where);
+      return arch;
+    }
+    case 'Beit': {
+      const k = kwargsReader(kwargs, where, BEIT_KWARGS);
+      k.exact('global_pool', 'avg');
+      k.exact('use_shared_rel_pos_bias', false);
+      k.exact('swiglu_mlp', false);
+      k.exact('scale_mlp', false);
+      if ('head_init_scale' in kwargs) k.number('head_init_scale', 1); // init only
+      const initValues = kwargs.init_values ?? null;
+      if (initValues !== null && (typeof initValues !== 'number' || !Number.isFinite(initValues) || initValues < 0)) {
+        throw new Ptq4vitError(`${where}: timm_kwargs.init_values must be a non-negative number or null, got ${JSON.stringify(kwargs.init_values)}`);
+      }
+      return checkVitArch({
+        family: 'beit',
+        imgSize: k.positiveInt('img_size', 224),
+        patchSize: k.positiveInt('patch_size', 16),
+        inChans: k.positiveInt('in_chans', 3),
+        embedDim: k.positiveInt('embed_dim', 768),
+        depth: k.positiveInt('depth', 12),
+        numHeads: k.positiveInt('num_heads', 12),
+        mlpRatio: k.number('mlp_ratio', 4),
+        qkvBias: k.boolean('qkv_bias', true),
+        initValues,
+        useAbsPosEmb: k.boolean('use_abs_pos_emb', true),
+        useRelPosBias: k.boolean('use_rel_pos_bias', false),
+        numClasses: k.positiveInt('num_classes', 1000),
+      }, where);
+    }
     default:
-      throw new Ptq4vitError(`${where}: unknown architecture timm_class ${JSON.stringify(timmClass)} (supported: VisionTransformer, VisionTransformerDistilled, SwinTransformer, SwinTransformerV2)`);
+      throw new Ptq4vitError(`${where}: unknown architecture timm_class ${JSON.stringify(timmClass)} (supported: VisionTransformer, VisionTransformerDistilled, SwinTransformer, SwinTransformerV2, MlpMixer, Beit)`);
   }
 }
 
@@ -336,7 +402,7 @@ function classNames(v: unknown, numClasses: number, where: string): string[] {
   return v as string[];
 }
 
-const TIMM_CLASS: Record<Arch['family'], string> = { vit: 'VisionTransformer', 'deit-distilled': 'VisionTransformerDistilled', swin: 'SwinTransformer', swinv2: 'SwinTransformerV2' };
+const TIMM_CLASS: Record<Arch['family'], string> = { vit: 'VisionTransformer', 'deit-distilled': 'VisionTransformerDistilled', swin: 'SwinTransformer', swinv2: 'SwinTransformerV2', mixer: 'MlpMixer', beit: 'Beit' };
 
 /**
  * The card describing a spec: specFromCard(cardFromSpec(s)) equals s. A quantized model file stores
@@ -344,6 +410,7 @@ const TIMM_CLASS: Record<Arch['family'], string> = { vit: 'VisionTransformer', '
  */
 export function cardFromSpec(spec: ModelSpec): Record<string, unknown> {
   const a = spec.arch;
+  if (a.family === 'mixer' || a.family === 'beit') return cardWithKwargs(spec, mixerBeitKwargs(a));
   const common = { img_size: a.imgSize, patch_size: a.patchSize, in_chans: a.inChans, embed_dim: a.embedDim };
   const tail = { mlp_ratio: a.mlpRatio, qkv_bias: a.qkvBias, num_classes: a.numClasses };
   const kwargs = a.family === 'swin'
@@ -351,7 +418,12 @@ export function cardFromSpec(spec: ModelSpec): Record<string, unknown> {
     : a.family === 'swinv2'
       ? { ...common, depths: [...a.depths], num_heads: [...a.numHeads], window_size: a.windowSize, ...tail, pretrained_window_sizes: [...a.pretrainedWindowSizes] }
       : { ...common, depth: a.depth, num_heads: a.numHeads, ...tail, ...vitVariantKwargs(a) };
+  return cardWithKwargs(spec, kwargs);
+}
+
+function cardWithKwargs(spec: ModelSpec, kwargs: Record<string, unknown>): Record<string, unknown> {
   const p = spec.preprocess;
+  const a = spec.arch;
   return {
     name: spec.name,
     timm_class: TIMM_CLASS[a.family],
@@ -383,6 +455,16 @@ function vitVariantKwargs(a: VitArch): Record<string, unknown> {
   if (a.scaleAttnNorm !== undefined) kw.scale_attn_norm = a.scaleAttnNorm;
   if (a.scaleMlpNorm !== undefined) kw.scale_mlp_norm = a.scaleMlpNorm;
   return kw;
+}
+
+/** MlpMixer's and Beit's timm_kwargs (num_blocks and the two Mixer ratios; BEiT's switches). */
+function mixerBeitKwargs(a: MixerArch | BeitArch): Record<string, unknown> {
+  const common = { img_size: a.imgSize, patch_size: a.patchSize, in_chans: a.inChans, embed_dim: a.embedDim };
+  if (a.family === 'mixer') return { ...common, num_blocks: a.depth, mlp_ratio: [...a.mlpRatio], num_classes: a.numClasses };
+  return {
+    ...common, depth: a.depth, num_heads: a.numHeads, mlp_ratio: a.mlpRatio, qkv_bias: a.qkvBias, init_values: a.initValues,
+    use_abs_pos_emb: a.useAbsPosEmb, use_rel_pos_bias: a.useRelPosBias, num_classes: a.numClasses,
+  };
 }
 
 export function readCard(file: string): ModelSpec {
@@ -436,6 +518,10 @@ const SWINV2_B: DepthsHeads = [[2, 2, 18, 2], [4, 8, 16, 32]], SWINV2_L: DepthsH
 const FROM_192 = [12, 12, 12, 6];
 /** timm's swinv2 _cfg: 256×256, crop 0.9, bicubic, ImageNet mean/std (384 models crop 1.0; the 192 ones are ImageNet-22k heads). */
 const swinv2Preset = (kwargs: Kwargs, cropPct = 0.9): Preset => ({ timmClass: 'SwinTransformerV2', kwargs, cropPct, mean: IMAGENET_MEAN, std: IMAGENET_STD });
+const mixer = (embed_dim: number, num_blocks: number, patch_size = 16): Kwargs => ({ patch_size, num_blocks, embed_dim });
+/** timm's beit_* / beitv2_* entrypoints: relative position bias per block, no absolute position embedding, LayerScale. */
+const beit = (embed_dim: number, depth: number, num_heads: number, init_values: number, extra: Kwargs = {}): Kwargs =>
+  ({ patch_size: 16, embed_dim, depth, num_heads, mlp_ratio: 4, use_abs_pos_emb: false, use_rel_pos_bias: true, init_values, ...extra });
 
 /** Standard timm ImageNet models with the preprocessing of their default pretrained weights. */
 export const PRESETS: Record<string, Preset> = {
@@ -477,6 +563,21 @@ export const PRESETS: Record<string, Preset> = {
   swinv2_large_window12_192: swinv2Preset({ ...swinv2(192, 12, 192, ...SWINV2_L), num_classes: 21841 }),
   swinv2_large_window12to16_192to256: swinv2Preset(swinv2(256, 16, 192, ...SWINV2_L, FROM_192)),
   swinv2_large_window12to24_192to384: swinv2Preset(swinv2(384, 24, 192, ...SWINV2_L, FROM_192), 1.0),
+  // timm/models/mlp_mixer.py: _cfg crop 0.875, bicubic, mean/std 0.5 (goog_in21k_ft_in1k weights).
+  mixer_b16_224: { timmClass: 'MlpMixer', kwargs: mixer(768, 12), cropPct: 0.875, mean: HALF, std: HALF },
+  mixer_l16_224: { timmClass: 'MlpMixer', kwargs: mixer(1024, 24), cropPct: 0.875, mean: HALF, std: HALF },
+  mixer_s16_224: { timmClass: 'MlpMixer', kwargs: mixer(512, 8), cropPct: 0.875, mean: HALF, std: HALF },
+  mixer_s32_224: { timmClass: 'MlpMixer', kwargs: mixer(512, 8, 32), cropPct: 0.875, mean: HALF, std: HALF },
+  mixer_b32_224: { timmClass: 'MlpMixer', kwargs: mixer(768, 12, 32), cropPct: 0.875, mean: HALF, std: HALF },
+  mixer_l32_224: { timmClass: 'MlpMixer', kwargs: mixer(1024, 24, 32), cropPct: 0.875, mean: HALF, std: HALF },
+  // timm/models/beit.py: _cfg crop 0.9, bicubic, mean/std 0.5; 384/512 crop 1.0; BEiT v2 ImageNet mean/std (large: crop 0.95).
+  beit_base_patch16_224: { timmClass: 'Beit', kwargs: beit(768, 12, 12, 0.1), cropPct: 0.9, mean: HALF, std: HALF },
+  beit_base_patch16_384: { timmClass: 'Beit', kwargs: beit(768, 12, 12, 0.1, { img_size: 384 }), cropPct: 1.0, mean: HALF, std: HALF },
+  beit_large_patch16_224: { timmClass: 'Beit', kwargs: beit(1024, 24, 16, 1e-5), cropPct: 0.9, mean: HALF, std: HALF },
+  beit_large_patch16_384: { timmClass: 'Beit', kwargs: beit(1024, 24, 16, 1e-5, { img_size: 384 }), cropPct: 1.0, mean: HALF, std: HALF },
+  beit_large_patch16_512: { timmClass: 'Beit', kwargs: beit(1024, 24, 16, 1e-5, { img_size: 512 }), cropPct: 1.0, mean: HALF, std: HALF },
+  beitv2_base_patch16_224: { timmClass: 'Beit', kwargs: beit(768, 12, 12, 1e-5), cropPct: 0.9, mean: IMAGENET_MEAN, std: IMAGENET_STD },
+  beitv2_large_patch16_224: { timmClass: 'Beit', kwargs: beit(1024, 24, 16, 1e-5), cropPct: 0.95, mean: IMAGENET_MEAN, std: IMAGENET_STD },
 };
 
 export function specFromPreset(name: string): ModelSpec {

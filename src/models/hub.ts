@@ -25,7 +25,7 @@ export const HUB_CONFIG = 'config.json';
 export const HUB_WEIGHTS = 'model.safetensors';
 
 /** The families we implement, for the message about an architecture we do not know. */
-const FAMILIES = 'vit_* (VisionTransformer), deit_* (VisionTransformer, VisionTransformerDistilled), deit3_* (VisionTransformer), swin_* (SwinTransformer), swinv2_* (SwinTransformerV2)';
+const FAMILIES = 'vit_* (VisionTransformer), deit_* (VisionTransformer, VisionTransformerDistilled), deit3_* (VisionTransformer), swin_* (SwinTransformer), swinv2_* (SwinTransformerV2), mixer_* (MlpMixer), beit_* / beitv2_* (Beit)';
 
 export interface ModelFiles {
   /** The safetensors file to read. */

@@ -9,7 +9,7 @@ import type { Activation } from '../tensor/activation.js';
 import { fastKernels, type Kernels } from '../tensor/kernels.js';
 import { channelScaleOp, mergeHeadsOp, splitHeadsOp, unfoldPatchesOp, type LayoutOp } from '../tensor/layout.js';
 import type { Runner } from '../tensor/runner.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { Tensor } from '../tensor/tensor.js';
 import type { QuantPoint } from './types.js';
 import type { Linear, WeightReader } from './weights.js';
 
@@ -101,6 +101,8 @@ export interface MlpOptions {
   bias?: boolean;
   /** A LayerNorm `${name}.norm` with this eps between the activation and fc2 (scale_mlp_norm). */
   normEps?: number;
+  /** The hidden width when it is not int(features · mlpRatio) (MLP-Mixer's token MLP: int(r · embed_dim)). */
+  hidden?: number;
 }
 
 /**
@@ -115,7 +117,7 @@ export class Mlp {
   readonly norm: LayerNorm | null;
 
   constructor(reader: WeightReader, name: string, features: number, mlpRatio: number, options: MlpOptions = {}) {
-    const hidden = mlpHiddenWidth(features, mlpRatio);
+    const hidden = options.hidden ?? mlpHiddenWidth(features, mlpRatio);
     const bias = options.bias ?? true;
     this.activation = options.activation ?? 'gelu';
     this.fc1 = reader.linear(`${name}.fc1`, hidden, features, bias);
@@ -155,6 +157,12 @@ export interface AttentionOptions {
   qkNormEps?: number;
   /** A LayerNorm `${name}.norm` before the output projection (timm's scale_attn_norm), with this eps. */
   outNormEps?: number;
+  /**
+   * BEiT / Swin V2: separate `q_bias` and `v_bias` tensors and a bias-free qkv projection; the projection's
+   * effective bias is cat(q_bias, 0, v_bias), added as the qkv point's bias (so its recorded output includes it).
+   * `qkvBias` is then ignored.
+   */
+  qvBias?: boolean;
 }
 
 /**
@@ -179,7 +187,7 @@ export class Attention {
   constructor(reader: WeightReader, readonly name: string, options: AttentionOptions) {
     const { features, heads } = options;
     this.heads = heads;
-    this.qkv = reader.linear(`${name}.qkv`, 3 * features, features, options.qkvBias);
+    this.qkv = options.qvBias ? qkvWithQvBias(reader, name, features) : reader.linear(`${name}.qkv`, 3 * features, features, options.qkvBias);
     this.qkv.point.weightGroups = 3;
     const headDim = features / heads;
     const qk = options.qkNormEps;
@@ -225,4 +233,13 @@ export class Attention {
     if (this.outNorm) merged = await this.outNorm.forward(k, merged);
     return applyLinear(runner, this.proj, merged);
   }
+}
+
+/** A bias-free qkv projection carrying cat(q_bias, 0, v_bias) as its bias (timm's BEiT / Swin V2 Attention). */
+function qkvWithQvBias(reader: WeightReader, name: string, features: number): Linear {
+  const qkv = reader.linear(`${name}.qkv`, 3 * features, features, false);
+  const bias = new Float32Array(3 * features);
+  bias.set(reader.tensor(`${name}.q_bias`, [features]).data, 0);
+  bias.set(reader.tensor(`${name}.v_bias`, [features]).data, 2 * features);
+  return { ...qkv, bias: new Tensor(bias, [3 * features]) };
 }

@@ -4,7 +4,9 @@
  */
 import path from 'node:path';
 import { Ptq4vitError } from '../errors.js';
+import { Beit } from './beit.js';
 import { readCard, specFromPreset } from './config.js';
+import { MlpMixer } from './mixer.js';
 import { SwinTransformer } from './swin.js';
 import { SwinTransformerV2 } from './swinv2.js';
 import type { ModelSpec, VisionModel } from './types.js';
@@ -13,6 +15,8 @@ import type { TensorSource } from './weights.js';
 
 export function buildModel(spec: ModelSpec, weights: TensorSource): VisionModel {
   if (spec.arch.family === 'swinv2') return new SwinTransformerV2(spec, weights);
+  if (spec.arch.family === 'mixer') return new MlpMixer(spec, weights);
+  if (spec.arch.family === 'beit') return new Beit(spec, weights);
   return spec.arch.family === 'swin' ? new SwinTransformer(spec, weights) : new VisionTransformer(spec, weights);
 }
 

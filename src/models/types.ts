@@ -69,7 +69,42 @@ export interface SwinV2Arch extends Omit<SwinArch, 'family'> {
   pretrainedWindowSizes: number[];
 }
 
-export type Arch = VitArch | SwinArch | SwinV2Arch;
+/** timm's MlpMixer: patch stem, blocks of token-mixing and channel-mixing MLPs, mean over tokens, head. */
+export interface MixerArch {
+  family: 'mixer';
+  imgSize: number;
+  patchSize: number;
+  inChans: number;
+  embedDim: number;
+  /** timm's `num_blocks`. */
+  depth: number;
+  /** timm's `mlp_ratio` as (tokens, channels): hidden widths int(r·embed_dim) of the two MLPs of a block. */
+  mlpRatio: [number, number];
+  numClasses: number;
+}
+
+/** timm's Beit (BEiT, BEiT v2): ViT blocks with relative position bias, q/v biases and LayerScale, avg pool + fc_norm. */
+export interface BeitArch {
+  family: 'beit';
+  imgSize: number;
+  patchSize: number;
+  inChans: number;
+  embedDim: number;
+  depth: number;
+  numHeads: number;
+  mlpRatio: number;
+  /** q_bias and v_bias (the qkv projection itself has no bias). */
+  qkvBias: boolean;
+  /** timm's `init_values`: gamma_1/gamma_2 exist when it is non-zero (its value only initializes them). */
+  initValues: number | null;
+  /** An absolute `pos_embed` [1, 1 + patches, D] added after the class token is prepended. */
+  useAbsPosEmb: boolean;
+  /** A relative position bias table per block (attn.relative_position_bias_table). */
+  useRelPosBias: boolean;
+  numClasses: number;
+}
+
+export type Arch = VitArch | SwinArch | SwinV2Arch | MixerArch | BeitArch;
 
 /** A timm VisionTransformer(Distilled) architecture: narrows an Arch without listing the other families. */
 export function isVitArch(a: Arch): a is VitArch {

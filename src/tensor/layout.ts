@@ -91,9 +91,10 @@ export function mergeHeadsOp(heads: number): LayoutOp {
 
 /**
  * Patch embeddings [B, P, D] → tokens [B, prefix + P, D]: the class (and distillation) tokens prepended,
- * position embeddings added. Affine, not linear: its adjoint is that of the linear part (drop the prefix).
+ * position embeddings added (none: BEiT with use_abs_pos_emb false). Affine, not linear: its adjoint is that of
+ * the linear part (drop the prefix).
  */
-export function prependTokensOp(prefix: Tensor, position: Tensor): LayoutOp {
+export function prependTokensOp(prefix: Tensor, position: Tensor | null): LayoutOp {
   const [numPrefix, D] = prefix.shape;
   return {
     name: `prependTokens(${numPrefix})`,
@@ -101,12 +102,11 @@ export function prependTokensOp(prefix: Tensor, position: Tensor): LayoutOp {
       const [batch, numPatches] = patches.shape;
       const tokens = numPatches + numPrefix;
       const out = new Float32Array(batch * tokens * D);
-      const pos = position.data;
       for (let b = 0; b < batch; b++) {
         const base = b * tokens * D;
         out.set(prefix.data, base);
         out.set(patches.data.subarray(b * numPatches * D, (b + 1) * numPatches * D), base + numPrefix * D);
-        for (let j = 0; j < tokens * D; j++) out[base + j] += pos[j];
+        if (position) for (let j = 0; j < tokens * D; j++) out[base + j] += position.data[j];
       }
       return new Tensor(out, [batch, tokens, D]);
     },
@@ -118,14 +118,16 @@ export function prependTokensOp(prefix: Tensor, position: Tensor): LayoutOp {
       return [new Tensor(out, [batch, numPatches, D])];
     },
     onnx(b, [x], [[, numPatches]]) {
-      // No prefix tokens (class_token=False, no registers): only the position add.
-      if (numPrefix === 0) return b.op('Add', [x, b.floats('pos_embed', position.data, [1, numPatches, D], position.data)], undefined, 'tokens_pos');
+      // No prefix tokens (class_token=False, no registers): only the position add (or nothing).
+      if (numPrefix === 0 && !position) return x;
+      if (numPrefix === 0 && position) return b.op('Add', [x, b.floats('pos_embed', position.data, [1, numPatches, D], position.data)], undefined, 'tokens_pos');
       // Broadcast the prefix over the batch: Expand to [B, prefix, D] with B read off the input's shape.
       const batch = b.slice(b.op('Shape', [x], undefined, 'batch_shape'), 0, 0, 1, 'batch');
       const target = b.op('Concat', [batch, b.int64s('prefix_dims', [numPrefix, D])], { axis: 0 }, 'prefix_shape');
       const tokens = b.floats('prefix_tokens', prefix.data, [1, numPrefix, D], prefix.data);
       const expanded = b.op('Expand', [tokens, target], undefined, 'prefix');
       const joined = b.op('Concat', [expanded, x], { axis: 1 }, 'tokens');
+      if (!position) return joined;
       return b.op('Add', [joined, b.floats('pos_embed', position.data, [1, numPrefix + numPatches, D], position.data)], undefined, 'tokens_pos');
     },
   };
@@ -367,5 +369,65 @@ export function dropTokensOp(k: number): LayoutOp {
       return [new Tensor(gx, x.shape)];
     },
     onnx: (b, [x], [[, tokens]]) => b.slice(x, 1, k, tokens, 'patch_tokens'),
+  };
+}
+/**
+ * [B, N, C] ↔ [B, C, N]: MLP-Mixer's token mixing runs its MLP over the token axis of the transposed tokens
+ * (timm: `mlp_tokens(norm1(x).transpose(1, 2)).transpose(1, 2)`). A permutation whose inverse is itself, so
+ * the adjoint is the same transpose.
+ */
+export const transposeTokensOp: LayoutOp = {
+  name: 'transposeTokens',
+  forward: ([x]) => transposeLast2(x),
+  adjoint: (g) => [transposeLast2(g)],
+  onnx: (b, [x]) => b.transpose(x, [0, 2, 1], 'tokens_t'),
+};
+
+function transposeLast2(x: Tensor): Tensor {
+  const [batch, rows, cols] = x.shape;
+  const out = new Float32Array(x.size);
+  const src = x.data;
+  for (let b = 0; b < batch; b++) {
+    const base = b * rows * cols;
+    for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) out[base + c * rows + r] = src[base + r * cols + c];
+  }
+  return new Tensor(out, [batch, cols, rows]);
+}
+
+/**
+ * Average over the patch tokens only, the first `numPrefix` (class) tokens left out: [B, N, C] → [B, C]
+ * (timm's `global_pool='avg'` of BEiT: `x[:, num_prefix_tokens:].mean(dim=1)`). Adjoint: ∂L/∂y / (N − prefix)
+ * to every patch token, nothing to the prefix.
+ */
+export function meanOverPatchTokensOp(numPrefix: number): LayoutOp {
+  return {
+    name: `meanOverPatchTokens(${numPrefix})`,
+    forward([x]) {
+      const [batch, tokens, c] = x.shape;
+      const sum = new Float64Array(c);
+      const out = new Float32Array(batch * c);
+      for (let b = 0; b < batch; b++) {
+        sum.fill(0);
+        for (let t = numPrefix; t < tokens; t++) {
+          const row = (b * tokens + t) * c;
+          for (let j = 0; j < c; j++) sum[j] += x.data[row + j];
+        }
+        for (let j = 0; j < c; j++) out[b * c + j] = sum[j] / (tokens - numPrefix);
+      }
+      return new Tensor(out, [batch, c]);
+    },
+    adjoint(g, [x]) {
+      const [batch, tokens, c] = x.shape;
+      const inv = 1 / (tokens - numPrefix);
+      const out = new Float32Array(batch * tokens * c);
+      for (let b = 0; b < batch; b++) {
+        for (let t = numPrefix; t < tokens; t++) for (let j = 0; j < c; j++) out[(b * tokens + t) * c + j] = g.data[b * c + j] * inv;
+      }
+      return [new Tensor(out, x.shape)];
+    },
+    onnx(b, [x], [[, tokens]]) {
+      const patches = numPrefix === 0 ? x : b.slice(x, 1, numPrefix, tokens, 'patch_tokens');
+      return b.op('ReduceMean', [patches], { axes: [1], keepdims: 0 }, 'pooled');
+    },
   };
 }
