@@ -5,7 +5,8 @@
 import fs from 'node:fs';
 import { Ptq4vitError } from '../errors.js';
 import { describeFsError } from '../io/safetensors.js';
-import type { Arch, ModelSpec, Preprocess } from './types.js';
+import { preprocessFromHfProcessor } from './hfprocessor.js';
+import type { Arch, ModelSpec, Preprocess, TransformersOrigin, VitArch } from './types.js';
 
 const IMAGENET_MEAN: [number, number, number] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [number, number, number] = [0.229, 0.224, 0.225];
@@ -16,7 +17,7 @@ type Kwargs = Record<string, unknown>;
 /** timm kwargs that only matter for training, or that equal what we implement. */
 const INFERENCE_NEUTRAL = new Set(['drop_rate', 'drop_path_rate', 'attn_drop_rate', 'proj_drop_rate', 'pos_drop_rate', 'patch_drop_rate']);
 
-const VIT_KWARGS = new Set(['img_size', 'patch_size', 'in_chans', 'num_classes', 'embed_dim', 'depth', 'num_heads', 'mlp_ratio', 'qkv_bias', 'global_pool', 'class_token']);
+const VIT_KWARGS = new Set(['img_size', 'patch_size', 'in_chans', 'num_classes', 'embed_dim', 'depth', 'num_heads', 'mlp_ratio', 'qkv_bias', 'global_pool', 'class_token', 'init_values']);
 const SWIN_KWARGS = new Set(['img_size', 'patch_size', 'in_chans', 'num_classes', 'embed_dim', 'depths', 'num_heads', 'window_size', 'mlp_ratio', 'qkv_bias', 'global_pool']);
 
 /**
@@ -132,6 +133,8 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string): 
         mlpRatio: k.number('mlp_ratio', 4),
         qkvBias: k.boolean('qkv_bias', true),
         numClasses: k.positiveInt('num_classes', 1000),
+        // timm: init_values (a number, the gammas' initial value) adds LayerScale ls1/ls2; None (null) does not.
+        ...(kwargs.init_values === undefined || kwargs.init_values === null ? {} : { layerScale: k.number('init_values', 1) > 0 }),
       }, where);
     }
     case 'SwinTransformer': {
@@ -179,7 +182,7 @@ export function specFromCard(card: unknown, where: string): ModelSpec {
   if (typeof c.timm_class !== 'string') throw new Ptq4vitError(`${where}: missing "timm_class" (e.g. "VisionTransformer")`);
   const kwargs = (c.timm_kwargs === undefined ? {} : c.timm_kwargs) as Kwargs;
   if (typeof kwargs !== 'object' || kwargs === null || Array.isArray(kwargs)) throw new Ptq4vitError(`${where}: "timm_kwargs" must be an object`);
-  const arch = archFromTimm(c.timm_class, kwargs, where);
+  const arch = withCardExtras(archFromTimm(c.timm_class, kwargs, where), c, where);
   const inputSize = c.input_size === undefined ? [arch.inChans, arch.imgSize, arch.imgSize] : triple(c.input_size, 'input_size', where);
   if (inputSize[0] !== arch.inChans || inputSize[1] !== arch.imgSize || inputSize[2] !== arch.imgSize) {
     throw new Ptq4vitError(`${where}: input_size ${JSON.stringify(inputSize)} does not match the architecture's [${arch.inChans}, ${arch.imgSize}, ${arch.imgSize}]`);
@@ -198,7 +201,44 @@ export function specFromCard(card: unknown, where: string): ModelSpec {
   };
   if (preprocess.std.some((s) => s <= 0)) throw new Ptq4vitError(`${where}: std values must be positive, got ${JSON.stringify(preprocess.std)}`);
   const labelNames = c.label_names === undefined ? undefined : classNames(c.label_names, arch.numClasses, where);
-  return { name: typeof c.name === 'string' ? c.name : c.timm_class, timmClass: c.timm_class, arch, preprocess, ...(labelNames ? { labelNames } : {}) };
+  const transformers = c.transformers === undefined ? undefined : transformersOrigin(c.transformers, where);
+  if (transformers) {
+    // A transformers folder's spec: its image processor is the preprocessing (src/models/hfprocessor.ts).
+    Object.assign(preprocess, preprocessFromHfProcessor(transformers.preprocessorConfig, `${where}: transformers.preprocessor_config`));
+    if (preprocess.inputSize !== arch.imgSize) throw new Ptq4vitError(`${where}: transformers.preprocessor_config gives ${preprocess.inputSize}×${preprocess.inputSize} inputs, the architecture takes ${arch.imgSize}`);
+  }
+  return { name: typeof c.name === 'string' ? c.name : c.timm_class, timmClass: c.timm_class, arch, preprocess, ...(labelNames ? { labelNames } : {}), ...(transformers ? { transformers } : {}) };
+}
+
+/**
+ * Card fields beyond timm's kwargs, for numerics a transformers model has and a timm constructor does not express:
+ * `layer_norm_eps` (a ViT's LayerNorm eps, timm's 1e-6 when absent) and `head_pool` ("token+patch-mean": the head
+ * on cat(cls, mean of patch tokens), transformers' Dinov2ForImageClassification).
+ */
+function withCardExtras(arch: Arch, c: Record<string, unknown>, where: string): Arch {
+  if (c.layer_norm_eps === undefined && c.head_pool === undefined) return arch;
+  if (arch.family === 'swin') throw new Ptq4vitError(`${where}: layer_norm_eps / head_pool apply to ViT architectures only`);
+  const out: VitArch = { ...arch };
+  if (c.layer_norm_eps !== undefined) {
+    if (typeof c.layer_norm_eps !== 'number' || !(c.layer_norm_eps > 0 && c.layer_norm_eps < 1)) throw new Ptq4vitError(`${where}: layer_norm_eps must be a number in (0, 1), got ${JSON.stringify(c.layer_norm_eps)}`);
+    out.normEps = c.layer_norm_eps;
+  }
+  if (c.head_pool !== undefined) {
+    if (c.head_pool !== 'token' && c.head_pool !== 'token+patch-mean') throw new Ptq4vitError(`${where}: head_pool must be "token" or "token+patch-mean", got ${JSON.stringify(c.head_pool)}`);
+    if (c.head_pool === 'token+patch-mean' && arch.family !== 'vit') throw new Ptq4vitError(`${where}: head_pool "token+patch-mean" needs timm_class VisionTransformer`);
+    out.headPool = c.head_pool;
+  }
+  return out;
+}
+
+/** A card's `transformers` block: { model_type, config, preprocessor_config } of the folder the model was read from. */
+function transformersOrigin(v: unknown, where: string): TransformersOrigin {
+  const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+  if (!isObj(v) || typeof v.model_type !== 'string' || !isObj(v.config) || !isObj(v.preprocessor_config)) {
+    throw new Ptq4vitError(`${where}: transformers must be {"model_type": string, "config": {...}, "preprocessor_config": {...}}`);
+  }
+  if (v.config.model_type !== v.model_type) throw new Ptq4vitError(`${where}: transformers.config.model_type ${JSON.stringify(v.config.model_type)} is not transformers.model_type ${JSON.stringify(v.model_type)}`);
+  return { modelType: v.model_type, config: v.config, preprocessorConfig: v.preprocessor_config };
 }
 
 /** `label_names`: one name per class, by class index (a quantized file keeps a hub folder's names this way). */
@@ -221,7 +261,8 @@ export function cardFromSpec(spec: ModelSpec): Record<string, unknown> {
   const tail = { mlp_ratio: a.mlpRatio, qkv_bias: a.qkvBias, num_classes: a.numClasses };
   const kwargs = a.family === 'swin'
     ? { ...common, depths: [...a.depths], num_heads: [...a.numHeads], window_size: a.windowSize, ...tail }
-    : { ...common, depth: a.depth, num_heads: a.numHeads, ...tail };
+    : { ...common, depth: a.depth, num_heads: a.numHeads, ...tail, ...(a.layerScale ? { init_values: 1 } : {}) };
+  const vitExtras = a.family === 'swin' ? {} : { ...(a.normEps !== undefined ? { layer_norm_eps: a.normEps } : {}), ...(a.headPool !== undefined ? { head_pool: a.headPool } : {}) };
   const p = spec.preprocess;
   return {
     name: spec.name,
@@ -233,6 +274,8 @@ export function cardFromSpec(spec: ModelSpec): Record<string, unknown> {
     crop_pct: p.cropPct,
     interpolation: p.interpolation,
     ...(spec.labelNames ? { label_names: [...spec.labelNames] } : {}),
+    ...vitExtras,
+    ...(spec.transformers ? { transformers: { model_type: spec.transformers.modelType, config: spec.transformers.config, preprocessor_config: spec.transformers.preprocessorConfig } } : {}),
   };
 }
 

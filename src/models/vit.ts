@@ -5,14 +5,16 @@
  *   for each block:  x = x + proj(attn(norm1(x)))  ;  x = x + fc2(gelu(fc1(norm2(x))))
  *   logits = head(norm(x)[:, 0])          (distilled: mean of head(x[:,0]) and head_dist(x[:,1]))
  *
- * LayerNorms use eps = 1e-6 as timm's ViT does. Attention is softmax(q·kᵀ · d^-½)·v with the scale
+ * LayerNorms use eps = 1e-6 as timm's ViT does (arch.normEps when given: transformers' ViT/DeiT use 1e-12).
+ * Optional parts: LayerScale (arch.layerScale: x + γ·branch(x)), and a head on cat(cls, mean of the patch tokens)
+ * (arch.headPool 'token+patch-mean', transformers' Dinov2ForImageClassification). Attention is softmax(q·kᵀ · d^-½)·v with the scale
  * applied after the product, as the PTQ4ViT reference quantizes q·kᵀ itself.
  */
 import { Ptq4vitError } from '../errors.js';
-import { averageOp, prependTokensOp, selectTokenOp, type LayoutOp } from '../tensor/layout.js';
+import { averageOp, clsAndPatchMeanOp, prependTokensOp, selectTokenOp, type LayoutOp } from '../tensor/layout.js';
 import { fp32Runner, type Runner } from '../tensor/runner.js';
 import { Tensor } from '../tensor/tensor.js';
-import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, Mlp, PatchEmbed } from './layers.js';
+import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, LayerScale, Mlp, PatchEmbed } from './layers.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
 import type { ModelSpec, QuantPoint, VisionModel, VitArch } from './types.js';
 
@@ -23,13 +25,19 @@ class VitBlock {
   readonly attn: Attention;
   readonly norm2: LayerNorm;
   readonly mlp: Mlp;
+  /** LayerScale γ on each branch (DeiT III, DINOv2), or null. */
+  readonly ls1: LayerScale | null;
+  readonly ls2: LayerScale | null;
 
   constructor(reader: WeightReader, name: string, a: VitArch) {
     const D = a.embedDim;
-    this.norm1 = new LayerNorm(reader, `${name}.norm1`, D, LN_EPS);
+    const eps = a.normEps ?? LN_EPS;
+    this.norm1 = new LayerNorm(reader, `${name}.norm1`, D, eps);
     this.attn = new Attention(reader, `${name}.attn`, { features: D, heads: a.numHeads, qkvBias: a.qkvBias, scale: 'scores' });
-    this.norm2 = new LayerNorm(reader, `${name}.norm2`, D, LN_EPS);
+    this.ls1 = a.layerScale ? new LayerScale(reader, `${name}.ls1.gamma`, D) : null;
+    this.norm2 = new LayerNorm(reader, `${name}.norm2`, D, eps);
     this.mlp = new Mlp(reader, `${name}.mlp`, D, a.mlpRatio);
+    this.ls2 = a.layerScale ? new LayerScale(reader, `${name}.ls2.gamma`, D) : null;
     feedsFrom(this.attn.qkv, this.norm1);
     feedsFrom(this.mlp.fc1, this.norm2);
   }
@@ -40,8 +48,10 @@ class VitBlock {
 
   async forward(runner: Runner, x: Tensor): Promise<Tensor> {
     const k = kernelsOf(runner);
-    x = k.add(x, await this.attn.forward(runner, await this.norm1.forward(k, x)));
-    return k.add(x, await this.mlp.forward(runner, await this.norm2.forward(k, x)));
+    const attended = await this.attn.forward(runner, await this.norm1.forward(k, x));
+    x = k.add(x, this.ls1 ? this.ls1.forward(k, attended) : attended);
+    const mixed = await this.mlp.forward(runner, await this.norm2.forward(k, x));
+    return k.add(x, this.ls2 ? this.ls2.forward(k, mixed) : mixed);
   }
 }
 
@@ -75,10 +85,12 @@ export class VisionTransformer implements VisionModel {
     const prefix = distilled ? new Tensor(Float32Array.from([...cls.data, ...reader.tensor('dist_token', [1, 1, D]).data]), [2, D]) : cls.reshape([1, D]);
     this.embed = prependTokensOp(prefix, reader.tensor('pos_embed', [1, numTokens, D]).reshape([numTokens, D]));
     this.blocks = Array.from({ length: a.depth }, (_, i) => new VitBlock(reader, `blocks.${i}`, a));
-    this.norm = new LayerNorm(reader, 'norm', D, LN_EPS);
-    this.heads = [reader.linear('head', a.numClasses, D)];
+    this.norm = new LayerNorm(reader, 'norm', D, a.normEps ?? LN_EPS);
+    // headPool 'token+patch-mean' (transformers' Dinov2 classifier): the head reads cat(cls, mean of patches), 2·D wide.
+    const patchMean = a.headPool === 'token+patch-mean';
+    this.heads = [reader.linear('head', a.numClasses, patchMean ? 2 * D : D)];
     if (distilled) this.heads.push(reader.linear('head_dist', a.numClasses, D));
-    this.pickToken = this.heads.map((_, t) => selectTokenOp(t));
+    this.pickToken = patchMean ? [clsAndPatchMeanOp] : this.heads.map((_, t) => selectTokenOp(t));
     reader.checkAllUsed(spec.name);
     this.quantPoints = [...this.patchEmbed.points, ...this.blocks.flatMap((b) => b.points), ...this.heads.map((h) => h.point)];
   }
