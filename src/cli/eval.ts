@@ -8,7 +8,7 @@ import type { VisionModel } from '../models/types.js';
 import { openModel } from '../open.js';
 import type { Runner } from '../tensor/runner.js';
 import { checkClasses, describeQuantization } from './describe.js';
-import { applyCommon, commandHelp, FLOAT_CHECKPOINT_FLAGS, intFlag, parse, requireFlag, type CommandSpec } from './args.js';
+import { applyCommon, commandHelp, FLOAT_CHECKPOINT_FLAGS, imgSizeFlag, intFlag, parse, requireFlag, type CommandSpec } from './args.js';
 import { ProgressBar } from './progress.js';
 import { printReport } from './report.js';
 
@@ -32,7 +32,7 @@ async function evalTarget(weights: string, v: Record<string, string | boolean | 
     const opened = await openOnnxModel(weights, spec);
     return { model: opened.model, what: opened.quantized ? 'integer ONNX' : 'ONNX', quantized: opened.quantized };
   }
-  const loaded = openModel({ weights, config, arch });
+  const loaded = openModel({ weights, config, arch, imgSize: imgSizeFlag(v) });
   const label = loaded.quantized ? describeQuantization(loaded.quantized.provenance) : 'FP32';
   // Codes wider than 8 bits have no int8 container: such a file runs op by op (the simulation).
   const wide = loaded.quantized?.points.some((p) => (p.kind === 'matmul' ? Math.max(p.a.bits, p.b.bits) : Math.max(p.weightBits, p.input?.bits ?? 0)) > 8);

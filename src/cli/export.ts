@@ -8,7 +8,7 @@ import { exportOnnx } from '../export/onnx.js';
 import { writeFileAtomic } from '../io/safetensors.js';
 import { locateModel } from '../models/hub.js';
 import { openModel } from '../open.js';
-import { applyCommon, commandHelp, FLOAT_CHECKPOINT_FLAGS, parse, requireFlag, type CommandSpec } from './args.js';
+import { applyCommon, commandHelp, FLOAT_CHECKPOINT_FLAGS, imgSizeFlag, parse, requireFlag, type CommandSpec } from './args.js';
 import { describeQuantization } from './describe.js';
 import { checkOutputNotInput, type InputPath } from './paths.js';
 import { printReport } from './report.js';
@@ -53,7 +53,7 @@ export async function runExport(args: string[]): Promise<void> {
   const inputs = [weights, input.weights, input.hubConfig ?? input.siblingCard, config, v.labels as string | undefined];
   if (out) checkOutput(out, inputs);
   if (hfDir) checkOutputNotInput(hfDir, inputPaths(inputs), '--hf-dir');
-  const loaded = openModel({ weights, config, arch });
+  const loaded = openModel({ weights, config, arch, imgSize: imgSizeFlag(v) });
   const { spec } = loaded.model;
   const labels = v.labels ? readLabels(v.labels as string, spec.arch.numClasses) : spec.labelNames;
   const asFloat = v.float === true || !loaded.quantized;
