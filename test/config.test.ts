@@ -158,7 +158,7 @@ describe('bad cards', () => {
   });
 
   test('unsupported kwarg', () => {
-    bad(vitCard({ init_values: 1e-5 }), /timm_kwargs\.init_values is not supported \(supported: img_size, patch_size, .*\)/);
+    bad(vitCard({ block_fn: 'ParallelBlock' }), /timm_kwargs\.block_fn is not supported \(supported: img_size, patch_size, .*\)/);
     bad(vitCard({ reg_tokens: 4 }), /timm_kwargs\.reg_tokens is not supported/);
     bad({ timm_class: 'SwinTransformer', timm_kwargs: { depth: 12 } }, /timm_kwargs\.depth is not supported \(supported: .*depths/);
     bad(vitCard({ global_pool: 'avg' }), /timm_kwargs\.global_pool = "avg" is not supported \(only "token"\)/);
