@@ -158,11 +158,13 @@ describe('bad cards', () => {
   });
 
   test('unsupported kwarg', () => {
-    bad(vitCard({ block_fn: 'ParallelBlock' }), /timm_kwargs\.block_fn is not supported \(supported: img_size, patch_size, .*\)/);
-    bad(vitCard({ reg_tokens: 4 }), /timm_kwargs\.reg_tokens is not supported/);
+    // timm VisionTransformer's optional parts are supported (test/vit_families.test.ts); what is not, is refused.
+    bad(vitCard({ mlp_layer: 'SwiGLUPacked' }), /timm_kwargs\.mlp_layer is not supported \(supported: img_size, patch_size, .*init_values.*\)/);
+    bad(vitCard({ global_pool: 'map' }), /timm_kwargs\.global_pool = "map" is not supported \(attention pooling/);
     bad({ timm_class: 'SwinTransformer', timm_kwargs: { depth: 12 } }, /timm_kwargs\.depth is not supported \(supported: .*depths/);
-    bad(vitCard({ global_pool: 'avg' }), /timm_kwargs\.global_pool = "avg" is not supported \(only "token"\)/);
-    bad(vitCard({ class_token: false }), /timm_kwargs\.class_token = false is not supported/);
+    bad({ timm_class: 'VisionTransformerDistilled', timm_kwargs: { global_pool: 'avg' } }, /timm_kwargs\.global_pool = "avg" is not supported \(only "token"\)/);
+    bad({ timm_class: 'VisionTransformerDistilled', timm_kwargs: { reg_tokens: 4 } }, /timm_kwargs\.reg_tokens is not supported/);
+    bad(vitCard({ class_token: false }), /timm_kwargs\.global_pool "token" needs the class token/);
     bad({ timm_class: 'SwinTransformer', timm_kwargs: { global_pool: 'token' } }, /timm_kwargs\.global_pool = "token" is not supported \(only "avg"\)/);
   });
 

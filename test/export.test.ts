@@ -25,6 +25,7 @@ import {
   meanOverTokensOp,
   mergeHeadsOp,
   mergePatchesOp,
+  poolTokensOp,
   prependTokensOp,
   selectTokenOp,
   splitHeadsOp,
@@ -71,6 +72,10 @@ describe('named layout ops: the ONNX translation is the eager kernel', () => {
     [windowReverseAddOp({ height: 4, width: 4, window: 4, shift: 0 }), [[2, 16, 3], [2, 16, 3]]],
     [mergePatchesOp(4, 6), [[2, 24, 5]]],
     [meanOverTokensOp, [[2, 9, 4]]],
+    [poolTokensOp('avg', 1), [[2, 9, 4]]],
+    [poolTokensOp('max', 5), [[2, 9, 4]]],
+    [poolTokensOp('avgmax', 0), [[2, 9, 4]]],
+    [prependTokensOp(randomTensor([0, 6], 5), randomTensor([4, 6], 6)), [[3, 4, 6]]],
   ];
   for (const [op, shapes] of cases) {
     test(op.name, async () => {
@@ -118,7 +123,7 @@ describe('graph builder: layout steps the integer graph relies on', () => {
 });
 
 describe('FP32 export: the traced graph matches timm on the parity fixtures', () => {
-  for (const name of ['vit_p16_224_fixture', 'deit_distilled_p16_224_fixture', 'swin_p4_w7_224_fixture']) {
+  for (const name of ['vit_p16_224_fixture', 'deit_distilled_p16_224_fixture', 'swin_p4_w7_224_fixture', 'vit_reg4_p14_224_fixture', 'vit_clip_p16_224_fixture']) {
     test(name, async () => {
       const card = JSON.parse(fs.readFileSync(path.join(fixturesDir, `${name}.json`), 'utf8'));
       const model = buildModel(specFromCard(card, name), SafeTensors.read(path.join(fixturesDir, `${name}.safetensors`)));

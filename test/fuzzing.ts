@@ -79,7 +79,7 @@ export function mutateJson(r: Rng, doc: unknown): unknown {
   } else if (op === 1 && typeof parent[key] === 'object' && parent[key] !== null) {
     const target = parent[key];
     if (Array.isArray(target)) target.push(oddValue(r, target[0]));
-    else target[pick(r, ['extra', 'name', 'kind', 'bits', 'deltas', 'timm_kwargs', 'format', 'count'])] = oddValue(r, undefined);
+    else target[pick(r, ['extra', 'name', 'kind', 'bits', 'deltas', 'timm_kwargs', 'format', 'count', 'reg_tokens', 'init_values', 'global_pool', 'act_layer', 'fc_norm', 'class_token', 'layer_norm_eps'])] = oddValue(r, undefined);
   } else {
     parent[key] = oddValue(r, parent[key]);
   }
@@ -125,6 +125,15 @@ class RandomWeights implements TensorSource {
 const TINY_CARDS: Record<string, unknown> = {
   vit: { name: 'tiny_vit', timm_class: 'VisionTransformer', timm_kwargs: { img_size: 8, patch_size: 4, embed_dim: 8, depth: 1, num_heads: 2, num_classes: 3 }, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },
   deit: { name: 'tiny_deit', timm_class: 'VisionTransformerDistilled', timm_kwargs: { img_size: 8, patch_size: 4, embed_dim: 8, depth: 1, num_heads: 2, num_classes: 3 }, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },
+  // timm VisionTransformer's optional parts (DINOv2 registers + LayerScale, CLIP pre_norm + QuickGELU + eps, avg pool, q/k norms).
+  vit_variants: {
+    name: 'tiny_vit_variants',
+    timm_class: 'VisionTransformer',
+    timm_kwargs: { img_size: 8, patch_size: 4, embed_dim: 8, depth: 1, num_heads: 2, num_classes: 3, reg_tokens: 2, no_embed_class: true, init_values: 0.1, pre_norm: true, act_layer: 'quick_gelu', global_pool: 'avg', qk_norm: true },
+    layer_norm_eps: 1e-5,
+    mean: [0.5, 0.5, 0.5],
+    std: [0.25, 0.25, 0.25],
+  },
   swin: { name: 'tiny_swin', timm_class: 'SwinTransformer', timm_kwargs: { img_size: 16, patch_size: 2, embed_dim: 8, depths: [1, 1], num_heads: [2, 2], window_size: 4, num_classes: 3 }, mean: [0.5, 0.5, 0.5], std: [0.25, 0.25, 0.25] },
 };
 

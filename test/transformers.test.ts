@@ -22,7 +22,8 @@ import { Ptq4vitError } from '../src/errors.js';
 import { wholeModelGraph } from '../src/export/graph.js';
 import { HF_FILES } from '../src/export/hfdir.js';
 import { SafeTensors, writeSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
-import { specFromCard } from '../src/models/config.js';
+import { cardFromSpec, specFromCard } from '../src/models/config.js';
+import { checkSpecStorable, specFromStoredCard } from '../src/quant/file.js';
 import { buildModel } from '../src/models/load.js';
 import { interpolateBicubic, resampleAbsPosEmbed } from '../src/models/posembed.js';
 import { dinov2PositionEmbeddings } from '../src/models/transformers.js';
@@ -76,6 +77,9 @@ describe('transformers fixtures: preprocessing and logits', () => {
       assert.deepEqual(logits.shape, expected.tensor('logits').shape);
       assertClose(logits.data, expected.tensor('logits').data, `${type} logits`, 1e-4);
       assert.deepEqual(model.spec.labelNames?.slice(0, 3), ['airplane', 'automobile', 'bird'], 'id2label → class names');
+      // A quantized file stores the spec as a card (with the folder's config and processor) and reads it back.
+      checkSpecStorable(model.spec);
+      assert.deepEqual(specFromStoredCard(JSON.parse(JSON.stringify(cardFromSpec(model.spec))), 'card'), model.spec);
     });
   }
 
@@ -358,14 +362,14 @@ describe("torch's bicubic interpolation (posembed.ts)", () => {
     const g = new GraphBuilder();
     const xin = g.reserve('x');
     g.reserve('y');
-    g.opInto('y', 'Identity', [clsAndPatchMeanOp.onnx(g, [xin], [x.shape])]);
+    g.opInto('y', 'Identity', [clsAndPatchMeanOp(2).onnx(g, [xin], [x.shape])]);
     const bytes = encodeModel(g.finish('op', [{ name: 'x', elemType: OnnxType.FLOAT, shape: ['n', 6, 4] }], [{ name: 'y', elemType: OnnxType.FLOAT, shape: ['n', 8] }], 17));
     const session = await ort.InferenceSession.create(bytes);
     const y = (await session.run({ x: new ort.Tensor('float32', x.data, x.shape as number[]) })).y;
-    const expected = clsAndPatchMeanOp.forward([x]);
+    const expected = clsAndPatchMeanOp(2).forward([x]);
     assertClose(y.data as Float32Array, expected.data, 'clsAndPatchMean onnx', 1e-6);
     const gOut = randomTensor([3, 8], 9);
-    const [gIn] = clsAndPatchMeanOp.adjoint(gOut, [x]);
+    const [gIn] = clsAndPatchMeanOp(2).adjoint(gOut, [x]);
     const dot = (a: Float32Array, b: Float32Array) => a.reduce((s, v, i) => s + v * b[i], 0);
     assert.ok(Math.abs(dot(expected.data, gOut.data) - dot(x.data, gIn!.data)) < 1e-4, '⟨Ax, g⟩ = ⟨x, Aᵀg⟩');
   });

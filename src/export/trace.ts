@@ -5,6 +5,7 @@
  * to standard ops, and products are emitted by a `ProductEmitter` — float32 or integer-quantized.
  */
 import type { GraphBuilder } from '../onnx/builder.js';
+import { GELU_TANH_COEFFS, QUICK_GELU_SLOPE } from '../tensor/activation.js';
 import { fastKernels, type Kernels } from '../tensor/kernels.js';
 import type { Runner } from '../tensor/runner.js';
 import type { Tensor } from '../tensor/tensor.js';
@@ -69,11 +70,26 @@ export class Tracer implements Runner {
         const w = this.value(weight, 'ln_weight'), b = this.value(bias, 'ln_bias');
         return this.emit(y, g.op('LayerNormalization', [this.value(x), w, b], { axis: -1, epsilon: { float: eps } }, 'layernorm'));
       },
-      gelu: async (x) => {
-        const y = await fastKernels.gelu(x);
+      gelu: async (x, kind = 'gelu') => {
+        const y = await fastKernels.gelu(x, kind);
+        const v = this.value(x);
+        if (kind === 'quick_gelu') {
+          // x·σ(1.702·x) (opset 17 has no QuickGelu; onnxruntime fuses this pattern).
+          const s = g.op('Sigmoid', [g.op('Mul', [v, g.float('quick_gelu_slope', QUICK_GELU_SLOPE)], undefined, 'quick_gelu_in')], undefined, 'quick_gelu_sigmoid');
+          return this.emit(y, g.op('Mul', [v, s], undefined, 'quick_gelu'));
+        }
+        if (kind === 'gelu_tanh') {
+          // ½x·(1 + tanh(√(2/π)·(x + 0.044715·x³))), the pattern onnxruntime fuses into FastGelu.
+          const { c, a } = GELU_TANH_COEFFS;
+          const cube = g.op('Mul', [g.op('Mul', [v, v], undefined, 'gelu_tanh_x2'), v], undefined, 'gelu_tanh_x3');
+          const inner = g.op('Add', [v, g.op('Mul', [cube, g.float('gelu_tanh_a', a)], undefined, 'gelu_tanh_ax3')], undefined, 'gelu_tanh_poly');
+          const t = g.op('Tanh', [g.op('Mul', [inner, g.float('gelu_tanh_c', c)], undefined, 'gelu_tanh_in')], undefined, 'gelu_tanh_t');
+          const scaled = g.op('Mul', [v, g.op('Add', [t, g.float('one', 1)], undefined, 'gelu_tanh_1p')], undefined, 'gelu_tanh_x');
+          return this.emit(y, g.op('Mul', [scaled, g.float('half', 0.5)], undefined, 'gelu_tanh'));
+        }
         // Exact GELU, x·½·(1 + erf(x/√2)), written as the pattern onnxruntime fuses into its Gelu kernel.
-        const erf = g.op('Erf', [g.op('Div', [this.value(x), g.float('sqrt2', Math.SQRT2)], undefined, 'gelu_in')], undefined, 'gelu_erf');
-        const scaled = g.op('Mul', [this.value(x), g.op('Add', [erf, g.float('one', 1)], undefined, 'gelu_1p')], undefined, 'gelu_x');
+        const erf = g.op('Erf', [g.op('Div', [v, g.float('sqrt2', Math.SQRT2)], undefined, 'gelu_in')], undefined, 'gelu_erf');
+        const scaled = g.op('Mul', [v, g.op('Add', [erf, g.float('one', 1)], undefined, 'gelu_1p')], undefined, 'gelu_x');
         return this.emit(y, g.op('Mul', [scaled, g.float('half', 0.5)], undefined, 'gelu'));
       },
       softmax: async (x, scale, bias) => {

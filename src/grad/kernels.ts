@@ -3,7 +3,7 @@
  * ∂L/∂y, return ∂L/∂x. Only activation gradients are needed — PTQ4ViT's Hessian metric uses ∂L/∂O at
  * each quantization point — so no parameter gradients are ever formed.
  */
-import { erf } from '../tensor/erf.js';
+import { activationDerivative, type Activation } from '../tensor/activation.js';
 import { Tensor } from '../tensor/tensor.js';
 
 /**
@@ -39,18 +39,11 @@ export function layerNormBackward(x: Tensor, weight: Tensor, gradOut: Tensor, ep
   return new Tensor(gx, x.shape);
 }
 
-const INV_SQRT_2PI = 1 / Math.sqrt(2 * Math.PI);
-
-/** GELU(x) = x·Φ(x): ∂/∂x = Φ(x) + x·φ(x). */
-export function geluBackward(x: Tensor, gradOut: Tensor): Tensor {
+/** GELU(x) = x·Φ(x): ∂/∂x = Φ(x) + x·φ(x); the other activations by their own derivative (activation.ts). */
+export function geluBackward(x: Tensor, gradOut: Tensor, kind: Activation = 'gelu'): Tensor {
   const src = x.data, gy = gradOut.data;
   const gx = new Float32Array(x.size);
-  for (let i = 0; i < gx.length; i++) {
-    const v = src[i];
-    const cdf = 0.5 * (1 + erf(v * Math.SQRT1_2));
-    const pdf = INV_SQRT_2PI * Math.exp(-0.5 * v * v);
-    gx[i] = gy[i] * (cdf + v * pdf);
-  }
+  for (let i = 0; i < gx.length; i++) gx[i] = gy[i] * activationDerivative(kind, src[i]);
   return new Tensor(gx, x.shape);
 }
 

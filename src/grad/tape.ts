@@ -57,9 +57,9 @@ export class Tape implements Runner {
         const output = await fastKernels.layerNorm(x, weight, bias, eps);
         return this.record({ inputs: [x], output, backward: (g) => [layerNormBackward(x, weight, g, eps)] });
       },
-      gelu: async (x) => {
-        const output = await fastKernels.gelu(x);
-        return this.record({ inputs: [x], output, backward: (g) => [geluBackward(x, g)] });
+      gelu: async (x, kind) => {
+        const output = await fastKernels.gelu(x, kind);
+        return this.record({ inputs: [x], output, backward: (g) => [geluBackward(x, g, kind)] });
       },
       softmax: async (x, scale, bias) => {
         const output = await fastKernels.softmax(x, scale, bias);

@@ -5,6 +5,7 @@
 import fs from 'node:fs';
 import { Ptq4vitError } from '../errors.js';
 import { describeFsError } from '../io/safetensors.js';
+import { ACTIVATIONS } from '../tensor/activation.js';
 import { preprocessFromHfProcessor } from './hfprocessor.js';
 import type { Arch, ModelSpec, Preprocess, TransformersOrigin, VitArch } from './types.js';
 
@@ -17,7 +18,12 @@ type Kwargs = Record<string, unknown>;
 /** timm kwargs that only matter for training, or that equal what we implement. */
 const INFERENCE_NEUTRAL = new Set(['drop_rate', 'drop_path_rate', 'attn_drop_rate', 'proj_drop_rate', 'pos_drop_rate', 'patch_drop_rate']);
 
-const VIT_KWARGS = new Set(['img_size', 'patch_size', 'in_chans', 'num_classes', 'embed_dim', 'depth', 'num_heads', 'mlp_ratio', 'qkv_bias', 'global_pool', 'class_token', 'init_values']);
+const VIT_KWARGS = new Set(['img_size', 'patch_size', 'in_chans', 'num_classes', 'embed_dim', 'depth', 'num_heads', 'mlp_ratio', 'qkv_bias', 'global_pool', 'class_token']);
+/** The optional parts of timm's VisionTransformer we implement (vitVariantFromTimm), and kwargs accepted at their default. */
+const VIT_VARIANT_KWARGS = [
+  'init_values', 'reg_tokens', 'no_embed_class', 'fc_norm', 'final_norm', 'pre_norm', 'act_layer', 'qk_norm', 'proj_bias', 'scale_attn_norm', 'scale_mlp_norm',
+  'pos_embed', 'pool_include_prefix', 'dynamic_img_size', 'dynamic_img_pad', 'weight_init', 'fix_init',
+];
 const SWIN_KWARGS = new Set(['img_size', 'patch_size', 'in_chans', 'num_classes', 'embed_dim', 'depths', 'num_heads', 'window_size', 'mlp_ratio', 'qkv_bias', 'global_pool']);
 
 /**
@@ -64,7 +70,33 @@ function kwargsReader(kwargs: Kwargs, where: string, allowed: Set<string>) {
       throw new Ptq4vitError(`${where}: timm_kwargs.${key} = ${JSON.stringify(kwargs[key])} is not supported (only ${JSON.stringify(expected)})`);
     }
   };
-  return { positiveInt, intList, number, boolean, exact };
+  /** One of `choices` (null = the fallback, as timm's None). */
+  const oneOf = <T extends string>(key: string, choices: readonly T[], fallback: T, unsupported: Record<string, string> = {}): T => {
+    const v = kwargs[key] ?? fallback;
+    if (typeof v === 'string' && v in unsupported) throw new Ptq4vitError(`${where}: timm_kwargs.${key} = ${JSON.stringify(v)} is not supported (${unsupported[v]}; supported: ${choices.map((c) => JSON.stringify(c)).join(', ')})`);
+    if (!choices.includes(v as T)) throw new Ptq4vitError(`${where}: timm_kwargs.${key} must be one of ${choices.map((c) => JSON.stringify(c)).join(', ')}, got ${JSON.stringify(kwargs[key])}`);
+    return v as T;
+  };
+  const nonNegativeInt = (key: string, fallback: number): number => {
+    const v = kwargs[key] ?? fallback;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > MAX_KWARG_INT) {
+      throw new Ptq4vitError(`${where}: timm_kwargs.${key} must be a non-negative integer, got ${JSON.stringify(kwargs[key])}`);
+    }
+    return v;
+  };
+  /** A finite number, or null/absent (timm's None). */
+  const optionalNumber = (key: string): number | null => {
+    const v = kwargs[key] ?? null;
+    if (v !== null && (typeof v !== 'number' || !Number.isFinite(v))) throw new Ptq4vitError(`${where}: timm_kwargs.${key} must be a number or null, got ${JSON.stringify(kwargs[key])}`);
+    return v;
+  };
+  /** true/false, or null/absent (timm's None). */
+  const optionalBoolean = (key: string): boolean | null => {
+    const v = kwargs[key] ?? null;
+    if (v !== null && typeof v !== 'boolean') throw new Ptq4vitError(`${where}: timm_kwargs.${key} must be true, false or null, got ${JSON.stringify(kwargs[key])}`);
+    return v;
+  };
+  return { positiveInt, intList, number, boolean, exact, oneOf, nonNegativeInt, optionalNumber, optionalBoolean };
 }
 
 /**
@@ -114,14 +146,76 @@ function checkInput(arch: Arch, where: string): void {
   }
 }
 
+/** timm's LayerNorm eps in VisionTransformer (norm_layer = partial(nn.LayerNorm, eps=1e-6)). */
+export const VIT_NORM_EPS = 1e-6;
+
+/** What a card or preset says besides the timm kwargs: the LayerNorm eps (norm_layer is a class, not JSON). */
+export interface ArchExtras {
+  /** A card's top-level `layer_norm_eps`, or a preset's family eps (CLIP: 1e-5). */
+  layerNormEps?: unknown;
+}
+
+const GLOBAL_POOLS = ['token', 'avg', 'max', 'avgmax'] as const;
+const UNSUPPORTED_POOLS: Record<string, string> = {
+  '': 'no pooling gives per-token outputs, not one prediction per image',
+  map: 'attention pooling (AttentionPoolLatent) is not implemented',
+  prr: 'AttentionPoolPrr is not implemented',
+};
+
+/**
+ * The optional parts of timm's VisionTransformer from its kwargs, with timm's rules: fc_norm = None means
+ * "after the pool" for avg / max / avgmax; global_pool 'token' needs the class token; pre_norm drops the patch
+ * embedding's bias. Only values that differ from timm's defaults are kept (types.ts VitArch).
+ */
+function vitVariantFromTimm(k: ReturnType<typeof kwargsReader>, extras: ArchExtras, where: string): Partial<VitArch> {
+  k.exact('pos_embed', 'learn');
+  k.exact('pool_include_prefix', false);
+  k.exact('dynamic_img_size', false);
+  k.exact('dynamic_img_pad', false);
+  const classToken = k.boolean('class_token', true);
+  const regTokens = k.nonNegativeInt('reg_tokens', 0);
+  const globalPool = k.oneOf('global_pool', GLOBAL_POOLS, 'token', UNSUPPORTED_POOLS);
+  if (globalPool === 'token' && !classToken) throw new Ptq4vitError(`${where}: timm_kwargs.global_pool "token" needs the class token, but timm_kwargs.class_token is false`);
+  const poolRule = globalPool !== 'token';
+  const fcNorm = k.optionalBoolean('fc_norm') ?? poolRule;
+  const initValues = k.optionalNumber('init_values');
+  const activation = k.oneOf('act_layer', ACTIVATIONS, 'gelu', { swiglu: 'SwiGLU MLPs are not implemented', silu: 'only GELU-family activations', relu: 'only GELU-family activations' });
+  const eps = extras.layerNormEps ?? VIT_NORM_EPS;
+  if (typeof eps !== 'number' || !(eps > 0) || !(eps < 1)) throw new Ptq4vitError(`${where}: layer_norm_eps must be a number in (0, 1), got ${JSON.stringify(extras.layerNormEps)}`);
+  const v: Partial<VitArch> = {};
+  if (!classToken) v.classToken = false;
+  if (regTokens > 0) v.regTokens = regTokens;
+  if (k.boolean('no_embed_class', false)) v.noEmbedClass = true;
+  if (globalPool !== 'token') v.globalPool = globalPool;
+  if (fcNorm !== poolRule) v.fcNorm = fcNorm;
+  if (!k.boolean('final_norm', true)) v.finalNorm = false;
+  if (k.boolean('pre_norm', false)) v.preNorm = true;
+  if (initValues) v.initValues = initValues; // timm: LayerScale only when init_values is truthy
+  if (activation !== 'gelu') v.activation = activation;
+  if (eps !== VIT_NORM_EPS) v.normEps = eps;
+  if (k.boolean('qk_norm', false)) v.qkNorm = true;
+  if (!k.boolean('proj_bias', true)) v.projBias = false;
+  if (k.boolean('scale_attn_norm', false)) v.scaleAttnNorm = true;
+  if (k.boolean('scale_mlp_norm', false)) v.scaleMlpNorm = true;
+  return v;
+}
+
 /** The architecture a timm class + constructor kwargs describe (timm's defaults where a kwarg is absent). */
-export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string): Arch {
+export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string, extras: ArchExtras = {}): Arch {
   switch (timmClass) {
     case 'VisionTransformer':
     case 'VisionTransformerDistilled': {
-      const k = kwargsReader(kwargs, where, VIT_KWARGS);
-      k.exact('global_pool', 'token');
-      k.exact('class_token', true);
+      const distilled = timmClass === 'VisionTransformerDistilled';
+      const k = kwargsReader(kwargs, where, distilled ? VIT_KWARGS : new Set([...VIT_KWARGS, ...VIT_VARIANT_KWARGS]));
+      let variant: Partial<VitArch> = {};
+      if (distilled) {
+        k.exact('global_pool', 'token');
+        k.exact('class_token', true);
+        // transformers' DeiT (DeiTForImageClassificationWithTeacher) uses LayerNorm eps 1e-12.
+        const eps = extras.layerNormEps ?? VIT_NORM_EPS;
+        if (typeof eps !== 'number' || !(eps > 0) || !(eps < 1)) throw new Ptq4vitError(`${where}: layer_norm_eps must be a number in (0, 1), got ${JSON.stringify(extras.layerNormEps)}`);
+        if (eps !== VIT_NORM_EPS) variant = { normEps: eps };
+      } else variant = vitVariantFromTimm(k, extras, where);
       return checkVitArch({
         family: timmClass === 'VisionTransformer' ? 'vit' : 'deit-distilled',
         imgSize: k.positiveInt('img_size', 224),
@@ -133,8 +227,7 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string): 
         mlpRatio: k.number('mlp_ratio', 4),
         qkvBias: k.boolean('qkv_bias', true),
         numClasses: k.positiveInt('num_classes', 1000),
-        // timm: init_values (a number, the gammas' initial value) adds LayerScale ls1/ls2; None (null) does not.
-        ...(kwargs.init_values === undefined || kwargs.init_values === null ? {} : { layerScale: k.number('init_values', 1) > 0 }),
+        ...variant,
       }, where);
     }
     case 'SwinTransformer': {
@@ -182,7 +275,7 @@ export function specFromCard(card: unknown, where: string): ModelSpec {
   if (typeof c.timm_class !== 'string') throw new Ptq4vitError(`${where}: missing "timm_class" (e.g. "VisionTransformer")`);
   const kwargs = (c.timm_kwargs === undefined ? {} : c.timm_kwargs) as Kwargs;
   if (typeof kwargs !== 'object' || kwargs === null || Array.isArray(kwargs)) throw new Ptq4vitError(`${where}: "timm_kwargs" must be an object`);
-  const arch = withCardExtras(archFromTimm(c.timm_class, kwargs, where), c, where);
+  const arch = withCardExtras(archFromTimm(c.timm_class, kwargs, where, { layerNormEps: c.layer_norm_eps }), c, where);
   const inputSize = c.input_size === undefined ? [arch.inChans, arch.imgSize, arch.imgSize] : triple(c.input_size, 'input_size', where);
   if (inputSize[0] !== arch.inChans || inputSize[1] !== arch.imgSize || inputSize[2] !== arch.imgSize) {
     throw new Ptq4vitError(`${where}: input_size ${JSON.stringify(inputSize)} does not match the architecture's [${arch.inChans}, ${arch.imgSize}, ${arch.imgSize}]`);
@@ -211,24 +304,15 @@ export function specFromCard(card: unknown, where: string): ModelSpec {
 }
 
 /**
- * Card fields beyond timm's kwargs, for numerics a transformers model has and a timm constructor does not express:
- * `layer_norm_eps` (a ViT's LayerNorm eps, timm's 1e-6 when absent) and `head_pool` ("token+patch-mean": the head
- * on cat(cls, mean of patch tokens), transformers' Dinov2ForImageClassification).
+ * A card field beyond timm's kwargs for a head transformers has and timm's constructor does not express:
+ * `head_pool` "token+patch-mean" (the head on cat(cls, mean of the patch tokens), transformers'
+ * Dinov2ForImageClassification). `layer_norm_eps` is read with the kwargs (archFromTimm's extras).
  */
 function withCardExtras(arch: Arch, c: Record<string, unknown>, where: string): Arch {
-  if (c.layer_norm_eps === undefined && c.head_pool === undefined) return arch;
-  if (arch.family === 'swin') throw new Ptq4vitError(`${where}: layer_norm_eps / head_pool apply to ViT architectures only`);
-  const out: VitArch = { ...arch };
-  if (c.layer_norm_eps !== undefined) {
-    if (typeof c.layer_norm_eps !== 'number' || !(c.layer_norm_eps > 0 && c.layer_norm_eps < 1)) throw new Ptq4vitError(`${where}: layer_norm_eps must be a number in (0, 1), got ${JSON.stringify(c.layer_norm_eps)}`);
-    out.normEps = c.layer_norm_eps;
-  }
-  if (c.head_pool !== undefined) {
-    if (c.head_pool !== 'token' && c.head_pool !== 'token+patch-mean') throw new Ptq4vitError(`${where}: head_pool must be "token" or "token+patch-mean", got ${JSON.stringify(c.head_pool)}`);
-    if (c.head_pool === 'token+patch-mean' && arch.family !== 'vit') throw new Ptq4vitError(`${where}: head_pool "token+patch-mean" needs timm_class VisionTransformer`);
-    out.headPool = c.head_pool;
-  }
-  return out;
+  if (c.head_pool === undefined) return arch;
+  if (c.head_pool !== 'token+patch-mean') throw new Ptq4vitError(`${where}: head_pool must be "token+patch-mean", got ${JSON.stringify(c.head_pool)}`);
+  if (arch.family !== 'vit' || arch.globalPool !== undefined) throw new Ptq4vitError(`${where}: head_pool "token+patch-mean" needs timm_class VisionTransformer with global_pool "token"`);
+  return { ...arch, headPool: c.head_pool };
 }
 
 /** A card's `transformers` block: { model_type, config, preprocessor_config } of the folder the model was read from. */
@@ -261,13 +345,14 @@ export function cardFromSpec(spec: ModelSpec): Record<string, unknown> {
   const tail = { mlp_ratio: a.mlpRatio, qkv_bias: a.qkvBias, num_classes: a.numClasses };
   const kwargs = a.family === 'swin'
     ? { ...common, depths: [...a.depths], num_heads: [...a.numHeads], window_size: a.windowSize, ...tail }
-    : { ...common, depth: a.depth, num_heads: a.numHeads, ...tail, ...(a.layerScale ? { init_values: 1 } : {}) };
-  const vitExtras = a.family === 'swin' ? {} : { ...(a.normEps !== undefined ? { layer_norm_eps: a.normEps } : {}), ...(a.headPool !== undefined ? { head_pool: a.headPool } : {}) };
+    : { ...common, depth: a.depth, num_heads: a.numHeads, ...tail, ...vitVariantKwargs(a) };
+  const vitExtras = a.family !== 'swin' && a.headPool !== undefined ? { head_pool: a.headPool } : {};
   const p = spec.preprocess;
   return {
     name: spec.name,
     timm_class: TIMM_CLASS[a.family],
     timm_kwargs: kwargs,
+    ...(a.family !== 'swin' && a.normEps !== undefined ? { layer_norm_eps: a.normEps } : {}),
     input_size: [a.inChans, p.inputSize, p.inputSize],
     mean: [...p.mean],
     std: [...p.std],
@@ -277,6 +362,25 @@ export function cardFromSpec(spec: ModelSpec): Record<string, unknown> {
     ...vitExtras,
     ...(spec.transformers ? { transformers: { model_type: spec.transformers.modelType, config: spec.transformers.config, preprocessor_config: spec.transformers.preprocessorConfig } } : {}),
   };
+}
+
+/** The kwargs of a ViT's optional parts (only those present: vitVariantFromTimm reads them back to the same arch). */
+function vitVariantKwargs(a: VitArch): Record<string, unknown> {
+  const kw: Record<string, unknown> = {};
+  if (a.classToken !== undefined) kw.class_token = a.classToken;
+  if (a.regTokens !== undefined) kw.reg_tokens = a.regTokens;
+  if (a.noEmbedClass !== undefined) kw.no_embed_class = a.noEmbedClass;
+  if (a.globalPool !== undefined) kw.global_pool = a.globalPool;
+  if (a.fcNorm !== undefined) kw.fc_norm = a.fcNorm;
+  if (a.finalNorm !== undefined) kw.final_norm = a.finalNorm;
+  if (a.preNorm !== undefined) kw.pre_norm = a.preNorm;
+  if (a.initValues !== undefined) kw.init_values = a.initValues;
+  if (a.activation !== undefined) kw.act_layer = a.activation;
+  if (a.qkNorm !== undefined) kw.qk_norm = a.qkNorm;
+  if (a.projBias !== undefined) kw.proj_bias = a.projBias;
+  if (a.scaleAttnNorm !== undefined) kw.scale_attn_norm = a.scaleAttnNorm;
+  if (a.scaleMlpNorm !== undefined) kw.scale_mlp_norm = a.scaleMlpNorm;
+  return kw;
 }
 
 export function readCard(file: string): ModelSpec {
@@ -301,10 +405,25 @@ interface Preset {
   cropPct: number;
   mean: [number, number, number];
   std: [number, number, number];
+  /** The family's LayerNorm eps when it is not timm's ViT default 1e-6 (CLIP: nn.LayerNorm, 1e-5). */
+  layerNormEps?: number;
 }
 
 const vit = (embed_dim: number, depth: number, num_heads: number, extra: Kwargs = {}): Kwargs => ({ patch_size: 16, embed_dim, depth, num_heads, ...extra });
 const swin = (embed_dim: number, depths: number[], num_heads: number[]): Kwargs => ({ patch_size: 4, window_size: 7, embed_dim, depths, num_heads });
+/** timm's OPENAI_CLIP_MEAN / OPENAI_CLIP_STD. */
+const CLIP_MEAN: [number, number, number] = [0.48145466, 0.4578275, 0.40821073];
+const CLIP_STD: [number, number, number] = [0.26862954, 0.26130258, 0.27577711];
+/** DeiT III (timm deit.py): LayerScale, position embeddings on the patches only. */
+const deit3 = (embed_dim: number, depth: number, num_heads: number): Kwargs => vit(embed_dim, depth, num_heads, { no_embed_class: true, init_values: 1e-6 });
+/**
+ * DINOv2 (timm registers them at 518: the pretrained cfg's fixed input size). Registers: no_embed_class. The
+ * pretrained weights have no classifier (num_classes 0); presets keep timm's 1000-class head for fine-tunes.
+ */
+const dinov2 = (embed_dim: number, num_heads: number, registers: boolean): Kwargs =>
+  ({ patch_size: 14, embed_dim, depth: 12, num_heads, init_values: 1e-5, img_size: 518, ...(registers ? { reg_tokens: 4, no_embed_class: true } : {}) });
+/** CLIP image towers: norm_pre after the position embedding (patch embedding without bias), nn.LayerNorm eps 1e-5. */
+const clip = (extra: Kwargs = {}): Kwargs => vit(768, 12, 12, { pre_norm: true, ...extra });
 
 /** Standard timm ImageNet models with the preprocessing of their default pretrained weights. */
 export const PRESETS: Record<string, Preset> = {
@@ -323,6 +442,15 @@ export const PRESETS: Record<string, Preset> = {
   swin_tiny_patch4_window7_224: { timmClass: 'SwinTransformer', kwargs: swin(96, [2, 2, 6, 2], [3, 6, 12, 24]), cropPct: 0.9, mean: IMAGENET_MEAN, std: IMAGENET_STD },
   swin_small_patch4_window7_224: { timmClass: 'SwinTransformer', kwargs: swin(96, [2, 2, 18, 2], [3, 6, 12, 24]), cropPct: 0.9, mean: IMAGENET_MEAN, std: IMAGENET_STD },
   swin_base_patch4_window7_224: { timmClass: 'SwinTransformer', kwargs: swin(128, [2, 2, 18, 2], [4, 8, 16, 32]), cropPct: 0.9, mean: IMAGENET_MEAN, std: IMAGENET_STD },
+  // DeiT III (.fb_in1k), DINOv2 (.lvd142m), CLIP (vit_base_patch16_clip_224: .laion2b_ft_in12k_in1k; quickgelu: .openai, 512-d head).
+  deit3_small_patch16_224: { timmClass: 'VisionTransformer', kwargs: deit3(384, 12, 6), cropPct: 0.9, mean: IMAGENET_MEAN, std: IMAGENET_STD },
+  deit3_base_patch16_224: { timmClass: 'VisionTransformer', kwargs: deit3(768, 12, 12), cropPct: 0.9, mean: IMAGENET_MEAN, std: IMAGENET_STD },
+  vit_small_patch14_dinov2: { timmClass: 'VisionTransformer', kwargs: dinov2(384, 6, false), cropPct: 1.0, mean: IMAGENET_MEAN, std: IMAGENET_STD },
+  vit_base_patch14_dinov2: { timmClass: 'VisionTransformer', kwargs: dinov2(768, 12, false), cropPct: 1.0, mean: IMAGENET_MEAN, std: IMAGENET_STD },
+  vit_small_patch14_reg4_dinov2: { timmClass: 'VisionTransformer', kwargs: dinov2(384, 6, true), cropPct: 1.0, mean: IMAGENET_MEAN, std: IMAGENET_STD },
+  vit_base_patch14_reg4_dinov2: { timmClass: 'VisionTransformer', kwargs: dinov2(768, 12, true), cropPct: 1.0, mean: IMAGENET_MEAN, std: IMAGENET_STD },
+  vit_base_patch16_clip_224: { timmClass: 'VisionTransformer', kwargs: clip(), cropPct: 0.95, mean: CLIP_MEAN, std: CLIP_STD, layerNormEps: 1e-5 },
+  vit_base_patch16_clip_quickgelu_224: { timmClass: 'VisionTransformer', kwargs: clip({ act_layer: 'quick_gelu', num_classes: 512 }), cropPct: 0.9, mean: CLIP_MEAN, std: CLIP_STD, layerNormEps: 1e-5 },
 };
 
 export function specFromPreset(name: string): ModelSpec {
@@ -330,7 +458,7 @@ export function specFromPreset(name: string): ModelSpec {
   if (!preset) {
     throw new Ptq4vitError(`unknown architecture '${name}'; known presets: ${Object.keys(PRESETS).join(', ')} (or pass --config <card.json>)`);
   }
-  const arch = archFromTimm(preset.timmClass, preset.kwargs, `preset ${name}`);
+  const arch = archFromTimm(preset.timmClass, preset.kwargs, `preset ${name}`, { layerNormEps: preset.layerNormEps });
   return {
     name,
     timmClass: preset.timmClass,

@@ -25,7 +25,7 @@ export const HUB_CONFIG = 'config.json';
 export const HUB_WEIGHTS = 'model.safetensors';
 
 /** The families we implement, for the message about an architecture we do not know. */
-const FAMILIES = 'vit_* (VisionTransformer), deit_* (VisionTransformer, VisionTransformerDistilled), swin_* (SwinTransformer)';
+const FAMILIES = 'vit_* (VisionTransformer), deit_* (VisionTransformer, VisionTransformerDistilled), deit3_* (VisionTransformer), swin_* (SwinTransformer)';
 
 export interface ModelFiles {
   /** The safetensors file to read. */
@@ -120,7 +120,7 @@ export function specFromHubConfig(config: unknown, where: string): ModelSpec {
   const kwargs: Json = { ...preset.kwargs, ...(numClasses === undefined ? {} : { num_classes: numClasses }), ...modelArgs };
   let arch;
   try {
-    arch = archFromTimm(preset.timmClass, kwargs, where);
+    arch = archFromTimm(preset.timmClass, kwargs, where, { layerNormEps: preset.layerNormEps });
   } catch (e) {
     // The card reader names card fields (timm_kwargs.X); here the same values come from model_args.
     if (e instanceof Ptq4vitError) throw new Ptq4vitError(e.message.replace(/timm_kwargs\./g, 'model_args.'));

@@ -5,6 +5,7 @@
  * and lists its own quantization points — a model's points are its blocks' points in forward order, so
  * the list can never drift from the forward pass.
  */
+import type { Activation } from '../tensor/activation.js';
 import { fastKernels, type Kernels } from '../tensor/kernels.js';
 import { channelScaleOp, mergeHeadsOp, splitHeadsOp, unfoldPatchesOp, type LayoutOp } from '../tensor/layout.js';
 import type { Runner } from '../tensor/runner.js';
@@ -73,9 +74,9 @@ export class PatchEmbed {
   readonly norm: LayerNorm | null;
   private readonly unfold: LayoutOp;
 
-  /** `normEps`: followed by a LayerNorm `${name}.norm` with this eps (Swin). */
-  constructor(reader: WeightReader, name: string, options: { inChans: number; embedDim: number; patch: number; normEps?: number }) {
-    this.proj = reader.patchConv(`${name}.proj`, options.embedDim, options.inChans, options.patch);
+  /** `normEps`: followed by a LayerNorm `${name}.norm` with this eps (Swin). `bias: false`: the conv has none (CLIP's pre_norm). */
+  constructor(reader: WeightReader, name: string, options: { inChans: number; embedDim: number; patch: number; normEps?: number; bias?: boolean }) {
+    this.proj = reader.patchConv(`${name}.proj`, options.embedDim, options.inChans, options.patch, options.bias ?? true);
     this.norm = options.normEps === undefined ? null : new LayerNorm(reader, `${name}.norm`, options.embedDim, options.normEps);
     this.unfold = unfoldPatchesOp(options.patch);
   }
@@ -92,16 +93,39 @@ export class PatchEmbed {
   }
 }
 
-/** fc1 → GELU → fc2; fc2's input is the post-GELU activation PTQ4ViT quantizes with a twin quantizer. */
+/** timm Mlp's optional parts (ViT kwargs act_layer, proj_bias, scale_mlp_norm). */
+export interface MlpOptions {
+  /** Default exact GELU. */
+  activation?: Activation;
+  /** Biases on fc1 and fc2 (default true). */
+  bias?: boolean;
+  /** A LayerNorm `${name}.norm` with this eps between the activation and fc2 (scale_mlp_norm). */
+  normEps?: number;
+}
+
+/**
+ * fc1 → GELU → fc2; fc2's input is the post-GELU activation PTQ4ViT quantizes with a twin quantizer (its
+ * negative range follows the activation's minimum). With scale_mlp_norm a LayerNorm sits between them, and
+ * fc2's input is a norm's output instead.
+ */
 export class Mlp {
   readonly fc1: Linear;
   readonly fc2: Linear;
+  readonly activation: Activation;
+  readonly norm: LayerNorm | null;
 
-  constructor(reader: WeightReader, name: string, features: number, mlpRatio: number) {
+  constructor(reader: WeightReader, name: string, features: number, mlpRatio: number, options: MlpOptions = {}) {
     const hidden = mlpHiddenWidth(features, mlpRatio);
-    this.fc1 = reader.linear(`${name}.fc1`, hidden, features);
-    this.fc2 = reader.linear(`${name}.fc2`, features, hidden);
-    this.fc2.point.input = 'post-gelu';
+    const bias = options.bias ?? true;
+    this.activation = options.activation ?? 'gelu';
+    this.fc1 = reader.linear(`${name}.fc1`, hidden, features, bias);
+    this.norm = options.normEps === undefined ? null : new LayerNorm(reader, `${name}.norm`, hidden, options.normEps);
+    this.fc2 = reader.linear(`${name}.fc2`, features, hidden, bias);
+    if (this.norm) feedsFrom(this.fc2, this.norm);
+    else {
+      this.fc2.point.input = 'post-gelu';
+      if (this.activation !== 'gelu') this.fc2.point.activation = this.activation;
+    }
   }
 
   get points(): QuantPoint[] {
@@ -109,7 +133,9 @@ export class Mlp {
   }
 
   async forward(runner: Runner, x: Tensor): Promise<Tensor> {
-    const hidden = await kernelsOf(runner).gelu(await applyLinear(runner, this.fc1, x));
+    const k = kernelsOf(runner);
+    let hidden = await k.gelu(await applyLinear(runner, this.fc1, x), this.activation);
+    if (this.norm) hidden = await this.norm.forward(k, hidden);
     return applyLinear(runner, this.fc2, hidden);
   }
 }
@@ -123,6 +149,12 @@ export interface AttentionOptions {
    * quantizes q·kᵀ before scaling) or to q before the product (timm's Swin, non-fused path).
    */
   scale: 'scores' | 'queries';
+  /** Bias on the output projection (default true; ViT's proj_bias). */
+  projBias?: boolean;
+  /** LayerNorms over head_dim on q and k (`${name}.q_norm` / `k_norm`, timm's qk_norm), with this eps. */
+  qkNormEps?: number;
+  /** A LayerNorm `${name}.norm` before the output projection (timm's scale_attn_norm), with this eps. */
+  outNormEps?: number;
 }
 
 /**
@@ -140,13 +172,24 @@ export class Attention {
   private readonly scaleScores: boolean;
   private readonly split: [LayoutOp, LayoutOp, LayoutOp];
   private readonly merge: LayoutOp;
+  readonly qNorm: LayerNorm | null;
+  readonly kNorm: LayerNorm | null;
+  readonly outNorm: LayerNorm | null;
 
   constructor(reader: WeightReader, readonly name: string, options: AttentionOptions) {
     const { features, heads } = options;
     this.heads = heads;
     this.qkv = reader.linear(`${name}.qkv`, 3 * features, features, options.qkvBias);
     this.qkv.point.weightGroups = 3;
-    this.proj = reader.linear(`${name}.proj`, features, features);
+    const headDim = features / heads;
+    const qk = options.qkNormEps;
+    // timm normalizes q before any scaling: only the 'scores' placement keeps that order.
+    if (qk !== undefined && options.scale !== 'scores') throw new Error(`${name}: q/k norms need the scale applied to the scores`);
+    this.qNorm = qk === undefined ? null : new LayerNorm(reader, `${name}.q_norm`, headDim, qk);
+    this.kNorm = qk === undefined ? null : new LayerNorm(reader, `${name}.k_norm`, headDim, qk);
+    this.outNorm = options.outNormEps === undefined ? null : new LayerNorm(reader, `${name}.norm`, features, options.outNormEps);
+    this.proj = reader.linear(`${name}.proj`, features, features, options.projBias ?? true);
+    if (this.outNorm) feedsFrom(this.proj, this.outNorm);
     this.scale = (features / heads) ** -0.5;
     this.scaleScores = options.scale === 'scores';
     const factor = this.scaleScores ? 1 : this.scale;
@@ -171,10 +214,15 @@ export class Attention {
   async forward(runner: Runner, x: Tensor, scoreBias?: Tensor): Promise<Tensor> {
     const k = kernelsOf(runner);
     const packed = await applyLinear(runner, this.qkv, x);
-    const [q, key, value] = this.split.map((op) => k.layout(op, [packed]));
+    let [q, key, value] = this.split.map((op) => k.layout(op, [packed]));
+    // q_norm / k_norm act on [G·heads, N, head_dim]: the norm's last axis is head_dim.
+    if (this.qNorm) q = await this.qNorm.forward(k, q);
+    if (this.kNorm) key = await this.kNorm.forward(k, key);
     const scores = await runner.matmul(`${this.name}.matmul1`, q, key, true); // [G·heads, N, N]
     const probs = await k.softmax(scores, this.scaleScores ? this.scale : 1, scoreBias);
     const context = await runner.matmul(`${this.name}.matmul2`, probs, value, false); // [G·heads, N, d]
-    return applyLinear(runner, this.proj, k.layout(this.merge, [context]));
+    let merged = k.layout(this.merge, [context]);
+    if (this.outNorm) merged = await this.outNorm.forward(k, merged);
+    return applyLinear(runner, this.proj, merged);
   }
 }

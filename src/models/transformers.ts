@@ -22,7 +22,7 @@ import path from 'node:path';
 import { Ptq4vitError } from '../errors.js';
 import { describeFsError, SafeTensors } from '../io/safetensors.js';
 import { Tensor, shapeString } from '../tensor/tensor.js';
-import { archFromTimm } from './config.js';
+import { archFromTimm, VIT_NORM_EPS } from './config.js';
 import { HF_PREPROCESSOR_CONFIG, preprocessFromHfProcessor } from './hfprocessor.js';
 import { interpolateBicubic } from './posembed.js';
 import type { Arch, ModelSpec, VitArch } from './types.js';
@@ -281,6 +281,11 @@ function mlpRatioOf(config: Json, where: string): number {
   return ratio;
 }
 
+/** The arch field for a LayerNorm eps: absent at timm's ViT default (1e-6), as a stored card reads it back. */
+function normEps(eps: number): Pick<VitArch, 'normEps'> {
+  return eps === VIT_NORM_EPS ? {} : { normEps: eps };
+}
+
 function mappingFor(type: ModelType, config: Json, st: SafeTensors, inputSize: number, where: string): Mapping {
   const f = fields(config, where);
   const numClasses = labelsFrom(config, where).length;
@@ -288,7 +293,7 @@ function mappingFor(type: ModelType, config: Json, st: SafeTensors, inputSize: n
     case 'vit': {
       const imageSize = f.int('image_size', 224);
       if (imageSize !== inputSize) throw new Ptq4vitError(`${where}: image_size ${imageSize} differs from the ${inputSize}×${inputSize} input of ${HF_PREPROCESSOR_CONFIG} (ViT does not interpolate its position embeddings by default)`);
-      const arch: VitArch = { ...(timmArch('VisionTransformer', vitKwargs(config, where, inputSize, numClasses, mlpRatioOf(config, where)), where) as VitArch), normEps: f.num('layer_norm_eps', 1e-12) };
+      const arch: VitArch = { ...(timmArch('VisionTransformer', vitKwargs(config, where, inputSize, numClasses, mlpRatioOf(config, where)), where) as VitArch), ...normEps(f.num('layer_norm_eps', 1e-12)) };
       return {
         arch,
         timmClass: 'VisionTransformer',
@@ -305,7 +310,7 @@ function mappingFor(type: ModelType, config: Json, st: SafeTensors, inputSize: n
       }
       const imageSize = f.int('image_size', 224);
       if (imageSize !== inputSize) throw new Ptq4vitError(`${where}: image_size ${imageSize} differs from the ${inputSize}×${inputSize} input of ${HF_PREPROCESSOR_CONFIG}`);
-      const arch: VitArch = { ...(timmArch('VisionTransformerDistilled', vitKwargs(config, where, inputSize, numClasses, mlpRatioOf(config, where)), where) as VitArch), normEps: f.num('layer_norm_eps', 1e-12) };
+      const arch: VitArch = { ...(timmArch('VisionTransformerDistilled', vitKwargs(config, where, inputSize, numClasses, mlpRatioOf(config, where)), where) as VitArch), ...normEps(f.num('layer_norm_eps', 1e-12)) };
       return {
         arch,
         timmClass: 'VisionTransformerDistilled',
@@ -322,7 +327,7 @@ function mappingFor(type: ModelType, config: Json, st: SafeTensors, inputSize: n
       f.only('use_swiglu_ffn', false, false);
       const patch = f.int('patch_size', 14);
       const base = timmArch('VisionTransformer', vitKwargs(config, where, inputSize, numClasses, f.num('mlp_ratio', 4)), where) as VitArch;
-      const arch: VitArch = { ...base, normEps: f.num('layer_norm_eps', 1e-6), layerScale: true, headPool: 'token+patch-mean' };
+      const arch: VitArch = { ...base, ...normEps(f.num('layer_norm_eps', 1e-6)), initValues: f.num('layerscale_value', 1), headPool: 'token+patch-mean' };
       const stored = f.int('image_size', 518) / patch;
       if (!Number.isInteger(stored)) throw new Ptq4vitError(`${where}: image_size ${config.image_size} is not a multiple of patch_size ${patch}`);
       const grid = inputSize / patch;

@@ -1,4 +1,5 @@
 /** What every model family shares: its architecture description, quantization points and forward pass. */
+import type { Activation } from '../tensor/activation.js';
 import type { Runner } from '../tensor/runner.js';
 import type { Tensor } from '../tensor/tensor.js';
 
@@ -13,16 +14,42 @@ export interface VitArch {
   mlpRatio: number;
   qkvBias: boolean;
   numClasses: number;
-  /** LayerNorm eps when not timm's ViT default 1e-6 (transformers' ViT/DeiT: 1e-12). */
-  normEps?: number;
-  /** LayerScale on both residual branches (timm `init_values`, `blocks.N.ls1/ls2.gamma`; transformers' Dinov2 `layer_scale1/2.lambda1`). */
-  layerScale?: boolean;
   /**
-   * What the head reads: the cls token (timm's global_pool 'token', the default), or cat(cls, mean of the patch
-   * tokens) — transformers' Dinov2ForImageClassification, whose head is Linear(2·D, classes).
+   * timm VisionTransformer's optional parts (vit.ts), each absent when it has timm's default value — so a plain
+   * ViT's spec, card and file metadata stay as they were. `vitVariant(arch)` resolves the defaults.
    */
-  headPool?: 'token' | 'token+patch-mean';
+  classToken?: boolean;
+  /** Register tokens after the class token (DINOv2 "reg4"). */
+  regTokens?: number;
+  /** pos_embed covers the patches only; the prefix tokens get none (DeiT III, DINOv2 reg). */
+  noEmbedClass?: boolean;
+  globalPool?: VitGlobalPool;
+  /** LayerNorm after the pool instead of before it (resolved: timm's fc_norm=None rule already applied). */
+  fcNorm?: boolean;
+  finalNorm?: boolean;
+  /** norm_pre after the position embedding; the patch embedding has no bias (CLIP). */
+  preNorm?: boolean;
+  /** LayerScale (ls1/ls2.gamma) in every block; the value is timm's init_values (only its presence matters here). */
+  initValues?: number;
+  activation?: Activation;
+  /** eps of every LayerNorm (timm's default 1e-6; CLIP's nn.LayerNorm 1e-5). */
+  normEps?: number;
+  /** LayerNorm over head_dim on q and k (attn.q_norm / attn.k_norm). */
+  qkNorm?: boolean;
+  /** Bias on attn.proj and on mlp.fc1 / fc2. */
+  projBias?: boolean;
+  /** LayerNorm before attn.proj (attn.norm) / before mlp.fc2 (mlp.norm). */
+  scaleAttnNorm?: boolean;
+  scaleMlpNorm?: boolean;
+  /**
+   * What the head reads instead of timm's global_pool: cat(cls, mean of the patch tokens) — transformers'
+   * Dinov2ForImageClassification, whose head is Linear(2·D, classes). Absent: timm's global_pool.
+   */
+  headPool?: 'token+patch-mean';
 }
+
+/** timm's global_pool of a VisionTransformer we implement ('' and 'map' are refused, config.ts). */
+export type VitGlobalPool = 'token' | 'avg' | 'max' | 'avgmax';
 
 export interface SwinArch {
   family: 'swin';
@@ -107,6 +134,8 @@ export interface QuantPoint {
   transB?: boolean;
   /** What feeds the quantized input: the post-GELU activation (fc2) or the post-softmax matrix (softmax·v). */
   input?: 'post-gelu' | 'post-softmax';
+  /** post-gelu: which activation (absent = exact GELU); the twin quantizer's negative range follows its minimum. */
+  activation?: Activation;
   /**
    * Linear: the LayerNorm (checkpoint prefix) whose output is this layer's input, moved between tokens but never
    * mixed across channels — so dividing the norm's γ, β by s and multiplying the weight's input columns by s

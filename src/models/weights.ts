@@ -38,11 +38,11 @@ export class WeightReader {
   }
 
   /** A kernel = stride = p conv, read as a linear layer over unfolded patches (see unfoldPatches). */
-  patchConv(name: string, outChannels: number, inChannels: number, patch: number): Linear {
+  patchConv(name: string, outChannels: number, inChannels: number, patch: number, hasBias = true): Linear {
     const weight = this.tensor(`${name}.weight`, [outChannels, inChannels, patch, patch]);
-    const bias = this.tensor(`${name}.bias`, [outChannels]);
+    const bias = hasBias ? this.tensor(`${name}.bias`, [outChannels]) : null;
     return {
-      point: { name, kind: 'conv', weight: `${name}.weight`, bias: `${name}.bias`, weightGroups: outChannels },
+      point: { name, kind: 'conv', weight: `${name}.weight`, bias: hasBias ? `${name}.bias` : undefined, weightGroups: outChannels },
       weight: weight.reshape([outChannels, inChannels * patch * patch]),
       bias,
     };

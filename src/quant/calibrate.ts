@@ -306,7 +306,7 @@ async function searchPoint(point: QuantPoint, d: PointData, params: Map<string, 
   if (!w) throw new Error(`weights of '${point.name}' were not seen during recording`);
   // With the bias folded into the target, the search sees O − b and no bias (what it computes anyway).
   const bias = d.biasFolded ? null : w.bias;
-  return searchLinear({ point: point.name, kind: point.kind, x: d.inputs[0], weight: w.weight, bias, out: d.output, grad: d.grad, weightGroups: point.weightGroups ?? 1, postGelu: point.input === 'post-gelu' }, opts);
+  return searchLinear({ point: point.name, kind: point.kind, x: d.inputs[0], weight: w.weight, bias, out: d.output, grad: d.grad, weightGroups: point.weightGroups ?? 1, postGelu: point.input === 'post-gelu', activation: point.activation }, opts);
 }
 
 /** One point during a traversal of the calibration session, with its records in memory. */

@@ -142,11 +142,12 @@ export function maxAbsDelta(max: number, bits: number): number {
 export const GELU_MIN = 0.16997124254703522;
 
 /**
- * Δ_R1 of the post-GELU twin: the finest scale whose 2^(k−1) negative codes still reach −GELU_MIN.
+ * Δ_R1 of the post-GELU twin: the finest scale whose 2^(k−1) negative codes still reach −GELU_MIN (or
+ * −`negativeReach`, the minimum of the activation that feeds the input: QuickGELU's is ≈ −0.2785).
  * Aligned (the paper): Δ_R1 = Δ_R2/2^m with the largest such m, so R1 and R2 differ by a shift.
  */
-export function geluNegativeDelta(deltaPos: number, bits: number, aligned: boolean): number {
-  const finest = GELU_MIN / qmax(bits);
+export function geluNegativeDelta(deltaPos: number, bits: number, aligned: boolean, negativeReach: number = GELU_MIN): number {
+  const finest = negativeReach / qmax(bits);
   if (!aligned) return finest;
   let m = Math.floor(Math.log2(deltaPos / finest));
   while (deltaPos / 2 ** m < finest) m--; // guard log2 rounding at exact powers of two

@@ -8,6 +8,7 @@
  * exceeds the best total cannot win and is dropped (bestByBlocks) — the same choice as scoring all of them,
  * at about half the work.
  */
+import { ACTIVATION_NEGATIVE_REACH, type Activation } from '../tensor/activation.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { ActivationQuant, BitPolicy, LinearQuant, MatmulQuant } from './params.js';
 import { fakeQuantActivation, kindOf, searchKind, type CodesU8, type OperandSlot, type SearchOperand, type SearchSpace } from './kinds/index.js';
@@ -230,6 +231,13 @@ export interface LinearRecord {
   weightGroups: number;
   /** The input is post-GELU (fc2): eligible for the GELU twin. */
   postGelu: boolean;
+  /** Which GELU-family activation feeds it (absent = exact GELU): R1 must reach its minimum. */
+  activation?: Activation;
+}
+
+/** |min| of the activation before a post-GELU input; exact GELU keeps GELU_MIN (the Δs of existing files). */
+function negativeReach(activation: Activation | undefined): number | undefined {
+  return activation === undefined || activation === 'gelu' ? undefined : ACTIVATION_NEGATIVE_REACH[activation];
 }
 
 export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promise<LinearQuant> {
@@ -250,7 +258,7 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
   const w0 = Array.from({ length: groups }, (_, g) => maxAbsDelta(maxAbs(rec.weight.data, g * rowsPerGroup * K, (g + 1) * rowsPerGroup * K), wBits));
   let weightDeltas = [...w0];
   const quantizeInput = rec.kind !== 'conv';
-  const inputSpace = quantizeInput ? activationSpace(cfg, { field: 'input', feeds: rec.postGelu ? 'post-gelu' : undefined }, { data: x.data, heads: 1, groupSize: x.size, bits: aBits }) : null;
+  const inputSpace = quantizeInput ? activationSpace(cfg, { field: 'input', feeds: rec.postGelu ? 'post-gelu' : undefined }, { data: x.data, heads: 1, groupSize: x.size, bits: aBits, negativeReach: negativeReach(rec.activation) }) : null;
   let input: ActivationQuant | null = inputSpace?.initial ?? null;
 
   const cosineGroups = groups === 3 ? 3 : 1;

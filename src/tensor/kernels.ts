@@ -5,6 +5,7 @@
  * emits every op into one ONNX graph. Models call only these and the Runner, so one model definition
  * serves inference, calibration, the backward pass and export.
  */
+import type { Activation } from './activation.js';
 import type { LayoutOp } from './layout.js';
 import { add, addRepeatedBias } from './ops.js';
 import { geluFast, layerNormFast, scaledSoftmaxFast } from './ortops.js';
@@ -12,7 +13,8 @@ import type { Tensor } from './tensor.js';
 
 export interface Kernels {
   layerNorm(x: Tensor, weight: Tensor, bias: Tensor, eps: number): Promise<Tensor>;
-  gelu(x: Tensor): Promise<Tensor>;
+  /** The MLP activation: exact GELU unless `kind` names another (src/tensor/activation.ts). */
+  gelu(x: Tensor, kind?: Activation): Promise<Tensor>;
   /** softmax(scale·x + bias) over the last dimension; bias [..., N, N] repeats over x's leading groups. */
   softmax(x: Tensor, scale: number, bias?: Tensor): Promise<Tensor>;
   add(a: Tensor, b: Tensor): Tensor;

@@ -118,6 +118,8 @@ export function prependTokensOp(prefix: Tensor, position: Tensor): LayoutOp {
       return [new Tensor(out, [batch, numPatches, D])];
     },
     onnx(b, [x], [[, numPatches]]) {
+      // No prefix tokens (class_token=False, no registers): only the position add.
+      if (numPrefix === 0) return b.op('Add', [x, b.floats('pos_embed', position.data, [1, numPatches, D], position.data)], undefined, 'tokens_pos');
       // Broadcast the prefix over the batch: Expand to [B, prefix, D] with B read off the input's shape.
       const batch = b.slice(b.op('Shape', [x], undefined, 'batch_shape'), 0, 0, 1, 'batch');
       const target = b.op('Concat', [batch, b.int64s('prefix_dims', [numPrefix, D])], { axis: 0 }, 'prefix_shape');
@@ -227,37 +229,110 @@ export const meanOverTokensOp: LayoutOp = {
 };
 
 /**
- * [B, N, C] → [B, 2C] = cat(token 0, mean of tokens 1…N−1): transformers' Dinov2ForImageClassification feeds its
- * head the cls token beside the mean of the patch tokens.
+ * [B, N, C] → [B, 2C] = cat(token 0, mean of the tokens after the `numPrefix` prefix tokens): transformers'
+ * Dinov2ForImageClassification feeds its head the cls token beside the mean of the patch tokens.
  */
-export const clsAndPatchMeanOp: LayoutOp = {
-  name: 'clsAndPatchMean',
-  forward([x]) {
-    const [batch, tokens, c] = x.shape;
-    const out = new Float32Array(batch * 2 * c);
+export function clsAndPatchMeanOp(numPrefix: number): LayoutOp {
+  return {
+    name: `clsAndPatchMean(${numPrefix})`,
+    forward([x]) {
+      const [batch, tokens, c] = x.shape;
+      const patches = tokens - numPrefix;
+      const out = new Float32Array(batch * 2 * c);
+      for (let b = 0; b < batch; b++) {
+        const base = b * tokens * c;
+        out.set(x.data.subarray(base, base + c), b * 2 * c);
+        // Summed token by token in float32, then divided, as torch's mean over a dimension.
+        const sum = new Float32Array(c);
+        for (let t = numPrefix; t < tokens; t++) for (let j = 0; j < c; j++) sum[j] += x.data[base + t * c + j];
+        for (let j = 0; j < c; j++) out[b * 2 * c + c + j] = sum[j] / patches;
+      }
+      return new Tensor(out, [batch, 2 * c]);
+    },
+    adjoint(g, [x]) {
+      const [batch, tokens, c] = x.shape;
+      const patches = tokens - numPrefix;
+      const out = new Float32Array(batch * tokens * c);
+      for (let b = 0; b < batch; b++) {
+        const base = b * tokens * c;
+        out.set(g.data.subarray(b * 2 * c, b * 2 * c + c), base);
+        for (let t = numPrefix; t < tokens; t++) for (let j = 0; j < c; j++) out[base + t * c + j] = g.data[b * 2 * c + c + j] / patches;
+      }
+      return [new Tensor(out, [batch, tokens, c])];
+    },
+    onnx(b, [x], [[, tokens]]) {
+      const cls = b.op('Gather', [x, b.int64('token', 0)], { axis: 1 }, 'cls');
+      const patches = b.op('ReduceMean', [b.slice(x, 1, numPrefix, tokens, 'patch_tokens')], { axes: [1], keepdims: 0 }, 'patch_mean');
+      return b.op('Concat', [cls, patches], { axis: 1 }, 'cls_patch_mean');
+    },
+  };
+}
+/** timm's global_pool over tokens other than the first `skip` (the prefix tokens): avg, max or ½(avg + max). */
+export type TokenPool = 'avg' | 'max' | 'avgmax';
+
+/**
+ * [B, N, C] → [B, C]: the mean, max or ½(max + mean) over tokens skip … N−1 (timm's global_pool_nlc with the
+ * class and register tokens excluded). Max is piecewise linear: linear for a fixed argmax, so its adjoint sends
+ * ∂L/∂y to the token that held each channel's maximum in the forward input (the first one on ties, as here).
+ */
+export function poolTokensOp(pool: TokenPool, skip: number): LayoutOp {
+  const withMean = pool !== 'max', withMax = pool !== 'avg';
+  const meanWeight = pool === 'avgmax' ? 0.5 : 1, maxWeight = pool === 'avgmax' ? 0.5 : 1;
+  /** For each (image, channel): the token index of the maximum over tokens skip … N−1. */
+  const argmax = (x: Tensor): Int32Array => {
+    const [batch, tokens, C] = x.shape;
+    const at = new Int32Array(batch * C);
     for (let b = 0; b < batch; b++) {
-      const base = b * tokens * c;
-      out.set(x.data.subarray(base, base + c), b * 2 * c);
-      // Summed token by token in float32, then divided, as torch's mean over a dimension.
-      const sum = new Float32Array(c);
-      for (let t = 1; t < tokens; t++) for (let j = 0; j < c; j++) sum[j] += x.data[base + t * c + j];
-      for (let j = 0; j < c; j++) out[b * 2 * c + c + j] = sum[j] / (tokens - 1);
+      for (let c = 0; c < C; c++) {
+        let best = skip;
+        for (let t = skip + 1; t < tokens; t++) if (x.data[(b * tokens + t) * C + c] > x.data[(b * tokens + best) * C + c]) best = t;
+        at[b * C + c] = best;
+      }
     }
-    return new Tensor(out, [batch, 2 * c]);
-  },
-  adjoint(g, [x]) {
-    const [batch, tokens, c] = x.shape;
-    const out = new Float32Array(batch * tokens * c);
-    for (let b = 0; b < batch; b++) {
-      const base = b * tokens * c;
-      out.set(g.data.subarray(b * 2 * c, b * 2 * c + c), base);
-      for (let t = 1; t < tokens; t++) for (let j = 0; j < c; j++) out[base + t * c + j] = g.data[b * 2 * c + c + j] / (tokens - 1);
-    }
-    return [new Tensor(out, [batch, tokens, c])];
-  },
-  onnx(b, [x], [[, tokens]]) {
-    const cls = b.op('Gather', [x, b.int64('token', 0)], { axis: 1 }, 'cls');
-    const patches = b.op('ReduceMean', [b.slice(x, 1, 1, tokens, 'patch_tokens')], { axes: [1], keepdims: 0 }, 'patch_mean');
-    return b.op('Concat', [cls, patches], { axis: 1 }, 'cls_patch_mean');
-  },
-};
+    return at;
+  };
+  return {
+    name: `poolTokens(${pool}, from ${skip})`,
+    forward([x]) {
+      const [batch, tokens, C] = x.shape;
+      const n = tokens - skip;
+      const out = new Float32Array(batch * C);
+      if (withMean) {
+        for (let b = 0; b < batch; b++) {
+          for (let t = skip; t < tokens; t++) {
+            const row = (b * tokens + t) * C;
+            for (let c = 0; c < C; c++) out[b * C + c] += x.data[row + c];
+          }
+        }
+        for (let i = 0; i < out.length; i++) out[i] = (out[i] / n) * meanWeight;
+      }
+      if (withMax) {
+        const at = argmax(x);
+        for (let b = 0; b < batch; b++) for (let c = 0; c < C; c++) out[b * C + c] += maxWeight * x.data[(b * tokens + at[b * C + c]) * C + c];
+      }
+      return new Tensor(out, [batch, C]);
+    },
+    adjoint(g, [x]) {
+      const [batch, tokens, C] = x.shape;
+      const n = tokens - skip;
+      const gx = new Float32Array(x.size);
+      if (withMean) {
+        for (let b = 0; b < batch; b++) {
+          for (let t = skip; t < tokens; t++) for (let c = 0; c < C; c++) gx[(b * tokens + t) * C + c] = (meanWeight * g.data[b * C + c]) / n;
+        }
+      }
+      if (withMax) {
+        const at = argmax(x);
+        for (let b = 0; b < batch; b++) for (let c = 0; c < C; c++) gx[(b * tokens + at[b * C + c]) * C + c] += maxWeight * g.data[b * C + c];
+      }
+      return [new Tensor(gx, x.shape)];
+    },
+    onnx(b, [x], [[, tokens]]) {
+      const kept = skip === 0 ? x : b.slice(x, 1, skip, tokens, 'pool_tokens');
+      const mean = withMean ? b.op('ReduceMean', [kept], { axes: [1], keepdims: 0 }, 'pool_mean') : null;
+      const max = withMax ? b.op('ReduceMax', [kept], { axes: [1], keepdims: 0 }, 'pool_max') : null;
+      if (mean && max) return b.op('Mul', [b.op('Add', [max, mean], undefined, 'pool_sum'), b.float('half', 0.5)], undefined, 'pooled');
+      return (mean ?? max)!;
+    },
+  };
+}

@@ -3,6 +3,7 @@
  * dominated a ViT's non-GEMM time in TypeScript loops (GELU alone was half the forward pass).
  */
 import { OnnxType, type GraphSpec } from '../onnx/proto.js';
+import { QUICK_GELU_SLOPE, type Activation } from './activation.js';
 import { runGraph } from './ort.js';
 import type { Tensor } from './tensor.js';
 
@@ -20,10 +21,27 @@ function unary(name: string, nodes: GraphSpec['nodes'], extraInputs: GraphSpec['
 
 const rows = (x: Tensor) => ({ data: x.data, shape: [x.size / x.lastDim, x.lastDim] });
 
-/** Exact (erf) GELU. */
-export async function geluFast(x: Tensor): Promise<Tensor> {
-  const y = await runGraph('gelu', () => unary('gelu', [{ op: 'Gelu', inputs: ['x'], outputs: ['y'] }]), { x: rows(x) });
+/** GELU: exact (erf) by default, or timm's other MLP activations (src/tensor/activation.ts). */
+export async function geluFast(x: Tensor, kind: Activation = 'gelu'): Promise<Tensor> {
+  const y = await runGraph(kind === 'gelu' ? 'gelu' : kind, () => unary(kind, activationNodes(kind)), { x: rows(x) });
   return y.reshape(x.shape);
+}
+
+/** x → y as ONNX nodes (opset 20: Gelu with approximate = 'tanh' for gelu_tanh; QuickGELU as x·Sigmoid(1.702·x)). */
+function activationNodes(kind: Activation): GraphSpec['nodes'] {
+  switch (kind) {
+    case 'gelu':
+      return [{ op: 'Gelu', inputs: ['x'], outputs: ['y'] }];
+    case 'gelu_tanh':
+      return [{ op: 'Gelu', inputs: ['x'], outputs: ['y'], attributes: { approximate: 'tanh' } }];
+    case 'quick_gelu':
+      return [
+        { op: 'Constant', inputs: [], outputs: ['slope'], attributes: { value_float: { float: QUICK_GELU_SLOPE } } },
+        { op: 'Mul', inputs: ['x', 'slope'], outputs: ['xs'] },
+        { op: 'Sigmoid', inputs: ['xs'], outputs: ['s'] },
+        { op: 'Mul', inputs: ['x', 's'], outputs: ['y'] },
+      ];
+  }
 }
 
 /** softmax(scale·x) over the last dimension. */

@@ -82,6 +82,8 @@ export interface SearchOperand {
   factors: readonly number[];
   /** GELU twin: keep Δ_R1 = Δ_R2/2^m (SearchConfig.geluAligned). */
   geluAligned: boolean;
+  /** GELU twin: |min| of the activation feeding the operand (default GELU_MIN, exact GELU's). */
+  negativeReach?: number;
   /** Softmax twin: Δ_R2 = 1/2^(k−1) (paper) or 1/(2^(k−1)−1) (SearchConfig.softmaxDeltaR2). */
   softmaxDeltaR2: 'paper' | 'exact-one';
 }

@@ -3,7 +3,8 @@
  * (down to ≈ −0.17) and a long positive side, so each gets its own range and scale, with a range flag and
  * k−1 bits each:
  *
- *   R1 (negative side):  clamp(round(x/Δ_R1), −2^(k−1), 0)·Δ_R1     Δ_R1 = deltaNeg, fixed to reach GELU's minimum
+ *   R1 (negative side):  clamp(round(x/Δ_R1), −2^(k−1), 0)·Δ_R1     Δ_R1 = deltaNeg, fixed to reach the activation's minimum
+ *                        (GELU ≈ −0.1700, gelu_tanh ≈ −0.1700, QuickGELU ≈ −0.1636: QuantPoint.activation)
  *   R2 (positive side):  clamp(round(x/Δ_R2), 0, 2^(k−1)−1)·Δ_R2    Δ_R2 = deltaPos, searched
  *
  * Aligned (the default), Δ_R2 = 2^m·Δ_R1, so both ranges can share one accumulator after a shift.
@@ -31,18 +32,18 @@ export const twinGelu: ActivationKind<QuantOf<'twin-gelu'>, typeof disk> = {
   fits: ({ field, feeds }) => field === 'input' && feeds === 'post-gelu',
 
   /** Δ_R2 = factor·Δ_maxabs of the positive side (its maximum, not max|x|); Δ_R1 follows from Δ_R2 (geluNegativeDelta). */
-  searchSpace({ data, bits, factors, geluAligned }) {
+  searchSpace({ data, bits, factors, geluAligned, negativeReach }) {
     let max = -Infinity;
     for (let i = 0; i < data.length; i++) if (data[i] > max) max = data[i];
     const d0 = maxAbsDelta(max, bits);
-    const quant = (deltaPos: number): QuantOf<'twin-gelu'> => ({ kind: 'twin-gelu', bits, deltaPos, deltaNeg: geluNegativeDelta(deltaPos, bits, geluAligned) });
+    const quant = (deltaPos: number): QuantOf<'twin-gelu'> => ({ kind: 'twin-gelu', bits, deltaPos, deltaNeg: geluNegativeDelta(deltaPos, bits, geluAligned, negativeReach) });
     return {
       count: factors.length,
       groups: 1,
       initial: quant(d0),
       scales: (cands) => {
         const deltas = cands.map((c) => factors[c] * d0);
-        return { scales: Float32Array.from(deltas), scales2: Float32Array.from(deltas.map((d) => geluNegativeDelta(d, bits, geluAligned))) };
+        return { scales: Float32Array.from(deltas), scales2: Float32Array.from(deltas.map((d) => geluNegativeDelta(d, bits, geluAligned, negativeReach))) };
       },
       chosen: ([best]) => quant(factors[best] * d0),
     };
