@@ -28,7 +28,7 @@ import { interpolateBicubic } from './posembed.js';
 import type { Arch, ModelSpec, VitArch } from './types.js';
 import type { TensorSource } from './weights.js';
 
-export const TRANSFORMERS_MODEL_TYPES = ['vit', 'deit', 'swin', 'dinov2'] as const;
+export const TRANSFORMERS_MODEL_TYPES = ['vit', 'deit', 'swin', 'dinov2', 'dinov2_with_registers'] as const;
 type ModelType = (typeof TRANSFORMERS_MODEL_TYPES)[number];
 
 type Json = Record<string, unknown>;
@@ -101,6 +101,12 @@ class Mapper {
   copy(to: string, from: string, transform?: (t: Tensor) => Tensor): void {
     this.need(from);
     this.entries.set(to, { from, get: () => (transform ? transform(this.st.tensor(from)) : this.st.tensor(from)) });
+  }
+
+  /** timm `to` computed from several transformers tensors. */
+  combine(to: string, from: string[], get: (ts: Tensor[]) => Tensor): void {
+    from.forEach((n) => this.need(n));
+    this.entries.set(to, { from: from.join(' + '), get: () => get(from.map((n) => this.st.tensor(n))) });
   }
 
   /** A Linear `${to}.weight/.bias` ← `${from}.weight/.bias` (bias only if stored). */
@@ -341,6 +347,34 @@ function mappingFor(type: ModelType, config: Json, st: SafeTensors, inputSize: n
         },
       };
     }
+    case 'dinov2_with_registers': {
+      // transformers ≥ 4.48: tokens [cls + pos_cls, registers, patches + pos_patches]; the head skips the registers.
+      // timm's reg4 DINOv2 layout holds the same model: no_embed_class with pos_cls folded into cls_token.
+      f.only('use_swiglu_ffn', false, false);
+      const patch = f.int('patch_size', 14);
+      const registers = f.int('num_register_tokens', 4);
+      const base = timmArch('VisionTransformer', vitKwargs(config, where, inputSize, numClasses, f.num('mlp_ratio', 4)), where) as VitArch;
+      const arch: VitArch = { ...base, ...normEps(f.num('layer_norm_eps', 1e-6)), initValues: f.num('layerscale_value', 1), regTokens: registers, noEmbedClass: true, headPool: 'token+patch-mean' };
+      const stored = f.int('image_size', 518) / patch;
+      if (!Number.isInteger(stored)) throw new Ptq4vitError(`${where}: image_size ${config.image_size} is not a multiple of patch_size ${patch}`);
+      const grid = inputSize / patch;
+      const P = 'dinov2_with_registers';
+      const posName = `${P}.embeddings.position_embeddings`;
+      return {
+        arch,
+        timmClass: 'VisionTransformer',
+        map(m) {
+          m.combine('cls_token', [`${P}.embeddings.cls_token`, posName], ([cls, pos]) => new Tensor(Float32Array.from(cls.data, (v, i) => v + pos.data[i]), [1, 1, cls.size]));
+          m.copy('reg_token', `${P}.embeddings.register_tokens`);
+          m.copy('pos_embed', posName, (t) => registersPositionEmbeddings(t, stored, grid, `${st.file}: ${posName}`));
+          m.linear('patch_embed.proj', `${P}.embeddings.patch_embeddings.projection`);
+          m.ignore(`${P}.embeddings.mask_token`);
+          m.norm('norm', `${P}.layernorm`);
+          vitLayers(m, P, arch.depth, { norm1: 'norm1', norm2: 'norm2', fc1: 'mlp.fc1', fc2: 'mlp.fc2', layerScale: true });
+          m.linear('head', 'classifier');
+        },
+      };
+    }
     case 'swin': {
       f.only('use_absolute_embeddings', false, false);
       f.only('hidden_act', 'gelu', 'gelu');
@@ -420,6 +454,20 @@ export function dinov2PositionEmbeddings(table: Tensor, storedGrid: number, grid
   out.set(table.data.subarray(0, D));
   out.set(resampled.data, D);
   return new Tensor(out, [1, grid * grid + 1, D]);
+}
+
+/**
+ * transformers' Dinov2WithRegisters `interpolate_pos_encoding` (≥ 4.48): the patch grid bicubic-resized to the
+ * input grid by `size` with antialias = true. Returns the patch rows only ([1, g², D]: timm's no_embed_class
+ * table; the cls row is folded into cls_token).
+ */
+export function registersPositionEmbeddings(table: Tensor, storedGrid: number, grid: number, where: string): Tensor {
+  const D = table.shape[table.rank - 1];
+  const n = table.size / D;
+  if (n !== storedGrid * storedGrid + 1) throw new Ptq4vitError(`${where}: ${n} positions, config.json's image_size / patch_size implies ${storedGrid}² + 1 = ${storedGrid * storedGrid + 1}`);
+  const patches = new Tensor(table.data.slice(D), [storedGrid * storedGrid, D]);
+  const resampled = storedGrid === grid ? patches : interpolateBicubic(patches, [storedGrid, storedGrid], { size: [grid, grid], antialias: true });
+  return resampled.reshape([1, grid * grid, D]);
 }
 
 /** The stored Swin index buffer must be the one timm's get_relative_position_index builds for this window. */
