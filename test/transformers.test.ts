@@ -25,7 +25,7 @@ import { SafeTensors, writeSafetensors, type TensorToWrite } from '../src/io/saf
 import { cardFromSpec, specFromCard } from '../src/models/config.js';
 import { checkSpecStorable, specFromStoredCard } from '../src/quant/file.js';
 import { buildModel } from '../src/models/load.js';
-import { interpolateBicubic, resampleAbsPosEmbed } from '../src/models/posembed.js';
+import { interpolateBicubic, resampleAbsPosEmbed, withInputSize } from '../src/models/posembed.js';
 import { dinov2PositionEmbeddings } from '../src/models/transformers.js';
 import type { TensorSource } from '../src/models/weights.js';
 import { GraphBuilder } from '../src/onnx/builder.js';
@@ -451,6 +451,14 @@ describe('--img-size: timm resample_abs_pos_embed', () => {
     const expected = interpolateBicubic(new Tensor(stored.data.slice(192), [64, 192]), [8, 8], { size: [12, 12], antialias: true });
     assert.deepEqual(Array.from(pos.data.subarray(192)), Array.from(expected.data));
     expectError(() => openModel({ weights: ckpt, config: card, imgSize: 30 }), /--img-size 30 is not a multiple of .* patch size 4/);
+    // no_embed_class (DINOv2 reg4): pos_embed holds the patches only, so timm resamples it with no prefix rows.
+    const reg4 = path.join(sharedDir, 'fixtures', 'vit_reg4_p14_224_fixture');
+    const regSpec = specFromCard(JSON.parse(fs.readFileSync(`${reg4}.json`, 'utf8')), 'reg4');
+    const regWeights = SafeTensors.read(`${reg4}.safetensors`);
+    const small = withInputSize(regSpec, regWeights, 112);
+    const regPos = regWeights.tensor('pos_embed', [1, 256, 48]);
+    assert.deepEqual(Array.from(small.weights.tensor('pos_embed', [1, 64, 48]).data), Array.from(interpolateBicubic(regPos.reshape([256, 48]), [16, 16], { size: [8, 8], antialias: true }).data));
+    assert.deepEqual((await buildModel(small.spec, small.weights).forward(randomTensor([1, 3, 112, 112], 4))).shape, [1, 16]);
 
     // The file records it: quantize a tiny random ViT (1 block) at 48 instead of its 32.
     const dir = scratch.next();

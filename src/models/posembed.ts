@@ -20,6 +20,7 @@ import { Ptq4vitError } from '../errors.js';
 import { Tensor } from '../tensor/tensor.js';
 import { MAX_IMG_SIZE, MAX_VIT_TOKENS } from './config.js';
 import type { ModelSpec } from './types.js';
+import { vitVariant } from './vit.js';
 import type { TensorSource } from './weights.js';
 
 export interface BicubicOptions {
@@ -155,7 +156,9 @@ export function withInputSize(spec: ModelSpec, weights: TensorSource, imgSize: n
   if (a.family === 'swin' || imgSize === a.imgSize) return { spec: resized, weights };
   const grid = imgSize / a.patchSize;
   if (grid * grid > MAX_VIT_TOKENS) throw new Ptq4vitError(`--img-size ${imgSize} / patch size ${a.patchSize} gives ${grid * grid} patches, more than the ${MAX_VIT_TOKENS} supported`);
-  const numPrefix = a.family === 'deit-distilled' ? 2 : 1;
+  // timm: num_prefix_tokens = 0 with no_embed_class (pos_embed covers the patches only), else cls (+ dist) + registers.
+  const v = vitVariant(a);
+  const numPrefix = v.noEmbedClass ? 0 : (v.classToken ? 1 : 0) + (a.family === 'deit-distilled' ? 1 : 0) + v.regTokens;
   const source: TensorSource = {
     file: weights.file,
     names: () => weights.names(),
