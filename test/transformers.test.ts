@@ -282,6 +282,8 @@ describe('bad transformers folders: one line naming the file and the field', () 
     expectError(() => openModel({ weights: folder(config(), { ...processor(), image_processor_type: 'ConvNextImageProcessor' }) }), /preprocessor_config\.json: image_processor_type "ConvNextImageProcessor" is not supported/);
     expectError(() => openModel({ weights: folder(config(), { ...processor(), size: { height: 224, width: 200 } }) }), /preprocessor_config\.json: size 224×200 is not square/);
     expectError(() => openModel({ weights: folder({ ...config(), hidden_act: 'relu' }, processor()) }), /config\.json: hidden_act "relu" is not supported/);
+    const { 'classifier.weight': _w, 'classifier.bias': _b, ...backbone } = weights();
+    expectError(() => openModel({ weights: folder(config(), processor(), backbone) }), /model\.safetensors: no classifier \(classifier\.weight\): a vit backbone without a classification head is not supported yet/);
   });
 
   test('a config that disagrees with the weights', () => {

@@ -505,6 +505,11 @@ export function openTransformersFolder(dir: string, configFile: string, config: 
   if (!TRANSFORMERS_MODEL_TYPES.includes(type as ModelType)) {
     throw new Ptq4vitError(`${configFile}: model_type ${JSON.stringify(type)} is not supported (supported: ${TRANSFORMERS_MODEL_TYPES.join(', ')})`);
   }
+  // ViTModel / DeiTModel / Dinov2Model / SwinModel: an encoder without a classifier (a backbone for its embeddings).
+  const classifier = type === 'deit' ? 'cls_classifier.weight' : 'classifier.weight';
+  if (!st.has(classifier)) {
+    throw new Ptq4vitError(`${st.file}: no classifier (${classifier}): a ${String(type)} backbone without a classification head is not supported yet (config.json architectures ${JSON.stringify(config.architectures ?? null)})`);
+  }
   const processorFile = path.join(dir, HF_PREPROCESSOR_CONFIG);
   if (!fs.existsSync(processorFile)) throw new Ptq4vitError(`${dir}: ${HF_PREPROCESSOR_CONFIG} is missing (a transformers folder's image processor: the model's preprocessing)`);
   const processorConfig = readJson(processorFile, '');
