@@ -12,6 +12,9 @@
  *           head on cat(cls, mean of the patch tokens); position embeddings stored for the config grid
  *           (image_size / patch_size) and bicubic-interpolated to the input grid by transformers' own rule
  *           (scale_factor (g + 0.1) / g0, antialias off; transformers 4.40), done once here
+ *   dinov2_with_registers  Dinov2WithRegistersForImageClassification → the same with registers: timm's reg4 layout
+ *           (reg_tokens, no_embed_class, the cls position folded into cls_token); positions resized by size with
+ *           antialias (transformers ≥ 4.48); the head's patch mean skips the registers
  *
  * Attention: transformers' separate query/key/value Linears become timm's fused qkv (rows q; k; v), which is also
  * what PTQ4ViT quantizes (one Δ per part). Every tensor in the file must be used, or be a known buffer
