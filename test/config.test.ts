@@ -101,11 +101,13 @@ describe('presets', () => {
       assert.equal(spec.timmClass, PRESETS[name].timmClass);
       const a = spec.arch;
       const patch = /patch(\d+)/.exec(name)![1];
-      const size = /_(\d+)$/.exec(name)![1];
+      // DINOv2's names carry no size: timm registers them at 518 (their pretrained cfg's fixed input size).
+      const size = /_(\d+)$/.exec(name)?.[1] ?? (name.endsWith('_dinov2') ? '518' : 'none');
       assert.equal(a.patchSize, Number(patch), `${name}: patch size`);
       assert.equal(a.imgSize, Number(size), `${name}: image size`);
       assert.equal(spec.preprocess.inputSize, a.imgSize, `${name}: input size`);
-      assert.equal(a.numClasses, 1000, `${name}: ImageNet classes`);
+      // The OpenAI CLIP QuickGELU weights end in their 512-d projection (timm's num_classes=512).
+      assert.equal(a.numClasses, name.includes('quickgelu') ? 512 : 1000, `${name}: ImageNet classes`);
       assert.equal(spec.preprocess.interpolation, 'bicubic', `${name}: interpolation`);
       if (name.startsWith('swin')) {
         assert.equal(a.family, 'swin');
@@ -116,10 +118,12 @@ describe('presets', () => {
         const expectedDim = { tiny: 192, small: 384, base: 768, large: 1024 }[/_(tiny|small|base|large)_/.exec(name)![1] as 'tiny'];
         assert.equal(a.embedDim, expectedDim, `${name}: width`);
       }
-      // timm: ViT (augreg) weights use mean/std 0.5; DeiT and Swin use ImageNet statistics.
-      const stats = name.startsWith('vit') ? HALF : IMAGENET_MEAN;
-      assert.deepEqual(spec.preprocess.mean, stats, `${name}: mean`);
-      assert.deepEqual(spec.preprocess.std, name.startsWith('vit') ? HALF : IMAGENET_STD, `${name}: std`);
+      // timm: ViT (augreg) and SigLIP weights use mean/std 0.5; DeiT, DINOv2 and Swin ImageNet statistics; CLIP its own.
+      const half = name.startsWith('vit') && !name.includes('dinov2') && !name.includes('clip');
+      if (!name.includes('clip')) {
+        assert.deepEqual(spec.preprocess.mean, half ? HALF : IMAGENET_MEAN, `${name}: mean`);
+        assert.deepEqual(spec.preprocess.std, half ? HALF : IMAGENET_STD, `${name}: std`);
+      }
     }
   });
 
@@ -160,7 +164,7 @@ describe('bad cards', () => {
   test('unsupported kwarg', () => {
     // timm VisionTransformer's optional parts are supported (test/vit_families.test.ts); what is not, is refused.
     bad(vitCard({ mlp_layer: 'SwiGLUPacked' }), /timm_kwargs\.mlp_layer is not supported \(supported: img_size, patch_size, .*init_values.*\)/);
-    bad(vitCard({ global_pool: 'map' }), /timm_kwargs\.global_pool = "map" is not supported \(attention pooling/);
+    bad(vitCard({ global_pool: 'prr' }), /timm_kwargs\.global_pool = "prr" is not supported \(AttentionPoolPrr/);
     bad({ timm_class: 'SwinTransformer', timm_kwargs: { depth: 12 } }, /timm_kwargs\.depth is not supported \(supported: .*depths/);
     bad({ timm_class: 'VisionTransformerDistilled', timm_kwargs: { global_pool: 'avg' } }, /timm_kwargs\.global_pool = "avg" is not supported \(only "token"\)/);
     bad({ timm_class: 'VisionTransformerDistilled', timm_kwargs: { reg_tokens: 4 } }, /timm_kwargs\.reg_tokens is not supported/);

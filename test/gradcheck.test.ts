@@ -32,8 +32,9 @@ import { specFromCard } from '../src/models/config.js';
 import { buildModel } from '../src/models/load.js';
 import type { Runner, VisionModel } from '../src/models/types.js';
 import { linear as linearFp, matmul as matmulFp } from '../src/tensor/gemm.js';
+import { activationValue } from '../src/tensor/activation.js';
 import { fastKernels, type Kernels } from '../src/tensor/kernels.js';
-import { prependTokensOp } from '../src/tensor/layout.js';
+import { poolTokensOp, prependTokensOp } from '../src/tensor/layout.js';
 import { add, fromHeads, scale, scaleInPlace, scatterToken, selectToken, toHeads } from '../src/tensor/ops.js';
 import { Tensor, numel } from '../src/tensor/tensor.js';
 import {
@@ -174,6 +175,21 @@ test('geluBackward matches finite differences over [−5, 5]', async (ctx) => {
   for (let i = 0; i < x.size; i++) x.data[i] = -5 + (10 * i) / (x.size - 1) + 0.01 * rand(); // dense grid incl. the kink region
   const g = randn(x.shape, rand);
   await checkKernel(ctx, 'gelu', [x], g, ([t]) => fastKernels.gelu(t), (tape, [t]) => tape.kernels.gelu(t));
+});
+
+test('the other MLP activations (gelu_tanh, QuickGELU): backward matches finite differences over [−5, 5], forward matches the formula', async (ctx) => {
+  const rand = gaussian(17);
+  const x = Tensor.zeros([4, 25]);
+  for (let i = 0; i < x.size; i++) x.data[i] = -5 + (10 * i) / (x.size - 1) + 0.01 * rand();
+  const g = randn(x.shape, rand);
+  for (const kind of ['gelu_tanh', 'quick_gelu'] as const) {
+    await checkKernel(ctx, kind, [x], g, ([t]) => fastKernels.gelu(t, kind), (tape, [t]) => tape.kernels.gelu(t, kind));
+    const y = await fastKernels.gelu(x, kind);
+    for (let i = 0; i < x.size; i++) {
+      const ref = activationValue(kind, x.data[i]);
+      assert.ok(Math.abs(y.data[i] - ref) <= 1e-6 * (1 + Math.abs(ref)), `${kind}(${x.data[i]}) = ${y.data[i]}, formula ${ref}`);
+    }
+  }
 });
 
 test('softmaxBackward matches finite differences: with a scale, and with an additive repeated bias (incl. −100 mask entries)', async (ctx) => {
@@ -494,6 +510,26 @@ test('layout adjoints: ViT\'s prefix/position add, checked directly (1 and 2 pre
     const op = prependTokensOp(randn([numPrefix, 12], rand), randn([numPrefix + 16, 12], rand));
     const r = checkAdjoint(`prependTokens (${numPrefix} prefix)`, (...xs) => op.forward(xs), (g) => op.adjoint(g, []), [[2, 16, 12]], rand);
     assert.equal(r.differentiated, 1);
+  }
+  reportAdjoint(ctx);
+});
+
+test('layout adjoints: ViT\'s token pools (avg over the non-prefix tokens; max / avgmax for a fixed argmax)', (ctx) => {
+  const rand = gaussian(25);
+  for (const skip of [0, 1, 5]) {
+    const op = poolTokensOp('avg', skip);
+    const r = checkAdjoint(`poolTokens(avg, from ${skip})`, (...xs) => op.forward(xs), (g) => op.adjoint(g, [Tensor.zeros([2, 9, 6])]), [[2, 9, 6]], rand);
+    assert.equal(r.differentiated, 1);
+  }
+  // Max is linear once the argmax is fixed: the adjoint at x is the transpose of the map "pick x's argmax".
+  for (const pool of ['max', 'avgmax'] as const) {
+    const op = poolTokensOp(pool, 1);
+    const x = randn([2, 9, 6], rand);
+    const y = op.forward([x]), g = randn(y.shape, rand);
+    const [gx] = op.adjoint(g, [x]);
+    // ⟨f(x), g⟩ = ⟨x, f*(g)⟩ for a piecewise-linear, positively homogeneous f
+    const lhs = dot(y.data, g.data), rhs = dot(x.data, gx!.data);
+    assert.ok(Math.abs(lhs - rhs) <= 1e-5 * absDot(y.data, g.data), `poolTokens(${pool}): ⟨f(x), g⟩ ${lhs} vs ⟨x, f*(g)⟩ ${rhs}`);
   }
   reportAdjoint(ctx);
 });

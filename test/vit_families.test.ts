@@ -26,6 +26,7 @@ import { calibrate } from '../src/quant/calibrate.js';
 import { readQuantizedModel, saveQuantizedModel } from '../src/quant/file.js';
 import { methodConfig } from '../src/quant/methods.js';
 import { QuantRunner } from '../src/quant/runner.js';
+import { openModel } from '../src/open.js';
 import { ACTIVATION_NEGATIVE_REACH, activationValue } from '../src/tensor/activation.js';
 import { linear as linearFp, matmul as matmulFp } from '../src/tensor/gemm.js';
 import { fastKernels } from '../src/tensor/kernels.js';
@@ -129,6 +130,7 @@ function randomWeights(spec: ReturnType<typeof specFromCard>, seed: number): Saf
 const TINY_VARIANTS: Record<string, Record<string, unknown>> = {
   'reg2 no-cls max-pool gelu_tanh qk_norm': { img_size: 32, patch_size: 8, embed_dim: 24, depth: 2, num_heads: 2, reg_tokens: 2, class_token: false, global_pool: 'max', act_layer: 'gelu_tanh', qk_norm: true, no_embed_class: true, init_values: 0.5 },
   'avgmax fc_norm=False final_norm pre_norm quick_gelu': { img_size: 24, patch_size: 6, embed_dim: 20, depth: 2, num_heads: 4, global_pool: 'avgmax', fc_norm: false, pre_norm: true, act_layer: 'quick_gelu', proj_bias: false },
+  'map (SigLIP attention pooling) gelu_tanh': { img_size: 32, patch_size: 8, embed_dim: 16, depth: 1, num_heads: 2, class_token: false, global_pool: 'map', act_layer: 'gelu_tanh' },
   'token scale norms, final_norm=False, qkv_bias=False': { img_size: 28, patch_size: 7, embed_dim: 18, depth: 1, num_heads: 3, scale_attn_norm: true, scale_mlp_norm: true, final_norm: false, qkv_bias: false, mlp_ratio: 2 },
 };
 
@@ -188,6 +190,44 @@ describe('timm ViT families: other sizes and options (random weights)', () => {
       const int = (await intSession.run({ pixel_values: new ort.Tensor('float32', images.data, [...images.shape]) })).logits.data as Float32Array;
       assertClose(int, sim.data, `${label}: integer graph vs simulation`, 1e-3);
     });
+  }
+});
+
+test('attention pooling (global_pool map) equals a hand-written AttentionPoolLatent', async () => {
+  const card = { timm_class: 'VisionTransformer', timm_kwargs: { img_size: 24, patch_size: 6, embed_dim: 12, depth: 1, num_heads: 3, num_classes: 4, class_token: false, global_pool: 'map', act_layer: 'gelu_tanh', mlp_ratio: 2 } };
+  const spec = specFromCard(card, 'map');
+  const w = randomWeights(spec, 77);
+  const model = buildModel(spec, w);
+  const rand = gaussian(78);
+  const images = new Tensor(Float32Array.from({ length: 2 * 3 * 24 * 24 }, () => rand()), [2, 3, 24, 24]);
+  const runner = new RecordingRunner();
+  await model.forward(images, runner);
+  const tokens = runner.records.get('attn_pool.kv')!.inputs[0]; // the final norm's output [B, N, D]
+  const pooled = runner.records.get('head')!.inputs[0]; // [B, D]
+  const [B, N, D] = tokens.shape, H = 3, d = D / H;
+  const t = (n: string) => w.tensor(n).data;
+  const lin = (x: ArrayLike<number>, name: string, out: number): number[] =>
+    Array.from({ length: out }, (_, o) => Array.from(x).reduce((acc, xi, i) => acc + xi * t(`${name}.weight`)[o * x.length + i], t(`${name}.bias`)[o]));
+  const layerNorm = (x: number[], name: string): number[] => {
+    const mean = x.reduce((a, b) => a + b, 0) / x.length;
+    const variance = x.reduce((a, b) => a + (b - mean) ** 2, 0) / x.length;
+    return x.map((v, i) => ((v - mean) / Math.sqrt(variance + 1e-6)) * t(`${name}.weight`)[i] + t(`${name}.bias`)[i]);
+  };
+  const q = lin(t('attn_pool.latent'), 'attn_pool.q', D);
+  for (let b = 0; b < B; b++) {
+    const kv = Array.from({ length: N }, (_, n) => lin(tokens.data.subarray((b * N + n) * D, (b * N + n + 1) * D), 'attn_pool.kv', 2 * D));
+    const context: number[] = [];
+    for (let h = 0; h < H; h++) {
+      const scores = kv.map((row) => row.slice(h * d, (h + 1) * d).reduce((acc, kj, j) => acc + kj * q[h * d + j], 0) / Math.sqrt(d));
+      const m = Math.max(...scores);
+      const e = scores.map((s) => Math.exp(s - m));
+      const z = e.reduce((a, c) => a + c, 0);
+      for (let j = 0; j < d; j++) context.push(kv.reduce((acc, row, n) => acc + (e[n] / z) * row[D + h * d + j], 0));
+    }
+    const y = lin(context, 'attn_pool.proj', D);
+    const hidden = lin(layerNorm(y, 'attn_pool.norm'), 'attn_pool.mlp.fc1', 2 * D).map((v) => activationValue('gelu_tanh', v));
+    const expected = lin(hidden, 'attn_pool.mlp.fc2', D).map((v, i) => v + y[i]);
+    assertClose(pooled.data.subarray(b * D, (b + 1) * D), expected, `attention pool, image ${b}`);
   }
 });
 
@@ -253,7 +293,7 @@ describe('timm ViT families: W8A8 quantize → file → eval → integer ONNX', 
 
 describe('timm ViT families: presets and bad input', () => {
   test('presets of the families build with timm\'s kwargs and preprocessing', () => {
-    for (const name of ['deit3_small_patch16_224', 'vit_small_patch14_dinov2', 'vit_base_patch14_reg4_dinov2', 'vit_base_patch16_clip_224', 'vit_base_patch16_clip_quickgelu_224']) {
+    for (const name of ['deit3_small_patch16_224', 'vit_small_patch14_dinov2', 'vit_base_patch14_reg4_dinov2', 'vit_base_patch16_clip_224', 'vit_base_patch16_clip_quickgelu_224', 'vit_base_patch16_siglip_224']) {
       assert.ok(PRESETS[name], `${name} is a preset`);
       const spec = specFromPreset(name);
       assert.deepEqual(specFromCard(JSON.parse(JSON.stringify(cardFromSpec(spec))), name), spec, `${name}: card round trip`);
@@ -265,12 +305,31 @@ describe('timm ViT families: presets and bad input', () => {
     assert.deepEqual(clip.preprocess.mean, [0.48145466, 0.4578275, 0.40821073]);
   });
 
+  test('timm hub folders of the family presets open with model_args and match timm', async () => {
+    const cases: [string, string, Record<string, unknown>][] = [
+      ['vit_layerscale_p16_224_fixture', 'deit3_small_patch16_224', { embed_dim: 48, depth: 2, num_heads: 3, init_values: 0.1 }],
+      ['vit_reg4_p14_224_fixture', 'vit_small_patch14_reg4_dinov2', { img_size: 224, embed_dim: 48, depth: 2, num_heads: 3, init_values: 0.1 }],
+      // The preset brings what model_args cannot say: QuickGELU and nn.LayerNorm's eps 1e-5.
+      ['vit_clip_p16_224_fixture', 'vit_base_patch16_clip_quickgelu_224', { embed_dim: 48, depth: 2, num_heads: 3 }],
+    ];
+    for (const [name, architecture, modelArgs] of cases) {
+      const dir = scratch.next();
+      fs.copyFileSync(path.join(fixturesDir, `${name}.safetensors`), path.join(dir, 'model.safetensors'));
+      const pretrained = { input_size: [3, 224, 224], interpolation: 'bicubic', crop_pct: 1.0, crop_mode: 'center' };
+      fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify({ architecture, num_classes: 16, model_args: modelArgs, pretrained_cfg: pretrained }));
+      const { model } = openModel({ weights: dir });
+      const acts = SafeTensors.read(path.join(fixturesDir, `${name}.activations.safetensors`));
+      assertClose((await model.forward(acts.tensor('input'))).data, acts.tensor('logits').data, `${architecture} hub folder (${name})`);
+    }
+  });
+
   const base = { patch_size: 16, embed_dim: 48, depth: 2, num_heads: 3, img_size: 224, num_classes: 16 };
   const refuses = (kwargs: Record<string, unknown>, pattern: RegExp, extra: Record<string, unknown> = {}) =>
     assert.throws(() => specFromCard({ timm_class: 'VisionTransformer', timm_kwargs: { ...base, ...kwargs }, ...extra }, 'card.json'), (e: unknown) => e instanceof Ptq4vitError && pattern.test(e.message) && !e.message.includes('\n'));
 
   test('unsupported variants and inconsistent kwargs: one line naming the field', () => {
-    refuses({ global_pool: 'map' }, /card\.json: timm_kwargs\.global_pool = "map" is not supported \(attention pooling/);
+    refuses({ global_pool: 'map' }, /card\.json: timm_kwargs\.global_pool "map" is supported without prefix tokens only/);
+    refuses({ global_pool: 'prr', class_token: false }, /timm_kwargs\.global_pool = "prr" is not supported \(AttentionPoolPrr/);
     refuses({ global_pool: '' }, /timm_kwargs\.global_pool = "" is not supported/);
     refuses({ global_pool: 'token', class_token: false }, /global_pool "token" needs the class token/);
     refuses({ act_layer: 'swiglu' }, /timm_kwargs\.act_layer = "swiglu" is not supported \(SwiGLU/);

@@ -155,12 +155,13 @@ export interface ArchExtras {
   layerNormEps?: unknown;
 }
 
-const GLOBAL_POOLS = ['token', 'avg', 'max', 'avgmax'] as const;
+const GLOBAL_POOLS = ['token', 'avg', 'max', 'avgmax', 'map'] as const;
 const UNSUPPORTED_POOLS: Record<string, string> = {
   '': 'no pooling gives per-token outputs, not one prediction per image',
-  map: 'attention pooling (AttentionPoolLatent) is not implemented',
   prr: 'AttentionPoolPrr is not implemented',
 };
+/** timm: fc_norm=None means "after the pool" for these pools. */
+export const FC_NORM_POOLS: readonly string[] = ['avg', 'max', 'avgmax'];
 
 /**
  * The optional parts of timm's VisionTransformer from its kwargs, with timm's rules: fc_norm = None means
@@ -176,7 +177,10 @@ function vitVariantFromTimm(k: ReturnType<typeof kwargsReader>, extras: ArchExtr
   const regTokens = k.nonNegativeInt('reg_tokens', 0);
   const globalPool = k.oneOf('global_pool', GLOBAL_POOLS, 'token', UNSUPPORTED_POOLS);
   if (globalPool === 'token' && !classToken) throw new Ptq4vitError(`${where}: timm_kwargs.global_pool "token" needs the class token, but timm_kwargs.class_token is false`);
-  const poolRule = globalPool !== 'token';
+  if (globalPool === 'map' && (classToken || regTokens > 0)) {
+    throw new Ptq4vitError(`${where}: timm_kwargs.global_pool "map" is supported without prefix tokens only (as SigLIP: class_token false, no reg_tokens)`);
+  }
+  const poolRule = FC_NORM_POOLS.includes(globalPool);
   const fcNorm = k.optionalBoolean('fc_norm') ?? poolRule;
   const initValues = k.optionalNumber('init_values');
   const activation = k.oneOf('act_layer', ACTIVATIONS, 'gelu', { swiglu: 'SwiGLU MLPs are not implemented', silu: 'only GELU-family activations', relu: 'only GELU-family activations' });
@@ -231,6 +235,8 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string, e
       }, where);
     }
     case 'SwinTransformer': {
+      // timm's Swin uses nn.LayerNorm (eps 1e-5, swin.ts); a card asking for another eps is refused, not ignored.
+      if (extras.layerNormEps !== undefined && extras.layerNormEps !== 1e-5) throw new Ptq4vitError(`${where}: layer_norm_eps ${JSON.stringify(extras.layerNormEps)} is not supported for SwinTransformer (only 1e-5)`);
       const k = kwargsReader(kwargs, where, SWIN_KWARGS);
       k.exact('global_pool', 'avg');
       const depths = k.intList('depths', [2, 2, 6, 2]);
@@ -451,6 +457,8 @@ export const PRESETS: Record<string, Preset> = {
   vit_base_patch14_reg4_dinov2: { timmClass: 'VisionTransformer', kwargs: dinov2(768, 12, true), cropPct: 1.0, mean: IMAGENET_MEAN, std: IMAGENET_STD },
   vit_base_patch16_clip_224: { timmClass: 'VisionTransformer', kwargs: clip(), cropPct: 0.95, mean: CLIP_MEAN, std: CLIP_STD, layerNormEps: 1e-5 },
   vit_base_patch16_clip_quickgelu_224: { timmClass: 'VisionTransformer', kwargs: clip({ act_layer: 'quick_gelu', num_classes: 512 }), cropPct: 0.9, mean: CLIP_MEAN, std: CLIP_STD, layerNormEps: 1e-5 },
+  // SigLIP (.webli: an embedding model, num_classes 0 there; the preset keeps timm's 1000-class head).
+  vit_base_patch16_siglip_224: { timmClass: 'VisionTransformer', kwargs: vit(768, 12, 12, { class_token: false, global_pool: 'map' }), cropPct: 0.9, mean: HALF, std: HALF },
 };
 
 export function specFromPreset(name: string): ModelSpec {

@@ -48,8 +48,8 @@ export interface VitArch {
   headPool?: 'token+patch-mean';
 }
 
-/** timm's global_pool of a VisionTransformer we implement ('' and 'map' are refused, config.ts). */
-export type VitGlobalPool = 'token' | 'avg' | 'max' | 'avgmax';
+/** timm's global_pool of a VisionTransformer we implement ('' and 'prr' are refused, config.ts); 'map' = AttentionPoolLatent. */
+export type VitGlobalPool = 'token' | 'avg' | 'max' | 'avgmax' | 'map';
 
 export interface SwinArch {
   family: 'swin';

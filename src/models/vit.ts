@@ -18,7 +18,7 @@
  */
 import { Ptq4vitError } from '../errors.js';
 import type { Activation } from '../tensor/activation.js';
-import { averageOp, clsAndPatchMeanOp, poolTokensOp, prependTokensOp, selectTokenOp, type LayoutOp } from '../tensor/layout.js';
+import { averageOp, batchOfTokensOp, clsAndPatchMeanOp, mergeHeadsOp, poolTokensOp, prependTokensOp, selectTokenOp, splitHeadsOp, type LayoutOp, type TokenPool } from '../tensor/layout.js';
 import { fp32Runner, type Runner } from '../tensor/runner.js';
 import { Tensor } from '../tensor/tensor.js';
 import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, LayerScale, Mlp, PatchEmbed } from './layers.js';
@@ -51,7 +51,7 @@ export function vitVariant(a: VitArch): VitVariant {
     regTokens: a.regTokens ?? 0,
     noEmbedClass: a.noEmbedClass ?? false,
     globalPool,
-    fcNorm: a.fcNorm ?? globalPool !== 'token', // timm: fc_norm=None means "after the pool" for avg / max / avgmax
+    fcNorm: a.fcNorm ?? globalPool in TOKEN_POOLS, // timm: fc_norm=None means "after the pool" for avg / max / avgmax
     finalNorm: a.finalNorm ?? true,
     preNorm: a.preNorm ?? false,
     layerScale: a.initValues !== undefined,
@@ -109,17 +109,84 @@ class VitBlock {
   }
 }
 
+const TOKEN_POOLS: Record<string, TokenPool> = { avg: 'avg', max: 'max', avgmax: 'avgmax' };
+
 /**
- * The head: pool the tokens (cls token, or avg / max / avgmax over the non-prefix tokens), fc_norm, then the
- * classifier(s). Kept in one place: everything after the final norm.
+ * timm's AttentionPoolLatent (global_pool='map', SigLIP): one learned latent query attends over the tokens,
+ *
+ *   q = q(latent) ; k, v = kv(x) ; y = proj(softmax(q·kᵀ·d^-½)·v) ; y = y + mlp(norm(y)) ; out = y[:, 0]
+ *
+ * Every linear is a quantization point (q's input is the constant latent, recorded like any other input) and
+ * so are both attention products; fc2's input is post-GELU as in the blocks.
+ */
+export class AttentionPoolLatent {
+  readonly q: Linear;
+  readonly kv: Linear;
+  readonly proj: Linear;
+  readonly norm: LayerNorm;
+  readonly mlp: Mlp;
+  private readonly latent: LayoutOp;
+  private readonly splits: [LayoutOp, LayoutOp, LayoutOp];
+  private readonly merge: LayoutOp;
+  private readonly scale: number;
+  private readonly pickLatent = selectTokenOp(0);
+  readonly heads: number;
+
+  constructor(reader: WeightReader, readonly name: string, options: { features: number; heads: number; mlpRatio: number; normEps: number; activation: Activation }) {
+    const { features: D, heads } = options;
+    this.latent = batchOfTokensOp(reader.tensor(`${name}.latent`, [1, 1, D]).reshape([1, D]));
+    this.q = reader.linear(`${name}.q`, D, D);
+    this.kv = reader.linear(`${name}.kv`, 2 * D, D);
+    this.kv.point.weightGroups = 2; // k and v rows get their own Δ, as q, k, v do in qkv
+    this.proj = reader.linear(`${name}.proj`, D, D);
+    this.norm = new LayerNorm(reader, `${name}.norm`, D, options.normEps);
+    this.mlp = new Mlp(reader, `${name}.mlp`, D, options.mlpRatio, { activation: options.activation });
+    feedsFrom(this.mlp.fc1, this.norm);
+    this.splits = [splitHeadsOp({ heads, part: 0, parts: 1 }), splitHeadsOp({ heads, part: 0, parts: 2 }), splitHeadsOp({ heads, part: 1, parts: 2 })];
+    this.merge = mergeHeadsOp(heads);
+    this.scale = (D / heads) ** -0.5;
+    this.heads = heads;
+  }
+
+  get points(): QuantPoint[] {
+    return [
+      this.q.point,
+      this.kv.point,
+      { name: `${this.name}.matmul1`, kind: 'matmul', heads: this.heads, transB: true },
+      { name: `${this.name}.matmul2`, kind: 'matmul', heads: this.heads, input: 'post-softmax' },
+      this.proj.point,
+      ...this.mlp.points,
+    ];
+  }
+
+  /** Tokens [B, N, D] → pooled [B, D]. */
+  async forward(runner: Runner, x: Tensor): Promise<Tensor> {
+    const k = kernelsOf(runner);
+    const q = k.layout(this.splits[0], [await applyLinear(runner, this.q, k.layout(this.latent, [x]))]); // [B·H, 1, d]
+    const kv = await applyLinear(runner, this.kv, x);
+    const [key, value] = [k.layout(this.splits[1], [kv]), k.layout(this.splits[2], [kv])];
+    const scores = await runner.matmul(`${this.name}.matmul1`, q, key, true); // [B·H, 1, N]
+    const probs = await k.softmax(scores, this.scale);
+    const context = await runner.matmul(`${this.name}.matmul2`, probs, value, false); // [B·H, 1, d]
+    const y = await applyLinear(runner, this.proj, k.layout(this.merge, [context])); // [B, 1, D]
+    const out = k.add(y, await this.mlp.forward(runner, await this.norm.forward(k, y)));
+    return k.layout(this.pickLatent, [out]); // latent_len 1: timm's pool_type 'token' takes it
+  }
+}
+
+/**
+ * The head: pool the tokens (cls token, avg / max / avgmax over the non-prefix tokens, or attention pooling),
+ * fc_norm, then the classifier(s). Kept in one place: everything after the final norm.
  */
 class VitHead {
   readonly fcNorm: LayerNorm | null;
   readonly heads: Linear[];
+  readonly attnPool: AttentionPoolLatent | null;
   private readonly pools: LayoutOp[];
 
   constructor(reader: WeightReader, a: VitArch, v: VitVariant, numPrefix: number, distilled: boolean) {
     const D = a.embedDim;
+    this.attnPool = v.globalPool === 'map' ? new AttentionPoolLatent(reader, 'attn_pool', { features: D, heads: a.numHeads, mlpRatio: a.mlpRatio, normEps: v.normEps, activation: v.activation }) : null;
     this.fcNorm = v.finalNorm && v.fcNorm ? new LayerNorm(reader, 'fc_norm', D, v.normEps) : null;
     // headPool 'token+patch-mean' (transformers' Dinov2ForImageClassification): the head reads cat(cls, mean of
     // the patch tokens), 2·D wide, right after the final norm.
@@ -127,20 +194,19 @@ class VitHead {
     this.heads = [reader.linear('head', a.numClasses, clsAndMean ? 2 * D : D)];
     if (distilled) this.heads.push(reader.linear('head_dist', a.numClasses, D));
     // Distilled: head on the cls token, head_dist on the dist token; else timm's global_pool.
-    this.pools = distilled
-      ? [selectTokenOp(0), selectTokenOp(1)]
-      : [clsAndMean ? clsAndPatchMeanOp(numPrefix) : v.globalPool === 'token' ? selectTokenOp(0) : poolTokensOp(v.globalPool, numPrefix)];
+    const pool = clsAndMean ? clsAndPatchMeanOp(numPrefix) : v.globalPool === 'token' || v.globalPool === 'map' ? selectTokenOp(0) : poolTokensOp(TOKEN_POOLS[v.globalPool], numPrefix);
+    this.pools = distilled ? [selectTokenOp(0), selectTokenOp(1)] : [pool];
   }
 
   get points(): QuantPoint[] {
-    return this.heads.map((h) => h.point);
+    return [...(this.attnPool?.points ?? []), ...this.heads.map((h) => h.point)];
   }
 
   async forward(runner: Runner, x: Tensor): Promise<Tensor> {
     const k = kernelsOf(runner);
     const logits: Tensor[] = [];
     for (let t = 0; t < this.heads.length; t++) {
-      let pooled = k.layout(this.pools[t], [x]);
+      let pooled = this.attnPool ? await this.attnPool.forward(runner, x) : k.layout(this.pools[t], [x]);
       if (this.fcNorm) pooled = await this.fcNorm.forward(k, pooled);
       logits.push(await applyLinear(runner, this.heads[t], pooled));
     }

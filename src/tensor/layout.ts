@@ -336,3 +336,26 @@ export function poolTokensOp(pool: TokenPool, skip: number): LayoutOp {
     },
   };
 }
+
+/**
+ * Constant tokens [L, D] repeated over the batch of the input: [B, N, C] → [B, L, D] (timm AttentionPoolLatent's
+ * `latent.expand(B, -1, -1)`). The output does not depend on the input's values, so the input gets no gradient.
+ */
+export function batchOfTokensOp(tokens: Tensor): LayoutOp {
+  const [L, D] = tokens.shape;
+  return {
+    name: `batchOfTokens(${L})`,
+    forward([x]) {
+      const batch = x.shape[0];
+      const out = new Float32Array(batch * L * D);
+      for (let b = 0; b < batch; b++) out.set(tokens.data, b * L * D);
+      return new Tensor(out, [batch, L, D]);
+    },
+    adjoint: () => [null],
+    onnx(b, [x]) {
+      const batch = b.slice(b.op('Shape', [x], undefined, 'batch_shape'), 0, 0, 1, 'batch');
+      const target = b.op('Concat', [batch, b.int64s('latent_dims', [L, D])], { axis: 0 }, 'latent_shape');
+      return b.op('Expand', [b.floats('latent', tokens.data, [1, L, D], tokens.data), target], undefined, 'latent_batch');
+    },
+  };
+}
