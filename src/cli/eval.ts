@@ -48,7 +48,7 @@ export const EVAL_COMMAND: CommandSpec = {
   summary: 'top-1/top-5 and throughput of a float checkpoint, a quantized model file or an ONNX model',
   synopsis: '--model <path> [--config <card.json> | --arch <preset>] --data <data> [options]',
   flags: {
-    model: { type: 'string', value: 'path', required: true, help: 'a quantized model file (carries its own architecture), an exported model.onnx, a float .safetensors checkpoint (a NAME.json card beside it is used without --config), a timm hub folder (config.json + model.safetensors) or a Hugging Face transformers folder (config.json with model_type vit/deit/swin/dinov2, preprocessor_config.json, model.safetensors)' },
+    model: { type: 'string', value: 'path', required: true, help: 'a quantized model file (carries its own architecture), an exported model.onnx, a float .safetensors checkpoint (a NAME.json card beside it is used without --config), a Hugging Face transformers folder (config.json with model_type vit/deit/swin/dinov2/dinov2_with_registers, preprocessor_config.json, model.safetensors) or a timm hub folder (config.json + model.safetensors)' },
     ...FLOAT_CHECKPOINT_FLAGS,
     data: { type: 'string', value: 'data', required: true, help: 'an image folder (one subfolder per class) or a raw-uint8 manifest.json' },
     limit: { type: 'string', value: 'N', default: 'all', help: 'evaluate on the first N images' },

@@ -29,7 +29,7 @@ export const EXPORT_COMMAND: CommandSpec = {
   summary: 'a float checkpoint or a quantized model file as one ONNX model (the quantized one with integer products)',
   synopsis: '--model <path> [--config <card.json> | --arch <preset>] (--out <model.onnx> | --hf-dir <dir>) [--float] [--labels <names.txt>]',
   flags: {
-    model: { type: 'string', value: 'path', required: true, help: 'a quantized model file, a float .safetensors checkpoint (a NAME.json card beside it is used without --config), a timm hub folder (config.json + model.safetensors) or a Hugging Face transformers folder (config.json with model_type vit/deit/swin/dinov2, preprocessor_config.json, model.safetensors)' },
+    model: { type: 'string', value: 'path', required: true, help: 'a quantized model file, a float .safetensors checkpoint (a NAME.json card beside it is used without --config), a Hugging Face transformers folder (config.json with model_type vit/deit/swin/dinov2/dinov2_with_registers, preprocessor_config.json, model.safetensors) or a timm hub folder (config.json + model.safetensors)' },
     ...FLOAT_CHECKPOINT_FLAGS,
     out: { type: 'string', value: 'model.onnx', help: 'where the ONNX model is written (atomically); --out and/or --hf-dir is required' },
     'hf-dir': { type: 'string', value: 'dir', help: 'write a folder transformers.js loads offline: config.json, preprocessor_config.json, onnx/model.onnx (FP32; for a quantized file, its dequantized weights) and, for a quantized file, onnx/model_quantized.onnx (the integer graph, dtype q8)' },

@@ -27,7 +27,7 @@ import { quantizeReport } from '../report/quantize.js';
 
 /** Every quantize flag: its meaning and default (the parser and `--help` both read this table). */
 export const QUANTIZE_OPTIONS: FlagTable = {
-  model: { type: 'string', value: 'path', required: true, help: 'float checkpoint: a .safetensors file (a NAME.json card beside NAME.safetensors is used without --config), a timm hub folder (config.json + model.safetensors) or a Hugging Face transformers folder (config.json with model_type vit/deit/swin/dinov2, preprocessor_config.json, model.safetensors)' },
+  model: { type: 'string', value: 'path', required: true, help: 'float checkpoint: a .safetensors file (a NAME.json card beside NAME.safetensors is used without --config), a Hugging Face transformers folder (config.json with model_type vit/deit/swin/dinov2/dinov2_with_registers, preprocessor_config.json, model.safetensors) or a timm hub folder (config.json + model.safetensors)' },
   config: { type: 'string', value: 'card.json', help: 'JSON model card describing the architecture and preprocessing' },
   arch: { type: 'string', value: 'preset', help: "timm architecture by name ('ptq4vit presets' lists them)" },
   'img-size': FLOAT_CHECKPOINT_FLAGS['img-size'],
