@@ -30,7 +30,13 @@ export type FlagTable = Record<string, FlagSpec>;
 export const FLOAT_CHECKPOINT_FLAGS: FlagTable = {
   config: { type: 'string', value: 'card.json', help: 'JSON model card for a float checkpoint' },
   arch: { type: 'string', value: 'preset', help: "timm architecture by name for a float checkpoint ('ptq4vit presets' lists them)" },
+  'img-size': { type: 'string', value: 'N', help: "run a float timm checkpoint at N×N input: ViT position embeddings resampled as timm's resample_abs_pos_embed (bicubic, antialiased, prefix tokens kept); the quantized file records it" },
 };
+
+/** --img-size N, validated (undefined when not given). */
+export function imgSizeFlag(values: Values): number | undefined {
+  return intFlag(values, 'img-size', undefined, 1, 2048);
+}
 
 export interface CommandSpec {
   name: string;

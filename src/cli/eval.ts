@@ -8,7 +8,7 @@ import type { VisionModel } from '../models/types.js';
 import { openModel } from '../open.js';
 import type { Runner } from '../tensor/runner.js';
 import { checkClasses, describeQuantization } from './describe.js';
-import { applyCommon, commandHelp, FLOAT_CHECKPOINT_FLAGS, intFlag, parse, requireFlag, type CommandSpec } from './args.js';
+import { applyCommon, commandHelp, FLOAT_CHECKPOINT_FLAGS, imgSizeFlag, intFlag, parse, requireFlag, type CommandSpec } from './args.js';
 import { ProgressBar } from './progress.js';
 import { printReport } from './report.js';
 
@@ -32,7 +32,7 @@ async function evalTarget(weights: string, v: Record<string, string | boolean | 
     const opened = await openOnnxModel(weights, spec);
     return { model: opened.model, what: opened.quantized ? 'integer ONNX' : 'ONNX', quantized: opened.quantized };
   }
-  const loaded = openModel({ weights, config, arch });
+  const loaded = openModel({ weights, config, arch, imgSize: imgSizeFlag(v) });
   const label = loaded.quantized ? describeQuantization(loaded.quantized.provenance) : 'FP32';
   // Codes wider than 8 bits have no int8 container: such a file runs op by op (the simulation).
   const wide = loaded.quantized?.points.some((p) => (p.kind === 'matmul' ? Math.max(p.a.bits, p.b.bits) : Math.max(p.weightBits, p.input?.bits ?? 0)) > 8);
@@ -48,7 +48,7 @@ export const EVAL_COMMAND: CommandSpec = {
   summary: 'top-1/top-5 and throughput of a float checkpoint, a quantized model file or an ONNX model',
   synopsis: '--model <path> [--config <card.json> | --arch <preset>] --data <data> [options]',
   flags: {
-    model: { type: 'string', value: 'path', required: true, help: 'a quantized model file (carries its own architecture), an exported model.onnx, a float .safetensors checkpoint (a NAME.json card beside it is used without --config) or a timm hub folder (config.json + model.safetensors)' },
+    model: { type: 'string', value: 'path', required: true, help: 'a quantized model file (carries its own architecture), an exported model.onnx, a float .safetensors checkpoint (a NAME.json card beside it is used without --config), a Hugging Face transformers folder (config.json with model_type vit/deit/swin/dinov2/dinov2_with_registers, preprocessor_config.json, model.safetensors) or a timm hub folder (config.json + model.safetensors)' },
     ...FLOAT_CHECKPOINT_FLAGS,
     data: { type: 'string', value: 'data', required: true, help: 'an image folder (one subfolder per class) or a raw-uint8 manifest.json' },
     limit: { type: 'string', value: 'N', default: 'all', help: 'evaluate on the first N images' },

@@ -8,7 +8,7 @@ import { exportOnnx } from '../export/onnx.js';
 import { writeFileAtomic } from '../io/safetensors.js';
 import { locateModel } from '../models/hub.js';
 import { openModel } from '../open.js';
-import { applyCommon, commandHelp, FLOAT_CHECKPOINT_FLAGS, parse, requireFlag, type CommandSpec } from './args.js';
+import { applyCommon, commandHelp, FLOAT_CHECKPOINT_FLAGS, imgSizeFlag, parse, requireFlag, type CommandSpec } from './args.js';
 import { describeQuantization } from './describe.js';
 import { checkOutputNotInput, type InputPath } from './paths.js';
 import { printReport } from './report.js';
@@ -29,7 +29,7 @@ export const EXPORT_COMMAND: CommandSpec = {
   summary: 'a float checkpoint or a quantized model file as one ONNX model (the quantized one with integer products)',
   synopsis: '--model <path> [--config <card.json> | --arch <preset>] (--out <model.onnx> | --hf-dir <dir>) [--float] [--labels <names.txt>]',
   flags: {
-    model: { type: 'string', value: 'path', required: true, help: 'a quantized model file, a float .safetensors checkpoint (a NAME.json card beside it is used without --config) or a timm hub folder (config.json + model.safetensors)' },
+    model: { type: 'string', value: 'path', required: true, help: 'a quantized model file, a float .safetensors checkpoint (a NAME.json card beside it is used without --config), a Hugging Face transformers folder (config.json with model_type vit/deit/swin/dinov2/dinov2_with_registers, preprocessor_config.json, model.safetensors) or a timm hub folder (config.json + model.safetensors)' },
     ...FLOAT_CHECKPOINT_FLAGS,
     out: { type: 'string', value: 'model.onnx', help: 'where the ONNX model is written (atomically); --out and/or --hf-dir is required' },
     'hf-dir': { type: 'string', value: 'dir', help: 'write a folder transformers.js loads offline: config.json, preprocessor_config.json, onnx/model.onnx (FP32; for a quantized file, its dequantized weights) and, for a quantized file, onnx/model_quantized.onnx (the integer graph, dtype q8)' },
@@ -53,7 +53,7 @@ export async function runExport(args: string[]): Promise<void> {
   const inputs = [weights, input.weights, input.hubConfig ?? input.siblingCard, config, v.labels as string | undefined];
   if (out) checkOutput(out, inputs);
   if (hfDir) checkOutputNotInput(hfDir, inputPaths(inputs), '--hf-dir');
-  const loaded = openModel({ weights, config, arch });
+  const loaded = openModel({ weights, config, arch, imgSize: imgSizeFlag(v) });
   const { spec } = loaded.model;
   const labels = v.labels ? readLabels(v.labels as string, spec.arch.numClasses) : spec.labelNames;
   const asFloat = v.float === true || !loaded.quantized;

@@ -16,7 +16,7 @@ import type { PointQuant } from '../quant/params.js';
 import { calibrateMixed, checkBudget, mixedProvenance, describeBudget, operandItems, CANDIDATE_WIDTHS, PINNED_BITS, SENSITIVITY_N, type Budget, type MixedProgress, type MixedRequest, type MixedResult, type MixedTiming } from '../quant/mixed.js';
 import { QuantRunner } from '../quant/runner.js';
 import { smoothChannels, type SmoothedNorm } from '../quant/smooth.js';
-import { applyCommon, commandHelp, intFlag, numberFlag, parse, requireFlag, type CommandSpec, type FlagTable, type Values } from './args.js';
+import { applyCommon, commandHelp, FLOAT_CHECKPOINT_FLAGS, imgSizeFlag, intFlag, numberFlag, parse, requireFlag, type CommandSpec, type FlagTable, type Values } from './args.js';
 import { checkClasses, describeQuantization, percent } from './describe.js';
 import { checkOutputNotInput, datasetInputs, type InputPath } from './paths.js';
 import { ProgressBar } from './progress.js';
@@ -27,9 +27,10 @@ import { quantizeReport } from '../report/quantize.js';
 
 /** Every quantize flag: its meaning and default (the parser and `--help` both read this table). */
 export const QUANTIZE_OPTIONS: FlagTable = {
-  model: { type: 'string', value: 'path', required: true, help: 'float checkpoint: a .safetensors file (a NAME.json card beside NAME.safetensors is used without --config) or a timm hub folder (config.json + model.safetensors)' },
+  model: { type: 'string', value: 'path', required: true, help: 'float checkpoint: a .safetensors file (a NAME.json card beside NAME.safetensors is used without --config), a Hugging Face transformers folder (config.json with model_type vit/deit/swin/dinov2/dinov2_with_registers, preprocessor_config.json, model.safetensors) or a timm hub folder (config.json + model.safetensors)' },
   config: { type: 'string', value: 'card.json', help: 'JSON model card describing the architecture and preprocessing' },
   arch: { type: 'string', value: 'preset', help: "timm architecture by name ('ptq4vit presets' lists them)" },
+  'img-size': FLOAT_CHECKPOINT_FLAGS['img-size'],
   calib: { type: 'string', value: 'data', required: true, help: 'calibration images: a folder with one subfolder per class, a folder of unlabeled images (searched recursively), a text file listing image paths, or a raw-uint8 manifest.json' },
   'calib-size': { type: 'string', value: 'N', default: '32, or all images if fewer', help: 'calibration images drawn (seeded) from --calib' },
   method: { type: 'string', value: 'ptq4vit|base', default: 'ptq4vit', help: "ptq4vit (twin uniform + Hessian-guided search) or base (the paper's baseline: cosine metric, no twin)" },
@@ -334,7 +335,7 @@ export async function runQuantize(args: string[]): Promise<void> {
   const reportFile = v.report as string | undefined;
   if (reportFile !== undefined) checkReportTarget(reportFile, { '--out': out, '--model': input.weights, '--config': input.hubConfig ?? input.siblingCard ?? (v.config as string | undefined), '--calib': calibPath, '--eval': v.eval as string | undefined });
 
-  const loaded = openModel({ weights, config: v.config as string | undefined, arch: v.arch as string | undefined });
+  const loaded = openModel({ weights, config: v.config as string | undefined, arch: v.arch as string | undefined, imgSize: imgSizeFlag(v) });
   if (loaded.quantized) throw new Ptq4vitError(`${weights} is already a quantized model; quantize the float checkpoint`);
   const { model: fpModel } = loaded;
   checkSpecStorable(fpModel.spec);
@@ -373,6 +374,7 @@ export async function runQuantize(args: string[]): Promise<void> {
     loss_choice: lossChoice,
     seed: opts.seed,
     source_checkpoint: path.basename(weights),
+    ...(loaded.inputResized ? { img_size: { checkpoint: loaded.inputResized.from, used: loaded.inputResized.to } } : {}),
     calibration: calibrationRecord(calib, calibPath, indices, skipped),
     ...(smoothed ? { smoothing: { alpha: smoothAlpha, norms: smoothed.norms.map((n) => n.norm) } } : {}),
   };

@@ -2,7 +2,7 @@
  * timm's evaluation transform, as torchvision 0.14 executes it on a PIL image:
  * Resize(floor(S / cropPct)) of the shorter side → CenterCrop(S) → ToTensor → Normalize(mean, std).
  */
-import type { Preprocess } from '../models/types.js';
+import type { HfImageProcessor, Preprocess } from '../models/types.js';
 import type { RgbImage } from './decode.js';
 import { resizeRgb } from './resize.js';
 import { roundHalfEven } from '../numeric.js';
@@ -11,6 +11,7 @@ export { roundHalfEven };
 
 /** The normalized image as float32 CHW, length 3·S·S with S = p.inputSize. */
 export function evalTransform(img: RgbImage, p: Preprocess): Float32Array {
+  if (p.hfProcessor) return hfProcessorTransform(img, p, p.hfProcessor);
   const scaleSize = Math.floor(p.inputSize / p.cropPct);
   const resized = resizeShorterSide(img, scaleSize, p.interpolation);
   const cropped = centerCrop(resized, p.inputSize);
@@ -76,4 +77,50 @@ function channelTable(mean: number, std: number): Float32Array {
     table[v] = Math.fround(x - m) / s; // the Float32Array store rounds the quotient
   }
   return table;
+}
+
+/**
+ * A transformers image processor (preprocessor_config.json, src/models/hfprocessor.ts) on a PIL RGB image:
+ * PIL resize (a warp to height×width, or the shorter edge with the long edge truncated), center crop at the
+ * floor offset (zero padding), x = uint8 · rescale_factor in float64 stored as float32, then (x − mean)/std
+ * in float32 — transformers' numpy arithmetic, so the result equals its `pixel_values` bit for bit.
+ */
+export function hfProcessorTransform(img: RgbImage, p: Preprocess, steps: HfImageProcessor): Float32Array {
+  let out = img;
+  if (steps.resize) {
+    const target = 'height' in steps.resize ? steps.resize : shorterSideSize(img.width, img.height, steps.resize.shortestEdge);
+    if (target.width !== img.width || target.height !== img.height) out = resizeRgb(img, target.width, target.height, p.interpolation);
+  }
+  if (steps.centerCrop) out = floorCenterCrop(out, steps.centerCrop.height, steps.centerCrop.width);
+  const plane = out.width * out.height;
+  const result = new Float32Array(3 * plane);
+  for (let c = 0; c < 3; c++) {
+    const m = Math.fround(p.mean[c]), s = Math.fround(p.std[c]);
+    const table = new Float32Array(256);
+    for (let v = 0; v < 256; v++) {
+      const x = steps.rescaleFactor === null ? v : Math.fround(v * steps.rescaleFactor);
+      table[v] = steps.normalize ? Math.fround(x - m) / s : x;
+    }
+    for (let i = 0; i < plane; i++) result[c * plane + i] = table[out.data[3 * i + c]];
+  }
+  return result;
+}
+
+/** transformers' center_crop: top = (H − h) // 2, left = (W − w) // 2 (floor, negative when padding), zeros outside. */
+function floorCenterCrop(img: RgbImage, height: number, width: number): RgbImage {
+  const top = Math.floor((img.height - height) / 2), left = Math.floor((img.width - width) / 2);
+  const out = new Uint8Array(height * width * 3);
+  for (let y = 0; y < height; y++) {
+    const sy = y + top;
+    if (sy < 0 || sy >= img.height) continue;
+    for (let x = 0; x < width; x++) {
+      const sx = x + left;
+      if (sx < 0 || sx >= img.width) continue;
+      const from = (sy * img.width + sx) * 3, to = (y * width + x) * 3;
+      out[to] = img.data[from];
+      out[to + 1] = img.data[from + 1];
+      out[to + 2] = img.data[from + 2];
+    }
+  }
+  return { width, height, data: out };
 }

@@ -2,6 +2,8 @@
  * A Hugging Face model folder that transformers.js loads offline:
  *
  *   DIR/config.json                 model_type "vit" (ViTForImageClassification: pixel_values → logits), labels
+ *                                   (a model read from a transformers folder: that folder's config.json, same
+ *                                   model_type and id2label, and its preprocessor_config.json as read)
  *   DIR/preprocessor_config.json    the image processor closest to the model's timm eval transform
  *   DIR/onnx/model.onnx             FP32 graph            (transformers.js dtype "fp32")
  *   DIR/onnx/model_quantized.onnx   integer graph, if any (transformers.js dtype "q8")
@@ -80,15 +82,20 @@ export function hfConfig(spec: ModelSpec, labels: readonly string[], options: { 
     id2label[String(i)] = label;
     label2id[label] = i;
   });
-  const config: Record<string, unknown> = {
-    architectures: ['ViTForImageClassification'],
-    model_type: 'vit',
-    num_labels: labels.length,
-    id2label,
-    label2id,
-    image_size: spec.preprocess.inputSize,
-    num_channels: spec.arch.inChans,
-  };
+  // A model read from a transformers folder keeps its own config.json (model_type, architectures, …): the folder
+  // we write replaces the user's, so transformers.js builds the same model class it built before.
+  const config: Record<string, unknown> = spec.transformers
+    ? { ...spec.transformers.config, id2label, label2id }
+    : {
+        architectures: ['ViTForImageClassification'],
+        model_type: 'vit',
+        num_labels: labels.length,
+        id2label,
+        label2id,
+        image_size: spec.preprocess.inputSize,
+        num_channels: spec.arch.inChans,
+      };
+  delete config['transformers.js_config'];
   // transformers.js picks model_quantized.onnx by default on its wasm device: without one, default to fp32.
   if (!options.hasQuantized) config['transformers.js_config'] = { dtype: 'fp32' };
   config.ptq4vit = { format_version: HF_DIR_FORMAT_VERSION, name: spec.name, timm_class: spec.timmClass, preprocess: preprocessCard(spec.preprocess) };
@@ -162,7 +169,8 @@ export function writeHfDir(dir: string, spec: ModelSpec, models: HfModels, label
   checkOnnx(models.fp32, 'FP32 model');
   if (models.quantized !== undefined) checkOnnx(models.quantized, 'quantized model');
   files.push([HF_FILES.config, json(hfConfig(spec, names, { hasQuantized: models.quantized !== undefined }))]);
-  files.push([HF_FILES.preprocessor, json(hfPreprocessorConfig(spec.preprocess))]);
+  // A transformers folder's own image processor is the model's preprocessing: written back as read.
+  files.push([HF_FILES.preprocessor, json(spec.transformers ? spec.transformers.preprocessorConfig : hfPreprocessorConfig(spec.preprocess))]);
   files.push([HF_FILES.fp32, models.fp32]);
   if (models.quantized !== undefined) files.push([HF_FILES.quantized, models.quantized]);
 

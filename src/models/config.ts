@@ -6,7 +6,8 @@ import fs from 'node:fs';
 import { Ptq4vitError } from '../errors.js';
 import { describeFsError } from '../io/safetensors.js';
 import { ACTIVATIONS } from '../tensor/activation.js';
-import { isVitArch, type Arch, type BeitArch, type MixerArch, type ModelSpec, type Preprocess, type VitArch } from './types.js';
+import { preprocessFromHfProcessor } from './hfprocessor.js';
+import { isVitArch, type Arch, type BeitArch, type MixerArch, type ModelSpec, type Preprocess, type TransformersOrigin, type VitArch } from './types.js';
 
 const IMAGENET_MEAN: [number, number, number] = [0.485, 0.456, 0.406];
 const IMAGENET_STD: [number, number, number] = [0.229, 0.224, 0.225];
@@ -232,7 +233,10 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string, e
       if (distilled) {
         k.exact('global_pool', 'token');
         k.exact('class_token', true);
-        if (extras.layerNormEps !== undefined && extras.layerNormEps !== VIT_NORM_EPS) throw new Ptq4vitError(`${where}: layer_norm_eps ${JSON.stringify(extras.layerNormEps)} is not supported for VisionTransformerDistilled (only ${VIT_NORM_EPS})`);
+        // transformers' DeiT (DeiTForImageClassificationWithTeacher) uses LayerNorm eps 1e-12.
+        const eps = extras.layerNormEps ?? VIT_NORM_EPS;
+        if (typeof eps !== 'number' || !(eps > 0) || !(eps < 1)) throw new Ptq4vitError(`${where}: layer_norm_eps must be a number in (0, 1), got ${JSON.stringify(extras.layerNormEps)}`);
+        if (eps !== VIT_NORM_EPS) variant = { normEps: eps };
       } else variant = vitVariantFromTimm(k, extras, where);
       return checkVitArch({
         family: timmClass === 'VisionTransformer' ? 'vit' : 'deit-distilled',
@@ -372,7 +376,7 @@ export function specFromCard(card: unknown, where: string): ModelSpec {
   if (typeof c.timm_class !== 'string') throw new Ptq4vitError(`${where}: missing "timm_class" (e.g. "VisionTransformer")`);
   const kwargs = (c.timm_kwargs === undefined ? {} : c.timm_kwargs) as Kwargs;
   if (typeof kwargs !== 'object' || kwargs === null || Array.isArray(kwargs)) throw new Ptq4vitError(`${where}: "timm_kwargs" must be an object`);
-  const arch = archFromTimm(c.timm_class, kwargs, where, { layerNormEps: c.layer_norm_eps });
+  const arch = withCardExtras(archFromTimm(c.timm_class, kwargs, where, { layerNormEps: c.layer_norm_eps }), c, where);
   const inputSize = c.input_size === undefined ? [arch.inChans, arch.imgSize, arch.imgSize] : triple(c.input_size, 'input_size', where);
   if (inputSize[0] !== arch.inChans || inputSize[1] !== arch.imgSize || inputSize[2] !== arch.imgSize) {
     throw new Ptq4vitError(`${where}: input_size ${JSON.stringify(inputSize)} does not match the architecture's [${arch.inChans}, ${arch.imgSize}, ${arch.imgSize}]`);
@@ -391,7 +395,35 @@ export function specFromCard(card: unknown, where: string): ModelSpec {
   };
   if (preprocess.std.some((s) => s <= 0)) throw new Ptq4vitError(`${where}: std values must be positive, got ${JSON.stringify(preprocess.std)}`);
   const labelNames = c.label_names === undefined ? undefined : classNames(c.label_names, arch.numClasses, where);
-  return { name: typeof c.name === 'string' ? c.name : c.timm_class, timmClass: c.timm_class, arch, preprocess, ...(labelNames ? { labelNames } : {}) };
+  const transformers = c.transformers === undefined ? undefined : transformersOrigin(c.transformers, where);
+  if (transformers) {
+    // A transformers folder's spec: its image processor is the preprocessing (src/models/hfprocessor.ts).
+    Object.assign(preprocess, preprocessFromHfProcessor(transformers.preprocessorConfig, `${where}: transformers.preprocessor_config`));
+    if (preprocess.inputSize !== arch.imgSize) throw new Ptq4vitError(`${where}: transformers.preprocessor_config gives ${preprocess.inputSize}×${preprocess.inputSize} inputs, the architecture takes ${arch.imgSize}`);
+  }
+  return { name: typeof c.name === 'string' ? c.name : c.timm_class, timmClass: c.timm_class, arch, preprocess, ...(labelNames ? { labelNames } : {}), ...(transformers ? { transformers } : {}) };
+}
+
+/**
+ * A card field beyond timm's kwargs for a head transformers has and timm's constructor does not express:
+ * `head_pool` "token+patch-mean" (the head on cat(cls, mean of the patch tokens), transformers'
+ * Dinov2ForImageClassification). `layer_norm_eps` is read with the kwargs (archFromTimm's extras).
+ */
+function withCardExtras(arch: Arch, c: Record<string, unknown>, where: string): Arch {
+  if (c.head_pool === undefined) return arch;
+  if (c.head_pool !== 'token+patch-mean') throw new Ptq4vitError(`${where}: head_pool must be "token+patch-mean", got ${JSON.stringify(c.head_pool)}`);
+  if (arch.family !== 'vit' || arch.globalPool !== undefined) throw new Ptq4vitError(`${where}: head_pool "token+patch-mean" needs timm_class VisionTransformer with global_pool "token"`);
+  return { ...arch, headPool: c.head_pool };
+}
+
+/** A card's `transformers` block: { model_type, config, preprocessor_config } of the folder the model was read from. */
+function transformersOrigin(v: unknown, where: string): TransformersOrigin {
+  const isObj = (x: unknown): x is Record<string, unknown> => typeof x === 'object' && x !== null && !Array.isArray(x);
+  if (!isObj(v) || typeof v.model_type !== 'string' || !isObj(v.config) || !isObj(v.preprocessor_config)) {
+    throw new Ptq4vitError(`${where}: transformers must be {"model_type": string, "config": {...}, "preprocessor_config": {...}}`);
+  }
+  if (v.config.model_type !== v.model_type) throw new Ptq4vitError(`${where}: transformers.config.model_type ${JSON.stringify(v.config.model_type)} is not transformers.model_type ${JSON.stringify(v.model_type)}`);
+  return { modelType: v.model_type, config: v.config, preprocessorConfig: v.preprocessor_config };
 }
 
 /** `label_names`: one name per class, by class index (a quantized file keeps a hub folder's names this way). */
@@ -435,6 +467,8 @@ function cardWithKwargs(spec: ModelSpec, kwargs: Record<string, unknown>): Recor
     crop_pct: p.cropPct,
     interpolation: p.interpolation,
     ...(spec.labelNames ? { label_names: [...spec.labelNames] } : {}),
+    ...(isVitArch(a) && a.headPool !== undefined ? { head_pool: a.headPool } : {}),
+    ...(spec.transformers ? { transformers: { model_type: spec.transformers.modelType, config: spec.transformers.config, preprocessor_config: spec.transformers.preprocessorConfig } } : {}),
   };
 }
 

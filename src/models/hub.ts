@@ -49,7 +49,7 @@ export function locateModel(model: string): ModelFiles {
   if (isDirectory(model)) {
     const weights = path.join(model, HUB_WEIGHTS);
     const hubConfig = path.join(model, HUB_CONFIG);
-    if (!fs.existsSync(hubConfig)) throw new Ptq4vitError(`${model}: not a timm hub folder: ${HUB_CONFIG} is missing (timm's save_for_hf writes ${HUB_CONFIG} + ${HUB_WEIGHTS})`);
+    if (!fs.existsSync(hubConfig)) throw new Ptq4vitError(`${model}: not a timm hub folder: ${HUB_CONFIG} is missing (timm's save_for_hf and transformers' save_pretrained write ${HUB_CONFIG} + ${HUB_WEIGHTS})`);
     if (!fs.existsSync(weights)) {
       const bin = fs.existsSync(path.join(model, 'pytorch_model.bin')) ? ' (pytorch_model.bin is a pickle and is not read: save with safe_serialization=True)' : '';
       throw new Ptq4vitError(`${model}: ${HUB_WEIGHTS} is missing${bin}`);

@@ -27,6 +27,8 @@ export interface ModelSource {
   config?: string;
   /** …or a timm preset name. */
   arch?: string;
+  /** --img-size: rebuild a float checkpoint for this input size (position embeddings resampled as timm does). */
+  imgSize?: number;
 }
 
 export function resolveSpec(source: ModelSource): ModelSpec {

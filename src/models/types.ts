@@ -41,6 +41,11 @@ export interface VitArch {
   /** LayerNorm before attn.proj (attn.norm) / before mlp.fc2 (mlp.norm). */
   scaleAttnNorm?: boolean;
   scaleMlpNorm?: boolean;
+  /**
+   * What the head reads instead of timm's global_pool: cat(cls, mean of the patch tokens) — transformers'
+   * Dinov2ForImageClassification, whose head is Linear(2·D, classes). Absent: timm's global_pool.
+   */
+  headPool?: 'token+patch-mean';
 }
 
 /** timm's global_pool of a VisionTransformer we implement ('' and 'prr' are refused, config.ts); 'map' = AttentionPoolLatent. */
@@ -118,6 +123,32 @@ export interface Preprocess {
   interpolation: 'bicubic' | 'bilinear';
   mean: [number, number, number];
   std: [number, number, number];
+  /**
+   * A transformers image processor's steps (from preprocessor_config.json, src/models/hfprocessor.ts): when set,
+   * evalTransform runs these instead of timm's transform (inputSize, interpolation, mean and std still apply).
+   */
+  hfProcessor?: HfImageProcessor;
+}
+
+/** transformers' BaseImageProcessor steps, in its order: resize → center crop → rescale → normalize. */
+export interface HfImageProcessor {
+  /** Resize to exactly height×width (aspect not kept), or the shorter edge to `shortestEdge` (long edge truncated); null: none. */
+  resize: { height: number; width: number } | { shortestEdge: number } | null;
+  /** Center crop at top = floor((H − h) / 2), left = floor((W − w) / 2) (zero padding when smaller); null: none. */
+  centerCrop: { height: number; width: number } | null;
+  /** x = uint8 · rescaleFactor (in float64, stored as float32); null: the raw 0…255 values. */
+  rescaleFactor: number | null;
+  /** (x − mean) / std in float32. */
+  normalize: boolean;
+}
+
+/** Where a spec came from when it was read from a Hugging Face transformers folder: export reproduces it. */
+export interface TransformersOrigin {
+  modelType: string;
+  /** config.json as read (id2label, architectures, …). */
+  config: Record<string, unknown>;
+  /** preprocessor_config.json as read. */
+  preprocessorConfig: Record<string, unknown>;
 }
 
 export interface ModelSpec {
@@ -128,6 +159,8 @@ export interface ModelSpec {
   preprocess: Preprocess;
   /** Class names by class index (from a hub folder's label_names), for reports and export. */
   labelNames?: string[];
+  /** Set when the model was read from a transformers folder (model_type, config.json, preprocessor_config.json). */
+  transformers?: TransformersOrigin;
 }
 
 /**

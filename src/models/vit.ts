@@ -11,14 +11,15 @@
  *   x = norm(x)                                           (unless fc_norm or final_norm=False)
  *   logits = head(fc_norm(pool(x)))                       pool: cls token, avg / max / avgmax over the patch tokens,
  *                                                         or attention pooling over them (map: SigLIP)
- *   (distilled: mean of head(x[:,0]) and head_dist(x[:,1]))
+ *   (distilled: mean of head(x[:,0]) and head_dist(x[:,1]); headPool 'token+patch-mean', transformers' Dinov2
+ *    classifier: head(cat(x[:,0], mean of the patch tokens)))
  *
  * Attention is softmax(q·kᵀ · d^-½)·v with the scale applied after the product, as the PTQ4ViT reference
  * quantizes q·kᵀ itself.
  */
 import { Ptq4vitError } from '../errors.js';
 import type { Activation } from '../tensor/activation.js';
-import { averageOp, batchOfTokensOp, dropTokensOp, mergeHeadsOp, poolTokensOp, prependTokensOp, selectTokenOp, splitHeadsOp, type LayoutOp, type TokenPool } from '../tensor/layout.js';
+import { averageOp, batchOfTokensOp, clsAndPatchMeanOp, dropTokensOp, mergeHeadsOp, poolTokensOp, prependTokensOp, selectTokenOp, splitHeadsOp, type LayoutOp, type TokenPool } from '../tensor/layout.js';
 import { fp32Runner, type Runner } from '../tensor/runner.js';
 import { Tensor } from '../tensor/tensor.js';
 import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, LayerScale, Mlp, PatchEmbed } from './layers.js';
@@ -189,10 +190,13 @@ class VitHead {
     const D = a.embedDim;
     this.attnPool = v.globalPool === 'map' ? new AttentionPoolLatent(reader, 'attn_pool', { features: D, heads: a.numHeads, mlpRatio: a.mlpRatio, normEps: v.normEps, activation: v.activation }) : null;
     this.fcNorm = v.finalNorm && v.fcNorm ? new LayerNorm(reader, 'fc_norm', D, v.normEps) : null;
-    this.heads = [reader.linear('head', a.numClasses, D)];
+    // headPool 'token+patch-mean' (transformers' Dinov2ForImageClassification): the head reads cat(cls, mean of
+    // the patch tokens), 2·D wide, right after the final norm.
+    const clsAndMean = a.headPool === 'token+patch-mean';
+    this.heads = [reader.linear('head', a.numClasses, clsAndMean ? 2 * D : D)];
     if (distilled) this.heads.push(reader.linear('head_dist', a.numClasses, D));
     // Distilled: head on the cls token, head_dist on the dist token; else timm's global_pool.
-    const pool = v.globalPool === 'token' || v.globalPool === 'map' ? selectTokenOp(0) : poolTokensOp(TOKEN_POOLS[v.globalPool], numPrefix);
+    const pool = clsAndMean ? clsAndPatchMeanOp(numPrefix) : v.globalPool === 'token' || v.globalPool === 'map' ? selectTokenOp(0) : poolTokensOp(TOKEN_POOLS[v.globalPool], numPrefix);
     this.pools = distilled ? [selectTokenOp(0), selectTokenOp(1)] : [pool];
   }
 

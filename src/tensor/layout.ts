@@ -259,6 +259,45 @@ export const meanOverTokensOp: LayoutOp = {
   onnx: (b, [x]) => b.op('ReduceMean', [x], { axes: [1], keepdims: 0 }, 'pooled'),
 };
 
+/**
+ * [B, N, C] → [B, 2C] = cat(token 0, mean of the tokens after the `numPrefix` prefix tokens): transformers'
+ * Dinov2ForImageClassification feeds its head the cls token beside the mean of the patch tokens.
+ */
+export function clsAndPatchMeanOp(numPrefix: number): LayoutOp {
+  return {
+    name: `clsAndPatchMean(${numPrefix})`,
+    forward([x]) {
+      const [batch, tokens, c] = x.shape;
+      const patches = tokens - numPrefix;
+      const out = new Float32Array(batch * 2 * c);
+      for (let b = 0; b < batch; b++) {
+        const base = b * tokens * c;
+        out.set(x.data.subarray(base, base + c), b * 2 * c);
+        // Summed token by token in float32, then divided, as torch's mean over a dimension.
+        const sum = new Float32Array(c);
+        for (let t = numPrefix; t < tokens; t++) for (let j = 0; j < c; j++) sum[j] += x.data[base + t * c + j];
+        for (let j = 0; j < c; j++) out[b * 2 * c + c + j] = sum[j] / patches;
+      }
+      return new Tensor(out, [batch, 2 * c]);
+    },
+    adjoint(g, [x]) {
+      const [batch, tokens, c] = x.shape;
+      const patches = tokens - numPrefix;
+      const out = new Float32Array(batch * tokens * c);
+      for (let b = 0; b < batch; b++) {
+        const base = b * tokens * c;
+        out.set(g.data.subarray(b * 2 * c, b * 2 * c + c), base);
+        for (let t = numPrefix; t < tokens; t++) for (let j = 0; j < c; j++) out[base + t * c + j] = g.data[b * 2 * c + c + j] / patches;
+      }
+      return [new Tensor(out, [batch, tokens, c])];
+    },
+    onnx(b, [x], [[, tokens]]) {
+      const cls = b.op('Gather', [x, b.int64('token', 0)], { axis: 1 }, 'cls');
+      const patches = b.op('ReduceMean', [b.slice(x, 1, numPrefix, tokens, 'patch_tokens')], { axes: [1], keepdims: 0 }, 'patch_mean');
+      return b.op('Concat', [cls, patches], { axis: 1 }, 'cls_patch_mean');
+    },
+  };
+}
 /** timm's global_pool over tokens other than the first `skip` (the prefix tokens): avg, max or ½(avg + max). */
 export type TokenPool = 'avg' | 'max' | 'avgmax';
 
