@@ -1,7 +1,9 @@
 /**
  * A Hugging Face model folder that transformers.js loads offline:
  *
- *   DIR/config.json                 model_type "vit" (ViTForImageClassification: pixel_values → logits), labels
+ *   DIR/config.json                 model_type "vit" (ViTForImageClassification: pixel_values → logits), labels;
+ *                                   without classifier (num_classes 0) ViTModel: pixel_values → image_embeds,
+ *                                   read by pipeline('image-feature-extraction')
  *   DIR/preprocessor_config.json    the image processor closest to the model's timm eval transform
  *   DIR/onnx/model.onnx             FP32 graph            (transformers.js dtype "fp32")
  *   DIR/onnx/model_quantized.onnx   integer graph, if any (transformers.js dtype "q8")
@@ -29,7 +31,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Ptq4vitError } from '../errors.js';
 import { describeFsError } from '../io/safetensors.js';
-import type { ModelSpec, Preprocess } from '../models/types.js';
+import { isEmbeddingModel, type ModelSpec, type Preprocess } from '../models/types.js';
 
 /** Version of the `ptq4vit` block in config.json. */
 export const HF_DIR_FORMAT_VERSION = 1;
@@ -80,12 +82,13 @@ export function hfConfig(spec: ModelSpec, labels: readonly string[], options: { 
     id2label[String(i)] = label;
     label2id[label] = i;
   });
+  // A model without classifier loads as transformers.js's AutoModel (ViTModel), whose outputs the
+  // image-feature-extraction pipeline reads by name (our graph's `image_embeds`).
+  const head = isEmbeddingModel(spec.arch)
+    ? { architectures: ['ViTModel'], model_type: 'vit' }
+    : { architectures: ['ViTForImageClassification'], model_type: 'vit', num_labels: labels.length, id2label, label2id };
   const config: Record<string, unknown> = {
-    architectures: ['ViTForImageClassification'],
-    model_type: 'vit',
-    num_labels: labels.length,
-    id2label,
-    label2id,
+    ...head,
     image_size: spec.preprocess.inputSize,
     num_channels: spec.arch.inChans,
   };

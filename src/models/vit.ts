@@ -4,6 +4,7 @@
  *   x = patch_embed(img) ; x = [cls, (dist,) x] + pos_embed
  *   for each block:  x = x + proj(attn(norm1(x)))  ;  x = x + fc2(gelu(fc1(norm2(x))))
  *   logits = head(norm(x)[:, 0])          (distilled: mean of head(x[:,0]) and head_dist(x[:,1]))
+ *   num_classes 0: the embedding norm(x)[:, 0] itself (distilled: mean of x[:,0] and x[:,1])
  *
  * LayerNorms use eps = 1e-6 as timm's ViT does. Attention is softmax(q·kᵀ · d^-½)·v with the scale
  * applied after the product, as the PTQ4ViT reference quantizes q·kᵀ itself.
@@ -54,7 +55,7 @@ export class VisionTransformer implements VisionModel {
   private readonly embed: LayoutOp;
   private readonly blocks: VitBlock[];
   private readonly norm: LayerNorm;
-  /** head on the cls token (and head_dist on the dist token). */
+  /** head on the cls token (and head_dist on the dist token); none without classifier (num_classes 0). */
   private readonly heads: Linear[];
   private readonly pickToken: LayoutOp[];
 
@@ -76,9 +77,10 @@ export class VisionTransformer implements VisionModel {
     this.embed = prependTokensOp(prefix, reader.tensor('pos_embed', [1, numTokens, D]).reshape([numTokens, D]));
     this.blocks = Array.from({ length: a.depth }, (_, i) => new VitBlock(reader, `blocks.${i}`, a));
     this.norm = new LayerNorm(reader, 'norm', D, LN_EPS);
-    this.heads = [reader.linear('head', a.numClasses, D)];
-    if (distilled) this.heads.push(reader.linear('head_dist', a.numClasses, D));
-    this.pickToken = this.heads.map((_, t) => selectTokenOp(t));
+    // num_classes 0 (timm: head = Identity): no classifier, the model's output is the pooled embedding.
+    this.heads = a.numClasses === 0 ? [] : [reader.linear('head', a.numClasses, D)];
+    if (distilled && a.numClasses > 0) this.heads.push(reader.linear('head_dist', a.numClasses, D));
+    this.pickToken = Array.from({ length: distilled ? 2 : 1 }, (_, t) => selectTokenOp(t));
     reader.checkAllUsed(spec.name);
     this.quantPoints = [...this.patchEmbed.points, ...this.blocks.flatMap((b) => b.points), ...this.heads.map((h) => h.point)];
   }
@@ -92,6 +94,11 @@ export class VisionTransformer implements VisionModel {
     let x = k.layout(this.embed, [await this.patchEmbed.forward(runner, images)]);
     for (const block of this.blocks) x = await block.forward(runner, x);
     x = await this.norm.forward(k, x);
+    // Without classifier: the embedding, as timm's forward_head with an Identity head (distilled: mean of cls and dist).
+    if (this.heads.length === 0) {
+      const tokens = this.pickToken.map((pick) => k.layout(pick, [x]));
+      return tokens.length === 1 ? tokens[0] : k.layout(averageOp, tokens);
+    }
     // Head on the cls token; the distilled model averages head(cls) and head_dist(dist) at inference.
     const logits: Tensor[] = [];
     for (let t = 0; t < this.heads.length; t++) logits.push(await applyLinear(runner, this.heads[t], k.layout(this.pickToken[t], [x])));
