@@ -19,6 +19,9 @@ import { computeGradients } from '../src/grad/gradients.js';
 import { contrastiveGrad, projectionGrad, seededRandom } from '../src/grad/loss.js';
 import { writeSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
 import { specFromCard } from '../src/models/config.js';
+import { specFromHubConfig } from '../src/models/hub.js';
+import { outputDim } from '../src/models/types.js';
+import { writeBackboneView } from '../scripts/backbone_view.js';
 import { VisionTransformer } from '../src/models/vit.js';
 import { readOnnxInfo } from '../src/onnx/read.js';
 import { openModel } from '../src/open.js';
@@ -77,6 +80,32 @@ describe('a model without classifier (num_classes 0)', () => {
     const spec = specFromCard({ timm_class: 'VisionTransformer', timm_kwargs: { img_size: IMG, patch_size: PATCH, embed_dim: D, depth: DEPTH, num_heads: HEADS, num_classes: 3 } }, 'card');
     assert.throws(() => new VisionTransformer(spec, openModel({ weights: checkpoint }).weights), /head/);
     assert.throws(() => specFromCard({ timm_class: 'VisionTransformer', timm_kwargs: { num_classes: -1 } }, 'card.json'), /card\.json: timm_kwargs\.num_classes must be a positive integer, or 0/);
+  });
+
+  test("the bundled ViT and Swin as backbones: the embedding is the classifier's input (logits = head(embedding))", async () => {
+    for (const [name, head] of [['vit_tiny_c10', 'head'], ['swin_micro_c10', 'head.fc']]) {
+      const models = path.join(sharedDir, 'models');
+      const file = writeBackboneView(path.join(models, `${name}.safetensors`), path.join(models, `${name}.json`), scratch.next(), `${name}_backbone`);
+      const backbone = openModel({ weights: file }).model;
+      const classifier = openModel({ weights: path.join(models, `${name}.safetensors`), config: path.join(models, `${name}.json`) });
+      const images = new Tensor(Float32Array.from({ length: 2 * 3 * 32 * 32 }, (_, i) => Math.sin(i * 0.3)), [2, 3, 32, 32]);
+      const e = await backbone.forward(images), logits = await classifier.model.forward(images);
+      const st = classifier.weights as unknown as { tensor(n: string): Tensor };
+      const w = st.tensor(`${head}.weight`), b = st.tensor(`${head}.bias`);
+      const [classes, dim] = w.shape;
+      assert.deepEqual(e.shape, [2, dim]);
+      assert.equal(outputDim(backbone.spec.arch), dim);
+      for (let r = 0; r < 2; r++) {
+        for (let c = 0; c < classes; c++) {
+          let y = b.data[c];
+          for (let d = 0; d < dim; d++) y += e.data[r * dim + d] * w.data[c * dim + d];
+          assert.ok(Math.abs(y - logits.data[r * classes + c]) < 1e-4, `${name}: head(embedding)[${r}, ${c}] ${y} vs logits ${logits.data[r * classes + c]}`);
+        }
+      }
+    }
+    // A timm hub folder may say num_classes 0 too.
+    const hub = specFromHubConfig({ architecture: 'vit_tiny_patch16_224', num_classes: 0, pretrained_cfg: {} }, 'config.json');
+    assert.equal(hub.arch.numClasses, 0);
   });
 
   test('embedding losses: ∂L/∂e matches finite differences, is non-zero at the FP32 point, seeded', async () => {
