@@ -158,10 +158,13 @@ describe('a model without classifier (num_classes 0)', () => {
 
   test('quantize without labels → eval (cosine, k-NN) → export image_embeds → transformers.js feature extraction = our embedding', async (t) => {
     const out = path.join(dir, 'q.safetensors');
-    const q = runCli(['quantize', '--model', checkpoint, '--calib', jpegSample, '--calib-size', '8', '--n', '8', '--rounds', '1', '--bits', '8', '--out', out, '--json']);
+    const q = runCli(['quantize', '--model', checkpoint, '--calib', jpegSample, '--calib-size', '8', '--n', '8', '--rounds', '1', '--bits', '8', '--out', out, '--eval', jpegSample, '--limit', '10', '--json']);
     assert.equal(q.status, 0, showRun(q));
     const qJson = lastJson(q.stdout);
     assert.equal(qJson.loss, 'projection', 'the default loss without classifier');
+    assert.equal(qJson.eval_images, 10);
+    assert.equal(qJson.knn_train_images, 100, 'quantize --eval: the labelled --calib images are the k-NN neighbours');
+    assert.ok(qJson.cosine_mean > 0.9 && qJson.cosine_p1 <= qJson.cosine_mean && qJson.knn_top1 >= 0 && qJson.reference_knn_top1 >= 0, JSON.stringify(qJson));
     const provenance = openModel({ weights: out }).quantized!.provenance;
     assert.equal(provenance.loss, 'projection');
     assert.equal(provenance.loss_choice, 'default without classifier');

@@ -22,6 +22,8 @@ import { checkOutputNotInput, datasetInputs, type InputPath } from './paths.js';
 import { ProgressBar } from './progress.js';
 import { printReport } from './report.js';
 import { ReportCollector } from '../report/collect.js';
+import { exportOnnx } from '../export/onnx.js';
+import { OnnxModel } from '../export/runtime.js';
 import { isEmbeddingModel } from '../models/types.js';
 import { embeddingFidelity, fidelityJson, fidelityRows, type EmbeddingFidelity } from './fidelity.js';
 import { checkReportTarget, writeReport } from '../report/html.js';
@@ -396,8 +398,12 @@ export async function runQuantize(args: string[]): Promise<void> {
   let fp: EvalResult | null = null, quant: EvalResult | null = null;
   let fidelity: EmbeddingFidelity | null = null;
   if (evalData && embedding) {
-    // k-NN neighbours: the calibration pool (all of --calib), embedded by each model.
-    fidelity = await embeddingFidelity({ model: { model, runner: new QuantRunner(run.points), label }, reference: { model: fpModel, label: 'FP32' } }, evalData, calib.labeled ? calib : null, { limit, quiet });
+    // k-NN neighbours: the calibration pool (all of --calib), embedded by each model. Both run as one ONNX
+    // graph as `eval` runs them (the integer graph; the simulation for codes wider than 8 bits).
+    const wide = run.points.some((p) => (p.kind === 'matmul' ? Math.max(p.a.bits, p.b.bits) : Math.max(p.weightBits, p.input?.bits ?? 0)) > 8);
+    const quantized = wide ? { model, runner: new QuantRunner(run.points), label } : { model: await OnnxModel.create(await exportOnnx(model, { quant: run.points }), model.spec, `${label} (integer graph)`), label };
+    const fp32 = { model: await OnnxModel.create(await exportOnnx(fpModel), fpModel.spec, 'FP32 graph'), label: 'FP32' };
+    fidelity = await embeddingFidelity({ model: quantized, reference: fp32 }, evalData, calib.labeled ? calib : null, { limit, quiet });
   } else if (evalData) {
     const total = Math.min(limit ?? evalData.size, evalData.size);
     const fpBar = new ProgressBar('eval FP32', total, { quiet });
