@@ -31,6 +31,7 @@ import { sharedCalib32, sharedDir } from './shared.js';
 const BITS: [number, number][] = [[8, 8], [6, 6], [4, 8]];
 const started = performance.now();
 const machineLine = machine();
+const revision = gitRevision(); // the code that runs, not HEAD when the table is written
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'ptq4vit-backbone-'));
 try {
   const models = path.join(sharedDir, 'models');
@@ -94,7 +95,7 @@ try {
     '',
     table,
     '',
-    `Command: \`npx tsc -p . && node dist/scripts/backbone_losses.js\` (${minutes} min; ${machineLine}; git ${gitRevision()}).`,
+    `Command: \`npx tsc -p . && node dist/scripts/backbone_losses.js\` (${minutes} min; ${machineLine}; git ${revision}).`,
   ].join('\n'), '# Results');
   console.log(table);
 } finally {
