@@ -13,7 +13,8 @@
  *  - 'projection': L = (1/N)·Σ_b u_bᵀ·ê_b with ê = e/‖e‖ and u_b ~ N(0, I) drawn per image (seeded). Then
  *    g = ∂L/∂O = J_bᵀ·u_b/N with J_b = ∂ê_b/∂O, and E[g²] = diag(J_bᵀ·J_b)/N²: the metric's Σ g²·ΔO² is an
  *    unbiased (Hutchinson) estimate of the Gauss–Newton term ½‖ê(Ô) − ê(O)‖² ≈ ½ ΔOᵀ·JᵀJ·ΔO on the
- *    diagonal — the second-order error of the normalized embedding, i.e. of 1 − cos(e_q, e_fp32).
+ *    diagonal — the second-order error of the normalized embedding, i.e. of 1 − cos(e_q, e_fp32). The
+ *    per-image form (gᵀ·ΔO)² that mixed precision scores with is unbiased for the whole quadratic ‖J·ΔO‖².
  *  - 'contrastive': CE over cosine similarities to the FP32 embeddings f_j of all N calibration images,
  *    the image's own embedding as its label (the pseudo-label of a retrieval model, argmax at FP32):
  *    L = (1/N)·Σ_b −log softmax_j(cos(e_b, f_j)/τ)[b], τ = 0.1. Other images keep softmax < 1, so the
