@@ -17,7 +17,7 @@ import { exportOnnx, ONNX_EMBEDDING_OUTPUT } from '../src/export/onnx.js';
 import { OnnxModel } from '../src/export/runtime.js';
 import { computeGradients } from '../src/grad/gradients.js';
 import { contrastiveGrad, projectionGrad, seededRandom } from '../src/grad/loss.js';
-import { writeSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
+import { SafeTensors, writeSafetensors, type TensorToWrite } from '../src/io/safetensors.js';
 import { specFromCard } from '../src/models/config.js';
 import { specFromHubConfig } from '../src/models/hub.js';
 import { outputDim } from '../src/models/types.js';
@@ -106,6 +106,19 @@ describe('a model without classifier (num_classes 0)', () => {
     // A timm hub folder may say num_classes 0 too.
     const hub = specFromHubConfig({ architecture: 'vit_tiny_patch16_224', num_classes: 0, pretrained_cfg: {} }, 'config.json');
     assert.equal(hub.arch.numClasses, 0);
+  });
+
+  test("timm parity: the embedding is the input of timm's head (DeiT-distilled: the mean of cls and dist, Swin: the pooled tokens)", async () => {
+    const fixtures = path.join(sharedDir, 'fixtures');
+    for (const [name, heads] of [['vit_p16_224_fixture', ['head']], ['deit_distilled_p16_224_fixture', ['head', 'head_dist']], ['swin_p4_w7_224_fixture', ['head.fc']]] as const) {
+      const file = writeBackboneView(path.join(fixtures, `${name}.safetensors`), path.join(fixtures, `${name}.json`), scratch.next(), `${name}_backbone`);
+      const acts = SafeTensors.read(path.join(fixtures, `${name}.activations.safetensors`));
+      const e = await openModel({ weights: file }).model.forward(acts.tensor('input'));
+      const inputs = heads.map((h) => acts.tensor(`${h}.in0`));
+      const expected = inputs[0].data.map((v, i) => inputs.reduce((sum, t) => sum + t.data[i], 0) / inputs.length);
+      assert.deepEqual(e.shape, inputs[0].shape);
+      for (let i = 0; i < e.size; i++) assert.ok(Math.abs(e.data[i] - expected[i]) < 1e-4 * Math.max(1, Math.abs(expected[i])), `${name}: embedding[${i}] ${e.data[i]} vs timm ${expected[i]}`);
+    }
   });
 
   test('embedding losses: ∂L/∂e matches finite differences, is non-zero at the FP32 point, seeded', async () => {
