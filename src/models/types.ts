@@ -37,9 +37,9 @@ export function isEmbeddingModel(arch: Arch): boolean {
   return arch.numClasses === 0;
 }
 
-/** Width of the pooled features: the classifier's input, and an embedding model's output. */
+/** Width of the pooled features: the classifier's input, and an embedding model's output (a staged model doubles it per stage). */
 export function featureDim(arch: Arch): number {
-  return arch.family === 'swin' ? arch.embedDim * 2 ** (arch.depths.length - 1) : arch.embedDim;
+  return 'depths' in arch ? arch.embedDim * 2 ** (arch.depths.length - 1) : arch.embedDim;
 }
 
 /** Width of the model's output: numClasses logits, or the embedding of a model without classifier. */
