@@ -423,7 +423,7 @@ export async function runQuantize(args: string[]): Promise<void> {
   ];
   if (mixedRun) {
     const { summary } = mixedRun.result, t = mixedRun.timing;
-    rows.splice(1, 0, ['budget', `${describeBudget(mixed!.budget)}${mixed!.pin ? `; patch embedding and classifier pinned at ${PINNED_BITS} bits` : ''}`]);
+    rows.splice(1, 0, ['budget', `${describeBudget(mixed!.budget)}${mixed!.pin ? `; patch embedding${embedding ? '' : ' and classifier'} pinned at ${PINNED_BITS} bits` : ''}`]);
     rows.splice(2, 0, ['widths', `weights ${summary.wAvgBits.toFixed(3)} bits on average (${summary.weightMb.toFixed(3)} MB), activations ${summary.aAvgBits.toFixed(3)} bits on average; operands per width: ${histogram(mixedRun.result)}`]);
     rows.splice(3, 0, ['time', `record ${t.recordSeconds.toFixed(1)} s (${t.passes} pass${t.passes === 1 ? '' : 'es'}), sensitivities ${t.sensitivitySeconds.toFixed(1)} s, allocation ${t.allocationSeconds.toFixed(2)} s, search ${t.searchSecondsPerRequest[0].toFixed(1)} s`]);
   }
