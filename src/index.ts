@@ -14,9 +14,11 @@ export { openDataset, loadBatch, type Dataset, type DatasetKind, type OpenOption
 export { decodeImage, type RgbImage } from './data/decode.js';
 export { evalTransform } from './data/transform.js';
 export { evaluate, type EvalOptions, type EvalResult } from './eval/evaluate.js';
+export { cosineFidelity, embedDataset, knnTop1, KNN_K, type CosineFidelity, type Embeddings } from './eval/embedding.js';
+export { featureDim, isEmbeddingModel, outputDim } from './models/types.js';
 export { computeGradients, type GradientOptions } from './grad/gradients.js';
 export { Tape } from './grad/tape.js';
-export { LOSS_KINDS, type LossKind } from './grad/loss.js';
+export { LOSS_KINDS, EMBEDDING_LOSSES, type LossKind } from './grad/loss.js';
 export { calibrate, calibrateMany, CalibrationSession, planGroups, DEFAULT_GROUP_BYTES, type CalibrationOptions, type CalibrationProgress, type CalibrationTiming } from './quant/calibrate.js';
 export { methodConfig, METHODS, type Method, type MethodOverrides } from './quant/methods.js';
 export { loadCalibration, calibrationIndices, type CalibrationLoadOptions, type CalibrationSet } from './quant/calibset.js';

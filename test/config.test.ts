@@ -184,7 +184,7 @@ describe('bad cards', () => {
     bad(vitCard({ embed_dim: '192' }), /timm_kwargs\.embed_dim must be a positive integer, got "192"/);
     bad(vitCard({ depth: 1.5 }), /timm_kwargs\.depth must be a positive integer, got 1\.5/);
     bad(vitCard({ num_heads: 0 }), /timm_kwargs\.num_heads must be a positive integer, got 0/);
-    bad(vitCard({ num_classes: -10 }), /timm_kwargs\.num_classes must be a positive integer, got -10/);
+    bad(vitCard({ num_classes: -10 }), /timm_kwargs\.num_classes must be a positive integer, or 0 for a backbone without classifier, got -10/);
     bad(vitCard({ img_size: [32, 32] }), /timm_kwargs\.img_size must be a positive integer, got \[32,32\]/);
     bad(vitCard({ depth: 1e308 }), /timm_kwargs\.depth 1e\+308 is larger than the 1000000 supported/); // found by fuzzing: an internal RangeError
     bad(vitCard({ num_classes: 2 ** 40 }), /timm_kwargs\.num_classes 1099511627776 is larger than the 1000000 supported/);

@@ -156,7 +156,7 @@ describe('hub folder errors: exit 2, the file and field named', () => {
       [{ model_args: { img_size: 32, patch_size: 4, dynamic_img_size: true } }, {}, /model_args\.dynamic_img_size (= true )?is not supported/],
       [{ model_args: { img_size: 32, patch_size: 4, embed_dim: 'big' } }, {}, /model_args\.embed_dim must be a positive integer/],
       [{ model_args: [1] }, {}, /"model_args" must be an object/],
-      [{ num_classes: 0 }, {}, /num_classes must be a positive integer, got 0/],
+      [{ num_classes: -1 }, {}, /num_classes must be a positive integer, or 0 for a backbone without classifier, got -1/],
       [{ label_names: ['a', 'b'] }, {}, /label_names must be a list of 10 strings \(num_classes\), got 2 entries/],
       [{ label_names: { 12: 'x' } }, {}, /label_names must map class indices 0…9 to names/],
       [{ pretrained_cfg: 'x' }, {}, /"pretrained_cfg" must be an object/],

@@ -4,7 +4,8 @@ import path from 'node:path';
 import { Ptq4vitError } from '../errors.js';
 import { exportOptionsFor } from '../export/graph.js';
 import { writeHfDir } from '../export/hfdir.js';
-import { exportOnnx } from '../export/onnx.js';
+import { exportOnnx, onnxOutputName } from '../export/onnx.js';
+import { isEmbeddingModel, outputDim } from '../models/types.js';
 import { writeFileAtomic } from '../io/safetensors.js';
 import { locateModel } from '../models/hub.js';
 import { openModel } from '../open.js';
@@ -55,6 +56,7 @@ export async function runExport(args: string[]): Promise<void> {
   if (hfDir) checkOutputNotInput(hfDir, inputPaths(inputs), '--hf-dir');
   const loaded = openModel({ weights, config, arch, imgSize: imgSizeFlag(v) });
   const { spec } = loaded.model;
+  if (v.labels && isEmbeddingModel(spec.arch)) throw new Ptq4vitError(`--labels: ${spec.name} has no classifier (num_classes 0, it outputs its embedding), so it has no class names`);
   const labels = v.labels ? readLabels(v.labels as string, spec.arch.numClasses) : spec.labelNames;
   const asFloat = v.float === true || !loaded.quantized;
   const t0 = performance.now();
@@ -77,7 +79,7 @@ export async function runExport(args: string[]): Promise<void> {
     rows: [
       ...rows,
       ['input', `pixel_values float32 [batch, ${spec.arch.inChans}, ${spec.arch.imgSize}, ${spec.arch.imgSize}]`],
-      ['output', `logits float32 [batch, ${spec.arch.numClasses}]`],
+      ['output', `${onnxOutputName(spec)} float32 [batch, ${outputDim(spec.arch)}]`],
       ['time', `${((performance.now() - t0) / 1000).toFixed(1)} s`],
     ],
     json: v.json === true ? { command: 'export', model: spec.name, integer: !asFloat, out: out ?? null, hf_dir: hfDir ?? null, bytes: bytes.length } : undefined,

@@ -4,14 +4,14 @@ import path from 'node:path';
 import { openDataset, type Dataset, type DatasetKind, type SkippedImage } from '../data/datasets.js';
 import { Ptq4vitError } from '../errors.js';
 import { evaluate, type EvalResult } from '../eval/evaluate.js';
-import { LOSS_KINDS, type LossKind } from '../grad/loss.js';
+import { EMBEDDING_LOSSES, isEmbeddingLoss, LOSS_KINDS, type LossKind } from '../grad/loss.js';
 import { locateModel } from '../models/hub.js';
 import { openModel } from '../open.js';
 import type { VisionModel } from '../models/types.js';
 import { loadCalibration } from '../quant/calibset.js';
 import { calibrateMany, type CalibrationOptions, type CalibrationTiming } from '../quant/calibrate.js';
 import { checkSpecStorable, saveQuantizedModel } from '../quant/file.js';
-import { methodConfig, METHODS, type Method } from '../quant/methods.js';
+import { DEFAULT_EMBEDDING_LOSS, methodConfig, METHODS, type Method } from '../quant/methods.js';
 import type { PointQuant } from '../quant/params.js';
 import { calibrateMixed, checkBudget, mixedProvenance, describeBudget, operandItems, CANDIDATE_WIDTHS, PINNED_BITS, SENSITIVITY_N, type Budget, type MixedProgress, type MixedRequest, type MixedResult, type MixedTiming } from '../quant/mixed.js';
 import { QuantRunner } from '../quant/runner.js';
@@ -22,6 +22,10 @@ import { checkOutputNotInput, datasetInputs, type InputPath } from './paths.js';
 import { ProgressBar } from './progress.js';
 import { printReport } from './report.js';
 import { ReportCollector } from '../report/collect.js';
+import { exportOnnx } from '../export/onnx.js';
+import { OnnxModel } from '../export/runtime.js';
+import { isEmbeddingModel } from '../models/types.js';
+import { embeddingFidelity, fidelityJson, fidelityRows, type EmbeddingFidelity } from './fidelity.js';
 import { checkReportTarget, writeReport } from '../report/html.js';
 import { quantizeReport } from '../report/quantize.js';
 
@@ -45,11 +49,11 @@ export const QUANTIZE_OPTIONS: FlagTable = {
   'no-pin': { type: 'boolean', help: 'mixed precision: let the patch embedding and the classifier take any width (by default they stay at 8 bits and count in the budget)' },
   smooth: { type: 'string', value: 'α', help: 'channel smoothing (SmoothQuant) before calibration: every LayerNorm feeding a linear layer divides channel j by s_j = max|X_j|^α / max|W_j|^(1−α), the layer\'s weight column j is multiplied by s_j (the same float model; flatter input ranges); α from 0 to 1, 0.5 is usual' },
   out: { type: 'string', value: 'file', default: 'NAME.METHOD-wKaK.safetensors', help: 'where the quantized model is written (atomically)' },
-  eval: { type: 'string', value: 'data', help: 'also evaluate FP32 and quantized top-1/top-5 on this image folder or manifest' },
+  eval: { type: 'string', value: 'data', help: 'also evaluate FP32 and quantized top-1/top-5 on this image folder or manifest (a model without classifier: the per-image cosine of quantized to FP32 embeddings, and k-NN top-1 with the labelled --calib images as neighbours)' },
   limit: { type: 'string', value: 'N', default: 'all', help: 'evaluate on the first N images of --eval' },
   report: { type: 'string', value: 'file.html', help: 'write a self-contained HTML report: accuracy, per-layer scales, metric before/after the search, histograms' },
   seed: { type: 'string', value: 'N', default: '0', help: 'seed for drawing the calibration images and for --loss fisher' },
-  loss: { type: 'string', value: 'label|pseudo|fisher', default: 'label; pseudo without labels', help: "loss whose gradient weights the Hessian metric: dataset labels, the FP32 model's top-1, or labels sampled from its softmax" },
+  loss: { type: 'string', value: 'kind', default: 'label; pseudo without labels; projection without classifier', help: "loss whose gradient weights the Hessian metric: label (dataset labels), pseudo (the FP32 model's top-1) or fisher (labels sampled from its softmax); for a model without classifier (num_classes 0): projection (the normalized embedding's Gauss–Newton diagonal through random directions) or contrastive (cross-entropy over cosines to the calibration images' FP32 embeddings)" },
   alpha: { type: 'string', value: 'A', default: '0.01; base: 0.5', help: 'smallest candidate scale as a fraction of Δ_maxabs, in (0, 10], below --beta' },
   beta: { type: 'string', value: 'B', default: '1.2', help: 'largest candidate scale as a fraction of Δ_maxabs, in (0, 10]' },
   n: { type: 'string', value: 'N', default: '100', help: 'grid steps between alpha and beta (N + 1 candidates), 1 to 10000' },
@@ -199,6 +203,8 @@ const LOSS_MEANING: Record<LossKind, string> = {
   label: "cross-entropy against the data's labels",
   pseudo: "cross-entropy against the FP32 model's own predictions",
   fisher: "cross-entropy against labels sampled from the FP32 model's softmax",
+  projection: 'Gauss–Newton diagonal of the normalized embedding through a seeded random direction per image',
+  contrastive: "cross-entropy over cosine similarities to the calibration images' FP32 embeddings, each image its own label",
 };
 
 const KIND_NAME: Record<DatasetKind, string> = {
@@ -209,7 +215,7 @@ const KIND_NAME: Record<DatasetKind, string> = {
 };
 
 /** Why the loss is what it is: given with --loss, the default, or the default for data without labels. */
-type LossChoice = '--loss' | 'default' | 'default for unlabeled data';
+type LossChoice = '--loss' | 'default' | 'default for unlabeled data' | 'default without classifier';
 
 /**
  * The loss for the Hessian weights: --loss when given, otherwise 'label' for labeled calibration data
@@ -219,6 +225,12 @@ type LossChoice = '--loss' | 'default' | 'default for unlabeled data';
 function chooseLoss(opts: CalibrationOptions, v: Values, calib: Dataset, numClasses: number): { opts: CalibrationOptions; choice: LossChoice | null } {
   if (opts.metric !== 'hessian') return { opts, choice: null };
   const given = v.loss !== undefined;
+  // Without classifier the output is the embedding: labels and logits do not apply (src/grad/loss.ts).
+  if (numClasses === 0) {
+    if (given && !isEmbeddingLoss(opts.loss)) throw new Ptq4vitError(`--loss ${opts.loss} needs a classifier, but the model has none (num_classes 0, it outputs its embedding): use --loss ${EMBEDDING_LOSSES.join(' or ')}`);
+    return given ? { opts, choice: '--loss' } : { opts: { ...opts, loss: DEFAULT_EMBEDDING_LOSS }, choice: 'default without classifier' };
+  }
+  if (given && isEmbeddingLoss(opts.loss)) throw new Ptq4vitError(`--loss ${opts.loss} is for models without classifier; this model outputs ${numClasses} logits: use --loss label, pseudo or fisher`);
   if (!calib.labeled) {
     if (given && opts.loss === 'label') {
       throw new Ptq4vitError(`--loss label needs labels, but --calib ${v.calib} has none: it is ${calib.description}; use --loss pseudo (the FP32 model's own predictions, the default without labels), or one subfolder per class`);
@@ -341,7 +353,8 @@ export async function runQuantize(args: string[]): Promise<void> {
   checkSpecStorable(fpModel.spec);
   const evalData = v.eval === undefined ? null : await openDataset(v.eval as string);
   const calib = await openDataset(calibPath, { allowUnlabeled: true });
-  if (evalData) checkClasses(evalData, fpModel.spec.arch.numClasses);
+  const embedding = isEmbeddingModel(fpModel.spec.arch);
+  if (evalData && !embedding) checkClasses(evalData, fpModel.spec.arch.numClasses);
   const { opts, choice: lossChoice } = chooseLoss(flagOpts, v, calib, fpModel.spec.arch.numClasses);
   const quiet = v.json === true && !process.stderr.isTTY;
   // The paper calibrates on 32 images; a folder of a few photos is used whole unless --calib-size asks for more.
@@ -353,6 +366,7 @@ export async function runQuantize(args: string[]): Promise<void> {
   const smoothed = smoothAlpha === undefined ? null : await smoothChannels(fpModel, loaded.weights, images, smoothAlpha);
   const model = smoothed?.model ?? fpModel;
   if (!quiet && calibSize < DEFAULT_CALIB_SIZE && calibSizeFlag === undefined) process.stderr.write(`--calib ${calibPath} has ${calib.size} images, fewer than the default ${DEFAULT_CALIB_SIZE}: calibrating on all of them\n`);
+  if (!quiet && lossChoice === 'default without classifier') process.stderr.write(`${fpModel.spec.name} has no classifier (num_classes 0): calibrating for its embedding with --loss ${opts.loss}\n`);
   if (!quiet && lossChoice === 'default for unlabeled data') process.stderr.write(`--calib ${calibPath} has no labels: calibrating with --loss pseudo (the FP32 model's own predictions)\n`);
   const label = mixed ? `${method} mixed (${describeBudget(mixed.budget)})` : `${method} W${opts.weightBits}A${opts.activationBits}`;
   const collector = reportFile === undefined ? null : new ReportCollector(opts.metric);
@@ -384,7 +398,15 @@ export async function runQuantize(args: string[]): Promise<void> {
   const tEval = performance.now();
 
   let fp: EvalResult | null = null, quant: EvalResult | null = null;
-  if (evalData) {
+  let fidelity: EmbeddingFidelity | null = null;
+  if (evalData && embedding) {
+    // k-NN neighbours: the calibration pool (all of --calib), embedded by each model. Both run as one ONNX
+    // graph as `eval` runs them (the integer graph; the simulation for codes wider than 8 bits).
+    const wide = run.points.some((p) => (p.kind === 'matmul' ? Math.max(p.a.bits, p.b.bits) : Math.max(p.weightBits, p.input?.bits ?? 0)) > 8);
+    const quantized = wide ? { model, runner: new QuantRunner(run.points), label } : { model: await OnnxModel.create(await exportOnnx(model, { quant: run.points }), model.spec, `${label} (integer graph)`), label };
+    const fp32 = { model: await OnnxModel.create(await exportOnnx(fpModel), fpModel.spec, 'FP32 graph'), label: 'FP32' };
+    fidelity = await embeddingFidelity({ model: quantized, reference: fp32 }, evalData, calib.labeled ? calib : null, { limit, quiet });
+  } else if (evalData) {
     const total = Math.min(limit ?? evalData.size, evalData.size);
     const fpBar = new ProgressBar('eval FP32', total, { quiet });
     fp = await evaluate(fpModel, evalData, { limit, onProgress: (d) => fpBar.update(d) });
@@ -403,7 +425,7 @@ export async function runQuantize(args: string[]): Promise<void> {
   ];
   if (mixedRun) {
     const { summary } = mixedRun.result, t = mixedRun.timing;
-    rows.splice(1, 0, ['budget', `${describeBudget(mixed!.budget)}${mixed!.pin ? `; patch embedding and classifier pinned at ${PINNED_BITS} bits` : ''}`]);
+    rows.splice(1, 0, ['budget', `${describeBudget(mixed!.budget)}${mixed!.pin ? `; patch embedding${embedding ? '' : ' and classifier'} pinned at ${PINNED_BITS} bits` : ''}`]);
     rows.splice(2, 0, ['widths', `weights ${summary.wAvgBits.toFixed(3)} bits on average (${summary.weightMb.toFixed(3)} MB), activations ${summary.aAvgBits.toFixed(3)} bits on average; operands per width: ${histogram(mixedRun.result)}`]);
     rows.splice(3, 0, ['time', `record ${t.recordSeconds.toFixed(1)} s (${t.passes} pass${t.passes === 1 ? '' : 'es'}), sensitivities ${t.sensitivitySeconds.toFixed(1)} s, allocation ${t.allocationSeconds.toFixed(2)} s, search ${t.searchSecondsPerRequest[0].toFixed(1)} s`]);
   }
@@ -412,6 +434,7 @@ export async function runQuantize(args: string[]): Promise<void> {
     rows.splice(1, 0, ['smoothing', smoothed.norms.length === 0 ? 'no LayerNorm feeds a linear layer: nothing rescaled' : `α ${smoothAlpha} on ${smoothed.norms.length} norms → linear layers; input channel range max/mean ${mean((n) => n.rangeRatioBefore)} → ${mean((n) => n.rangeRatioAfter)} on average`]);
   }
   if (lossChoice) rows.splice(1, 0, ['loss', `${opts.loss}: ${LOSS_MEANING[opts.loss]}${lossChoice === 'default for unlabeled data' ? ' (the default: the calibration images have no labels)' : ''}`]);
+  if (fidelity) rows.push(...fidelityRows(fidelity));
   if (fp && quant) {
     rows.push(['top-1', `${percent(quant.top1)}  (FP32 ${percent(fp.top1)}, ${((quant.top1 - fp.top1) * 100).toFixed(2)} points)`]);
     rows.push(['top-5', `${percent(quant.top5)}  (FP32 ${percent(fp.top5)})`]);
@@ -438,6 +461,7 @@ export async function runQuantize(args: string[]): Promise<void> {
           record_passes: run.timing.groups,
           peak_rss_bytes: peakRssBytes(),
           out,
+          ...(fidelity ? fidelityJson(fidelity) : {}),
           ...(fp && quant ? { top1: quant.top1, top5: quant.top5, fp32_top1: fp.top1, fp32_top5: fp.top5, eval_images: quant.images } : {}),
         }
       : undefined,

@@ -1,9 +1,11 @@
 /**
  * A Hugging Face model folder that transformers.js loads offline:
  *
- *   DIR/config.json                 model_type "vit" (ViTForImageClassification: pixel_values → logits), labels
- *                                   (a model read from a transformers folder: that folder's config.json, same
- *                                   model_type and id2label, and its preprocessor_config.json as read)
+ *   DIR/config.json                 model_type "vit" (ViTForImageClassification: pixel_values → logits), labels;
+ *                                   without classifier (num_classes 0) ViTModel: pixel_values → image_embeds,
+ *                                   read by pipeline('image-feature-extraction'); a model read from a transformers
+ *                                   folder: that folder's config.json (same model_type and id2label) and its
+ *                                   preprocessor_config.json as read
  *   DIR/preprocessor_config.json    the image processor closest to the model's timm eval transform
  *   DIR/onnx/model.onnx             FP32 graph            (transformers.js dtype "fp32")
  *   DIR/onnx/model_quantized.onnx   integer graph, if any (transformers.js dtype "q8")
@@ -31,7 +33,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Ptq4vitError } from '../errors.js';
 import { describeFsError } from '../io/safetensors.js';
-import type { ModelSpec, Preprocess } from '../models/types.js';
+import { isEmbeddingModel, type ModelSpec, type Preprocess } from '../models/types.js';
 
 /** Version of the `ptq4vit` block in config.json. */
 export const HF_DIR_FORMAT_VERSION = 1;
@@ -83,18 +85,15 @@ export function hfConfig(spec: ModelSpec, labels: readonly string[], options: { 
     label2id[label] = i;
   });
   // A model read from a transformers folder keeps its own config.json (model_type, architectures, …): the folder
-  // we write replaces the user's, so transformers.js builds the same model class it built before.
+  // we write replaces the user's, so transformers.js builds the same model class it built before. A model without
+  // classifier loads as transformers.js's AutoModel (ViTModel), whose outputs the image-feature-extraction pipeline
+  // reads by name (our graph's `image_embeds`).
+  const head = isEmbeddingModel(spec.arch)
+    ? { architectures: ['ViTModel'], model_type: 'vit' }
+    : { architectures: ['ViTForImageClassification'], model_type: 'vit', num_labels: labels.length, id2label, label2id };
   const config: Record<string, unknown> = spec.transformers
     ? { ...spec.transformers.config, id2label, label2id }
-    : {
-        architectures: ['ViTForImageClassification'],
-        model_type: 'vit',
-        num_labels: labels.length,
-        id2label,
-        label2id,
-        image_size: spec.preprocess.inputSize,
-        num_channels: spec.arch.inChans,
-      };
+    : { ...head, image_size: spec.preprocess.inputSize, num_channels: spec.arch.inChans };
   delete config['transformers.js_config'];
   // transformers.js picks model_quantized.onnx by default on its wasm device: without one, default to fp32.
   if (!options.hasQuantized) config['transformers.js_config'] = { dtype: 'fp32' };

@@ -2,6 +2,9 @@
  * Whole-model ONNX export: the model code traced once (src/export/trace.ts) into one graph.
  *   input  `pixel_values` float32 [batch, C, H, W], normalized as the model's preprocessing says
  *   output `logits`       float32 [batch, classes]  (distilled DeiT: the mean of both heads, timm's eval)
+ *       or `image_embeds` float32 [batch, features] for a model without classifier (num_classes 0): the name
+ *                         transformers.js's image-feature-extraction pipeline reads when there is no
+ *                         last_hidden_state or logits (CLIP's vision tower with projection uses it too)
  * Opset 17 (LayerNormalization, per-axis QuantizeLinear/DequantizeLinear, MatMulInteger); only default-domain
  * ops, so onnxruntime-node, onnxruntime-web and transformers.js all run it. The model spec (architecture,
  * preprocessing) and class names travel in the file's metadata (`ptq4vit.spec`, `ptq4vit.labels`), so
@@ -9,7 +12,7 @@
  */
 import { GraphBuilder } from '../onnx/builder.js';
 import { encodeModel, OnnxType } from '../onnx/proto.js';
-import type { ModelSpec, VisionModel } from '../models/types.js';
+import { isEmbeddingModel, outputDim, type ModelSpec, type VisionModel } from '../models/types.js';
 import { cardFromSpec } from '../models/config.js';
 import { weightCodes } from '../quant/file.js';
 import type { PointQuant } from '../quant/params.js';
@@ -22,6 +25,13 @@ import { Tracer } from './trace.js';
 export const ONNX_OPSET = 17;
 export const ONNX_INPUT = 'pixel_values';
 export const ONNX_OUTPUT = 'logits';
+/** The output of a model without classifier: its pooled embedding [batch, features]. */
+export const ONNX_EMBEDDING_OUTPUT = 'image_embeds';
+
+/** The graph output's name for a spec: logits, or the embedding of a model without classifier. */
+export function onnxOutputName(spec: ModelSpec): string {
+  return isEmbeddingModel(spec.arch) ? ONNX_EMBEDDING_OUTPUT : ONNX_OUTPUT;
+}
 
 export interface ExportOptions {
   /** Quantization parameters: export the integer graph (omit for FP32). */
@@ -52,14 +62,15 @@ export async function exportOnnx(model: VisionModel, options: ExportOptions = {}
   const tracer = new Tracer(g, quant ? new QuantRunner(quant) : fp32Runner, products);
   const images = exampleImages(spec);
   tracer.bind(images, g.reserve(ONNX_INPUT));
-  const logits = await model.forward(images, tracer);
-  g.reserve(ONNX_OUTPUT);
-  g.opInto(ONNX_OUTPUT, 'Identity', [tracer.value(logits)]);
-  const { inChans, imgSize, numClasses } = spec.arch;
+  const output = await model.forward(images, tracer);
+  const outputName = onnxOutputName(spec);
+  g.reserve(outputName);
+  g.opInto(outputName, 'Identity', [tracer.value(output)]);
+  const { inChans, imgSize } = spec.arch;
   const graph = g.finish(
     spec.name,
     [{ name: ONNX_INPUT, elemType: OnnxType.FLOAT, shape: ['batch', inChans, imgSize, imgSize] }],
-    [{ name: ONNX_OUTPUT, elemType: OnnxType.FLOAT, shape: ['batch', numClasses] }],
+    [{ name: outputName, elemType: OnnxType.FLOAT, shape: ['batch', outputDim(spec.arch)] }],
     ONNX_OPSET,
   );
   graph.metadata = {

@@ -6,12 +6,12 @@
 import fs from 'node:fs';
 import ort from 'onnxruntime-node';
 import { Ptq4vitError } from '../errors.js';
-import type { ModelSpec, QuantPoint, VisionModel } from '../models/types.js';
+import { outputDim, type ModelSpec, type QuantPoint, type VisionModel } from '../models/types.js';
 import { OnnxReadError, readOnnxInfo, type OnnxInfo } from '../onnx/read.js';
 import { specFromStoredCard } from '../quant/file.js';
 import { ortThreads } from '../tensor/ort.js';
 import { Tensor, shapeString } from '../tensor/tensor.js';
-import { ONNX_INPUT, ONNX_OUTPUT } from './onnx.js';
+import { ONNX_INPUT, onnxOutputName } from './onnx.js';
 
 export class OnnxModel implements VisionModel {
   readonly quantPoints: readonly QuantPoint[] = [];
@@ -40,11 +40,12 @@ export class OnnxModel implements VisionModel {
     } catch (e) {
       throw new Ptq4vitError(`${source}: onnxruntime cannot load this model: ${(e as Error).message.split('\n')[0]}`);
     }
-    return new OnnxModel(spec, session, io.input ?? ONNX_INPUT, io.output ?? ONNX_OUTPUT, source);
+    return new OnnxModel(spec, session, io.input ?? ONNX_INPUT, io.output ?? onnxOutputName(spec), source);
   }
 
   async forward(images: Tensor): Promise<Tensor> {
-    const { inChans, imgSize, numClasses } = this.spec.arch;
+    const { inChans, imgSize } = this.spec.arch;
+    const numClasses = outputDim(this.spec.arch); // logits, or the embedding's width without classifier
     const s = images.shape;
     if (images.rank !== 4 || s[1] !== inChans || s[2] !== imgSize || s[3] !== imgSize) {
       throw new Ptq4vitError(`${this.source}: expects images [B, ${inChans}, ${imgSize}, ${imgSize}], got ${shapeString(s)}`);
@@ -78,7 +79,8 @@ function parseSpec(file: string, text: string): ModelSpec {
 
 /**
  * Open an .onnx classifier. Our exports carry their spec; a foreign model needs `spec` (from --config or
- * --arch) for its preprocessing, and must take `pixel_values` and give `logits` (or have one input/output).
+ * --arch) for its preprocessing, and must take `pixel_values` and give `logits` (`image_embeds` for a spec
+ * without classifier), or have one input/output.
  */
 export async function openOnnxModel(file: string, spec?: ModelSpec): Promise<OpenedOnnx> {
   let bytes: Uint8Array;
@@ -103,7 +105,7 @@ export async function openOnnxModel(file: string, spec?: ModelSpec): Promise<Ope
     throw new Ptq4vitError(`${file}: expected one ${what} or one named '${wanted}', found ${names.length ? names.map((n) => `'${n}'`).join(', ') : 'none'}`);
   };
   const input = pick(info.inputs, ONNX_INPUT, 'input');
-  const output = pick(info.outputs, ONNX_OUTPUT, 'output');
+  const output = pick(info.outputs, onnxOutputName(resolved), 'output');
   const model = await OnnxModel.create(bytes, resolved, file, { input, output });
   let labels: string[] | null = null;
   try {

@@ -53,6 +53,15 @@ function kwargsReader(kwargs: Kwargs, where: string, allowed: Set<string>) {
     if (v > MAX_KWARG_INT) throw new Ptq4vitError(`${where}: timm_kwargs.${key} ${v} is larger than the ${MAX_KWARG_INT} supported`);
     return v;
   };
+  /** A class count: 0 means no classifier (timm's `num_classes=0`: head = Identity, the pooled embedding out). */
+  const classCount = (key: string, fallback: number): number => {
+    const v = kwargs[key] ?? fallback;
+    if (v === 0) return 0;
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < 0) {
+      throw new Ptq4vitError(`${where}: timm_kwargs.${key} must be a positive integer, or 0 for a backbone without classifier, got ${JSON.stringify(kwargs[key])}`);
+    }
+    return positiveInt(key, fallback);
+  };
   const intList = (key: string, fallback?: number[]): number[] => {
     const v = kwargs[key] ?? fallback;
     if (!Array.isArray(v) || v.length === 0 || v.some((d) => !Number.isInteger(d) || d <= 0)) {
@@ -102,7 +111,7 @@ function kwargsReader(kwargs: Kwargs, where: string, allowed: Set<string>) {
     if (v !== null && typeof v !== 'boolean') throw new Ptq4vitError(`${where}: timm_kwargs.${key} must be true, false or null, got ${JSON.stringify(kwargs[key])}`);
     return v;
   };
-  return { positiveInt, intList, number, boolean, exact, oneOf, nonNegativeInt, optionalNumber, optionalBoolean };
+  return { positiveInt, classCount, intList, number, boolean, exact, oneOf, nonNegativeInt, optionalNumber, optionalBoolean };
 }
 
 /**
@@ -248,7 +257,7 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string, e
         numHeads: k.positiveInt('num_heads', 12),
         mlpRatio: k.number('mlp_ratio', 4),
         qkvBias: k.boolean('qkv_bias', true),
-        numClasses: k.positiveInt('num_classes', 1000),
+        numClasses: k.classCount('num_classes', 1000),
         ...variant,
       }, where);
     }
@@ -273,7 +282,7 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string, e
         windowSize: k.positiveInt('window_size', 7),
         mlpRatio: k.number('mlp_ratio', 4),
         qkvBias: k.boolean('qkv_bias', true),
-        numClasses: k.positiveInt('num_classes', 1000),
+        numClasses: k.classCount('num_classes', 1000),
       }, where);
     }
     case 'SwinTransformerV2': {

@@ -112,8 +112,8 @@ export function specFromHubConfig(config: unknown, where: string): ModelSpec {
   const modelArgs = cfg.model_args ?? {};
   if (!isObject(modelArgs)) throw new Ptq4vitError(`${where}: "model_args" must be an object, got ${JSON.stringify(modelArgs)}`);
   const numClasses = cfg.num_classes ?? pretrained.num_classes;
-  if (numClasses !== undefined && (typeof numClasses !== 'number' || !Number.isInteger(numClasses) || numClasses <= 0)) {
-    throw new Ptq4vitError(`${where}: num_classes must be a positive integer, got ${JSON.stringify(numClasses)}`);
+  if (numClasses !== undefined && (typeof numClasses !== 'number' || !Number.isInteger(numClasses) || numClasses < 0)) {
+    throw new Ptq4vitError(`${where}: num_classes must be a positive integer, or 0 for a backbone without classifier, got ${JSON.stringify(numClasses)}`);
   }
 
   // create_model(architecture, num_classes=…, **model_args): the preset, then the overrides.

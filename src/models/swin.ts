@@ -6,7 +6,7 @@
  *                blocks alternating plain and shifted windows (shift = window / 2):
  *                  x = x + windowReverse(attn(windowPartition(norm1(x))))
  *                  x = x + fc2(gelu(fc1(norm2(x))))
- *   norm → mean over tokens → head.fc
+ *   norm → mean over tokens → head.fc   (num_classes 0: the pooled features are the output)
  *
  * Every product goes through the Runner under the names of the quantization points, so calibration
  * sees (and may replace) exactly what PTQ4ViT quantizes; everything else goes through the runner's
@@ -147,7 +147,7 @@ export class SwinTransformer implements VisionModel {
   private readonly patchEmbed: PatchEmbed;
   private readonly stages: SwinStage[];
   private readonly norm: LayerNorm;
-  private readonly head: Linear;
+  private readonly head: Linear | null;
 
   constructor(spec: ModelSpec, weights: TensorSource) {
     if (spec.arch.family !== 'swin') {
@@ -169,7 +169,8 @@ export class SwinTransformer implements VisionModel {
       }));
       const features = geometry[geometry.length - 1].dim;
       this.norm = new LayerNorm(reader, 'norm', features, LN_EPS);
-      this.head = reader.linear('head.fc', arch.numClasses, features);
+      // num_classes 0 (timm: head = Identity): no classifier, the output is the pooled embedding.
+      this.head = arch.numClasses === 0 ? null : reader.linear('head.fc', arch.numClasses, features);
       reader.checkAllUsed(`${spec.name} (Swin, depths [${arch.depths.join(', ')}], embed_dim ${arch.embedDim})`);
     } catch (e) {
       throw e instanceof Ptq4vitError ? new Ptq4vitError(e.message + oldLayoutHint(weights)) : e;
@@ -178,7 +179,7 @@ export class SwinTransformer implements VisionModel {
     this.quantPoints = [
       ...this.patchEmbed.points,
       ...stagePoints(this.stages),
-      this.head.point,
+      ...(this.head ? [this.head.point] : []),
     ];
   }
 
@@ -193,7 +194,7 @@ export class SwinTransformer implements VisionModel {
     const x = await runStages(runner, this.stages, await this.patchEmbed.forward(runner, images));
     // Final LayerNorm, global average pool over tokens, classifier.
     const pooled = k.layout(meanOverTokensOp, [await this.norm.forward(k, x)]);
-    return applyLinear(runner, this.head, pooled);
+    return this.head ? applyLinear(runner, this.head, pooled) : pooled;
   }
 }
 

@@ -13,6 +13,7 @@ export interface VitArch {
   numHeads: number;
   mlpRatio: number;
   qkvBias: boolean;
+  /** 0: a backbone without classifier (timm's num_classes=0), whose output is the pooled embedding. */
   numClasses: number;
   /**
    * timm VisionTransformer's optional parts (vit.ts), each absent when it has timm's default value — so a plain
@@ -116,6 +117,21 @@ export function isVitArch(a: Arch): a is VitArch {
   return a.family === 'vit' || a.family === 'deit-distilled';
 }
 
+/** `numClasses === 0` marks an embedding model: no classifier, forward gives the pooled (normed) features. */
+export function isEmbeddingModel(arch: Arch): boolean {
+  return arch.numClasses === 0;
+}
+
+/** Width of the pooled features: the classifier's input, and an embedding model's output (a staged model doubles it per stage). */
+export function featureDim(arch: Arch): number {
+  return 'depths' in arch ? arch.embedDim * 2 ** (arch.depths.length - 1) : arch.embedDim;
+}
+
+/** Width of the model's output: numClasses logits, or the embedding of a model without classifier. */
+export function outputDim(arch: Arch): number {
+  return isEmbeddingModel(arch) ? featureDim(arch) : arch.numClasses;
+}
+
 /** timm's eval transform: resize the shorter side to inputSize/cropPct (bicubic), center crop, normalize. */
 export interface Preprocess {
   inputSize: number;
@@ -199,6 +215,6 @@ export type { Runner } from '../tensor/runner.js';
 export interface VisionModel {
   readonly spec: ModelSpec;
   readonly quantPoints: readonly QuantPoint[];
-  /** images: normalized [B, C, H, W] → logits [B, numClasses]. */
+  /** images: normalized [B, C, H, W] → logits [B, numClasses], or the embedding [B, featureDim] when numClasses is 0. */
   forward(images: Tensor, runner?: Runner): Promise<Tensor>;
 }

@@ -13,6 +13,7 @@
  *                                                         or attention pooling over them (map: SigLIP)
  *   (distilled: mean of head(x[:,0]) and head_dist(x[:,1]); headPool 'token+patch-mean', transformers' Dinov2
  *    classifier: head(cat(x[:,0], mean of the patch tokens)))
+ *   num_classes 0 (timm's Identity head): the pooled embedding fc_norm(pool(x)) itself (distilled: mean of x[:,0], x[:,1])
  *
  * Attention is softmax(q·kᵀ · d^-½)·v with the scale applied after the product, as the PTQ4ViT reference
  * quantizes q·kᵀ itself.
@@ -193,8 +194,10 @@ class VitHead {
     // headPool 'token+patch-mean' (transformers' Dinov2ForImageClassification): the head reads cat(cls, mean of
     // the patch tokens), 2·D wide, right after the final norm.
     const clsAndMean = a.headPool === 'token+patch-mean';
-    this.heads = [reader.linear('head', a.numClasses, clsAndMean ? 2 * D : D)];
-    if (distilled) this.heads.push(reader.linear('head_dist', a.numClasses, D));
+    if (clsAndMean && a.numClasses === 0) throw new Ptq4vitError(`${a.family}: head_pool "token+patch-mean" describes a classifier's input; a model without classifier (num_classes 0) has none`);
+    // num_classes 0 (timm: head = Identity): no classifier, the model's output is the pooled embedding.
+    this.heads = a.numClasses === 0 ? [] : [reader.linear('head', a.numClasses, clsAndMean ? 2 * D : D)];
+    if (distilled && a.numClasses > 0) this.heads.push(reader.linear('head_dist', a.numClasses, D));
     // Distilled: head on the cls token, head_dist on the dist token; else timm's global_pool.
     const pool = clsAndMean ? clsAndPatchMeanOp(numPrefix) : v.globalPool === 'token' || v.globalPool === 'map' ? selectTokenOp(0) : poolTokensOp(TOKEN_POOLS[v.globalPool], numPrefix);
     this.pools = distilled ? [selectTokenOp(0), selectTokenOp(1)] : [pool];
@@ -206,14 +209,15 @@ class VitHead {
 
   async forward(runner: Runner, x: Tensor): Promise<Tensor> {
     const k = kernelsOf(runner);
-    const logits: Tensor[] = [];
-    for (let t = 0; t < this.heads.length; t++) {
+    const outputs: Tensor[] = [];
+    for (let t = 0; t < this.pools.length; t++) {
       let pooled = this.attnPool ? await this.attnPool.forward(runner, x, this.numPrefix) : k.layout(this.pools[t], [x]);
       if (this.fcNorm) pooled = await this.fcNorm.forward(k, pooled);
-      logits.push(await applyLinear(runner, this.heads[t], pooled));
+      // Without classifier the pooled features are the output (the embedding).
+      outputs.push(this.heads.length === 0 ? pooled : await applyLinear(runner, this.heads[t], pooled));
     }
-    // The distilled model averages head(cls) and head_dist(dist) at inference.
-    return logits.length === 1 ? logits[0] : k.layout(averageOp, logits);
+    // The distilled model averages head(cls) and head_dist(dist) at inference (without classifier: cls and dist).
+    return outputs.length === 1 ? outputs[0] : k.layout(averageOp, outputs);
   }
 }
 

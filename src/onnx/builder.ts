@@ -50,6 +50,15 @@ export class GraphBuilder {
     return out;
   }
 
+  /** One node with several outputs (e.g. DynamicQuantizeLinear's codes, scale, zero point); returns their names. */
+  opOutputs(op: string, inputs: string[], count: number, attributes?: Record<string, AttributeValue>, hint = op.toLowerCase()): string[] {
+    const outputs = Array.from({ length: count }, (_, i) => this.fresh(`${hint}.${i}`));
+    const node: NodeSpec = { op, inputs, outputs, attributes };
+    this.nodes.push(node);
+    for (const out of outputs) this.producers.set(out, node);
+    return outputs;
+  }
+
   /** The shape of `x` as far as reshapes and transposes tell (−1: the one dynamic dimension), if known. */
   shapeOf(x: string): readonly number[] | undefined {
     return this.knownShapes.get(x);
@@ -105,6 +114,10 @@ export class GraphBuilder {
 
   uint8s(hint: string, values: readonly number[]): string {
     return this.constant(hint, OnnxType.UINT8, [values.length], Uint8Array.from(values));
+  }
+
+  uint8Tensor(hint: string, data: Uint8Array, dims: readonly number[]): string {
+    return this.constant(hint, OnnxType.UINT8, dims, data);
   }
 
   int8(hint: string, value: number): string {

@@ -29,6 +29,8 @@ export interface MethodOverrides {
 
 /** Default loss for the Hessian weights (see RESULTS.md, "choice of loss"). */
 export const DEFAULT_LOSS: LossKind = 'label';
+/** Default loss for a model without classifier (num_classes 0); see RESULTS.md, "backbones". */
+export const DEFAULT_EMBEDDING_LOSS: LossKind = 'projection';
 
 export function methodConfig(method: Method, o: MethodOverrides): CalibrationOptions {
   const ptq4vit = method === 'ptq4vit';

@@ -14,7 +14,7 @@ export function quantizeReport(spec: ModelSpec, provenance: Record<string, unkno
   return {
     title: `${spec.name}: ${method} ${bitsLabel(provenance)}`,
     facts: [
-      ['model', `${spec.name} (${spec.timmClass}, ${spec.arch.numClasses} classes, ${p.inputSize}×${p.inputSize} input)`],
+      ['model', `${spec.name} (${spec.timmClass}, ${spec.arch.numClasses === 0 ? 'no classifier: embedding' : `${spec.arch.numClasses} classes`}, ${p.inputSize}×${p.inputSize} input)`],
       ['checkpoint', String(provenance.source_checkpoint)],
       ['method', `${method}: metric ${search.metric}${provenance.loss ? ` (loss: ${provenance.loss})` : ''}, twin softmax ${on(search.twin_softmax)}, twin GELU ${on(search.twin_gelu)}`],
       ['search', `Δ = (α + i·(β−α)/n)·Δ_maxabs, α = ${search.alpha}, β = ${search.beta}, n = ${search.n}, ${search.rounds} round(s)`],
