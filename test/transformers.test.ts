@@ -32,6 +32,7 @@ import { GraphBuilder } from '../src/onnx/builder.js';
 import { encodeModel, OnnxType } from '../src/onnx/proto.js';
 import { openModel } from '../src/open.js';
 import { clsAndPatchMeanOp } from '../src/tensor/layout.js';
+import { RecordingRunner } from '../src/tensor/runner.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { assertClose, maxAbs, maxAbsDiff, runCli, scratchDir, sharedDir, showRun } from './helpers.js';
 import { argmaxRows, runHfProcessor, runTransformersJs } from './runtimes.js';
@@ -265,6 +266,58 @@ describe('the mapping on random models of other sizes (patch, width, heads, dept
 
 // ---------------------------------------------------------------------------------------------
 
+describe('backbones: a transformers folder without its classifier (Dinov2Model, ViTModel, SwinModel)', () => {
+  /** The fixture folder's tensors without the classifier, optionally saved as the bare encoder (no `dinov2.` prefix). */
+  const backboneFolder = (type: string, { bare }: { bare: boolean }) => {
+    const src = path.join(hfDir, type);
+    const st = SafeTensors.read(path.join(src, 'model.safetensors'));
+    const prefix = `${type}.`;
+    const tensors = Object.fromEntries(st.names().filter((n) => !n.startsWith('classifier.')).map((n) => [bare ? n.slice(prefix.length) : n, st.tensor(n)]));
+    const config = JSON.parse(fs.readFileSync(path.join(src, 'config.json'), 'utf8')) as Record<string, unknown>;
+    const processor = JSON.parse(fs.readFileSync(path.join(src, 'preprocessor_config.json'), 'utf8')) as Record<string, unknown>;
+    return writeFolder(path.join(scratch.next(), type), { ...config, architectures: ['Dinov2Model'] }, processor, tensors);
+  };
+
+  test('dinov2: num_classes 0, the embedding = the classifier model\'s cls half of its head input, with or without the model prefix', async () => {
+    const input = SafeTensors.read(path.join(hfDir, 'dinov2', 'expected.safetensors')).tensor('input');
+    const classifier = openModel({ weights: path.join(hfDir, 'dinov2') }).model;
+    const recorder = new RecordingRunner();
+    await classifier.forward(input, recorder);
+    const headInput = recorder.records.get('head')!.inputs[0]; // [B, 2D]: cat(cls, mean of patches)
+    const D = headInput.shape[1] / 2;
+    for (const bare of [false, true]) {
+      const { model } = openModel({ weights: backboneFolder('dinov2', { bare }) });
+      assert.equal(model.spec.arch.numClasses, 0);
+      assert.equal(model.spec.labelNames, undefined);
+      assert.ok(!model.quantPoints.some((p) => p.name === 'head'), 'no head point');
+      const embedding = await model.forward(input);
+      assert.deepEqual(embedding.shape, [input.shape[0], D]);
+      const cls = new Float32Array(embedding.size);
+      for (let b = 0; b < input.shape[0]; b++) cls.set(headInput.data.subarray(b * 2 * D, b * 2 * D + D), b * D);
+      assertClose(embedding.data, cls, `dinov2 backbone (${bare ? 'bare encoder' : 'dinov2. prefix'}) embedding`, 1e-5);
+    }
+  });
+
+  test('dinov2 without classifier quantizes without labels (the embedding loss) and evaluates its embedding fidelity', () => {
+    const dir = scratch.next();
+    const file = path.join(dir, 'dinov2_backbone.w8a8.safetensors');
+    const q = runCli(['quantize', '--model', backboneFolder('dinov2', { bare: true }), '--calib', path.join(sharedDir, 'data', 'cifar10', 'jpeg_sample'), '--calib-size', '4', '--n', '2', '--rounds', '1', '--out', file, '--json']);
+    assert.equal(q.status, 0, showRun(q));
+    const summary = JSON.parse(q.stdout.trim().split('\n').pop()!) as { loss: string };
+    assert.equal(summary.loss, 'projection', 'the default loss of a model without classifier');
+    assert.equal(openModel({ weights: file }).model.spec.arch.numClasses, 0);
+  });
+
+  test('a DeiT folder without its classifiers is refused by name', () => {
+    const src = path.join(hfDir, 'deit');
+    const st = SafeTensors.read(path.join(src, 'model.safetensors'));
+    const tensors = Object.fromEntries(st.names().filter((n) => !n.includes('classifier.')).map((n) => [n, st.tensor(n)]));
+    const config = JSON.parse(fs.readFileSync(path.join(src, 'config.json'), 'utf8')) as Record<string, unknown>;
+    const processor = JSON.parse(fs.readFileSync(path.join(src, 'preprocessor_config.json'), 'utf8')) as Record<string, unknown>;
+    expectError(() => openModel({ weights: writeFolder(path.join(scratch.next(), 'deit'), config, processor, tensors) }), /model\.safetensors: no classifier \(cls_classifier\.weight\): a DeiT backbone \(DeiTModel\) is not supported/);
+  });
+});
+
 describe('bad transformers folders: one line naming the file and the field', () => {
   const vitFixture = path.join(hfDir, 'vit');
   const config = () => JSON.parse(fs.readFileSync(path.join(vitFixture, 'config.json'), 'utf8')) as Record<string, unknown>;
@@ -282,8 +335,6 @@ describe('bad transformers folders: one line naming the file and the field', () 
     expectError(() => openModel({ weights: folder(config(), { ...processor(), image_processor_type: 'ConvNextImageProcessor' }) }), /preprocessor_config\.json: image_processor_type "ConvNextImageProcessor" is not supported/);
     expectError(() => openModel({ weights: folder(config(), { ...processor(), size: { height: 224, width: 200 } }) }), /preprocessor_config\.json: size 224×200 is not square/);
     expectError(() => openModel({ weights: folder({ ...config(), hidden_act: 'relu' }, processor()) }), /config\.json: hidden_act "relu" is not supported/);
-    const { 'classifier.weight': _w, 'classifier.bias': _b, ...backbone } = weights();
-    expectError(() => openModel({ weights: folder(config(), processor(), backbone) }), /model\.safetensors: no classifier \(classifier\.weight\): a vit backbone without a classification head is not supported yet/);
   });
 
   test('a config that disagrees with the weights', () => {

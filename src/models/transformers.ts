@@ -35,6 +35,8 @@ export const TRANSFORMERS_MODEL_TYPES = ['vit', 'deit', 'swin', 'dinov2', 'dinov
 type ModelType = (typeof TRANSFORMERS_MODEL_TYPES)[number];
 
 type Json = Record<string, unknown>;
+/** What the mapping reads of a checkpoint (a SafeTensors file, or its view with the model prefix added). */
+type StoredTensors = Pick<SafeTensors, 'file' | 'names' | 'has' | 'tensor' | 'info' | 'bytes'>;
 const isObject = (v: unknown): v is Json => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 /** A transformers config.json names its `model_type`; timm's hub config names an `architecture`. */
@@ -93,7 +95,7 @@ class MappedSource implements TensorSource {
 class Mapper {
   readonly entries = new Map<string, Mapped>();
   readonly used = new Set<string>();
-  constructor(readonly st: SafeTensors) {}
+  constructor(readonly st: StoredTensors) {}
 
   private need(name: string): void {
     if (!this.st.has(name)) throw new Ptq4vitError(`${this.st.file}: tensor '${name}' is missing (does config.json describe these weights?)`);
@@ -295,9 +297,10 @@ function normEps(eps: number): Pick<VitArch, 'normEps'> {
   return eps === VIT_NORM_EPS ? {} : { normEps: eps };
 }
 
-function mappingFor(type: ModelType, config: Json, st: SafeTensors, inputSize: number, where: string): Mapping {
+function mappingFor(type: ModelType, config: Json, st: StoredTensors, inputSize: number, where: string, { hasClassifier }: { hasClassifier: boolean }): Mapping {
   const f = fields(config, where);
-  const numClasses = labelsFrom(config, where).length;
+  // Without classifier (ViTModel, Dinov2Model, SwinModel): timm's num_classes 0, the pooled embedding as output.
+  const numClasses = hasClassifier ? labelsFrom(config, where).length : 0;
   switch (type) {
     case 'vit': {
       const imageSize = f.int('image_size', 224);
@@ -309,7 +312,11 @@ function mappingFor(type: ModelType, config: Json, st: SafeTensors, inputSize: n
         map(m) {
           vitEmbeddings(m, 'vit');
           vitLayers(m, 'vit', arch.depth, { norm1: 'layernorm_before', norm2: 'layernorm_after', fc1: 'intermediate.dense', fc2: 'output.dense', layerScale: false });
-          m.linear('head', 'classifier');
+          if (hasClassifier) m.linear('head', 'classifier');
+          // ViTModel's pooler (dense + tanh on the cls token) feeds no classifier here: the embedding is the normed
+          // cls token (timm's num_classes 0), the pooler is left out.
+          m.ignore('vit.pooler.dense.weight');
+          m.ignore('vit.pooler.dense.bias');
         },
       };
     }
@@ -336,7 +343,7 @@ function mappingFor(type: ModelType, config: Json, st: SafeTensors, inputSize: n
       f.only('use_swiglu_ffn', false, false);
       const patch = f.int('patch_size', 14);
       const base = timmArch('VisionTransformer', vitKwargs(config, where, inputSize, numClasses, f.num('mlp_ratio', 4)), where) as VitArch;
-      const arch: VitArch = { ...base, ...normEps(f.num('layer_norm_eps', 1e-6)), initValues: f.num('layerscale_value', 1), headPool: 'token+patch-mean' };
+      const arch: VitArch = { ...base, ...normEps(f.num('layer_norm_eps', 1e-6)), initValues: f.num('layerscale_value', 1), ...(hasClassifier ? { headPool: 'token+patch-mean' as const } : {}) };
       const stored = f.int('image_size', 518) / patch;
       if (!Number.isInteger(stored)) throw new Ptq4vitError(`${where}: image_size ${config.image_size} is not a multiple of patch_size ${patch}`);
       const grid = inputSize / patch;
@@ -346,7 +353,7 @@ function mappingFor(type: ModelType, config: Json, st: SafeTensors, inputSize: n
         map(m) {
           vitEmbeddings(m, 'dinov2', (t) => dinov2PositionEmbeddings(t, stored, grid, `${st.file}: dinov2.embeddings.position_embeddings`));
           vitLayers(m, 'dinov2', arch.depth, { norm1: 'norm1', norm2: 'norm2', fc1: 'mlp.fc1', fc2: 'mlp.fc2', layerScale: true });
-          m.linear('head', 'classifier');
+          if (hasClassifier) m.linear('head', 'classifier');
         },
       };
     }
@@ -357,7 +364,7 @@ function mappingFor(type: ModelType, config: Json, st: SafeTensors, inputSize: n
       const patch = f.int('patch_size', 14);
       const registers = f.int('num_register_tokens', 4);
       const base = timmArch('VisionTransformer', vitKwargs(config, where, inputSize, numClasses, f.num('mlp_ratio', 4)), where) as VitArch;
-      const arch: VitArch = { ...base, ...normEps(f.num('layer_norm_eps', 1e-6)), initValues: f.num('layerscale_value', 1), regTokens: registers, noEmbedClass: true, headPool: 'token+patch-mean' };
+      const arch: VitArch = { ...base, ...normEps(f.num('layer_norm_eps', 1e-6)), initValues: f.num('layerscale_value', 1), regTokens: registers, noEmbedClass: true, ...(hasClassifier ? { headPool: 'token+patch-mean' as const } : {}) };
       const stored = f.int('image_size', 518) / patch;
       if (!Number.isInteger(stored)) throw new Ptq4vitError(`${where}: image_size ${config.image_size} is not a multiple of patch_size ${patch}`);
       const grid = inputSize / patch;
@@ -374,7 +381,7 @@ function mappingFor(type: ModelType, config: Json, st: SafeTensors, inputSize: n
           m.ignore(`${P}.embeddings.mask_token`);
           m.norm('norm', `${P}.layernorm`);
           vitLayers(m, P, arch.depth, { norm1: 'norm1', norm2: 'norm2', fc1: 'mlp.fc1', fc2: 'mlp.fc2', layerScale: true });
-          m.linear('head', 'classifier');
+          if (hasClassifier) m.linear('head', 'classifier');
         },
       };
     }
@@ -431,7 +438,7 @@ function mappingFor(type: ModelType, config: Json, st: SafeTensors, inputSize: n
             }
           });
           m.norm('norm', 'swin.layernorm');
-          m.linear('head.fc', 'classifier');
+          if (hasClassifier) m.linear('head.fc', 'classifier');
         },
       };
     }
@@ -474,7 +481,7 @@ export function registersPositionEmbeddings(table: Tensor, storedGrid: number, g
 }
 
 /** The stored Swin index buffer must be the one timm's get_relative_position_index builds for this window. */
-function checkRelativePositionIndex(st: SafeTensors, name: string, window: number): void {
+function checkRelativePositionIndex(st: StoredTensors, name: string, window: number): void {
   const info = st.info(name);
   const n = window * window;
   if (info.dtype !== 'I64' || info.shape.length !== 2 || info.shape[0] !== n || info.shape[1] !== n) {
@@ -502,33 +509,53 @@ export interface TransformersModel {
 }
 
 /** Open a transformers folder: DIR/config.json (already parsed), DIR/preprocessor_config.json, DIR/model.safetensors. */
-export function openTransformersFolder(dir: string, configFile: string, config: unknown, st: SafeTensors): TransformersModel {
+/**
+ * A base model saved on its own (ViTModel, Dinov2Model, SwinModel: `save_pretrained` of the encoder) stores its tensors
+ * without the `vit.` / `dinov2.` / `swin.` prefix its ForImageClassification wrapper adds: viewed here with it, so
+ * one mapping reads both.
+ */
+function withModelPrefix(st: SafeTensors, prefix: string): StoredTensors {
+  if (st.names().some((n) => n.startsWith(`${prefix}.`))) return st;
+  const inner = (name: string) => (name.startsWith(`${prefix}.`) ? name.slice(prefix.length + 1) : name);
+  return {
+    file: st.file,
+    names: () => st.names().map((n) => `${prefix}.${n}`),
+    has: (name) => st.has(inner(name)),
+    tensor: (name, shape) => st.tensor(inner(name), shape),
+    info: (name) => st.info(inner(name)),
+    bytes: (name) => st.bytes(inner(name)),
+  };
+}
+
+export function openTransformersFolder(dir: string, configFile: string, config: unknown, raw: SafeTensors): TransformersModel {
   if (!isObject(config)) throw new Ptq4vitError(`${configFile}: must be a JSON object`);
   const type = config.model_type;
   if (!TRANSFORMERS_MODEL_TYPES.includes(type as ModelType)) {
     throw new Ptq4vitError(`${configFile}: model_type ${JSON.stringify(type)} is not supported (supported: ${TRANSFORMERS_MODEL_TYPES.join(', ')})`);
   }
-  // ViTModel / DeiTModel / Dinov2Model / SwinModel: an encoder without a classifier (a backbone for its embeddings).
+  // ViTModel / Dinov2Model / SwinModel: an encoder without a classifier (a backbone for its embeddings): num_classes 0.
+  const st = withModelPrefix(raw, type as string);
   const classifier = type === 'deit' ? 'cls_classifier.weight' : 'classifier.weight';
-  if (!st.has(classifier)) {
-    throw new Ptq4vitError(`${st.file}: no classifier (${classifier}): a ${String(type)} backbone without a classification head is not supported yet (config.json architectures ${JSON.stringify(config.architectures ?? null)})`);
+  const hasClassifier = st.has(classifier);
+  if (!hasClassifier && type === 'deit') {
+    throw new Ptq4vitError(`${st.file}: no classifier (${classifier}): a DeiT backbone (DeiTModel) is not supported (config.json architectures ${JSON.stringify(config.architectures ?? null)}); ViTModel, Dinov2Model and SwinModel are`);
   }
   const processorFile = path.join(dir, HF_PREPROCESSOR_CONFIG);
   if (!fs.existsSync(processorFile)) throw new Ptq4vitError(`${dir}: ${HF_PREPROCESSOR_CONFIG} is missing (a transformers folder's image processor: the model's preprocessing)`);
   const processorConfig = readJson(processorFile, '');
   const preprocess = preprocessFromHfProcessor(processorConfig, processorFile);
-  const mapping = mappingFor(type as ModelType, config, st, preprocess.inputSize, configFile);
+  const mapping = mappingFor(type as ModelType, config, st, preprocess.inputSize, configFile, { hasClassifier });
   const mapper = new Mapper(st);
   mapping.map(mapper);
   const weights = mapper.finish(configFile);
-  const labelNames = labelsFrom(config, configFile);
+  const labelNames = hasClassifier ? labelsFrom(config, configFile) : undefined;
   const name = typeof config._name_or_path === 'string' && config._name_or_path ? config._name_or_path : `${type}:${path.basename(path.resolve(dir))}`;
   const spec: ModelSpec = {
     name,
     timmClass: mapping.timmClass,
     arch: mapping.arch,
     preprocess,
-    labelNames,
+    ...(labelNames ? { labelNames } : {}),
     transformers: { modelType: type as string, config, preprocessorConfig: processorConfig as Json },
   };
   return { spec, weights };
