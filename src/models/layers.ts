@@ -236,7 +236,7 @@ export class Attention {
 }
 
 /** A bias-free qkv projection carrying cat(q_bias, 0, v_bias) as its bias (timm's BEiT / Swin V2 Attention). */
-function qkvWithQvBias(reader: WeightReader, name: string, features: number): Linear {
+export function qkvWithQvBias(reader: WeightReader, name: string, features: number): Linear {
   const qkv = reader.linear(`${name}.qkv`, 3 * features, features, false);
   const bias = new Float32Array(3 * features);
   bias.set(reader.tensor(`${name}.q_bias`, [features]).data, 0);

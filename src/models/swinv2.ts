@@ -21,7 +21,7 @@ import { headScaleOp, meanOverTokensOp, mergeHeadsOp, splitHeadsOp, windowPartit
 import { fp32Runner, type Runner } from '../tensor/runner.js';
 import { Tensor, shapeString } from '../tensor/tensor.js';
 import type { WindowGrid } from '../tensor/window.js';
-import { applyLinear, kernelsOf, LayerNorm, Mlp, PatchEmbed } from './layers.js';
+import { applyLinear, kernelsOf, LayerNorm, Mlp, PatchEmbed, qkvWithQvBias } from './layers.js';
 import { attentionBias, LN_EPS, oldLayoutHint, PatchMerging, runStages, stageGeometry, stagePoints, type Stage, type StageGeometry } from './swin.js';
 import type { ModelSpec, QuantPoint, SwinV2Arch, VisionModel } from './types.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
@@ -99,16 +99,9 @@ class CosineWindowAttention {
   constructor(reader: WeightReader, readonly name: string, options: { dim: number; heads: number; qkvBias: boolean }) {
     const { dim, heads, qkvBias } = options;
     this.heads = heads;
-    const weight = reader.tensor(`${name}.qkv.weight`, [3 * dim, dim]);
-    let bias: Tensor | null = null;
-    if (qkvBias) {
-      // timm keeps k's bias a zero buffer (not in the checkpoint): q and v have one, k has none.
-      const packed = new Float32Array(3 * dim);
-      packed.set(reader.tensor(`${name}.q_bias`, [dim]).data, 0);
-      packed.set(reader.tensor(`${name}.v_bias`, [dim]).data, 2 * dim);
-      bias = new Tensor(packed, [3 * dim]);
-    }
-    this.qkv = { point: { name: `${name}.qkv`, kind: 'linear', weight: `${name}.qkv.weight`, weightGroups: 3 }, weight, bias };
+    // timm keeps k's bias a zero buffer (not in the checkpoint): q and v have one, k has none.
+    this.qkv = qkvBias ? qkvWithQvBias(reader, name, dim) : reader.linear(`${name}.qkv`, 3 * dim, dim, false);
+    this.qkv.point.weightGroups = 3;
     this.proj = reader.linear(`${name}.proj`, dim, dim);
     const logitScale = reader.tensor(`${name}.logit_scale`, [heads, 1, 1]).data;
     this.temperature = headScaleOp(Float32Array.from(logitScale, (s) => Math.exp(Math.min(s, MAX_LOGIT_SCALE))));

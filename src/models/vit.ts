@@ -22,7 +22,7 @@ import { Ptq4vitError } from '../errors.js';
 import type { Activation } from '../tensor/activation.js';
 import { averageOp, batchOfTokensOp, clsAndPatchMeanOp, dropTokensOp, mergeHeadsOp, poolTokensOp, prependTokensOp, selectTokenOp, splitHeadsOp, type LayoutOp, type TokenPool } from '../tensor/layout.js';
 import { fp32Runner, type Runner } from '../tensor/runner.js';
-import { Tensor } from '../tensor/tensor.js';
+import { concatFloat32, Tensor } from '../tensor/tensor.js';
 import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, LayerScale, Mlp, PatchEmbed } from './layers.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
 import { isVitArch, type ModelSpec, type QuantPoint, type VisionModel, type VitArch, type VitGlobalPool } from './types.js';
@@ -252,11 +252,11 @@ export class VisionTransformer implements VisionModel {
     if (distilled) prefixParts.push(reader.tensor('dist_token', [1, 1, D]));
     if (v.regTokens > 0) prefixParts.push(reader.tensor('reg_token', [1, v.regTokens, D]));
     const numPrefix = prefixParts.reduce((n, t) => n + t.shape[1], 0);
-    const prefix = new Tensor(concat(prefixParts.map((t) => t.data)), [numPrefix, D]);
+    const prefix = new Tensor(concatFloat32(prefixParts.map((t) => t.data)), [numPrefix, D]);
     // no_embed_class: pos_embed covers the patches only — the same as a table whose prefix rows are zero.
     const posRows = v.noEmbedClass ? numPatches : numPatches + numPrefix;
     const pos = reader.tensor('pos_embed', [1, posRows, D]).data;
-    const position = new Tensor(v.noEmbedClass ? concat([new Float32Array(numPrefix * D), pos]) : pos, [numPrefix + numPatches, D]);
+    const position = new Tensor(v.noEmbedClass ? concatFloat32([new Float32Array(numPrefix * D), pos]) : pos, [numPrefix + numPatches, D]);
     this.embed = prependTokensOp(prefix, position);
     this.normPre = v.preNorm ? new LayerNorm(reader, 'norm_pre', D, v.normEps) : null;
     this.blocks = Array.from({ length: a.depth }, (_, i) => new VitBlock(reader, `blocks.${i}`, a, v));
@@ -280,12 +280,3 @@ export class VisionTransformer implements VisionModel {
   }
 }
 
-function concat(parts: Float32Array[]): Float32Array {
-  const out = new Float32Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
