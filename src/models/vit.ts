@@ -14,7 +14,7 @@ import { fp32Runner, type Runner } from '../tensor/runner.js';
 import { Tensor } from '../tensor/tensor.js';
 import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, Mlp, PatchEmbed } from './layers.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
-import type { ModelSpec, QuantPoint, VisionModel, VitArch } from './types.js';
+import type { ForwardSegments, ModelSpec, QuantPoint, VisionModel, VitArch } from './types.js';
 
 const LN_EPS = 1e-6;
 
@@ -88,13 +88,26 @@ export class VisionTransformer implements VisionModel {
     if (images.rank !== 4 || images.shape[1] !== a.inChans || images.shape[2] !== a.imgSize || images.shape[3] !== a.imgSize) {
       throw new Ptq4vitError(`${this.spec.name} expects images [B, ${a.inChans}, ${a.imgSize}, ${a.imgSize}], got [${images.shape.join(', ')}]`);
     }
-    const k = kernelsOf(runner);
-    let x = k.layout(this.embed, [await this.patchEmbed.forward(runner, images)]);
-    for (const block of this.blocks) x = await block.forward(runner, x);
-    x = await this.norm.forward(k, x);
-    // Head on the cls token; the distilled model averages head(cls) and head_dist(dist) at inference.
-    const logits: Tensor[] = [];
-    for (let t = 0; t < this.heads.length; t++) logits.push(await applyLinear(runner, this.heads[t], k.layout(this.pickToken[t], [x])));
-    return logits.length === 1 ? logits[0] : k.layout(averageOp, logits);
+    const segments = this.segments;
+    let x = images;
+    for (let s = 0; s < segments.count; s++) x = await segments.run(s, x, runner);
+    return x;
+  }
+
+  /** Segments: the embedding, each block, then norm + head(s). */
+  get segments(): ForwardSegments {
+    return {
+      count: this.blocks.length + 2,
+      run: async (index, x, runner) => {
+        const k = kernelsOf(runner);
+        if (index === 0) return k.layout(this.embed, [await this.patchEmbed.forward(runner, x)]);
+        if (index <= this.blocks.length) return this.blocks[index - 1].forward(runner, x);
+        x = await this.norm.forward(k, x);
+        // Head on the cls token; the distilled model averages head(cls) and head_dist(dist) at inference.
+        const logits: Tensor[] = [];
+        for (let t = 0; t < this.heads.length; t++) logits.push(await applyLinear(runner, this.heads[t], k.layout(this.pickToken[t], [x])));
+        return logits.length === 1 ? logits[0] : k.layout(averageOp, logits);
+      },
+    };
   }
 }
