@@ -106,6 +106,8 @@ interface ChildResult {
   points: number;
   peak_rss_bytes: number;
   rss_after_load_bytes: number;
+  /** CPU seconds of the whole calibration (user + system, every thread): less load-dependent than wall time. */
+  cpu_seconds: number;
 }
 
 async function child(): Promise<void> {
@@ -123,6 +125,7 @@ async function child(): Promise<void> {
   let lastPass = 0, searched = 0, totalGroups = 0;
   const stopAfter = values.groups ? Number(values.groups) : Infinity;
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   let recordMs = 0, passStart = t0;
   let timing: { recordSeconds: number; searchSeconds: number; groups: number; passEquivalents?: number } | null = null;
   try {
@@ -164,6 +167,7 @@ async function child(): Promise<void> {
     points: model.quantPoints.length,
     peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
     rss_after_load_bytes: rssAfterLoad,
+    cpu_seconds: ((c) => (c.user + c.system) / 1e6)(process.cpuUsage(cpu0)),
   };
   console.log(JSON.stringify(result));
 }
@@ -195,7 +199,7 @@ async function parent(): Promise<void> {
       const gib = (b: number) => (b / 2 ** 30).toFixed(2);
       const partial = r.groups_done < r.groups ? ` — first ${r.groups_done} of ${r.groups} groups (${r.points_searched}/${r.points} points)` : '';
       const passes = r.pass_equivalents === null ? `${r.groups_done} passes` : `${r.pass_equivalents.toFixed(1)} pass equivalents for ${r.groups} groups`;
-      console.log(`${job.preset} ${job.images} images${partial}: ${r.seconds.toFixed(0)} s (record ${r.record_seconds.toFixed(0)} s in ${passes}, search ${r.search_seconds.toFixed(0)} s), peak RSS ${gib(r.peak_rss_bytes)} GiB`);
+      console.log(`${job.preset} ${job.images} images${partial}: ${r.seconds.toFixed(0)} s (record ${r.record_seconds.toFixed(0)} s in ${passes}, search ${r.search_seconds.toFixed(0)} s; ${r.cpu_seconds.toFixed(0)} CPU s), peak RSS ${gib(r.peak_rss_bytes)} GiB`);
       const command = `node dist/scripts/bench_scale.js --jobs ${job.name}:${job.images} --n ${values.n} --rounds ${values.rounds}${values['group-mib'] ? ` --group-mib ${values['group-mib']}` : ''}${values.chunk ? ` --chunk ${values.chunk}` : ''}${values.groups ? ` --groups ${values.groups}` : ''}${values['no-recompute'] ? ' --no-recompute' : ''}`;
       const loadAfter = os.loadavg().map((l) => l.toFixed(2)).join(' / ');
       rows.push(`| ${job.preset}${Number.isFinite(params) ? ` (${(params / 1e6).toFixed(1)} M)` : ''} | ${job.images} | ${r.groups_done}/${r.groups} (${r.points_searched}/${r.points} points) | ${r.seconds.toFixed(0)} | ${r.record_seconds.toFixed(0)}${r.pass_equivalents === null ? '' : ` (${r.pass_equivalents.toFixed(1)} pass eq.)`} | ${r.search_seconds.toFixed(0)} | ${gib(r.peak_rss_bytes)} GiB | ${gib(r.rss_after_load_bytes)} GiB | ${loadBefore} → ${loadAfter} | \`${command}\` at ${gitRevision()}, ${new Date().toISOString().slice(0, 16)}Z |`);
