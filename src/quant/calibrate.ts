@@ -357,13 +357,14 @@ class Recording {
     if (this.segments) {
       const segs = this.segments, last = segs.count - 1;
       const random = seededRandom(this.seed);
-      // Boundaries later groups start from (activation before their first segment) and are seeded with
-      // (∂L/∂ after their last segment), known once the first forward has planned the groups.
+      // Boundaries the groups start from (activation before their first segment) and are seeded with
+      // (∂L/∂ after their last segment), known once the first forward has planned the groups. Group 0's too:
+      // a second traversal (mixed precision) records it again.
       let keep: { acts: Set<number>; grads: Set<number> } | null = null;
       const needed = () => {
         if (keep) return keep;
         keep = { acts: new Set(), grads: new Set() };
-        for (let g = 1; g < this.groups().length; g++) {
+        for (let g = 0; g < this.groups().length; g++) {
           const [lo, hi] = this.segmentRange(g);
           if (lo > 0) keep.acts.add(lo - 1);
           if (this.withGradients) keep.grads.add(hi);
