@@ -184,6 +184,7 @@ async function parent(): Promise<void> {
     randomImages(dir, Math.max(...jobs.map((j) => j.images)));
     const header = machine();
     const rows: string[] = [];
+    const results: [string, ChildResult][] = [];
     for (const job of jobs) {
       const file = path.join(dir, `${job.preset}.safetensors`);
       const params = fs.existsSync(file) ? NaN : randomCheckpoint(job.preset, file);
@@ -196,6 +197,7 @@ async function parent(): Promise<void> {
       const p = spawnSync(process.execPath, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
       if (p.status !== 0) throw new Error(`${job.preset}: child failed (exit ${p.status} ${p.signal ?? ''})`);
       const r = JSON.parse(p.stdout.trim().split('\n').at(-1)!) as ChildResult;
+      results.push([`${job.name}:${job.images}`, r]);
       const gib = (b: number) => (b / 2 ** 30).toFixed(2);
       const partial = r.groups_done < r.groups ? ` — first ${r.groups_done} of ${r.groups} groups (${r.points_searched}/${r.points} points)` : '';
       const passes = r.pass_equivalents === null ? `${r.groups_done} passes` : `${r.pass_equivalents.toFixed(1)} pass equivalents for ${r.groups} groups`;
@@ -203,6 +205,15 @@ async function parent(): Promise<void> {
       const command = `node dist/scripts/bench_scale.js --jobs ${job.name}:${job.images} --n ${values.n} --rounds ${values.rounds}${values['group-mib'] ? ` --group-mib ${values['group-mib']}` : ''}${values.chunk ? ` --chunk ${values.chunk}` : ''}${values.groups ? ` --groups ${values.groups}` : ''}${values['no-recompute'] ? ' --no-recompute' : ''}`;
       const loadAfter = os.loadavg().map((l) => l.toFixed(2)).join(' / ');
       rows.push(`| ${job.preset}${Number.isFinite(params) ? ` (${(params / 1e6).toFixed(1)} M)` : ''} | ${job.images} | ${r.groups_done}/${r.groups} (${r.points_searched}/${r.points} points) | ${r.seconds.toFixed(0)} | ${r.record_seconds.toFixed(0)}${r.pass_equivalents === null ? '' : ` (${r.pass_equivalents.toFixed(1)} pass eq.)`} | ${r.search_seconds.toFixed(0)} | ${gib(r.peak_rss_bytes)} GiB | ${gib(r.rss_after_load_bytes)} GiB | ${loadBefore} → ${loadAfter} | \`${command}\` at ${gitRevision()}, ${new Date().toISOString().slice(0, 16)}Z |`);
+    }
+    // Issue 23's calibration targets (full PTQ4ViT W8A8, n 100, 3 rounds) beside this run's jobs.
+    const TARGETS: Record<string, { seconds: number; rssGiB?: number }> = { 'vit_s:128': { seconds: 600, rssGiB: 3 }, 'vit_b:128': { seconds: 1500, rssGiB: 3 }, 'vit_b:32': { seconds: 480 } };
+    for (const [key, r] of results) {
+      const t = TARGETS[key];
+      if (!t) continue;
+      const full = values.n === '100' && values.rounds === '3' && r.groups_done === r.groups;
+      const rss = r.peak_rss_bytes / 2 ** 30;
+      console.log(`target ${key}: ${r.seconds.toFixed(0)} s (≤ ${t.seconds} s: ${r.seconds <= t.seconds ? 'yes' : 'no'})${t.rssGiB ? `, peak RSS ${rss.toFixed(2)} GiB (≤ ${t.rssGiB} GiB: ${rss <= t.rssGiB ? 'yes' : 'no'})` : ''}${full ? '' : ' — not the target configuration (n 100, 3 rounds, all groups)'}`);
     }
     // Rows of earlier runs for other jobs stay (each row names its command, revision and time).
     const heading = `Calibration at ImageNet sizes (n ${values.n}, ${values.rounds} rounds)`;
