@@ -259,7 +259,9 @@ async function main(): Promise<void> {
   const unknown = extraOnnx.filter((e) => !(MODELS as readonly string[]).includes(e.model));
   if (unknown.length) progress(`ignored --onnx for unknown models: ${unknown.map((e) => e.model).join(', ')} (known: ${MODELS.join(', ')})`);
 
-  const table = render(rows);
+  const table = `${render(rows)}
+
+${targets(rows)}`;
   const runs = rows.filter((r) => r.timing).map((r) => `- ${r.model}, ${r.runtime}: ${r.timing!.runs.map((v) => v.toFixed(1)).join(', ')} img/s`).join('\n');
   const loadAfter = os.loadavg();
   const load = (l: number[]) => l.map((v) => v.toFixed(2)).join(' / ');
@@ -284,6 +286,21 @@ Passes (img/s):
 ${runs}`,
     );
   }
+}
+
+/** Issue 23's inference targets beside what this run measured (W8A8 graph over our FP32 graph, same run). */
+const SPEED_TARGETS: Record<string, number> = { [VITS]: 2.5, swin_micro_c10: 2, vit_tiny_c10: 2.5 };
+
+function targets(rows: Row[]): string {
+  const lines = ['| model | W8A8 / our FP32 graph (this run) | target (issue 23) | met? |', '|---|---|---|---|'];
+  for (const model of MODELS) {
+    const rate = (runtime: string) => rows.find((r) => r.model === model && r.runtime === runtime)?.timing?.imagesPerSecond;
+    const fp32 = rate('ptq4vit FP32 graph, ORT'), int8 = rate('ptq4vit W8A8 integer graph, ORT');
+    const ratio = fp32 && int8 ? int8 / fp32 : null;
+    const target = SPEED_TARGETS[model];
+    lines.push(`| ${model} | ${ratio ? `${ratio.toFixed(2)}×` : '—'} | ≥ ${target}×${model === 'swin_micro_c10' ? ' (Swin-T\'s)' : model === 'vit_tiny_c10' ? ' (ViT-S/B\'s)' : ''} | ${ratio ? (ratio >= target ? 'yes' : 'no') : '—'} |`);
+  }
+  return lines.join('\n');
 }
 
 function render(rows: Row[]): string {

@@ -46,6 +46,8 @@ const { values } = parseArgs({
     /** Stop after this many groups (recorded and searched): peak RSS of the first groups, when a full run is too long. */
     groups: { type: 'string' },
     'no-write': { type: 'boolean' },
+    /** Record every group with a whole forward+backward pass (the baseline before block recompute). */
+    'no-recompute': { type: 'boolean' },
     child: { type: 'string' },
     images: { type: 'string' },
     dir: { type: 'string' },
@@ -96,12 +98,16 @@ interface ChildResult {
   record_seconds: number;
   search_seconds: number;
   groups: number;
+  /** Recording work in whole forward+backward passes (block recompute: one whole pass + each group's segments). */
+  pass_equivalents: number | null;
   /** Groups recorded and searched (fewer than `groups` with --groups). */
   groups_done: number;
   points_searched: number;
   points: number;
   peak_rss_bytes: number;
   rss_after_load_bytes: number;
+  /** CPU seconds of the whole calibration (user + system, every thread): less load-dependent than wall time. */
+  cpu_seconds: number;
 }
 
 async function child(): Promise<void> {
@@ -119,14 +125,16 @@ async function child(): Promise<void> {
   let lastPass = 0, searched = 0, totalGroups = 0;
   const stopAfter = values.groups ? Number(values.groups) : Infinity;
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   let recordMs = 0, passStart = t0;
-  let timing: { recordSeconds: number; searchSeconds: number; groups: number } | null = null;
+  let timing: { recordSeconds: number; searchSeconds: number; groups: number; passEquivalents?: number } | null = null;
   try {
     timing = (await calibrateMany(model, x, null, [
       {
         ...opts,
         groupBytes,
         chunkSize,
+        recompute: !values['no-recompute'],
         onProgress: (e) => {
           if (e.phase === 'record' && e.group > stopAfter) throw new StopBench();
           if (e.phase === 'record' && e.images === e.totalImages && e.group !== lastPass) {
@@ -153,11 +161,13 @@ async function child(): Promise<void> {
     record_seconds: timing?.recordSeconds ?? recordMs / 1000,
     search_seconds: timing?.searchSeconds ?? seconds - recordMs / 1000,
     groups: timing?.groups ?? totalGroups,
+    pass_equivalents: timing?.passEquivalents ?? null,
     groups_done: timing ? timing.groups : Math.min(stopAfter, totalGroups),
     points_searched: searched,
     points: model.quantPoints.length,
     peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
     rss_after_load_bytes: rssAfterLoad,
+    cpu_seconds: ((c) => (c.user + c.system) / 1e6)(process.cpuUsage(cpu0)),
   };
   console.log(JSON.stringify(result));
 }
@@ -174,6 +184,7 @@ async function parent(): Promise<void> {
     randomImages(dir, Math.max(...jobs.map((j) => j.images)));
     const header = machine();
     const rows: string[] = [];
+    const results: [string, ChildResult][] = [];
     for (const job of jobs) {
       const file = path.join(dir, `${job.preset}.safetensors`);
       const params = fs.existsSync(file) ? NaN : randomCheckpoint(job.preset, file);
@@ -182,15 +193,27 @@ async function parent(): Promise<void> {
       if (values['group-mib']) args.push('--group-mib', values['group-mib']);
       if (values.chunk) args.push('--chunk', values.chunk);
       if (values.groups) args.push('--groups', values.groups);
+      if (values['no-recompute']) args.push('--no-recompute');
       const p = spawnSync(process.execPath, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
       if (p.status !== 0) throw new Error(`${job.preset}: child failed (exit ${p.status} ${p.signal ?? ''})`);
       const r = JSON.parse(p.stdout.trim().split('\n').at(-1)!) as ChildResult;
+      results.push([`${job.name}:${job.images}`, r]);
       const gib = (b: number) => (b / 2 ** 30).toFixed(2);
       const partial = r.groups_done < r.groups ? ` — first ${r.groups_done} of ${r.groups} groups (${r.points_searched}/${r.points} points)` : '';
-      console.log(`${job.preset} ${job.images} images${partial}: ${r.seconds.toFixed(0)} s (record ${r.record_seconds.toFixed(0)} s, search ${r.search_seconds.toFixed(0)} s), peak RSS ${gib(r.peak_rss_bytes)} GiB`);
-      const command = `node dist/scripts/bench_scale.js --jobs ${job.name}:${job.images} --n ${values.n} --rounds ${values.rounds}${values['group-mib'] ? ` --group-mib ${values['group-mib']}` : ''}${values.chunk ? ` --chunk ${values.chunk}` : ''}${values.groups ? ` --groups ${values.groups}` : ''}`;
+      const passes = r.pass_equivalents === null ? `${r.groups_done} passes` : `${r.pass_equivalents.toFixed(1)} pass equivalents for ${r.groups} groups`;
+      console.log(`${job.preset} ${job.images} images${partial}: ${r.seconds.toFixed(0)} s (record ${r.record_seconds.toFixed(0)} s in ${passes}, search ${r.search_seconds.toFixed(0)} s; ${r.cpu_seconds.toFixed(0)} CPU s), peak RSS ${gib(r.peak_rss_bytes)} GiB`);
+      const command = `node dist/scripts/bench_scale.js --jobs ${job.name}:${job.images} --n ${values.n} --rounds ${values.rounds}${values['group-mib'] ? ` --group-mib ${values['group-mib']}` : ''}${values.chunk ? ` --chunk ${values.chunk}` : ''}${values.groups ? ` --groups ${values.groups}` : ''}${values['no-recompute'] ? ' --no-recompute' : ''}`;
       const loadAfter = os.loadavg().map((l) => l.toFixed(2)).join(' / ');
-      rows.push(`| ${job.preset}${Number.isFinite(params) ? ` (${(params / 1e6).toFixed(1)} M)` : ''} | ${job.images} | ${r.groups_done}/${r.groups} (${r.points_searched}/${r.points} points) | ${r.seconds.toFixed(0)} | ${r.record_seconds.toFixed(0)} | ${r.search_seconds.toFixed(0)} | ${gib(r.peak_rss_bytes)} GiB | ${gib(r.rss_after_load_bytes)} GiB | ${loadBefore} → ${loadAfter} | \`${command}\` at ${gitRevision()}, ${new Date().toISOString().slice(0, 16)}Z |`);
+      rows.push(`| ${job.preset}${Number.isFinite(params) ? ` (${(params / 1e6).toFixed(1)} M)` : ''} | ${job.images} | ${r.groups_done}/${r.groups} (${r.points_searched}/${r.points} points) | ${r.seconds.toFixed(0)} | ${r.record_seconds.toFixed(0)}${r.pass_equivalents === null ? '' : ` (${r.pass_equivalents.toFixed(1)} pass eq.)`} | ${r.search_seconds.toFixed(0)} | ${gib(r.peak_rss_bytes)} GiB | ${gib(r.rss_after_load_bytes)} GiB | ${loadBefore} → ${loadAfter} | \`${command}\` at ${gitRevision()}, ${new Date().toISOString().slice(0, 16)}Z |`);
+    }
+    // Issue 23's calibration targets (full PTQ4ViT W8A8, n 100, 3 rounds) beside this run's jobs.
+    const TARGETS: Record<string, { seconds: number; rssGiB?: number }> = { 'vit_s:128': { seconds: 600, rssGiB: 3 }, 'vit_b:128': { seconds: 1500, rssGiB: 3 }, 'vit_b:32': { seconds: 480 } };
+    for (const [key, r] of results) {
+      const t = TARGETS[key];
+      if (!t) continue;
+      const full = values.n === '100' && values.rounds === '3' && r.groups_done === r.groups;
+      const rss = r.peak_rss_bytes / 2 ** 30;
+      console.log(`target ${key}: ${r.seconds.toFixed(0)} s (≤ ${t.seconds} s: ${r.seconds <= t.seconds ? 'yes' : 'no'})${t.rssGiB ? `, peak RSS ${rss.toFixed(2)} GiB (≤ ${t.rssGiB} GiB: ${rss <= t.rssGiB ? 'yes' : 'no'})` : ''}${full ? '' : ' — not the target configuration (n 100, 3 rounds, all groups)'}`);
     }
     // Rows of earlier runs for other jobs stay (each row names its command, revision and time).
     const heading = `Calibration at ImageNet sizes (n ${values.n}, ${values.rounds} rounds)`;

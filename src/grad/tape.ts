@@ -80,9 +80,12 @@ export class Tape implements Runner {
    * With `points`, only those points reach the sink, and propagation stops once all of them have: what
    * lies before them in the forward pass cannot change their gradients.
    */
-  async backward(output: Tensor, gradOutput: Tensor, sink: GradientSink, options: { points?: ReadonlySet<string> } = {}): Promise<void> {
+  async backward(output: Tensor, gradOutput: Tensor, sink: GradientSink, options: { points?: ReadonlySet<string>; boundaries?: ReadonlyMap<Tensor, (grad: Tensor) => void> } = {}): Promise<void> {
     const wanted = options.points;
-    let remaining = wanted ? wanted.size : Infinity;
+    // `boundaries`: tensors whose whole ∂L/∂ is reported once known (when the op that produced them is reached:
+    // every consumer came later in the forward pass); propagation goes on until all of them are reported.
+    const boundaries = options.boundaries;
+    let remaining = (wanted ? wanted.size : Infinity) + (boundaries?.size ?? 0);
     // Inputs no op produced (images, weights) need no gradient: skip ops whose inputs are all such.
     const produced = new Set(this.entries.map((e) => e.output));
     const grads = new Map<Tensor, Tensor>([[output, gradOutput]]);
@@ -92,6 +95,14 @@ export class Tape implements Runner {
       const g = grads.get(entry.output);
       if (!g) continue;
       grads.delete(entry.output);
+      const boundary = boundaries?.get(entry.output);
+      if (boundary) {
+        boundary(g);
+        if (--remaining === 0) {
+          this.entries.length = 0;
+          return;
+        }
+      }
       if (entry.point && (!wanted || wanted.has(entry.point))) {
         await sink(entry.point, g, entry.output, entry.inputs);
         if (--remaining === 0) {

@@ -20,7 +20,7 @@ import { fp32Runner, type Runner } from '../tensor/runner.js';
 import { Tensor, shapeString } from '../tensor/tensor.js';
 import type { WindowGrid } from '../tensor/window.js';
 import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, Mlp, PatchEmbed } from './layers.js';
-import type { ModelSpec, QuantPoint, SwinArch, VisionModel } from './types.js';
+import type { ForwardSegments, ModelSpec, QuantPoint, SwinArch, VisionModel } from './types.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
 
 /** nn.LayerNorm's default, which timm's Swin uses (ViT uses 1e-6). */
@@ -190,11 +190,30 @@ export class SwinTransformer implements VisionModel {
     if (images.rank !== 4 || s[1] !== inChans || s[2] !== imgSize || s[3] !== imgSize) {
       throw new Ptq4vitError(`${this.spec.name}: expected images [B, ${inChans}, ${imgSize}, ${imgSize}], got ${shapeString(s)}`);
     }
-    const k = kernelsOf(runner);
-    const x = await runStages(runner, this.stages, await this.patchEmbed.forward(runner, images));
-    // Final LayerNorm, global average pool over tokens, classifier.
-    const pooled = k.layout(meanOverTokensOp, [await this.norm.forward(k, x)]);
-    return this.head ? applyLinear(runner, this.head, pooled) : pooled;
+    const segments = this.segments;
+    let x = images;
+    for (let s = 0; s < segments.count; s++) x = await segments.run(s, x, runner);
+    return x;
+  }
+
+  /** The layers in forward order: patch embedding, then each stage's patch merging and blocks. */
+  private get layers(): { forward(runner: Runner, x: Tensor): Promise<Tensor> }[] {
+    return [this.patchEmbed, ...this.stages.flatMap((stage) => [...(stage.downsample ? [stage.downsample] : []), ...stage.blocks])];
+  }
+
+  /** Segments: each layer (patch embedding, patch merging, block), then norm + pool + head. */
+  get segments(): ForwardSegments {
+    const layers = this.layers;
+    return {
+      count: layers.length + 1,
+      run: async (index, x, runner) => {
+        if (index < layers.length) return layers[index].forward(runner, x);
+        // Final LayerNorm, global average pool over tokens, classifier.
+        const k = kernelsOf(runner);
+        const pooled = k.layout(meanOverTokensOp, [await this.norm.forward(k, x)]);
+        return this.head ? applyLinear(runner, this.head, pooled) : pooled;
+      },
+    };
   }
 }
 

@@ -217,4 +217,16 @@ export interface VisionModel {
   readonly quantPoints: readonly QuantPoint[];
   /** images: normalized [B, C, H, W] → logits [B, numClasses], or the embedding [B, featureDim] when numClasses is 0. */
   forward(images: Tensor, runner?: Runner): Promise<Tensor>;
+  /**
+   * The same forward pass as a chain of segments (the embedding, each block, the head), so calibration can
+   * keep the activations and ∂L/∂ at segment boundaries and recompute only the blocks a group needs.
+   * Optional: without it, calibration records with whole forward passes.
+   */
+  readonly segments?: ForwardSegments;
+}
+
+/** forward(images) = run(count − 1, … run(1, run(0, images))): segment 0 takes the images, the last returns the logits. */
+export interface ForwardSegments {
+  readonly count: number;
+  run(index: number, x: Tensor, runner: Runner): Promise<Tensor>;
 }

@@ -25,7 +25,7 @@ import { fp32Runner, type Runner } from '../tensor/runner.js';
 import { concatFloat32, Tensor } from '../tensor/tensor.js';
 import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, LayerScale, Mlp, PatchEmbed } from './layers.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
-import { isVitArch, type ModelSpec, type QuantPoint, type VisionModel, type VitArch, type VitGlobalPool } from './types.js';
+import { isVitArch, type ForwardSegments, type ModelSpec, type QuantPoint, type VisionModel, type VitArch, type VitGlobalPool } from './types.js';
 
 /** A VitArch with every optional part resolved to its value (timm's defaults where the arch leaves it out). */
 export interface VitVariant {
@@ -271,12 +271,26 @@ export class VisionTransformer implements VisionModel {
     if (images.rank !== 4 || images.shape[1] !== a.inChans || images.shape[2] !== a.imgSize || images.shape[3] !== a.imgSize) {
       throw new Ptq4vitError(`${this.spec.name} expects images [B, ${a.inChans}, ${a.imgSize}, ${a.imgSize}], got [${images.shape.join(', ')}]`);
     }
-    const k = kernelsOf(runner);
-    let x = k.layout(this.embed, [await this.patchEmbed.forward(runner, images)]);
-    if (this.normPre) x = await this.normPre.forward(k, x);
-    for (const block of this.blocks) x = await block.forward(runner, x);
-    if (this.norm) x = await this.norm.forward(k, x);
-    return this.head.forward(runner, x);
+    const segments = this.segments;
+    let x = images;
+    for (let s = 0; s < segments.count; s++) x = await segments.run(s, x, runner);
+    return x;
+  }
+
+  /** Segments: the embedding (tokens, positions, norm_pre), each block, then the final norm + head (pool, classifier). */
+  get segments(): ForwardSegments {
+    return {
+      count: this.blocks.length + 2,
+      run: async (index, x, runner) => {
+        const k = kernelsOf(runner);
+        if (index === 0) {
+          const tokens = k.layout(this.embed, [await this.patchEmbed.forward(runner, x)]);
+          return this.normPre ? this.normPre.forward(k, tokens) : tokens;
+        }
+        if (index <= this.blocks.length) return this.blocks[index - 1].forward(runner, x);
+        return this.head.forward(runner, this.norm ? await this.norm.forward(k, x) : x);
+      },
+    };
   }
 }
 

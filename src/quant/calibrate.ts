@@ -8,9 +8,13 @@
  * more passes (time), fewer groups more memory; the budget chooses. Every group sees exactly the numbers an
  * all-at-once recording would (same chunks, same kernels), so the search is the same search.
  */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { computeGradients } from '../grad/gradients.js';
-import type { LossKind } from '../grad/loss.js';
-import type { Arch, QuantPoint, Runner, VisionModel } from '../models/types.js';
+import { crossEntropyGrad, lossTargets, seededRandom, type LossKind } from '../grad/loss.js';
+import { Tape } from '../grad/tape.js';
+import type { Arch, ForwardSegments, QuantPoint, Runner, VisionModel } from '../models/types.js';
 import { linear as linearFp, matmul as matmulFp } from '../tensor/gemm.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { PointQuant } from './params.js';
@@ -30,6 +34,12 @@ export interface CalibrationOptions extends SearchConfig {
    * and searched in groups that fit it. A point larger than the budget is a group of its own.
    */
   groupBytes?: number;
+  /**
+   * Record with block recompute (default true for models with segments): one whole forward + backward pass
+   * keeps the activations and ∂L/∂ at segment boundaries (model.segments), and every later group runs only
+   * its own segments from them — the same numbers as whole passes, in a fraction of the time.
+   */
+  recompute?: boolean;
   onProgress?: (event: CalibrationProgress) => void;
 }
 
@@ -68,6 +78,8 @@ export interface CalibrationTiming {
   searchSecondsPerConfig: number[];
   /** Number of groups, i.e. recording passes over the calibration images. */
   groups: number;
+  /** Segments run while recording, in whole forward(+backward) passes (= groups without recompute). */
+  passEquivalents?: number;
 }
 
 /** What the search of one point needs over the whole calibration set, in full-size buffers. */
@@ -126,6 +138,68 @@ export function planGroups(points: readonly { name: string; bytes: number }[], b
   return groups;
 }
 
+
+/** Boundary records held in memory up to this many bytes; beyond, in an unlinked temporary file. */
+export const BOUNDARY_MEMORY_BYTES = 512 * 2 ** 20;
+
+/**
+ * Full-set tensors at segment boundaries (activations, ∂L/∂), written and read chunk by chunk. Within
+ * `memoryBytes` they live in memory, the rest in a temporary file (unlinked at once, so nothing is left
+ * behind), which keeps recompute's memory bounded for ImageNet-sized models and many images.
+ */
+class BoundaryStore {
+  private readonly entries = new Map<string, { data: Float32Array | null; offset: number; perImage: number; shape: number[]; lead: number }>();
+  private used = 0;
+  private fd: number | null = null;
+  private fileBytes = 0;
+
+  constructor(private readonly totalImages: number, private readonly memoryBytes: number) {}
+
+  has(key: string): boolean {
+    return this.entries.has(key);
+  }
+
+  write(key: string, start: number, count: number, t: Tensor): void {
+    let e = this.entries.get(key);
+    if (!e) {
+      const perImage = t.size / count, bytes = 4 * perImage * this.totalImages;
+      const inMemory = this.used + bytes <= this.memoryBytes;
+      e = { data: inMemory ? new Float32Array(perImage * this.totalImages) : null, offset: inMemory ? 0 : this.fileBytes, perImage, shape: t.shape.slice(1), lead: t.shape[0] / count };
+      if (inMemory) this.used += bytes;
+      else this.fileBytes += bytes;
+      this.entries.set(key, e);
+    }
+    if (e.data) e.data.set(t.data, e.perImage * start);
+    else fs.writeSync(this.file(), new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), 0, t.data.byteLength, e.offset + 4 * e.perImage * start);
+  }
+
+  read(key: string, start: number, count: number): Tensor {
+    const e = this.entries.get(key);
+    if (!e) throw new Error(`calibration: boundary '${key}' was not recorded`);
+    const shape = [e.lead * count, ...e.shape];
+    if (e.data) return new Tensor(e.data.slice(e.perImage * start, e.perImage * (start + count)), shape);
+    const out = new Float32Array(e.perImage * count);
+    fs.readSync(this.file(), new Uint8Array(out.buffer), 0, out.byteLength, e.offset + 4 * e.perImage * start);
+    return new Tensor(out, shape);
+  }
+
+  private file(): number {
+    if (this.fd === null) {
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ptq4vit-boundaries-'));
+      const file = path.join(dir, 'records.f32');
+      this.fd = fs.openSync(file, 'w+');
+      fs.rmSync(dir, { recursive: true, force: true }); // unlinked: the open descriptor keeps the data until closed
+    }
+    return this.fd;
+  }
+
+  close(): void {
+    if (this.fd !== null) fs.closeSync(this.fd);
+    this.fd = null;
+    this.entries.clear();
+  }
+}
+
 /** Thrown by the recording runner to end a forward pass once the group's last point has run. */
 class GroupRecorded extends Error {}
 
@@ -147,7 +221,28 @@ class Recording {
     readonly seed: number,
     /** Store O − b for linear points (only when every configuration uses the Hessian metric). */
     readonly foldBias: boolean,
-  ) {}
+    /** Record groups by recomputing their segments from boundary records (null: whole passes). */
+    readonly segments: ForwardSegments | null = null,
+    boundaryBytes = BOUNDARY_MEMORY_BYTES,
+  ) {
+    this.boundaries = new BoundaryStore(images.shape[0], boundaryBytes);
+  }
+
+  /** The segment each point runs in (learned in the first pass, with segments). */
+  private readonly segmentOf = new Map<string, number>();
+  private readonly boundaries: BoundaryStore;
+  /** Segments run so far, over all images, in whole-pass units (segments.count per pass). */
+  segmentRuns = 0;
+
+  /** First and last segment of group `index`'s points. */
+  private segmentRange(index: number): [number, number] {
+    const segs = this.groups()[index].map((name) => this.segmentOf.get(name)!);
+    return [Math.min(...segs), Math.max(...segs)];
+  }
+
+  close(): void {
+    this.boundaries.close();
+  }
 
   get totalImages(): number {
     return this.images.shape[0];
@@ -216,7 +311,9 @@ class Recording {
     let chunkStart = 0, chunkCount = 0;
     const seen = new Set<string>();
     // The runner every pass computes FP32 through: learns sizes/weights, stores the group's inputs and outputs.
+    let segment = 0;
     const observe = (point: string, output: Tensor, inputs: Tensor[], params: LinearParams | null) => {
+      if (firstPass && !this.segmentOf.has(point)) this.segmentOf.set(point, segment);
       if (firstPass && !seen.has(point)) {
         seen.add(point);
         if (params) this.linearParams.set(point, params);
@@ -226,7 +323,7 @@ class Recording {
       }
       if (member(point)) store(point, chunkStart, chunkCount, output, inputs);
       // Without gradients the rest of the forward pass is not needed once the group is recorded.
-      if (!this.withGradients && !firstPass && point === lastMember) throw new GroupRecorded();
+      if (!this.withGradients && !firstPass && !this.segments && point === lastMember) throw new GroupRecorded();
     };
     const observer: Runner = {
       linear: async (point, x, weight, bias) => {
@@ -253,7 +350,54 @@ class Recording {
       afterFirstForward();
       return new Set([...points.keys()].filter(member));
     };
-    if (this.withGradients) {
+    const gradSink = (start: number, count: number) => (point: string, g: Tensor) => {
+      afterFirstForward();
+      if (member(point)) data.get(point)!.grad!.data.set(g.data, (g.size / count) * start);
+    };
+    if (this.segments) {
+      const segs = this.segments, last = segs.count - 1;
+      const random = seededRandom(this.seed);
+      // Boundaries the groups start from (activation before their first segment) and are seeded with
+      // (∂L/∂ after their last segment), known once the first forward has planned the groups. Group 0's too:
+      // a second traversal (mixed precision) records it again.
+      let keep: { acts: Set<number>; grads: Set<number> } | null = null;
+      const needed = () => {
+        if (keep) return keep;
+        keep = { acts: new Set(), grads: new Set() };
+        for (let g = 0; g < this.groups().length; g++) {
+          const [lo, hi] = this.segmentRange(g);
+          if (lo > 0) keep.acts.add(lo - 1);
+          if (this.withGradients) keep.grads.add(hi);
+        }
+        return keep;
+      };
+      const [lo, hi] = firstPass ? [0, last] : this.segmentRange(index);
+      for (let start = 0; start < total; start += this.chunkSize) {
+        const count = Math.min(this.chunkSize, total - start);
+        chunkStart = start;
+        chunkCount = count;
+        const runner: Runner = this.withGradients ? new Tape(observer) : observer;
+        let x = lo === 0 ? this.images.rows(start, start + count) : this.boundaries.read(`act:${lo - 1}`, start, count);
+        const outputs: Tensor[] = [];
+        for (segment = lo; segment <= hi; segment++) outputs.push((x = await segs.run(segment, x, runner)));
+        afterFirstForward();
+        if (firstPass) for (const s of needed().acts) this.boundaries.write(`act:${s}`, start, count, outputs[s]);
+        if (this.withGradients) {
+          const tape = runner as Tape;
+          if (firstPass) {
+            // The loss exactly as computeGradients forms it (same chunks, same random stream).
+            const targets = lossTargets(this.loss, x, this.labels ? this.labels.subarray(start, start + count) : null, random);
+            const { grad } = crossEntropyGrad(x, targets, total);
+            const watch = new Map([...needed().grads].map((s) => [outputs[s], (g: Tensor) => this.boundaries.write(`grad:${s}`, start, count, g)] as const));
+            await tape.backward(x, grad, gradSink(start, count), { points: wanted(), boundaries: watch });
+          } else {
+            await tape.backward(x, this.boundaries.read(`grad:${hi}`, start, count), gradSink(start, count), { points: wanted() });
+          }
+        }
+        onImages(start + count);
+      }
+      this.segmentRuns += (hi - lo + 1) / segs.count;
+    } else if (this.withGradients) {
       await computeGradients(
         this.model,
         this.images,
@@ -272,12 +416,9 @@ class Recording {
             } else onImages(range.start + range.count);
           },
         },
-        (chunk, point, g) => {
-          afterFirstForward();
-          if (!member(point)) return;
-          data.get(point)!.grad!.data.set(g.data, (g.size / chunk.count) * chunk.start);
-        },
+        (chunk, point, g) => gradSink(chunk.start, chunk.count)(point, g),
       );
+      this.segmentRuns += 1;
     } else {
       for (let start = 0; start < total; start += this.chunkSize) {
         chunkStart = start;
@@ -291,6 +432,7 @@ class Recording {
         afterFirstForward();
         onImages(start + chunkCount);
       }
+      this.segmentRuns += 1;
     }
     return data;
   }
@@ -314,6 +456,8 @@ export interface PointVisit {
   point: QuantPoint;
   /** Search this point's scales under a configuration (any number of times, while the visit lasts). */
   search: (cfg: SearchConfig) => Promise<PointQuant>;
+  /** What the search sees: FP32 inputs, output (O − b when the bias is folded) and ∂L/∂O over the whole set. */
+  records: { inputs: readonly Tensor[]; output: Tensor; grad: Tensor | null };
 }
 
 export interface SessionOptions {
@@ -324,6 +468,10 @@ export interface SessionOptions {
   seed: number;
   /** Store O − b for linear points (only when every search uses the Hessian metric). */
   foldBias: boolean;
+  /** Recompute groups from segment boundaries (CalibrationOptions.recompute); default: when the model has segments. */
+  recompute?: boolean;
+  /** Boundary records held in memory (default BOUNDARY_MEMORY_BYTES); the rest go to a temporary file. */
+  boundaryBytes?: number;
   onProgress?: (event: CalibrationProgress) => void;
 }
 
@@ -343,8 +491,19 @@ export class CalibrationSession {
   passes = 0;
 
   constructor(readonly model: VisionModel, images: Tensor, labels: Int32Array | null, private readonly opts: SessionOptions) {
-    this.rec = new Recording(model, images, labels, opts.withGradients, opts.chunkSize, opts.groupBytes, opts.loss, opts.seed, opts.foldBias);
+    const segments = opts.recompute === false ? null : (model.segments ?? null);
+    this.rec = new Recording(model, images, labels, opts.withGradients, opts.chunkSize, opts.groupBytes, opts.loss, opts.seed, opts.foldBias, segments, opts.boundaryBytes);
     this.byName = new Map(model.quantPoints.map((p) => [p.name, p]));
+  }
+
+  /** Recording work so far in whole forward(+backward) passes (segments run / segments per pass). */
+  get passEquivalents(): number {
+    return this.rec.segmentRuns;
+  }
+
+  /** Free the boundary records (and their temporary file, if any). */
+  close(): void {
+    this.rec.close();
   }
 
   /** Number of groups (known after the first recording pass). */
@@ -375,7 +534,7 @@ export class CalibrationSession {
       for (const name of this.rec.groups()[group]) {
         const d = data.get(name)!;
         const point = this.byName.get(name)!;
-        await visit({ point, search: (cfg) => searchPoint(point, d, this.rec.linearParams, cfg) });
+        await visit({ point, search: (cfg) => searchPoint(point, d, this.rec.linearParams, cfg), records: d });
         if (!keep) data.delete(name); // free this point's records before searching the next
       }
       if (keep) this.held = { group, data };
@@ -393,6 +552,7 @@ export function sessionOptions(model: VisionModel, configs: readonly Calibration
     loss: first.loss,
     seed: first.seed,
     foldBias: configs.every((c) => c.metric === 'hessian'),
+    recompute: first.recompute,
     onProgress: first.onProgress,
   };
 }
@@ -410,17 +570,21 @@ export async function calibrateMany(model: VisionModel, images: Tensor, labels: 
   let searched = 0;
   const perConfigMs = configs.map(() => 0);
   const t0 = performance.now();
-  await session.forEachPoint(async ({ point, search }) => {
-    for (let c = 0; c < configs.length; c++) {
-      const ts = performance.now();
-      chosen[c].set(point.name, await search(configs[c]));
-      perConfigMs[c] += performance.now() - ts;
-      configs[0].onProgress?.({ phase: 'search', done: ++searched, total: totalSearches, point: point.name });
-    }
-  });
+  try {
+    await session.forEachPoint(async ({ point, search }) => {
+      for (let c = 0; c < configs.length; c++) {
+        const ts = performance.now();
+        chosen[c].set(point.name, await search(configs[c]));
+        perConfigMs[c] += performance.now() - ts;
+        configs[0].onProgress?.({ phase: 'search', done: ++searched, total: totalSearches, point: point.name });
+      }
+    });
+  } finally {
+    session.close();
+  }
   const searchSeconds = (performance.now() - t0) / 1000 - session.recordSeconds;
   const results = chosen.map((m) => model.quantPoints.map((p) => m.get(p.name)!));
-  return { results, timing: { recordSeconds: session.recordSeconds, searchSeconds, searchSecondsPerConfig: perConfigMs.map((ms) => ms / 1000), groups: session.groups } };
+  return { results, timing: { recordSeconds: session.recordSeconds, searchSeconds, searchSecondsPerConfig: perConfigMs.map((ms) => ms / 1000), groups: session.groups, passEquivalents: session.passEquivalents } };
 }
 
 export async function calibrate(model: VisionModel, images: Tensor, labels: Int32Array | null, opts: CalibrationOptions): Promise<PointQuant[]> {

@@ -328,6 +328,7 @@ export async function calibrateMixed(
       onProgress?.({ phase: 'search', done: ++searched, total: totalSearches, point: point.name });
     }
   });
+  session.close(); // the boundary records of block recompute (and their temporary file, if any)
   const results = allocations.map((a, r) => ({ points: model.quantPoints.map((p) => chosen[r].get(p.name)!), policy: a.policy, summary: a.summary }));
   return {
     results,
