@@ -15,6 +15,7 @@ import { methodConfig, METHODS, type Method } from '../quant/methods.js';
 import type { PointQuant } from '../quant/params.js';
 import { calibrateMixed, checkBudget, mixedProvenance, describeBudget, operandItems, CANDIDATE_WIDTHS, PINNED_BITS, SENSITIVITY_N, type Budget, type MixedProgress, type MixedRequest, type MixedResult, type MixedTiming } from '../quant/mixed.js';
 import { QuantRunner } from '../quant/runner.js';
+import { WEIGHT_SCALES } from '../quant/search.js';
 import { smoothChannels, type SmoothedNorm } from '../quant/smooth.js';
 import { applyCommon, commandHelp, intFlag, numberFlag, parse, requireFlag, type CommandSpec, type FlagTable, type Values } from './args.js';
 import { checkClasses, describeQuantization, percent } from './describe.js';
@@ -58,6 +59,7 @@ export const QUANTIZE_OPTIONS: FlagTable = {
   'no-twin-gelu': { type: 'boolean', help: 'plain uniform quantization for post-GELU inputs' },
   'gelu-unaligned': { type: 'boolean', help: 'do not force Δ_R2 = 2^m·Δ_R1 for the GELU twin' },
   'skip-unreadable': { type: 'boolean', help: 'replace an unreadable calibration image by the next image of the seeded draw instead of stopping' },
+  'weight-scales': { type: 'string', value: 'tensor|channel', default: 'tensor', help: 'weight scales of linear layers: one Δ per tensor (q, k, v apart) or one per output channel, each searched with the same metric' },
   'softmax-r2': { type: 'string', value: 'paper|exact-one', default: 'paper', help: "Δ_R2 of the softmax twin: 1/2^(k−1) (paper) or 1/(2^(k−1)−1) (the authors' code)" },
 };
 
@@ -168,6 +170,7 @@ export function calibrationOptions(v: Values, method: Method): CalibrationOption
     loss: v.loss === undefined ? undefined : choice<LossKind>(v, 'loss', LOSS_KINDS, 'label'),
     seed: intFlag(v, 'seed', 0, 0, 2 ** 31 - 1),
   });
+  if (v['weight-scales'] !== undefined) opts.weightScales = choice(v, 'weight-scales', WEIGHT_SCALES, 'tensor');
   // A reversed range would search nothing sensible: candidates run from α·Δ_maxabs up to β·Δ_maxabs.
   if (!(opts.alpha < opts.beta)) throw new Ptq4vitError(`--alpha (${opts.alpha}) must be less than --beta (${opts.beta}): candidate scales run from α·Δ_maxabs up to β·Δ_maxabs`);
   return opts;
@@ -368,7 +371,7 @@ export async function runQuantize(args: string[]): Promise<void> {
     tool: 'ptq4vit',
     method,
     ...(mixedRun ? { mixed_precision: mixedRun.provenance } : { w_bits: opts.weightBits, a_bits: opts.activationBits }),
-    search: { metric: opts.metric, alpha: opts.alpha, beta: opts.beta, n: opts.n, rounds: opts.rounds, twin_softmax: opts.twinSoftmax, twin_gelu: opts.twinGelu, gelu_aligned: opts.geluAligned, softmax_delta_r2: opts.softmaxDeltaR2 },
+    search: { metric: opts.metric, alpha: opts.alpha, beta: opts.beta, n: opts.n, rounds: opts.rounds, twin_softmax: opts.twinSoftmax, twin_gelu: opts.twinGelu, gelu_aligned: opts.geluAligned, softmax_delta_r2: opts.softmaxDeltaR2, ...(opts.weightScales ? { weight_scales: opts.weightScales } : {}) },
     loss: opts.metric === 'hessian' ? opts.loss : null,
     loss_choice: lossChoice,
     seed: opts.seed,
