@@ -24,9 +24,12 @@ import type { BitPolicy, LinearQuant, PointQuant } from '../src/quant/params.js'
 import { QuantRunner } from '../src/quant/runner.js';
 import { openDataset, loadBatch } from '../src/data/datasets.js';
 import { Tensor } from '../src/tensor/tensor.js';
-import { runCli, scratchDir, showRun } from './helpers.js';
+import { runCli, scratchDir, sharedDir, showRun } from './helpers.js';
 import { joinSafetensors, splitSafetensors, withMetadata } from './mutate.js';
-import { openOrtNode } from './runtimes.js';
+import { openOrtNode, runTransformersJs } from './runtimes.js';
+import { HF_FILES, writeHfDir } from '../src/export/hfdir.js';
+import { openImageFolder } from '../src/data/folder.js';
+import { evalTransform } from '../src/data/transform.js';
 
 const MODEL = 'assets/models/vit_tiny_c10.safetensors';
 const CALIB = 'assets/cifar10-calib32/calib32.json';
@@ -215,6 +218,26 @@ describe('a packed quantized file', () => {
     let max = 0;
     for (let i = 0; i < logits.data.length; i++) max = Math.max(max, Math.abs(logits.data[i] - inMemory.data[i]));
     assert.ok(max < 1e-3, `integer graph vs simulation: max |Δ logit| ${max}`);
+  });
+
+  test("transformers.js loads the 4-bit folder offline with dtype 'q4' and predicts as onnxruntime-node", async () => {
+    const onnx = await exportOnnx(loaded.model, exportOptionsFor(loaded));
+    const dir = path.join(scratch.next(), 'vit_tiny_c10_q4');
+    writeHfDir(dir, loaded.model.spec, { fp32: await exportOnnx(loaded.model, {}), q4: onnx });
+    assert.ok(fs.existsSync(path.join(dir, HF_FILES.q4)) && !fs.existsSync(path.join(dir, HF_FILES.quantized)));
+    assert.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, HF_FILES.config), 'utf8'))['transformers.js_config'], { dtype: 'q4' });
+    // A few JPEGs at the model's resolution (no resize: both runtimes see the same pixels up to float rounding).
+    const folder = await openImageFolder(path.join(sharedDir, 'data', 'cifar10', 'jpeg_sample'));
+    const picks = Array.from({ length: 10 }, (_, i) => Math.floor((i * folder.size) / 10));
+    const S = loaded.model.spec.preprocess.inputSize;
+    const pixels = new Float32Array(picks.length * 3 * S * S);
+    for (let i = 0; i < picks.length; i++) pixels.set(evalTransform(await folder.image(picks[i]), loaded.model.spec.preprocess), i * 3 * S * S);
+    const node = await openOrtNode(onnx);
+    const logits = await node.run({ data: pixels, dims: [picks.length, 3, S, S] });
+    await node.release();
+    const got = await runTransformersJs(dir, picks.map((i) => folder.itemName(i)), { dtype: 'q4' });
+    const classes = loaded.model.spec.arch.numClasses;
+    assert.deepEqual(got.labels, argmax(logits.data, classes).map((c) => `LABEL_${c}`));
   });
 
   /** The file with one tensor's bytes edited. */
