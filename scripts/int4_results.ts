@@ -34,10 +34,10 @@ interface Config {
   scales: 'tensor' | 'channel';
 }
 const CONFIGS: Config[] = [
-  { w: 4, a: 8, scales: 'tensor' },
   { w: 4, a: 8, scales: 'channel' },
-  { w: 6, a: 6, scales: 'tensor' },
+  { w: 4, a: 8, scales: 'tensor' },
   { w: 6, a: 6, scales: 'channel' },
+  { w: 6, a: 6, scales: 'tensor' },
 ];
 
 function quantizedFile(c: Config): string {
@@ -69,37 +69,42 @@ const fp32Result = await evaluate(fp32Graph, dataset, { batchSize: 100 });
 const rows = [`| FP32 | — | ${pct(fp32Result.top1)} | — | — | ${mb(fs.statSync(path.join(shared, 'models', `${MODEL}.safetensors`)).size)} | ${mb(fp32Onnx.length)} (1.00×) |`];
 console.log(`FP32 top-1 ${pct(fp32Result.top1)}`);
 
+/** The section as measured so far (written after every row, so a long run leaves what it measured). */
+function writeSection(): void {
+  const body = [
+    `${MODEL}, PTQ4ViT (Hessian-guided search, twin softmax/GELU, calib32), top-1 on ${quick ? 'test1k (1000 images)' : 'the full CIFAR-10 test set (10000 images)'}`,
+    'of the exported integer ONNX graph (what `ptq4vit eval` runs and `ptq4vit export` writes). Per tensor: one weight Δ per',
+    'tensor (q, k, v apart; the patch conv per channel); per channel: one Δ per output channel of every linear layer, each',
+    "searched on its own rows' Hessian score. Simulation / graph: top-1 on test1k of the op-by-op simulation and of the",
+    'graph, and the top-1 predictions they share. Sizes in MB of 10^6 bytes: 4-bit weights are stored packed (two codes a',
+    'byte) in both files, 6-bit ones in int8. Group-wise scales (G input channels) are not implemented: the integer',
+    "kernels ptq4vit deploys (MatMulIntegerToFloat) take one weight scale per output column, so a group-wise weight would",
+    'need float activations (MatMulNBits) or one product per group.',
+    '',
+    '| weights/acts | weight scales | top-1 | top-1 simulation / graph (test1k) | same top-1 (test1k) | .safetensors MB | ONNX MB |',
+    '|---|---|---|---|---|---|---|',
+    ...rows,
+    '',
+    `Command: \`npx tsc -p . && node dist/scripts/int4_results.js${quick ? ' --quick' : ''}\`; ${header}.`,
+  ];
+  replaceSection(quick ? 'RESULTS-quick.md' : 'RESULTS.md', 'Weight scales per tensor vs per channel, packed 4-bit weights (issue 22)', body.join('\n'), '# Results');
+}
+
 for (const c of CONFIGS) {
   const file = quantizedFile(c);
   const loaded = openModel({ weights: file });
   const classes = loaded.model.spec.arch.numClasses;
   const onnx = await exportOnnx(loaded.model, exportOptionsFor(loaded));
   const graph = await wholeModelGraph(loaded, file);
-  const deployed: EvalResult = await evaluate(graph, dataset, { batchSize: 100 });
   // Simulation vs deployed graph on test1k (the op-by-op simulation is the slow side).
-  const sim = await evaluate(loaded.model, agreement, { runner: loaded.runner, batchSize: 100, keepLogits: true });
   const int = await evaluate(graph, agreement, { batchSize: 100, keepLogits: true });
+  const deployed: EvalResult = quick ? int : await evaluate(graph, dataset, { batchSize: 100 });
+  const sim = await evaluate(loaded.model, agreement, { runner: loaded.runner, batchSize: 100, keepLogits: true });
   let same = 0;
   for (let i = 0; i < sim.images; i++) if (argmax(sim.logits!, i, classes) === argmax(int.logits!, i, classes)) same++;
   const row = `| W${c.w}A${c.a} | per ${c.scales} | ${pct(deployed.top1)} | ${pct(sim.top1)} / ${pct(int.top1)} | ${same}/${sim.images} | ${mb(fs.statSync(file).size)} | ${mb(onnx.length)} (${(onnx.length / fp32Onnx.length).toFixed(2)}×) |`;
   rows.push(row);
   console.log(row);
+  writeSection();
 }
 
-const body = [
-  `${MODEL}, PTQ4ViT (Hessian-guided search, twin softmax/GELU, calib32), top-1 on ${quick ? 'test1k (1000 images)' : 'the full CIFAR-10 test set (10000 images)'}`,
-  'of the exported integer ONNX graph (what `ptq4vit eval` runs and `ptq4vit export` writes). Per tensor: one weight Δ per',
-  'tensor (q, k, v apart; the patch conv per channel); per channel: one Δ per output channel of every linear layer, each',
-  "searched on its own rows' Hessian score. Simulation / graph: top-1 on test1k of the op-by-op simulation and of the",
-  'graph, and the top-1 predictions they share. Sizes in MB of 10^6 bytes: 4-bit weights are stored packed (two codes a',
-  'byte) in both files, 6-bit ones in int8. Group-wise scales (G input channels) are not implemented: the integer',
-  "kernels ptq4vit deploys (MatMulIntegerToFloat) take one weight scale per output column, so a group-wise weight would",
-  'need float activations (MatMulNBits) or one product per group.',
-  '',
-  '| weights/acts | weight scales | top-1 | top-1 simulation / graph (test1k) | same top-1 (test1k) | .safetensors MB | ONNX MB |',
-  '|---|---|---|---|---|---|---|',
-  ...rows,
-  '',
-  `Command: \`npx tsc -p . && node dist/scripts/int4_results.js${quick ? ' --quick' : ''}\`; ${header}.`,
-];
-replaceSection(quick ? 'RESULTS-quick.md' : 'RESULTS.md', 'Weight scales per tensor vs per channel, packed 4-bit weights (issue 22)', body.join('\n'), '# Results');
