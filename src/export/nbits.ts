@@ -89,3 +89,40 @@ export function q4RecipeProducts(o: NBitsOptions): ProductEmitter {
     matmul: fp32Products.matmul,
   };
 }
+
+/**
+ * The `q8` recipe transformers.js's conversion script asks of onnxruntime (quantize_dynamic, per channel, reduced
+ * range, uint8 weights): every linear layer's input quantized to uint8 per call (DynamicQuantizeLinear: the
+ * batch's own min/max), weights uint8 per output channel over 7 bits (asymmetric, zero point per channel),
+ * MatMulInteger, one rescale by Δx·Δw per column and the bias in float. Attention products stay float.
+ */
+export function q8DynamicProducts(): ProductEmitter {
+  return {
+    linear(g, point, x, weight, bias) {
+      if (weight.shape.length !== 2) return fp32Products.linear(g, point, x, weight, bias);
+      const [N, K] = weight.shape;
+      const codesT = new Uint8Array(K * N);
+      const scales = new Float32Array(N), zeros = new Uint8Array(N);
+      for (let n = 0; n < N; n++) {
+        let lo = 0, hi = 0; // the range always includes 0, as onnxruntime's quantizer makes it
+        for (let k = 0; k < K; k++) {
+          lo = Math.min(lo, weight.data[n * K + k]);
+          hi = Math.max(hi, weight.data[n * K + k]);
+        }
+        const scale = Math.fround(hi > lo ? (hi - lo) / 127 : 1);
+        const zero = Math.max(0, Math.min(127, Math.round(-lo / scale)));
+        scales[n] = scale;
+        zeros[n] = zero;
+        for (let k = 0; k < K; k++) codesT[k * N + n] = Math.max(0, Math.min(127, Math.round(weight.data[n * K + k] / scale) + zero));
+      }
+      const [xq, xScale, xZero] = ['q', 'scale', 'zero'].map((s) => g.fresh(`${point}.x_${s}`));
+      g.nodes.push({ op: 'DynamicQuantizeLinear', inputs: [x.name], outputs: [xq, xScale, xZero] }); // three outputs
+      const w = g.uint8Tensor(`${point}.weight_u8T`, codesT, [K, N]);
+      const p = g.op('MatMulInteger', [xq, w, xZero, g.uint8Tensor(`${point}.weight_zero`, zeros, [N])], undefined, `${point}.p`);
+      const rescale = g.op('Mul', [xScale, g.floats(`${point}.weight_scale`, scales, [N])], undefined, `${point}.rescale`);
+      const y = g.op('Mul', [g.op('Cast', [p], { to: 1 }, `${point}.pf`), rescale], undefined, `${point}.y`);
+      return bias ? g.op('Add', [y, g.floats(`${point}.bias`, bias.data, [bias.size], bias.data)], undefined, point) : y;
+    },
+    matmul: fp32Products.matmul,
+  };
+}
