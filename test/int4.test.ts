@@ -27,7 +27,7 @@ import { Tensor } from '../src/tensor/tensor.js';
 import { runCli, scratchDir, sharedDir, showRun } from './helpers.js';
 import { joinSafetensors, splitSafetensors, withMetadata } from './mutate.js';
 import { openOrtNode, runTransformersJs } from './runtimes.js';
-import { HF_FILES, writeHfDir } from '../src/export/hfdir.js';
+import { HF_FILES, HF_Q4_FILE, writeHfDir } from '../src/export/hfdir.js';
 import { openImageFolder } from '../src/data/folder.js';
 import { evalTransform } from '../src/data/transform.js';
 
@@ -224,7 +224,7 @@ describe('a packed quantized file', () => {
     const onnx = await exportOnnx(loaded.model, exportOptionsFor(loaded));
     const dir = path.join(scratch.next(), 'vit_tiny_c10_q4');
     writeHfDir(dir, loaded.model.spec, { fp32: await exportOnnx(loaded.model, {}), q4: onnx });
-    assert.ok(fs.existsSync(path.join(dir, HF_FILES.q4)) && !fs.existsSync(path.join(dir, HF_FILES.quantized)));
+    assert.ok(fs.existsSync(path.join(dir, HF_Q4_FILE)) && !fs.existsSync(path.join(dir, HF_FILES.quantized)));
     assert.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, HF_FILES.config), 'utf8'))['transformers.js_config'], { dtype: 'q4' });
     // A few JPEGs at the model's resolution (no resize: both runtimes see the same pixels up to float rounding).
     const folder = await openImageFolder(path.join(sharedDir, 'data', 'cifar10', 'jpeg_sample'));

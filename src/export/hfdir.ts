@@ -51,8 +51,10 @@ export const HF_FILES = {
   preprocessor: 'preprocessor_config.json',
   fp32: 'onnx/model.onnx',
   quantized: 'onnx/model_quantized.onnx',
-  q4: 'onnx/model_q4.onnx',
 } as const;
+
+/** The 4-bit graph (transformers.js dtype 'q4'): written instead of model_quantized.onnx for a ≤ 4-bit-weight file. */
+export const HF_Q4_FILE = 'onnx/model_q4.onnx';
 
 /** PIL's resampling filter numbers, which transformers.js's `resample` uses. */
 const PIL_RESAMPLE = { bilinear: 2, bicubic: 3 } as const;
@@ -140,7 +142,7 @@ function checkOnnx(bytes: Uint8Array, what: string): void {
 
 /** What may already be in DIR for us to replace it: a folder this function wrote (or an empty one). */
 function isReplaceable(dir: string): { ok: true } | { ok: false; foreign: string } {
-  const known = new Set<string>(Object.values(HF_FILES));
+  const known = new Set<string>([...Object.values(HF_FILES), HF_Q4_FILE]);
   const walk = (rel: string): string | null => {
     for (const entry of fs.readdirSync(path.join(dir, rel), { withFileTypes: true })) {
       const name = rel ? `${rel}/${entry.name}` : entry.name;
@@ -172,7 +174,7 @@ export function writeHfDir(dir: string, spec: ModelSpec, models: HfModels, label
   files.push([HF_FILES.preprocessor, json(hfPreprocessorConfig(spec.preprocess))]);
   files.push([HF_FILES.fp32, models.fp32]);
   if (models.quantized !== undefined) files.push([HF_FILES.quantized, models.quantized]);
-  if (models.q4 !== undefined) files.push([HF_FILES.q4, models.q4]);
+  if (models.q4 !== undefined) files.push([HF_Q4_FILE, models.q4]);
 
   const target = path.resolve(dir);
   let existing: fs.Stats | undefined;
