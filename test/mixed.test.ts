@@ -14,7 +14,8 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { Ptq4vitError } from '../src/errors.js';
 import { SafeTensors } from '../src/io/safetensors.js';
-import { parseMetadata } from '../src/quant/file.js';
+import { DequantizedSource, parseMetadata } from '../src/quant/file.js';
+import { weightCodeBytes } from '../src/quant/packing.js';
 import { allocatePolicy, calibrateMixed, checkBudget, type MixedRequest, type OperandItem, type Sensitivities } from '../src/quant/mixed.js';
 import { openDataset } from '../src/data/datasets.js';
 import { openModel } from '../src/open.js';
@@ -165,7 +166,9 @@ describe('quantize with a budget', () => {
     assert.deepEqual(mixed.candidate_bits, [3, 4, 8]);
     assert.equal(provenance.w_bits, undefined, 'a mixed file has no uniform width');
     // Every point carries the policy's widths; the weights' codes are within them; the averages meet the budget.
-    let params = 0, weightBits = 0;
+    let params = 0, weightBits = 0, deployedBytes = 0;
+    const float = SafeTensors.read(MODEL);
+    const source = openModel({ weights: out }).weights as DequantizedSource;
     const widthsSeen = new Set<number>();
     for (const p of points) {
       const w = mixed.policy[p.point];
@@ -176,7 +179,10 @@ describe('quantize with a budget', () => {
       }
       assert.equal(p.weightBits, w.weight, `${p.point} weight`);
       assert.equal(p.input?.bits, w.input, `${p.point} input`);
-      const codes = st.ints(`${p.point}.weight`);
+      // Unpacked codes (format /3 packs 2- to 4-bit weights), and the deployed bytes of their container.
+      const shape = float.info(`${p.point}.weight`).shape;
+      const codes = source.codes(`${p.point}.weight`, shape);
+      deployedBytes += weightCodeBytes(shape[0], codes.length / shape[0], p.weightBits) + 4 * shape[0];
       const hi = 2 ** (p.weightBits - 1);
       assert.ok(codes.every((c) => c >= -hi && c < hi), `${p.point}: codes within ${p.weightBits} bits`);
       params += codes.length;
@@ -187,7 +193,7 @@ describe('quantize with a budget', () => {
     assert.ok(weightBits / params <= 4, `average weight bits ${weightBits / params}`);
     assert.ok(Math.abs(weightBits / params - mixed.w_avg_bits) < 1e-9);
     assert.ok(mixed.a_avg_bits <= 4);
-    assert.ok(Math.abs(weightBits / 8e6 - mixed.weight_mb) < 1e-9);
+    assert.ok(Math.abs(deployedBytes / 1e6 - mixed.weight_mb) < 1e-9, `weight_mb ${mixed.weight_mb} is the deployed ${deployedBytes / 1e6} MB`);
     assert.ok(widthsSeen.size >= 2, `mixed widths: ${[...widthsSeen]}`);
     // 8 images fit one group: the final search reused the records of the sensitivity pass.
     assert.equal(q.record_passes, 1, 'one recording pass for sensitivities and final search');
@@ -218,7 +224,7 @@ describe('bad budgets: exit 2, one line, before calibrating', () => {
 
   test('impossible with the pinned layers, or too small in MB: the lowest possible is named', () => {
     refused(/--avg-bits 3: weight average of 3 bits is impossible: the lowest is 3\.\d+ bits .*pinned at 8 bits.*--no-pin/, ['--avg-bits', '3']);
-    refused(/--size-mb 1: weights of 1 MB are impossible: the smallest is [\d.]+ MB \(every weight at 3 bits\)/, ['--size-mb', '1', '--no-pin']);
+    refused(/--size-mb 1: weights of 1 MB are impossible: the smallest is [\d.]+ MB \(every weight at 4 bits\)/, ['--size-mb', '1', '--no-pin']);
   });
 
   test('conflicting flags, the cosine metric, and mixed-precision options without a budget', () => {

@@ -166,7 +166,10 @@ describe('quantized file metadata: each bad edit is exit 2 naming the field (for
 
   test('/2 metadata is snake_case and versioned; the spec is a complete card', () => {
     const m = splitSafetensors(v2Bytes).header.__metadata__ as Metadata;
-    assert.equal(m['ptq4vit.format'], 'ptq4vit-quantized-model/2');
+    // What we write is /3 (/2's metadata; ≤ 4-bit codes packed, none here at 6 bits); the same bytes as a /2 file still read.
+    assert.equal(m['ptq4vit.format'], 'ptq4vit-quantized-model/3');
+    const asV2 = evalFile(write(withMetadata(v2Bytes, (meta) => { meta['ptq4vit.format'] = 'ptq4vit-quantized-model/2'; })));
+    assert.equal(asV2.status, 0, showRun(asV2));
     for (const key of ['ptq4vit.spec', 'ptq4vit.quant', 'ptq4vit.provenance']) {
       const keys = JSON.stringify(JSON.parse(m[key])).match(/"[A-Za-z_0-9]+":/g) ?? [];
       assert.ok(keys.every((k) => !/[A-Z]/.test(k)), `${key} keys are snake_case: ${keys.filter((k) => /[A-Z]/.test(k))}`);
@@ -178,7 +181,7 @@ describe('quantized file metadata: each bad edit is exit 2 naming the field (for
 
   test('/2 spec with a field left to a default, an unknown format, unknown keys', () => {
     assertRefused(withMetadata(v2Bytes, (m) => editJson(m, 'ptq4vit.spec', (s) => { delete s.timm_kwargs.depth; })), /metadata ptq4vit\.spec: field timm_kwargs\.depth is missing/);
-    assertRefused(withMetadata(v2Bytes, (m) => { m['ptq4vit.format'] = 'ptq4vit-quantized-model/3'; }), /unsupported quantized model format "ptq4vit-quantized-model\/3"/);
+    assertRefused(withMetadata(v2Bytes, (m) => { m['ptq4vit.format'] = 'ptq4vit-quantized-model/4'; }), /unsupported quantized model format "ptq4vit-quantized-model\/4"/);
     assertRefused(withMetadata(v2Bytes, (m) => editJson(m, 'ptq4vit.quant', (p) => { p[0].weightBits = 8; })), /points\[0\]: Unrecognized key: "weightBits"/);
     assertRefused(withMetadata(v2Bytes, (m) => {
       editJson(m, 'ptq4vit.quant', (p) => { firstPoint('twin-softmax')(p).a.delta_r1 = 12345.5; });

@@ -106,8 +106,8 @@ export interface TransformersJsResult {
 }
 
 export interface TransformersJsOptions {
-  /** Which ONNX file: 'fp32' → onnx/model.onnx, 'q8' → onnx/model_quantized.onnx. */
-  dtype: 'fp32' | 'q8';
+  /** Which ONNX file: 'fp32' → onnx/model.onnx, 'q8' → onnx/model_quantized.onnx, 'q4' → onnx/model_q4.onnx. */
+  dtype: 'fp32' | 'q8' | 'q4';
   /**
    * transformers.js device. In Node it offers only 'cpu' (onnxruntime-node; its 'wasm' device is browser-only:
    * "Unsupported device: wasm. Should be one of: cuda, webgpu, cpu"), so its wasm path is covered by openOrtWeb.

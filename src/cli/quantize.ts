@@ -15,6 +15,7 @@ import { DEFAULT_EMBEDDING_LOSS, methodConfig, METHODS, type Method } from '../q
 import type { PointQuant } from '../quant/params.js';
 import { calibrateMixed, checkBudget, mixedProvenance, describeBudget, operandItems, CANDIDATE_WIDTHS, PINNED_BITS, SENSITIVITY_N, type Budget, type MixedProgress, type MixedRequest, type MixedResult, type MixedTiming } from '../quant/mixed.js';
 import { QuantRunner } from '../quant/runner.js';
+import { WEIGHT_SCALES } from '../quant/search.js';
 import { smoothChannels, type SmoothedNorm } from '../quant/smooth.js';
 import { applyCommon, commandHelp, FLOAT_CHECKPOINT_FLAGS, imgSizeFlag, intFlag, numberFlag, parse, requireFlag, type CommandSpec, type FlagTable, type Values } from './args.js';
 import { checkClasses, describeQuantization, percent } from './describe.js';
@@ -44,7 +45,7 @@ export const QUANTIZE_OPTIONS: FlagTable = {
   'avg-bits': { type: 'string', value: 'B', help: 'mixed precision: widths chosen per layer so that the average weight bits (weighted by parameters) and the average activation bits (weighted by elements per image) are at most B, from the lowest of --widths to 16' },
   'w-avg-bits': { type: 'string', value: 'B', help: 'mixed precision for the weights only: average weight bits at most B (activations at --a-bits unless --a-avg-bits)' },
   'a-avg-bits': { type: 'string', value: 'B', help: 'mixed precision for the activations only: average activation bits at most B (weights at --w-bits unless --w-avg-bits or --size-mb)' },
-  'size-mb': { type: 'string', value: 'MB', help: 'mixed precision for the weights: quantized weight codes (bits/8 bytes per parameter) at most MB megabytes of 10^6 bytes' },
+  'size-mb': { type: 'string', value: 'MB', help: 'mixed precision for the weights: deployed weight bytes (codes in their 2-, 4-, 8- or 16-bit containers, packed, and a f32 Δ per output channel) at most MB megabytes of 10^6 bytes; 3-bit weights cost as much as 4-bit ones, 5- to 7-bit as 8-bit, so the widest candidate of each container is chosen' },
   widths: { type: 'string', value: 'list', default: '3,4,5,6,8', help: 'mixed precision: candidate widths of every weight and activation, comma-separated, 2 to 16' },
   'no-pin': { type: 'boolean', help: 'mixed precision: let the patch embedding and the classifier take any width (by default they stay at 8 bits and count in the budget)' },
   smooth: { type: 'string', value: 'α', help: 'channel smoothing (SmoothQuant) before calibration: every LayerNorm feeding a linear layer divides channel j by s_j = max|X_j|^α / max|W_j|^(1−α), the layer\'s weight column j is multiplied by s_j (the same float model; flatter input ranges); α from 0 to 1, 0.5 is usual' },
@@ -63,6 +64,7 @@ export const QUANTIZE_OPTIONS: FlagTable = {
   'no-twin-gelu': { type: 'boolean', help: 'plain uniform quantization for post-GELU inputs' },
   'gelu-unaligned': { type: 'boolean', help: 'do not force Δ_R2 = 2^m·Δ_R1 for the GELU twin' },
   'skip-unreadable': { type: 'boolean', help: 'replace an unreadable calibration image by the next image of the seeded draw instead of stopping' },
+  'weight-scales': { type: 'string', value: 'per', default: 'tensor', help: 'weight scales of linear layers: tensor (one Δ per tensor, q, k, v apart) or channel (one Δ per output channel), searched with the same metric' },
   'softmax-r2': { type: 'string', value: 'paper|exact-one', default: 'paper', help: "Δ_R2 of the softmax twin: 1/2^(k−1) (paper) or 1/(2^(k−1)−1) (the authors' code)" },
 };
 
@@ -173,6 +175,7 @@ export function calibrationOptions(v: Values, method: Method): CalibrationOption
     loss: v.loss === undefined ? undefined : choice<LossKind>(v, 'loss', LOSS_KINDS, 'label'),
     seed: intFlag(v, 'seed', 0, 0, 2 ** 31 - 1),
   });
+  if (v['weight-scales'] !== undefined) opts.weightScales = choice(v, 'weight-scales', WEIGHT_SCALES, 'tensor');
   // A reversed range would search nothing sensible: candidates run from α·Δ_maxabs up to β·Δ_maxabs.
   if (!(opts.alpha < opts.beta)) throw new Ptq4vitError(`--alpha (${opts.alpha}) must be less than --beta (${opts.beta}): candidate scales run from α·Δ_maxabs up to β·Δ_maxabs`);
   return opts;
@@ -383,7 +386,7 @@ export async function runQuantize(args: string[]): Promise<void> {
     tool: 'ptq4vit',
     method,
     ...(mixedRun ? { mixed_precision: mixedRun.provenance } : { w_bits: opts.weightBits, a_bits: opts.activationBits }),
-    search: { metric: opts.metric, alpha: opts.alpha, beta: opts.beta, n: opts.n, rounds: opts.rounds, twin_softmax: opts.twinSoftmax, twin_gelu: opts.twinGelu, gelu_aligned: opts.geluAligned, softmax_delta_r2: opts.softmaxDeltaR2 },
+    search: { metric: opts.metric, alpha: opts.alpha, beta: opts.beta, n: opts.n, rounds: opts.rounds, twin_softmax: opts.twinSoftmax, twin_gelu: opts.twinGelu, gelu_aligned: opts.geluAligned, softmax_delta_r2: opts.softmaxDeltaR2, ...(opts.weightScales ? { weight_scales: opts.weightScales } : {}) },
     loss: opts.metric === 'hessian' ? opts.loss : null,
     loss_choice: lossChoice,
     seed: opts.seed,

@@ -8,8 +8,8 @@ import { OnnxModel } from './runtime.js';
 
 /** The int8 codes stored in a quantized file (the integer graph never re-quantizes them). */
 export function storedCodes(source: DequantizedSource): WeightCodes {
-  return (q) => {
-    const codes = source.codes(`${q.point}.weight`);
+  return (q, weight) => {
+    const codes = source.codes(`${q.point}.weight`, weight.shape);
     if (!(codes instanceof Int8Array)) throw new Ptq4vitError(`${source.file}: ${q.point} has ${q.weightBits}-bit weights; the integer graph holds 2–8-bit codes`);
     return codes;
   };

@@ -9,6 +9,8 @@
  *   DIR/preprocessor_config.json    the image processor closest to the model's timm eval transform
  *   DIR/onnx/model.onnx             FP32 graph            (transformers.js dtype "fp32")
  *   DIR/onnx/model_quantized.onnx   integer graph, if any (transformers.js dtype "q8")
+ *   DIR/onnx/model_q4.onnx          integer graph of a file whose weights are all ≤ 4 bits, stored packed
+ *                                   (transformers.js dtype "q4", then also the folder's default dtype)
  *
  *   import { pipeline, env } from '@huggingface/transformers';
  *   env.allowRemoteModels = false; env.localModelPath = path.dirname(DIR);
@@ -43,6 +45,8 @@ export interface HfModels {
   fp32: Uint8Array;
   /** The integer-quantized ONNX model with the same interface. */
   quantized?: Uint8Array;
+  /** The integer graph of a model whose weights are all ≤ 4 bits (packed): transformers.js dtype 'q4'. */
+  q4?: Uint8Array;
 }
 
 /** The files of the folder, relative to it, in the order they are written. */
@@ -52,6 +56,9 @@ export const HF_FILES = {
   fp32: 'onnx/model.onnx',
   quantized: 'onnx/model_quantized.onnx',
 } as const;
+
+/** The 4-bit graph (transformers.js dtype 'q4'): written instead of model_quantized.onnx for a ≤ 4-bit-weight file. */
+export const HF_Q4_FILE = 'onnx/model_q4.onnx';
 
 /** PIL's resampling filter numbers, which transformers.js's `resample` uses. */
 const PIL_RESAMPLE = { bilinear: 2, bicubic: 3 } as const;
@@ -76,7 +83,7 @@ function checkLabels(spec: ModelSpec, labels: readonly string[]): void {
 }
 
 /** config.json: what transformers.js needs for image-classification, plus where the model came from. */
-export function hfConfig(spec: ModelSpec, labels: readonly string[], options: { hasQuantized: boolean }): Record<string, unknown> {
+export function hfConfig(spec: ModelSpec, labels: readonly string[], options: { hasQuantized: boolean; hasQ4?: boolean }): Record<string, unknown> {
   checkLabels(spec, labels);
   const id2label: Record<string, string> = {};
   const label2id: Record<string, number> = {};
@@ -96,7 +103,8 @@ export function hfConfig(spec: ModelSpec, labels: readonly string[], options: { 
     : { ...head, image_size: spec.preprocess.inputSize, num_channels: spec.arch.inChans };
   delete config['transformers.js_config'];
   // transformers.js picks model_quantized.onnx by default on its wasm device: without one, default to fp32.
-  if (!options.hasQuantized) config['transformers.js_config'] = { dtype: 'fp32' };
+  // A 4-bit folder without a q8 graph defaults to its q4 graph.
+  if (!options.hasQuantized) config['transformers.js_config'] = { dtype: options.hasQ4 ? 'q4' : 'fp32' };
   config.ptq4vit = { format_version: HF_DIR_FORMAT_VERSION, name: spec.name, timm_class: spec.timmClass, preprocess: preprocessCard(spec.preprocess) };
   return config;
 }
@@ -140,7 +148,7 @@ function checkOnnx(bytes: Uint8Array, what: string): void {
 
 /** What may already be in DIR for us to replace it: a folder this function wrote (or an empty one). */
 function isReplaceable(dir: string): { ok: true } | { ok: false; foreign: string } {
-  const known = new Set<string>(Object.values(HF_FILES));
+  const known = new Set<string>([...Object.values(HF_FILES), HF_Q4_FILE]);
   const walk = (rel: string): string | null => {
     for (const entry of fs.readdirSync(path.join(dir, rel), { withFileTypes: true })) {
       const name = rel ? `${rel}/${entry.name}` : entry.name;
@@ -167,11 +175,13 @@ export function writeHfDir(dir: string, spec: ModelSpec, models: HfModels, label
   const files: [string, Uint8Array][] = [];
   checkOnnx(models.fp32, 'FP32 model');
   if (models.quantized !== undefined) checkOnnx(models.quantized, 'quantized model');
-  files.push([HF_FILES.config, json(hfConfig(spec, names, { hasQuantized: models.quantized !== undefined }))]);
+  if (models.q4 !== undefined) checkOnnx(models.q4, '4-bit model');
+  files.push([HF_FILES.config, json(hfConfig(spec, names, { hasQuantized: models.quantized !== undefined, hasQ4: models.q4 !== undefined }))]);
   // A transformers folder's own image processor is the model's preprocessing: written back as read.
   files.push([HF_FILES.preprocessor, json(spec.transformers ? spec.transformers.preprocessorConfig : hfPreprocessorConfig(spec.preprocess))]);
   files.push([HF_FILES.fp32, models.fp32]);
   if (models.quantized !== undefined) files.push([HF_FILES.quantized, models.quantized]);
+  if (models.q4 !== undefined) files.push([HF_Q4_FILE, models.q4]);
 
   const target = path.resolve(dir);
   let existing: fs.Stats | undefined;

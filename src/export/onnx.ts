@@ -20,7 +20,7 @@ import { QuantRunner } from '../quant/runner.js';
 import { fp32Runner } from '../tensor/runner.js';
 import { Tensor } from '../tensor/tensor.js';
 import { fp32Products, integerProducts, type WeightCodes } from './products.js';
-import { Tracer } from './trace.js';
+import { Tracer, type ProductEmitter } from './trace.js';
 
 export const ONNX_OPSET = 17;
 export const ONNX_INPUT = 'pixel_values';
@@ -42,6 +42,8 @@ export interface ExportOptions {
   labels?: readonly string[];
   /** Extra metadata entries (e.g. provenance). */
   metadata?: Record<string, string>;
+  /** Other product nodes than the FP32 / integer ones (e.g. MatMulNBits variants measured by scripts/bench_int4.ts). */
+  products?: ProductEmitter;
 }
 
 /** A deterministic example batch for the trace (values only steer the eager side; shapes are what count). */
@@ -56,9 +58,9 @@ export async function exportOnnx(model: VisionModel, options: ExportOptions = {}
   const { spec } = model;
   const g = new GraphBuilder();
   const quant = options.quant;
-  const products = quant
+  const products = options.products ?? (quant
     ? integerProducts(quant, options.codes ?? ((q, w) => weightCodes(w, q) as Int8Array))
-    : fp32Products;
+    : fp32Products);
   const tracer = new Tracer(g, quant ? new QuantRunner(quant) : fp32Runner, products);
   const images = exampleImages(spec);
   tracer.bind(images, g.reserve(ONNX_INPUT));

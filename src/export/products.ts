@@ -11,6 +11,8 @@ import { activationCodes } from '../quant/kinds/index.js';
 import type { LinearQuant, MatmulQuant, PointQuant } from '../quant/params.js';
 import type { Tensor } from '../tensor/tensor.js';
 import type { ProductEmitter, Traced } from './trace.js';
+import { isPacked } from '../quant/packing.js';
+import { packedWeightCodesT } from './packed.js';
 
 /** W [out, in] → Wᵀ [in, out] (row-major), so MatMul(x, Wᵀ) needs no runtime transpose. */
 function transposed<T extends Float32Array | Int8Array>(data: T, rows: number, cols: number, make: (n: number) => T): T {
@@ -58,7 +60,10 @@ export function integerProducts(points: readonly PointQuant[], codes: WeightCode
       if (q.kind === 'matmul') throw new Ptq4vitError(`'${point}' is an attention product, used as a linear layer`);
       if (q.weightBits > 8) throw new Ptq4vitError(`${point}: ${q.weightBits}-bit weights do not fit the int8 container of the integer graph (2–8 bits)`);
       const [out, inp] = weight.shape;
-      const wt = g.int8s(`${point}.weight_codesT`, transposed(codes(q, weight), out, inp, (n) => new Int8Array(n)), [inp, out]);
+      // ≤ 4-bit codes are stored packed and unpacked to int8 when the session loads (packed.ts).
+      const wt = isPacked(q.weightBits)
+        ? packedWeightCodesT(g, `${point}.weight`, codes(q, weight), out, q.weightBits)
+        : g.int8s(`${point}.weight_codesT`, transposed(codes(q, weight), out, inp, (n) => new Int8Array(n)), [inp, out]);
       const rowsPerGroup = out / q.weightDeltas.length;
       // Δ_w of output column n (q, k, v blocks of qkv; one per channel for the patch conv).
       const weightScale = (n: number): number => q.weightDeltas[Math.floor(n / rowsPerGroup)];

@@ -108,16 +108,17 @@ export class GraphBuilder {
     return this.constant(hint, OnnxType.INT8, dims, data);
   }
 
+  /** A uint8 tensor constant (e.g. packed sub-8-bit weight codes, src/export/packed.ts). */
+  uint8Tensor(hint: string, data: Uint8Array, dims: readonly number[]): string {
+    return this.constant(hint, OnnxType.UINT8, dims, data);
+  }
+
   uint8(hint: string, value: number): string {
     return this.constant(hint, OnnxType.UINT8, [], Uint8Array.of(value));
   }
 
   uint8s(hint: string, values: readonly number[]): string {
     return this.constant(hint, OnnxType.UINT8, [values.length], Uint8Array.from(values));
-  }
-
-  uint8Tensor(hint: string, data: Uint8Array, dims: readonly number[]): string {
-    return this.constant(hint, OnnxType.UINT8, dims, data);
   }
 
   int8(hint: string, value: number): string {

@@ -13,6 +13,8 @@ export interface AllocationOption {
   bits: number;
   /** The loss proxy at this width (lower is better). */
   sensitivity: number;
+  /** What this option costs against the budget (default size·bits; e.g. deployed bytes, mixed.ts). */
+  cost?: number;
 }
 
 export interface AllocationItem {
@@ -25,7 +27,7 @@ export interface AllocationItem {
 export interface Allocation {
   /** Chosen bits per item, in item order. */
   bits: number[];
-  /** Σ size·bits of the choice. */
+  /** Σ cost (size·bits by default) of the choice. */
   cost: number;
   sensitivity: number;
 }
@@ -52,7 +54,8 @@ export function allocateBits(items: readonly AllocationItem[], budget: number): 
     if (item.options.length === 0) throw new Ptq4vitError(`bit allocation: '${item.name}' has no width to choose from`);
     if (!(item.size > 0)) throw new Ptq4vitError(`bit allocation: '${item.name}' has size ${item.size}`);
   }
-  const cheapest = items.reduce((c, it) => c + it.size * Math.min(...it.options.map((o) => o.bits)), 0);
+  const costOf = (it: AllocationItem, o: AllocationOption) => o.cost ?? it.size * o.bits;
+  const cheapest = items.reduce((c, it) => c + Math.min(...it.options.map((o) => costOf(it, o))), 0);
   if (cheapest > budget) {
     throw new Ptq4vitError(`bit allocation: the budget (${budget}) is below the cheapest choice (${cheapest}: every item at its lowest width)`);
   }
@@ -61,7 +64,7 @@ export function allocateBits(items: readonly AllocationItem[], budget: number): 
     const next: State[] = [];
     for (const s of states) {
       item.options.forEach((o, k) => {
-        const cost = s.cost + item.size * o.bits;
+        const cost = s.cost + costOf(item, o);
         if (cost <= budget) next.push({ cost, error: s.error + o.sensitivity, prev: s, option: k });
       });
     }

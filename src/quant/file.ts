@@ -1,6 +1,8 @@
 /**
  * The quantized model file: a safetensors file that is everything needed to run the quantized model.
- *  - every quantized weight under its checkpoint name as integer codes (I8 up to 8 bits, I16 above),
+ *  - every quantized weight under its checkpoint name as integer codes in its container (packing.ts): 2- to
+ *    4-bit codes packed as U8 [rows, ⌈cols·c/8⌉] (c = 2 or 4 bits, offset by 2^(c−1)), 5- to 8-bit as I8,
+ *    9- to 16-bit as I16 (files before format /3 hold every ≤ 8-bit code as I8),
  *  - every other tensor (biases, norms, tokens, position tables) as F32,
  *  - metadata: the model spec, each point's bit widths / scales / twin parameters, the method and the
  *    calibration provenance — no timestamps, so the same inputs and seed give a byte-identical file.
@@ -16,14 +18,17 @@ import { Tensor, shapeString } from '../tensor/tensor.js';
 import { pointsFromDisk, pointsSchema, pointsToDisk, provenanceSchema, snakeCaseKeys } from './fileschema.js';
 import { kindOf } from './kinds/index.js';
 import type { ActivationQuant, LinearQuant, PointQuant } from './params.js';
+import { containerBits, isPacked, packCodes, packedRowBytes, unpackCodes } from './packing.js';
 import { qmax, uniformCoder } from './quantizers.js';
 
 /**
- * /2: snake_case metadata, the spec stored as a model card, everything validated on load.
+ * /3: /2's metadata, with 2- to 4-bit weight codes packed (packing.ts) — the file is as small as the widths say.
+ * /2: snake_case metadata, the spec stored as a model card, everything validated on load; every ≤ 8-bit code I8.
  * /1 files (camelCase, written before) are still read: their metadata is renamed to /2's fields and
- * goes through exactly the same checks.
+ * goes through exactly the same checks. /2 and /1 files keep their I8 codes.
  */
-export const QUANTIZED_FORMAT = 'ptq4vit-quantized-model/2';
+export const QUANTIZED_FORMAT = 'ptq4vit-quantized-model/3';
+export const QUANTIZED_FORMAT_V2 = 'ptq4vit-quantized-model/2';
 export const QUANTIZED_FORMAT_V1 = 'ptq4vit-quantized-model/1';
 
 export interface QuantizedModelInfo {
@@ -31,15 +36,23 @@ export interface QuantizedModelInfo {
   points: PointQuant[];
   /** Method, bit widths, search settings, calibration data: how this file was made. */
   provenance: Record<string, unknown>;
+  /** Read from a file whose ≤ 4-bit codes are packed (format /3); absent or false: every ≤ 8-bit code is I8. */
+  packed?: boolean;
 }
 
 function weightName(q: LinearQuant): string {
   return `${q.point}.weight`;
 }
 
-/** The integer type that holds k-bit codes. */
-function codeDtype(bits: number): 'I8' | 'I16' {
-  return bits <= 8 ? 'I8' : 'I16';
+/** The safetensors type that holds k-bit codes: U8 packed (format /3, ≤ 4 bits), else I8 or I16. */
+function codeDtype(bits: number, packed: boolean): 'U8' | 'I8' | 'I16' {
+  return packed && isPacked(bits) ? 'U8' : bits <= 8 ? 'I8' : 'I16';
+}
+
+/** Rows (first axis) and codes per row of a weight of this shape. */
+function rowsAndCols(shape: readonly number[]): [number, number] {
+  const rows = shape[0];
+  return [rows, shape.reduce((a, b) => a * b, 1) / rows];
 }
 
 /** Integer codes of a weight with one Δ per group of output rows. */
@@ -74,7 +87,11 @@ export function saveQuantizedModel(file: string, source: TensorSource, info: Qua
     if (/(relative_position_index|attn_mask)$/.test(name)) continue; // recomputed buffers
     const t = source.tensor(name);
     const q = linear.get(name);
-    tensors[name] = q ? { dtype: codeDtype(q.weightBits), shape: t.shape, data: weightCodes(t, q) } : { dtype: 'F32', shape: t.shape, data: t.data };
+    if (!q) tensors[name] = { dtype: 'F32', shape: t.shape, data: t.data };
+    else if (isPacked(q.weightBits)) {
+      const [rows, cols] = rowsAndCols(t.shape);
+      tensors[name] = { dtype: 'U8', shape: [rows, packedRowBytes(cols, containerBits(q.weightBits))], data: packCodes(weightCodes(t, q) as Int8Array, rows, q.weightBits) };
+    } else tensors[name] = { dtype: codeDtype(q.weightBits, true), shape: t.shape, data: weightCodes(t, q) };
   }
   writeSafetensors(file, tensors, metadata);
 }
@@ -150,8 +167,8 @@ export function checkSpecStorable(spec: ModelSpec): void {
 /** Every metadata field of a quantized model file, checked and converted to the in-memory types. */
 export function parseMetadata(metadata: Readonly<Record<string, string>>, file: string): QuantizedModelInfo {
   const format = metadata['ptq4vit.format'];
-  if (format !== QUANTIZED_FORMAT && format !== QUANTIZED_FORMAT_V1) {
-    throw new Ptq4vitError(`${file}: unsupported quantized model format ${JSON.stringify(format)} (this version reads ${QUANTIZED_FORMAT} and ${QUANTIZED_FORMAT_V1})`);
+  if (format !== QUANTIZED_FORMAT && format !== QUANTIZED_FORMAT_V2 && format !== QUANTIZED_FORMAT_V1) {
+    throw new Ptq4vitError(`${file}: unsupported quantized model format ${JSON.stringify(format)} (this version reads ${QUANTIZED_FORMAT}, ${QUANTIZED_FORMAT_V2} and ${QUANTIZED_FORMAT_V1})`);
   }
   const v1 = format === QUANTIZED_FORMAT_V1;
   const specWhere = `${file}: metadata ptq4vit.spec`;
@@ -161,14 +178,15 @@ export function parseMetadata(metadata: Readonly<Record<string, string>>, file: 
   const rawPoints = parseJson(metadata, 'ptq4vit.quant', file);
   const points = pointsFromDisk(parseWith(pointsSchema, v1 ? snakeCaseKeys(rawPoints) : rawPoints, `${file}: metadata ptq4vit.quant`, 'points'));
   const provenance = parseWith(provenanceSchema, parseJson(metadata, 'ptq4vit.provenance', file), `${file}: metadata ptq4vit.provenance`) as Record<string, unknown>;
-  return { spec, points, provenance };
+  return { spec, points, provenance, packed: format === QUANTIZED_FORMAT };
 }
 /** Reads a quantized model file: integer weights come back dequantized (code·Δ) as the model expects. */
 export class DequantizedSource implements TensorSource {
   readonly file: string;
   private readonly linear = new Map<string, LinearQuant>();
 
-  constructor(private readonly st: SafeTensors, points: readonly PointQuant[]) {
+  /** `packed`: the file's ≤ 4-bit codes are packed (format /3). */
+  constructor(private readonly st: SafeTensors, points: readonly PointQuant[], private readonly packed = false) {
     this.file = st.file;
     for (const p of points) if (p.kind !== 'matmul') this.linear.set(weightName(p), p);
   }
@@ -177,12 +195,44 @@ export class DequantizedSource implements TensorSource {
     return this.st.names();
   }
 
-  /** The stored integer codes of a quantized weight, exactly as written (for the integer ONNX export). */
-  codes(name: string): Int8Array | Int16Array {
-    if (!this.linear.has(name)) throw new Ptq4vitError(`${this.file}: tensor '${name}' is not a quantized weight`);
+  /** The stored integer codes of a quantized weight, exactly as written (unpacked; for the integer ONNX export). */
+  codes(name: string, shape: readonly number[]): Int8Array | Int16Array {
+    const q = this.linear.get(name);
+    if (!q) throw new Ptq4vitError(`${this.file}: tensor '${name}' is not a quantized weight`);
+    return this.checkedCodes(name, q, shape, this.st.info(name).shape);
+  }
+
+  /**
+   * The codes of weight `name` (expected shape `shape`), checked: stored type for the width and the format,
+   * stored shape (packed: [rows, ⌈cols·c/8⌉]), every code within the k-bit range.
+   */
+  private checkedCodes(name: string, q: LinearQuant, shape: readonly number[], storedShape: readonly number[]): Int8Array | Int16Array {
+    const dtype = this.checkDtype(name, q);
+    if (dtype === 'U8') {
+      const [rows, cols] = rowsAndCols(shape);
+      const want = [rows, packedRowBytes(cols, containerBits(q.weightBits))];
+      if (storedShape.length !== 2 || storedShape[0] !== want[0] || storedShape[1] !== want[1]) {
+        throw new Ptq4vitError(`${this.file}: tensor '${name}' holds packed ${q.weightBits}-bit codes of shape ${shapeString(storedShape)}, expected ${shapeString(want)} for a ${shapeString(shape)} weight`);
+      }
+      return unpackCodes(this.st.ints(name) as Uint8Array, rows, cols, q.weightBits, `${this.file}: tensor '${name}'`);
+    }
     const codes = this.st.ints(name);
     if (!(codes instanceof Int8Array) && !(codes instanceof Int16Array)) throw new Ptq4vitError(`${this.file}: quantized weight '${name}' must be I8 or I16`);
+    const lo = -qmax(q.weightBits), hi = qmax(q.weightBits) - 1;
+    for (let i = 0; i < codes.length; i++) {
+      if (codes[i] < lo || codes[i] > hi) throw new Ptq4vitError(`${this.file}: tensor '${name}' has code ${codes[i]} outside the ${q.weightBits}-bit range [${lo}, ${hi}]`);
+    }
     return codes;
+  }
+
+  /** The stored type k-bit codes must have in this file (U8 packed from format /3 on), checked. */
+  private checkDtype(name: string, q: LinearQuant): 'U8' | 'I8' | 'I16' {
+    const info = this.st.info(name);
+    const dtype = codeDtype(q.weightBits, this.packed);
+    if (info.dtype !== dtype) {
+      throw new Ptq4vitError(`${this.file}: tensor '${name}' is ${info.dtype}, but ${q.weightBits}-bit weight codes (point ${q.point}) are stored as ${dtype}${this.packed ? '' : ' before format ' + QUANTIZED_FORMAT}`);
+    }
+    return dtype;
   }
 
   tensor(name: string, shape?: readonly number[]): Tensor {
@@ -195,26 +245,22 @@ export class DequantizedSource implements TensorSource {
       return this.st.tensor(name, shape);
     }
     const info = this.st.info(name);
-    if (shape && (shape.length !== info.shape.length || shape.some((d, i) => d !== info.shape[i]))) {
+    const packed = this.checkDtype(name, q) === 'U8';
+    // A packed weight's stored shape is its bytes' ([rows, ⌈cols·c/8⌉]): its own shape is the model's.
+    if (packed && !shape) throw new Ptq4vitError(`${this.file}: tensor '${name}' holds packed codes; its shape must come from the model`);
+    const weightShape = packed ? shape! : info.shape;
+    if (!packed && shape && (shape.length !== info.shape.length || shape.some((d, i) => d !== info.shape[i]))) {
       throw new Ptq4vitError(`${this.file}: tensor '${name}' has shape ${shapeString(info.shape)}, expected ${shapeString(shape)}`);
     }
-    if (info.dtype !== codeDtype(q.weightBits)) {
-      throw new Ptq4vitError(`${this.file}: tensor '${name}' is ${info.dtype}, but ${q.weightBits}-bit weight codes (point ${q.point}) are stored as ${codeDtype(q.weightBits)}`);
+    const rows = weightShape[0];
+    if (weightShape.length < 2 || rows % q.weightDeltas.length !== 0) {
+      throw new Ptq4vitError(`${this.file}: point ${q.point} has ${q.weightDeltas.length} weight_deltas, which do not split the ${shapeString(weightShape)} weight '${name}' into equal groups of rows`);
     }
-    const rows = info.shape[0];
-    if (info.shape.length < 2 || rows % q.weightDeltas.length !== 0) {
-      throw new Ptq4vitError(`${this.file}: point ${q.point} has ${q.weightDeltas.length} weight_deltas, which do not split the ${shapeString(info.shape)} weight '${name}' into equal groups of rows`);
-    }
-    const codes = this.st.ints(name);
+    const codes = this.checkedCodes(name, q, weightShape, info.shape);
     const perGroup = (codes.length / rows) * (rows / q.weightDeltas.length);
-    const lo = -qmax(q.weightBits), hi = qmax(q.weightBits) - 1;
     const values = new Float32Array(codes.length);
-    for (let i = 0; i < codes.length; i++) {
-      const c = codes[i];
-      if (c < lo || c > hi) throw new Ptq4vitError(`${this.file}: tensor '${name}' has code ${c} outside the ${q.weightBits}-bit range [${lo}, ${hi}]`);
-      values[i] = c * q.weightDeltas[Math.floor(i / perGroup)];
-    }
-    return new Tensor(values, info.shape);
+    for (let i = 0; i < codes.length; i++) values[i] = codes[i] * q.weightDeltas[Math.floor(i / perGroup)];
+    return new Tensor(values, [...weightShape]);
   }
 }
 
@@ -241,7 +287,9 @@ function checkPoint(q: PointQuant, p: QuantPoint, where: string): void {
     return;
   }
   const groups = p.weightGroups ?? 1;
-  if (q.weightDeltas.length !== groups) bad(`weight_deltas has ${q.weightDeltas.length} entries, expected ${groups}`);
+  // The model's groups (per tensor, q/k/v apart), or finer groups within them (per output channel: one per row;
+  // that they split the weight's rows evenly is checked with the weight, DequantizedSource.tensor).
+  if (q.weightDeltas.length % groups !== 0) bad(`weight_deltas has ${q.weightDeltas.length} entries, expected ${groups} (or one per output channel)`);
   if (q.kind === 'conv') {
     if (q.input !== null) bad('input must be null (the image input of the patch embedding stays float)');
     return;
@@ -263,7 +311,7 @@ function checkOperand(a: ActivationQuant, p: QuantPoint, field: 'a' | 'b' | 'inp
 export function readQuantizedModel(st: SafeTensors): QuantizedModelInfo & { source: DequantizedSource; model: VisionModel } {
   const info = parseMetadata(st.metadata, st.file);
   // Points are matched by name below; an unknown point must not reach the source's lookup first.
-  const source = new DequantizedSource(st, info.points);
+  const source = new DequantizedSource(st, info.points, info.packed === true);
   const model = buildModel(info.spec, source);
   checkPointsMatchModel(info.points, model, st.file);
   return { ...info, source, model };

@@ -25,6 +25,7 @@ import type { QuantPoint, VisionModel } from '../models/types.js';
 import { linear as linearFp, matmul as matmulFp } from '../tensor/gemm.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { allocateBits, type AllocationItem } from './allocate.js';
+import { containerBits, weightCodeBytes } from './packing.js';
 import { CalibrationSession, sessionOptions, type CalibrationOptions, type CalibrationProgress } from './calibrate.js';
 import type { BitPolicy, PointQuant, PointWidths } from './params.js';
 import type { Operand, SensitivityScore } from './search.js';
@@ -55,6 +56,8 @@ export interface OperandItem {
   size: number;
   /** The patch embedding or the classifier. */
   pinnable: boolean;
+  /** Weights: output rows (channels), which the deployed size depends on (packed rows, one Δ each); default 1. */
+  rows?: number;
 }
 
 /** A budget: any of the three, at least one. */
@@ -80,7 +83,7 @@ export interface MixedRequest {
 export interface PolicySummary {
   wAvgBits: number;
   aAvgBits: number;
-  /** Bytes of the weight codes, packed, in MB (10^6 bytes). */
+  /** Deployed weight bytes in MB (10^6 bytes): codes in their containers, packed, and a f32 Δ per output channel. */
   weightMb: number;
   /** Σ of the chosen operands' sensitivities (weights and activations). */
   sensitivity: number;
@@ -127,7 +130,7 @@ export async function operandItems(model: VisionModel, image: Tensor): Promise<O
   await model.forward(one, {
     linear: async (point, x, weight, bias) => {
       const p = byName.get(point)!;
-      const items: OperandItem[] = [{ point, operand: 'weight', side: 'weight', size: weight.size, pinnable: isPinnable(p) }];
+      const items: OperandItem[] = [{ point, operand: 'weight', side: 'weight', size: weight.size, pinnable: isPinnable(p), rows: weight.shape[0] }];
       if (p.kind !== 'conv') items.push({ point, operand: 'input', side: 'activation', size: x.size, pinnable: isPinnable(p) });
       seen.set(point, items);
       return linearFp(x, weight, bias);
@@ -143,17 +146,38 @@ export async function operandItems(model: VisionModel, image: Tensor): Promise<O
   return model.quantPoints.flatMap((p) => seen.get(p.name) ?? []);
 }
 
-/** Capacity of each side's knapsack (Σ size·bits), or null for a side the budget leaves free. */
+/**
+ * Deployed bytes of a weight at `bits`: its codes in their container (packing.ts: 2- and 4-bit containers packed
+ * row by row, int8, int16) plus one f32 Δ per output channel, as the integer graph and the file store them.
+ * Weights are symmetric: no zero points.
+ */
+export function deployedWeightBytes(item: Pick<OperandItem, 'size' | 'rows'>, bits: number): number {
+  const rows = item.rows ?? 1;
+  return weightCodeBytes(rows, item.size / rows, bits) + 4 * rows;
+}
+
+/** What a width costs in a side's knapsack: deployed bytes under a size budget, else size·bits. */
+function widthCost(item: OperandItem, bits: number, budget: Budget): number {
+  return item.side === 'weight' && budget.sizeMb !== undefined ? deployedWeightBytes(item, bits) : item.size * bits;
+}
+
+/** Capacity of each side's knapsack (Σ widthCost), or null for a side the budget leaves free. */
 function capacities(items: readonly OperandItem[], budget: Budget): Record<Side, number | null> {
   const total = (side: Side) => items.filter((i) => i.side === side).reduce((s, i) => s + i.size, 0);
-  const weight = budget.sizeMb !== undefined ? budget.sizeMb * 1e6 * 8 : budget.wAvgBits !== undefined ? budget.wAvgBits * total('weight') : null;
+  const weight = budget.sizeMb !== undefined ? budget.sizeMb * 1e6 : budget.wAvgBits !== undefined ? budget.wAvgBits * total('weight') : null;
   const activation = budget.aAvgBits !== undefined ? budget.aAvgBits * total('activation') : null;
   return { weight, activation };
 }
 
-/** Options of one operand under a request: pinned → 8 bits only; otherwise every candidate width. */
-function itemWidths(item: OperandItem, pin: boolean, candidates: readonly number[]): readonly number[] {
-  return pin && item.pinnable ? [PINNED_BITS] : candidates;
+/**
+ * Options of one operand under a request: pinned → 8 bits only; otherwise every candidate width — except that
+ * under a size budget a weight takes only the widest candidate of each container (a 3-bit weight costs what a
+ * 4-bit one does: the choices follow the containers that exist).
+ */
+function itemWidths(item: OperandItem, pin: boolean, candidates: readonly number[], budget?: Budget): readonly number[] {
+  if (pin && item.pinnable) return [PINNED_BITS];
+  if (item.side !== 'weight' || budget?.sizeMb === undefined) return candidates;
+  return candidates.filter((b) => !candidates.some((w) => w > b && containerBits(w) === containerBits(b)));
 }
 
 /** Human-readable form of a budget, e.g. "average 4 bits (weights and activations)". */
@@ -178,14 +202,15 @@ export function checkBudget(items: readonly OperandItem[], request: MixedRequest
     const cap = caps[side];
     if (cap === null) continue;
     const its = items.filter((i) => i.side === side);
-    const cheapest = its.reduce((s, i) => s + i.size * Math.min(...itemWidths(i, request.pin, candidates)), 0);
+    const cheapest = its.reduce((s, i) => s + widthCost(i, Math.min(...itemWidths(i, request.pin, candidates, request.budget)), request.budget), 0);
     if (cheapest <= cap) continue;
     const total = its.reduce((s, i) => s + i.size, 0);
     const pinned = request.pin ? ' with the patch embedding and the classifier pinned at 8 bits' : '';
     const what = side === 'weight' && request.budget.sizeMb !== undefined
-      ? `weights of ${request.budget.sizeMb} MB are impossible: the smallest is ${(cheapest / 8e6).toFixed(3)} MB`
+      ? `weights of ${request.budget.sizeMb} MB are impossible: the smallest is ${(cheapest / 1e6).toFixed(3)} MB`
       : `${side} average of ${side === 'weight' ? request.budget.wAvgBits : request.budget.aAvgBits} bits is impossible: the lowest is ${(cheapest / total).toFixed(3)} bits`;
-    throw new Ptq4vitError(`${what} (every ${side} at ${Math.min(...candidates)} bits${pinned})`);
+    const lowest = Math.min(...itemWidths({ point: '', operand: 'weight', side, size: 1, pinnable: false }, false, candidates, request.budget));
+    throw new Ptq4vitError(`${what} (every ${side} at ${lowest} bits${pinned})`);
   }
 }
 
@@ -207,10 +232,10 @@ export function allocatePolicy(items: readonly OperandItem[], sens: Sensitivitie
       return {
         name: itemKey(i.point, i.operand),
         size: i.size,
-        options: itemWidths(i, request.pin, candidates).map((bits) => {
+        options: itemWidths(i, request.pin, candidates, request.budget).map((bits) => {
           const v = request.pin && i.pinnable ? 0 : s?.get(bits);
           if (v === undefined) throw new Error(`no sensitivity for ${i.point} ${i.operand} at ${bits} bits`);
-          return { bits, sensitivity: v };
+          return { bits, sensitivity: v, cost: widthCost(i, bits, request.budget) };
         }),
       };
     });
@@ -228,7 +253,7 @@ export function summarize(items: readonly OperandItem[], policy: BitPolicy): Omi
   const sum = (side: Side, f: (i: OperandItem) => number) => items.filter((i) => i.side === side).reduce((s, i) => s + f(i), 0);
   const bits = (i: OperandItem) => policy[i.point][i.operand]!;
   const weightBits = sum('weight', (i) => i.size * bits(i));
-  return { wAvgBits: weightBits / sum('weight', (i) => i.size), aAvgBits: sum('activation', (i) => i.size * bits(i)) / sum('activation', (i) => i.size), weightMb: weightBits / 8e6 };
+  return { wAvgBits: weightBits / sum('weight', (i) => i.size), aAvgBits: sum('activation', (i) => i.size * bits(i)) / sum('activation', (i) => i.size), weightMb: sum('weight', (i) => deployedWeightBytes(i, bits(i))) / 1e6 };
 }
 
 /** The widths of a point's operands for one sensitivity search: `operand` at `bits`, the other at 8. */

@@ -52,6 +52,12 @@ export interface SearchConfig {
   /** Per-point widths (mixed precision); a point or operand it leaves out takes weightBits / activationBits. */
   policy?: BitPolicy;
   /**
+   * Weight scales of linear layers: 'tensor' (default: one Δ per tensor, q/k/v apart — the model's weight
+   * groups) or 'channel' (one Δ per output channel, each searched on its own rows' Hessian score). The patch
+   * conv is per channel either way.
+   */
+  weightScales?: WeightScales;
+  /**
    * A sensitivity search (mixed precision): only this operand is searched, in one half-step, while the
    * other operand stays on its Δ_maxabs grid; `report` gets the best score — the Hessian-weighted output
    * error of the point at this operand's width, after the operand's own scale search.
@@ -240,13 +246,18 @@ function negativeReach(activation: Activation | undefined): number | undefined {
   return activation === undefined || activation === 'gelu' ? undefined : ACTIVATION_NEGATIVE_REACH[activation];
 }
 
+/** Granularity of linear layers' weight scales (SearchConfig.weightScales). */
+export type WeightScales = 'tensor' | 'channel';
+export const WEIGHT_SCALES: readonly WeightScales[] = ['tensor', 'channel'];
+
 export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promise<LinearQuant> {
   const [N, K] = rec.weight.shape;
   const M = rec.x.size / K;
   const x = rec.x.reshape([M, K]);
   const out = rec.out.reshape([M, N]);
   const grad = rec.grad ? rec.grad.reshape([M, N]) : null;
-  const groups = rec.weightGroups;
+  // Per output channel: every row its own group; rows are scored independently, so each row keeps its best Δ.
+  const groups = cfg.weightScales === 'channel' ? N : rec.weightGroups;
   const rowsPerGroup = N / groups;
   const factors = candidateFactors(cfg);
   const C = factors.length;
