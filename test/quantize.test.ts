@@ -430,7 +430,7 @@ describe('user errors: exit 2, one clear message, no stack trace, nothing writte
 
   test('unknown --method, --loss bogus, --softmax-r2 bogus', () => {
     refused(/--method must be one of ptq4vit, base, got 'foo'/, ['--method', 'foo']);
-    refused(/--loss must be one of label, pseudo, fisher, got 'bogus'/, ['--loss', 'bogus']);
+    refused(/--loss must be one of label, pseudo, fisher, projection, contrastive, got 'bogus'/, ['--loss', 'bogus']);
     refused(/--softmax-r2 must be one of paper, exact-one, got 'bogus'/, ['--softmax-r2', 'bogus']);
   });
 
