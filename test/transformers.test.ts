@@ -448,7 +448,7 @@ describe("torch's bicubic interpolation (posembed.ts)", () => {
 
 describe('quantize → export --hf-dir → transformers.js, drop-in', () => {
   const data = path.join(sharedDir, 'data', 'cifar10', 'jpeg_sample');
-  for (const type of ['vit', 'dinov2']) {
+  for (const type of TYPES) {
     test(`${type}: same model_type, id2label and preprocessor_config.json; pipeline top-1 = our integer graph`, async (t) => {
       const src = path.join(hfDir, type);
       const dir = scratch.next();
