@@ -231,6 +231,27 @@ function vitVariantFromTimm(k: ReturnType<typeof kwargsReader>, extras: ArchExtr
   return v;
 }
 
+/** What timm's SwinTransformer and SwinTransformerV2 share: the stage geometry, widths and window (global_pool avg only). */
+function swinGeometry(k: ReturnType<typeof kwargsReader>, where: string) {
+  k.exact('global_pool', 'avg');
+  const depths = k.intList('depths', [2, 2, 6, 2]);
+  const numHeads = k.intList('num_heads', [3, 6, 12, 24]);
+  if (numHeads.length !== depths.length) {
+    throw new Ptq4vitError(`${where}: timm_kwargs.num_heads has ${numHeads.length} entries but depths has ${depths.length}`);
+  }
+  return {
+    imgSize: k.positiveInt('img_size', 224),
+    patchSize: k.positiveInt('patch_size', 4),
+    inChans: k.positiveInt('in_chans', 3),
+    embedDim: k.positiveInt('embed_dim', 96),
+    depths,
+    numHeads,
+    windowSize: k.positiveInt('window_size', 7),
+    mlpRatio: k.number('mlp_ratio', 4),
+    qkvBias: k.boolean('qkv_bias', true),
+  };
+}
+
 /** The architecture a timm class + constructor kwargs describe (timm's defaults where a kwarg is absent). */
 export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string, extras: ArchExtras = {}): Arch {
   switch (timmClass) {
@@ -265,56 +286,21 @@ export function archFromTimm(timmClass: string, kwargs: Kwargs, where: string, e
       // timm's Swin uses nn.LayerNorm (eps 1e-5, swin.ts); a card asking for another eps is refused, not ignored.
       if (extras.layerNormEps !== undefined && extras.layerNormEps !== 1e-5) throw new Ptq4vitError(`${where}: layer_norm_eps ${JSON.stringify(extras.layerNormEps)} is not supported for SwinTransformer (only 1e-5)`);
       const k = kwargsReader(kwargs, where, SWIN_KWARGS);
-      k.exact('global_pool', 'avg');
-      const depths = k.intList('depths', [2, 2, 6, 2]);
-      const numHeads = k.intList('num_heads', [3, 6, 12, 24]);
-      if (numHeads.length !== depths.length) {
-        throw new Ptq4vitError(`${where}: timm_kwargs.num_heads has ${numHeads.length} entries but depths has ${depths.length}`);
-      }
-      return checkSwinArch({
-        family: 'swin',
-        imgSize: k.positiveInt('img_size', 224),
-        patchSize: k.positiveInt('patch_size', 4),
-        inChans: k.positiveInt('in_chans', 3),
-        embedDim: k.positiveInt('embed_dim', 96),
-        depths,
-        numHeads,
-        windowSize: k.positiveInt('window_size', 7),
-        mlpRatio: k.number('mlp_ratio', 4),
-        qkvBias: k.boolean('qkv_bias', true),
-        numClasses: k.classCount('num_classes', 1000),
-      }, where);
+      return checkSwinArch({ family: 'swin', ...swinGeometry(k, where), numClasses: k.classCount('num_classes', 1000) }, where);
     }
     case 'SwinTransformerV2': {
       const k = kwargsReader(kwargs, where, SWINV2_KWARGS);
-      k.exact('global_pool', 'avg');
       // timm ≥ 1.0 options we do not implement: windows at full size on small grids, dynamic masks.
       k.exact('always_partition', false);
       k.exact('strict_img_size', true);
-      const depths = k.intList('depths', [2, 2, 6, 2]);
-      const numHeads = k.intList('num_heads', [3, 6, 12, 24]);
-      if (numHeads.length !== depths.length) {
-        throw new Ptq4vitError(`${where}: timm_kwargs.num_heads has ${numHeads.length} entries but depths has ${depths.length}`);
-      }
+      const geometry = swinGeometry(k, where);
       // One per stage; 0 = no pre-training window (the coordinate table is scaled by the window itself).
-      const pretrained = kwargs.pretrained_window_sizes ?? depths.map(() => 0);
-      if (!Array.isArray(pretrained) || pretrained.length !== depths.length || pretrained.some((w) => !Number.isInteger(w) || w < 0 || w === 1 || w > MAX_KWARG_INT)) {
-        throw new Ptq4vitError(`${where}: timm_kwargs.pretrained_window_sizes must list one window per stage (${depths.length}), each 0 (none) or an integer ≥ 2, got ${JSON.stringify(kwargs.pretrained_window_sizes)?.slice(0, 80)}`);
+      const stages = geometry.depths.length;
+      const pretrained = kwargs.pretrained_window_sizes ?? geometry.depths.map(() => 0);
+      if (!Array.isArray(pretrained) || pretrained.length !== stages || pretrained.some((w) => !Number.isInteger(w) || w < 0 || w === 1 || w > MAX_KWARG_INT)) {
+        throw new Ptq4vitError(`${where}: timm_kwargs.pretrained_window_sizes must list one window per stage (${stages}), each 0 (none) or an integer ≥ 2, got ${JSON.stringify(kwargs.pretrained_window_sizes)?.slice(0, 80)}`);
       }
-      return checkSwinArch({
-        family: 'swinv2',
-        imgSize: k.positiveInt('img_size', 224),
-        patchSize: k.positiveInt('patch_size', 4),
-        inChans: k.positiveInt('in_chans', 3),
-        embedDim: k.positiveInt('embed_dim', 96),
-        depths,
-        numHeads,
-        windowSize: k.positiveInt('window_size', 7),
-        mlpRatio: k.number('mlp_ratio', 4),
-        qkvBias: k.boolean('qkv_bias', true),
-        numClasses: k.positiveInt('num_classes', 1000),
-        pretrainedWindowSizes: pretrained as number[],
-      }, where);
+      return checkSwinArch({ family: 'swinv2', ...geometry, numClasses: k.positiveInt('num_classes', 1000), pretrainedWindowSizes: pretrained as number[] }, where);
     }
     case 'MlpMixer': {
       const k = kwargsReader(kwargs, where, MIXER_KWARGS);
