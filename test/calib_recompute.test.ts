@@ -24,8 +24,14 @@ interface Recorded {
   passEquivalents: number;
 }
 
+/** A bundled CIFAR model of ../shared/models, or a parity fixture of ../shared/fixtures (the other families). */
+function source(name: string): { weights: string; config: string } {
+  const dir = name.endsWith('_fixture') ? path.join(sharedDir, 'fixtures') : path.join(sharedDir, 'models');
+  return { weights: path.join(dir, `${name}.safetensors`), config: path.join(dir, `${name}.json`) };
+}
+
 async function record(name: string, count: number, opts: { recompute: boolean; groupBytes: number; hessian: boolean; boundaryBytes?: number; twice?: boolean }): Promise<Recorded> {
-  const { model } = openModel({ weights: path.join(sharedDir, 'models', `${name}.safetensors`), config: path.join(sharedDir, 'models', `${name}.json`) });
+  const { model } = openModel(source(name));
   const calib = await openDataset(path.join(sharedDir, 'data', 'cifar10', 'calib32.json'));
   const { images, labels } = await loadCalibration(calib, 32, 0, model.spec.preprocess);
   const per = images.size / images.shape[0];
@@ -55,6 +61,13 @@ describe('block recompute = whole recording passes', { skip: !haveShared && 'no 
     { model: 'vit_tiny_c10', images: 3, groupBytes: 3 * 2 ** 20, hessian: true, boundaryBytes: 0 },
     { model: 'swin_micro_c10', images: 2, groupBytes: 2 ** 20, hessian: true, twice: true },
     { model: 'vit_tiny_c10', images: 2, groupBytes: 2 ** 20, hessian: false }, // forward only (cosine metric)
+    // The other families' segments (Mixer's token MLPs, BEiT's relative bias blocks, Swin V2's stages), on their fixtures.
+    { model: 'mixer_p16_224_fixture', images: 2, groupBytes: 2 ** 20, hessian: true },
+    { model: 'beit_p16_224_fixture', images: 2, groupBytes: 2 ** 20, hessian: true },
+    { model: 'swinv2_p4_w8_256_fixture', images: 1, groupBytes: 2 ** 20, hessian: true },
+    // ViT's optional parts in its segments: norm_pre in the embedding (CLIP), fc_norm after the pool and no final norm (MAE).
+    { model: 'vit_clip_p16_224_fixture', images: 1, groupBytes: 2 ** 20, hessian: true },
+    { model: 'vit_avgpool_p16_224_fixture', images: 1, groupBytes: 2 ** 20, hessian: true },
   ];
   for (const c of cases) {
     test(`${c.model}, ${c.images} images, ${c.groupBytes} B groups, ${c.hessian ? 'with ∂L/∂O' : 'forward only'}`, async () => {

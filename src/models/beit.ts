@@ -16,8 +16,8 @@ import { Ptq4vitError } from '../errors.js';
 import { meanOverPatchTokensOp, prependTokensOp, type LayoutOp } from '../tensor/layout.js';
 import { fp32Runner, type Runner } from '../tensor/runner.js';
 import { Tensor, shapeString } from '../tensor/tensor.js';
-import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, LayerScale, Mlp, PatchEmbed } from './layers.js';
-import type { BeitArch, ModelSpec, QuantPoint, VisionModel } from './types.js';
+import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, LayerScale, Mlp, PatchEmbed, runSegments, segmentChain, type SegmentStep } from './layers.js';
+import type { BeitArch, ForwardSegments, ModelSpec, QuantPoint, VisionModel } from './types.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
 
 const LN_EPS = 1e-6;
@@ -134,10 +134,18 @@ export class Beit implements VisionModel {
     if (images.rank !== 4 || s[1] !== a.inChans || s[2] !== a.imgSize || s[3] !== a.imgSize) {
       throw new Ptq4vitError(`${this.spec.name}: expected images [B, ${a.inChans}, ${a.imgSize}, ${a.imgSize}], got ${shapeString(s)}`);
     }
-    const k = kernelsOf(runner);
-    let x = k.layout(this.embed, [await this.patchEmbed.forward(runner, images)]);
-    for (const block of this.blocks) x = await block.forward(runner, x);
-    const pooled = await this.fcNorm.forward(k, k.layout(this.pool, [x]));
-    return applyLinear(runner, this.head, pooled);
+    return runSegments(this.segments, images, runner);
+  }
+
+  /** Segments: the embedding (patches, cls token, positions), each block, then pool + fc_norm + head. */
+  get segments(): ForwardSegments {
+    return segmentChain([
+      async (runner, images) => kernelsOf(runner).layout(this.embed, [await this.patchEmbed.forward(runner, images)]),
+      ...this.blocks.map((block): SegmentStep => (runner, x) => block.forward(runner, x)),
+      async (runner, x) => {
+        const k = kernelsOf(runner);
+        return applyLinear(runner, this.head, await this.fcNorm.forward(k, k.layout(this.pool, [x])));
+      },
+    ]);
   }
 }

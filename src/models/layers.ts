@@ -10,11 +10,26 @@ import { fastKernels, type Kernels } from '../tensor/kernels.js';
 import { channelScaleOp, mergeHeadsOp, splitHeadsOp, unfoldPatchesOp, type LayoutOp } from '../tensor/layout.js';
 import type { Runner } from '../tensor/runner.js';
 import { Tensor } from '../tensor/tensor.js';
-import type { QuantPoint } from './types.js';
+import type { ForwardSegments, QuantPoint } from './types.js';
 import type { Linear, WeightReader } from './weights.js';
 
 export function kernelsOf(runner: Runner): Kernels {
   return runner.kernels ?? fastKernels;
+}
+
+/** One step of a forward pass cut into segments: the previous segment's output in, this one's out. */
+export type SegmentStep = (runner: Runner, x: Tensor) => Promise<Tensor>;
+
+/** A forward pass as its chain of segments (the embedding, each block, the head), for calibration's block recompute. */
+export function segmentChain(steps: readonly SegmentStep[]): ForwardSegments {
+  return { count: steps.length, run: (index, x, runner) => steps[index](runner, x) };
+}
+
+/** forward(images) = the segments run in order. */
+export async function runSegments(segments: ForwardSegments, images: Tensor, runner: Runner): Promise<Tensor> {
+  let x = images;
+  for (let s = 0; s < segments.count; s++) x = await segments.run(s, x, runner);
+  return x;
 }
 
 /** y = x·Wᵀ + b through the runner, under the layer's quantization point. */

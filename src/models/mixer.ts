@@ -15,8 +15,8 @@ import { Ptq4vitError } from '../errors.js';
 import { meanOverTokensOp, transposeTokensOp } from '../tensor/layout.js';
 import { fp32Runner, type Runner } from '../tensor/runner.js';
 import { shapeString, type Tensor } from '../tensor/tensor.js';
-import { applyLinear, feedsFrom, kernelsOf, LayerNorm, mlpHiddenWidth, Mlp, PatchEmbed } from './layers.js';
-import type { MixerArch, ModelSpec, QuantPoint, VisionModel } from './types.js';
+import { applyLinear, feedsFrom, kernelsOf, LayerNorm, mlpHiddenWidth, Mlp, PatchEmbed, runSegments, segmentChain, type SegmentStep } from './layers.js';
+import type { ForwardSegments, MixerArch, ModelSpec, QuantPoint, VisionModel } from './types.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
 
 const LN_EPS = 1e-6;
@@ -81,10 +81,18 @@ export class MlpMixer implements VisionModel {
     if (images.rank !== 4 || s[1] !== a.inChans || s[2] !== a.imgSize || s[3] !== a.imgSize) {
       throw new Ptq4vitError(`${this.spec.name}: expected images [B, ${a.inChans}, ${a.imgSize}, ${a.imgSize}], got ${shapeString(s)}`);
     }
-    const k = kernelsOf(runner);
-    let x = await this.stem.forward(runner, images);
-    for (const block of this.blocks) x = await block.forward(runner, x);
-    const pooled = k.layout(meanOverTokensOp, [await this.norm.forward(k, x)]);
-    return applyLinear(runner, this.head, pooled);
+    return runSegments(this.segments, images, runner);
+  }
+
+  /** Segments: the stem, each block, then norm + mean over tokens + head. */
+  get segments(): ForwardSegments {
+    return segmentChain([
+      (runner, images) => this.stem.forward(runner, images),
+      ...this.blocks.map((block): SegmentStep => (runner, x) => block.forward(runner, x)),
+      async (runner, x) => {
+        const k = kernelsOf(runner);
+        return applyLinear(runner, this.head, k.layout(meanOverTokensOp, [await this.norm.forward(k, x)]));
+      },
+    ]);
   }
 }

@@ -128,15 +128,6 @@ export function stagePoints(stages: readonly Stage<StageBlock>[]): QuantPoint[] 
   return stages.flatMap((s) => [...(s.downsample ? [s.downsample.reduction.point] : []), ...s.blocks.flatMap((b) => b.points)]);
 }
 
-/** Tokens through every stage: merge, then the blocks one after the other. */
-export async function runStages(runner: Runner, stages: readonly Stage<StageBlock>[], tokens: Tensor): Promise<Tensor> {
-  let x = tokens;
-  for (const stage of stages) {
-    if (stage.downsample) x = await stage.downsample.forward(runner, x);
-    for (const block of stage.blocks) x = await block.forward(runner, x);
-  }
-  return x;
-}
 
 type SwinStage = Stage<SwinBlock>;
 

@@ -21,9 +21,9 @@ import { headScaleOp, meanOverTokensOp, mergeHeadsOp, splitHeadsOp, windowPartit
 import { fp32Runner, type Runner } from '../tensor/runner.js';
 import { Tensor, shapeString } from '../tensor/tensor.js';
 import type { WindowGrid } from '../tensor/window.js';
-import { applyLinear, kernelsOf, LayerNorm, Mlp, PatchEmbed, qkvWithQvBias } from './layers.js';
-import { attentionBias, LN_EPS, oldLayoutHint, PatchMerging, runStages, stageGeometry, stagePoints, type Stage, type StageGeometry } from './swin.js';
-import type { ModelSpec, QuantPoint, SwinV2Arch, VisionModel } from './types.js';
+import { applyLinear, kernelsOf, LayerNorm, Mlp, PatchEmbed, qkvWithQvBias, runSegments, segmentChain, type SegmentStep } from './layers.js';
+import { attentionBias, LN_EPS, oldLayoutHint, PatchMerging, stageGeometry, stagePoints, type Stage, type StageGeometry } from './swin.js';
+import type { ForwardSegments, ModelSpec, QuantPoint, SwinV2Arch, VisionModel } from './types.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
 
 /** F.normalize's eps in timm's cosine attention. */
@@ -229,9 +229,19 @@ export class SwinTransformerV2 implements VisionModel {
     if (images.rank !== 4 || s[1] !== inChans || s[2] !== imgSize || s[3] !== imgSize) {
       throw new Ptq4vitError(`${this.spec.name}: expected images [B, ${inChans}, ${imgSize}, ${imgSize}], got ${shapeString(s)}`);
     }
-    const k = kernelsOf(runner);
-    const x = await runStages(runner, this.stages, await this.patchEmbed.forward(runner, images));
-    const pooled = k.layout(meanOverTokensOp, [await this.norm.forward(k, x)]);
-    return applyLinear(runner, this.head, pooled);
+    return runSegments(this.segments, images, runner);
+  }
+
+  /** Segments: the patch embedding, each stage's patch merging and blocks, then norm + pool + head. */
+  get segments(): ForwardSegments {
+    const layers = this.stages.flatMap((stage) => [...(stage.downsample ? [stage.downsample] : []), ...stage.blocks]);
+    return segmentChain([
+      (runner, images) => this.patchEmbed.forward(runner, images),
+      ...layers.map((layer): SegmentStep => (runner, x) => layer.forward(runner, x)),
+      async (runner, x) => {
+        const k = kernelsOf(runner);
+        return applyLinear(runner, this.head, k.layout(meanOverTokensOp, [await this.norm.forward(k, x)]));
+      },
+    ]);
   }
 }
