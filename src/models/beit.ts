@@ -16,7 +16,7 @@ import { Ptq4vitError } from '../errors.js';
 import { meanOverPatchTokensOp, prependTokensOp, type LayoutOp } from '../tensor/layout.js';
 import { fp32Runner, type Runner } from '../tensor/runner.js';
 import { Tensor, shapeString } from '../tensor/tensor.js';
-import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, LayerScale, Mlp, PatchEmbed, runSegments, segmentChain, type SegmentStep } from './layers.js';
+import { applyLinear, kernelsOf, LayerNorm, PatchEmbed, PreNormBlock, runSegments, segmentChain, type SegmentStep } from './layers.js';
 import type { BeitArch, ForwardSegments, ModelSpec, QuantPoint, VisionModel } from './types.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
 
@@ -51,47 +51,24 @@ export function beitRelativePositionBias(table: Tensor, grid: number, heads: num
   return new Tensor(out, [heads, n, n]);
 }
 
-class BeitBlock {
-  readonly norm1: LayerNorm;
-  readonly attn: Attention;
-  /** Relative position bias [heads, N, N], repeated over the images' scores; null without use_rel_pos_bias. */
-  readonly relativeBias: Tensor | null;
-  readonly norm2: LayerNorm;
-  readonly mlp: Mlp;
-  readonly gamma1: LayerScale | null;
-  readonly gamma2: LayerScale | null;
-
-  constructor(reader: WeightReader, name: string, a: BeitArch, grid: number) {
-    const D = a.embedDim;
-    const heads = a.numHeads;
-    this.norm1 = new LayerNorm(reader, `${name}.norm1`, D, LN_EPS);
-    // timm's Beit scales q before q·kᵀ (non-fused path), so matmul1 is (q·d^-½)·kᵀ.
-    this.attn = new Attention(reader, `${name}.attn`, { features: D, heads, qkvBias: false, qvBias: a.qkvBias, scale: 'queries' });
-    const span = 2 * grid - 1;
-    this.relativeBias = a.useRelPosBias
-      ? beitRelativePositionBias(reader.tensor(`${name}.attn.relative_position_bias_table`, [span * span + 3, heads]), grid, heads)
-      : null;
-    this.norm2 = new LayerNorm(reader, `${name}.norm2`, D, LN_EPS);
-    this.mlp = new Mlp(reader, `${name}.mlp`, D, a.mlpRatio);
+/**
+ * A BEiT block: timm's pre-norm block with q/v biases, q scaled before q·kᵀ (timm's non-fused path, so matmul1 is
+ * (q·d^-½)·kᵀ), the block's relative position bias added to the scores, and gamma_1/gamma_2 when init_values is set.
+ */
+function beitBlock(reader: WeightReader, name: string, a: BeitArch, grid: number): PreNormBlock {
+  const span = 2 * grid - 1;
+  const relativeBias = a.useRelPosBias
+    ? beitRelativePositionBias(reader.tensor(`${name}.attn.relative_position_bias_table`, [span * span + 3, a.numHeads]), grid, a.numHeads)
+    : undefined;
+  return new PreNormBlock(reader, name, {
+    features: a.embedDim,
+    eps: LN_EPS,
+    attention: { heads: a.numHeads, qkvBias: false, qvBias: a.qkvBias, scale: 'queries' },
+    mlpRatio: a.mlpRatio,
     // timm: `if init_values:` — gammas exist only for a non-zero init value.
-    const layerScale = a.initValues !== null && a.initValues !== 0;
-    this.gamma1 = layerScale ? new LayerScale(reader, `${name}.gamma_1`, D) : null;
-    this.gamma2 = layerScale ? new LayerScale(reader, `${name}.gamma_2`, D) : null;
-    feedsFrom(this.attn.qkv, this.norm1);
-    feedsFrom(this.mlp.fc1, this.norm2);
-  }
-
-  get points(): QuantPoint[] {
-    return [...this.attn.points, ...this.mlp.points];
-  }
-
-  async forward(runner: Runner, x: Tensor): Promise<Tensor> {
-    const k = kernelsOf(runner);
-    const attended = await this.attn.forward(runner, await this.norm1.forward(k, x), this.relativeBias ?? undefined);
-    x = k.add(x, this.gamma1 ? this.gamma1.forward(k, attended) : attended);
-    const mlpOut = await this.mlp.forward(runner, await this.norm2.forward(k, x));
-    return k.add(x, this.gamma2 ? this.gamma2.forward(k, mlpOut) : mlpOut);
-  }
+    layerScale: a.initValues !== null && a.initValues !== 0 ? ['gamma_1', 'gamma_2'] : undefined,
+    scoreBias: relativeBias,
+  });
 }
 
 export class Beit implements VisionModel {
@@ -101,7 +78,7 @@ export class Beit implements VisionModel {
   private readonly patchEmbed: PatchEmbed;
   /** The class token prepended (and pos_embed added, when use_abs_pos_emb). */
   private readonly embed: LayoutOp;
-  private readonly blocks: BeitBlock[];
+  private readonly blocks: PreNormBlock[];
   private readonly pool: LayoutOp;
   private readonly fcNorm: LayerNorm;
   private readonly head: Linear;
@@ -120,7 +97,7 @@ export class Beit implements VisionModel {
     const cls = reader.tensor('cls_token', [1, 1, D]).reshape([1, D]);
     const position = a.useAbsPosEmb ? reader.tensor('pos_embed', [1, numTokens, D]).reshape([numTokens, D]) : null;
     this.embed = prependTokensOp(cls, position);
-    this.blocks = Array.from({ length: a.depth }, (_, i) => new BeitBlock(reader, `blocks.${i}`, a, grid));
+    this.blocks = Array.from({ length: a.depth }, (_, i) => beitBlock(reader, `blocks.${i}`, a, grid));
     this.pool = meanOverPatchTokensOp(1);
     this.fcNorm = new LayerNorm(reader, 'fc_norm', D, LN_EPS);
     this.head = reader.linear('head', a.numClasses, D);

@@ -258,3 +258,58 @@ export function qkvWithQvBias(reader: WeightReader, name: string, features: numb
   bias.set(reader.tensor(`${name}.v_bias`, [features]).data, 2 * features);
   return { ...qkv, bias: new Tensor(bias, [3 * features]) };
 }
+
+export interface PreNormBlockOptions {
+  features: number;
+  /** eps of norm1 and norm2. */
+  eps: number;
+  attention: Omit<AttentionOptions, 'features'>;
+  mlpRatio: number;
+  mlp?: MlpOptions;
+  /** Checkpoint names of the two residual branches' LayerScale γ (timm `ls1.gamma`/`ls2.gamma`, BEiT `gamma_1`/`gamma_2`), if any. */
+  layerScale?: readonly [string, string];
+  /** Added to every attention score matrix (BEiT's relative position bias per head). */
+  scoreBias?: Tensor;
+}
+
+/**
+ * timm's pre-norm transformer block, with its optional parts (ViT, DeiT III, DINOv2, CLIP, SigLIP, BEiT):
+ *   x = x + γ₁ ⊙ attn(norm1(x))  ;  x = x + γ₂ ⊙ mlp(norm2(x))
+ * (γ: LayerScale, where present; the attention's score bias: BEiT's relative position bias).
+ */
+export class PreNormBlock {
+  readonly norm1: LayerNorm;
+  readonly attn: Attention;
+  readonly ls1: LayerScale | null;
+  readonly norm2: LayerNorm;
+  readonly mlp: Mlp;
+  readonly ls2: LayerScale | null;
+  private readonly scoreBias: Tensor | undefined;
+
+  constructor(reader: WeightReader, name: string, o: PreNormBlockOptions) {
+    const D = o.features;
+    this.norm1 = new LayerNorm(reader, `${name}.norm1`, D, o.eps);
+    this.attn = new Attention(reader, `${name}.attn`, { features: D, ...o.attention });
+    this.ls1 = o.layerScale ? new LayerScale(reader, `${name}.${o.layerScale[0]}`, D) : null;
+    this.norm2 = new LayerNorm(reader, `${name}.norm2`, D, o.eps);
+    this.mlp = new Mlp(reader, `${name}.mlp`, D, o.mlpRatio, o.mlp);
+    this.ls2 = o.layerScale ? new LayerScale(reader, `${name}.${o.layerScale[1]}`, D) : null;
+    this.scoreBias = o.scoreBias;
+    feedsFrom(this.attn.qkv, this.norm1);
+    feedsFrom(this.mlp.fc1, this.norm2);
+  }
+
+  get points(): QuantPoint[] {
+    return [...this.attn.points, ...this.mlp.points];
+  }
+
+  async forward(runner: Runner, x: Tensor): Promise<Tensor> {
+    const k = kernelsOf(runner);
+    let branch = await this.attn.forward(runner, await this.norm1.forward(k, x), this.scoreBias);
+    if (this.ls1) branch = this.ls1.forward(k, branch);
+    x = k.add(x, branch);
+    branch = await this.mlp.forward(runner, await this.norm2.forward(k, x));
+    if (this.ls2) branch = this.ls2.forward(k, branch);
+    return k.add(x, branch);
+  }
+}

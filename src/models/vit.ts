@@ -23,7 +23,7 @@ import type { Activation } from '../tensor/activation.js';
 import { averageOp, batchOfTokensOp, clsAndPatchMeanOp, dropTokensOp, mergeHeadsOp, poolTokensOp, prependTokensOp, selectTokenOp, splitHeadsOp, type LayoutOp, type TokenPool } from '../tensor/layout.js';
 import { fp32Runner, type Runner } from '../tensor/runner.js';
 import { concatFloat32, Tensor } from '../tensor/tensor.js';
-import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, LayerScale, Mlp, PatchEmbed } from './layers.js';
+import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, Mlp, PatchEmbed, PreNormBlock } from './layers.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
 import { isVitArch, type ForwardSegments, type ModelSpec, type QuantPoint, type VisionModel, type VitArch, type VitGlobalPool } from './types.js';
 
@@ -66,49 +66,17 @@ export function vitVariant(a: VitArch): VitVariant {
   };
 }
 
-/** timm's Block: pre-norm attention and MLP residuals, each optionally scaled per channel (LayerScale). */
-class VitBlock {
-  readonly norm1: LayerNorm;
-  readonly attn: Attention;
-  readonly ls1: LayerScale | null;
-  readonly norm2: LayerNorm;
-  readonly mlp: Mlp;
-  readonly ls2: LayerScale | null;
-
-  constructor(reader: WeightReader, name: string, a: VitArch, v: VitVariant) {
-    const D = a.embedDim;
-    const eps = v.normEps;
-    this.norm1 = new LayerNorm(reader, `${name}.norm1`, D, eps);
-    this.attn = new Attention(reader, `${name}.attn`, {
-      features: D,
-      heads: a.numHeads,
-      qkvBias: a.qkvBias,
-      scale: 'scores',
-      projBias: v.projBias,
-      qkNormEps: v.qkNorm ? eps : undefined,
-      outNormEps: v.scaleAttnNorm ? eps : undefined,
-    });
-    this.ls1 = v.layerScale ? new LayerScale(reader, `${name}.ls1.gamma`, D) : null;
-    this.norm2 = new LayerNorm(reader, `${name}.norm2`, D, eps);
-    this.mlp = new Mlp(reader, `${name}.mlp`, D, a.mlpRatio, { activation: v.activation, bias: v.projBias, normEps: v.scaleMlpNorm ? eps : undefined });
-    this.ls2 = v.layerScale ? new LayerScale(reader, `${name}.ls2.gamma`, D) : null;
-    feedsFrom(this.attn.qkv, this.norm1);
-    feedsFrom(this.mlp.fc1, this.norm2);
-  }
-
-  get points(): QuantPoint[] {
-    return [...this.attn.points, ...this.mlp.points];
-  }
-
-  async forward(runner: Runner, x: Tensor): Promise<Tensor> {
-    const k = kernelsOf(runner);
-    let branch = await this.attn.forward(runner, await this.norm1.forward(k, x));
-    if (this.ls1) branch = this.ls1.forward(k, branch);
-    x = k.add(x, branch);
-    branch = await this.mlp.forward(runner, await this.norm2.forward(k, x));
-    if (this.ls2) branch = this.ls2.forward(k, branch);
-    return k.add(x, branch);
-  }
+/** timm's Block with the variant's optional parts: LayerScale, activation, norm eps, q/k norms, projection biases, inner norms. */
+function vitBlock(reader: WeightReader, name: string, a: VitArch, v: VitVariant): PreNormBlock {
+  const eps = v.normEps;
+  return new PreNormBlock(reader, name, {
+    features: a.embedDim,
+    eps,
+    attention: { heads: a.numHeads, qkvBias: a.qkvBias, scale: 'scores', projBias: v.projBias, qkNormEps: v.qkNorm ? eps : undefined, outNormEps: v.scaleAttnNorm ? eps : undefined },
+    mlpRatio: a.mlpRatio,
+    mlp: { activation: v.activation, bias: v.projBias, normEps: v.scaleMlpNorm ? eps : undefined },
+    layerScale: v.layerScale ? ['ls1.gamma', 'ls2.gamma'] : undefined,
+  });
 }
 
 const TOKEN_POOLS: Record<string, TokenPool> = { avg: 'avg', max: 'max', avgmax: 'avgmax' };
@@ -229,7 +197,7 @@ export class VisionTransformer implements VisionModel {
   /** cls / dist / register tokens prepended, position embeddings added. */
   private readonly embed: LayoutOp;
   private readonly normPre: LayerNorm | null;
-  private readonly blocks: VitBlock[];
+  private readonly blocks: PreNormBlock[];
   private readonly norm: LayerNorm | null;
   private readonly head: VitHead;
 
@@ -259,7 +227,7 @@ export class VisionTransformer implements VisionModel {
     const position = new Tensor(v.noEmbedClass ? concatFloat32([new Float32Array(numPrefix * D), pos]) : pos, [numPrefix + numPatches, D]);
     this.embed = prependTokensOp(prefix, position);
     this.normPre = v.preNorm ? new LayerNorm(reader, 'norm_pre', D, v.normEps) : null;
-    this.blocks = Array.from({ length: a.depth }, (_, i) => new VitBlock(reader, `blocks.${i}`, a, v));
+    this.blocks = Array.from({ length: a.depth }, (_, i) => vitBlock(reader, `blocks.${i}`, a, v));
     this.norm = v.finalNorm && !v.fcNorm ? new LayerNorm(reader, 'norm', D, v.normEps) : null;
     this.head = new VitHead(reader, a, v, numPrefix, distilled);
     reader.checkAllUsed(spec.name);
