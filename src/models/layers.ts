@@ -9,8 +9,9 @@ import type { Activation } from '../tensor/activation.js';
 import { fastKernels, type Kernels } from '../tensor/kernels.js';
 import { channelScaleOp, mergeHeadsOp, splitHeadsOp, unfoldPatchesOp, type LayoutOp } from '../tensor/layout.js';
 import type { Runner } from '../tensor/runner.js';
-import { Tensor } from '../tensor/tensor.js';
-import type { ForwardSegments, QuantPoint } from './types.js';
+import { Ptq4vitError } from '../errors.js';
+import { shapeString, Tensor } from '../tensor/tensor.js';
+import type { ForwardSegments, ModelSpec, QuantPoint } from './types.js';
 import type { Linear, WeightReader } from './weights.js';
 
 export function kernelsOf(runner: Runner): Kernels {
@@ -23,6 +24,15 @@ export type SegmentStep = (runner: Runner, x: Tensor) => Promise<Tensor>;
 /** A forward pass as its chain of segments (the embedding, each block, the head), for calibration's block recompute. */
 export function segmentChain(steps: readonly SegmentStep[]): ForwardSegments {
   return { count: steps.length, run: (index, x, runner) => steps[index](runner, x) };
+}
+
+/** Refuses a batch other than the model's input [B, in_chans, img_size, img_size], naming the model. */
+export function checkImageBatch(spec: ModelSpec, images: Tensor): void {
+  const { inChans, imgSize } = spec.arch;
+  const s = images.shape;
+  if (images.rank !== 4 || s[1] !== inChans || s[2] !== imgSize || s[3] !== imgSize) {
+    throw new Ptq4vitError(`${spec.name}: expected images [B, ${inChans}, ${imgSize}, ${imgSize}], got ${shapeString(s)}`);
+  }
 }
 
 /** forward(images) = the segments run in order. */

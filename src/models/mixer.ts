@@ -14,8 +14,8 @@
 import { Ptq4vitError } from '../errors.js';
 import { meanOverTokensOp, transposeTokensOp } from '../tensor/layout.js';
 import { fp32Runner, type Runner } from '../tensor/runner.js';
-import { shapeString, type Tensor } from '../tensor/tensor.js';
-import { applyLinear, feedsFrom, kernelsOf, LayerNorm, mlpHiddenWidth, Mlp, PatchEmbed, runSegments, segmentChain, type SegmentStep } from './layers.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { applyLinear, feedsFrom, kernelsOf, LayerNorm, mlpHiddenWidth, Mlp, PatchEmbed, checkImageBatch, runSegments, segmentChain, type SegmentStep } from './layers.js';
 import type { ForwardSegments, MixerArch, ModelSpec, QuantPoint, VisionModel } from './types.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
 
@@ -76,11 +76,7 @@ export class MlpMixer implements VisionModel {
   }
 
   async forward(images: Tensor, runner: Runner = fp32Runner): Promise<Tensor> {
-    const a = this.arch;
-    const s = images.shape;
-    if (images.rank !== 4 || s[1] !== a.inChans || s[2] !== a.imgSize || s[3] !== a.imgSize) {
-      throw new Ptq4vitError(`${this.spec.name}: expected images [B, ${a.inChans}, ${a.imgSize}, ${a.imgSize}], got ${shapeString(s)}`);
-    }
+    checkImageBatch(this.spec, images);
     return runSegments(this.segments, images, runner);
   }
 

@@ -17,9 +17,9 @@
 import { Ptq4vitError } from '../errors.js';
 import { meanOverTokensOp, mergePatchesOp, windowPartitionOp, windowReverseAddOp, type LayoutOp } from '../tensor/layout.js';
 import { fp32Runner, type Runner } from '../tensor/runner.js';
-import { Tensor, shapeString } from '../tensor/tensor.js';
+import { Tensor } from '../tensor/tensor.js';
 import type { WindowGrid } from '../tensor/window.js';
-import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, Mlp, PatchEmbed } from './layers.js';
+import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, Mlp, PatchEmbed, checkImageBatch, runSegments } from './layers.js';
 import type { ForwardSegments, ModelSpec, QuantPoint, SwinArch, VisionModel } from './types.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
 
@@ -176,15 +176,8 @@ export class SwinTransformer implements VisionModel {
 
   /** images: normalized [B, C, H, W] → logits [B, numClasses]. */
   async forward(images: Tensor, runner: Runner = fp32Runner): Promise<Tensor> {
-    const { inChans, imgSize } = this.arch;
-    const s = images.shape;
-    if (images.rank !== 4 || s[1] !== inChans || s[2] !== imgSize || s[3] !== imgSize) {
-      throw new Ptq4vitError(`${this.spec.name}: expected images [B, ${inChans}, ${imgSize}, ${imgSize}], got ${shapeString(s)}`);
-    }
-    const segments = this.segments;
-    let x = images;
-    for (let s = 0; s < segments.count; s++) x = await segments.run(s, x, runner);
-    return x;
+    checkImageBatch(this.spec, images);
+    return runSegments(this.segments, images, runner);
   }
 
   /** The layers in forward order: patch embedding, then each stage's patch merging and blocks. */

@@ -19,9 +19,9 @@
 import { Ptq4vitError } from '../errors.js';
 import { headScaleOp, meanOverTokensOp, mergeHeadsOp, splitHeadsOp, windowPartitionOp, windowReverseAddOp, type LayoutOp } from '../tensor/layout.js';
 import { fp32Runner, type Runner } from '../tensor/runner.js';
-import { Tensor, shapeString } from '../tensor/tensor.js';
+import { Tensor } from '../tensor/tensor.js';
 import type { WindowGrid } from '../tensor/window.js';
-import { applyLinear, kernelsOf, LayerNorm, Mlp, PatchEmbed, qkvWithQvBias, runSegments, segmentChain, type SegmentStep } from './layers.js';
+import { applyLinear, kernelsOf, LayerNorm, Mlp, PatchEmbed, qkvWithQvBias, checkImageBatch, runSegments, segmentChain, type SegmentStep } from './layers.js';
 import { attentionBias, LN_EPS, oldLayoutHint, PatchMerging, stageGeometry, stagePoints, type Stage, type StageGeometry } from './swin.js';
 import type { ForwardSegments, ModelSpec, QuantPoint, SwinV2Arch, VisionModel } from './types.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
@@ -224,11 +224,7 @@ export class SwinTransformerV2 implements VisionModel {
 
   /** images: normalized [B, C, H, W] → logits [B, numClasses]. */
   async forward(images: Tensor, runner: Runner = fp32Runner): Promise<Tensor> {
-    const { inChans, imgSize } = this.arch;
-    const s = images.shape;
-    if (images.rank !== 4 || s[1] !== inChans || s[2] !== imgSize || s[3] !== imgSize) {
-      throw new Ptq4vitError(`${this.spec.name}: expected images [B, ${inChans}, ${imgSize}, ${imgSize}], got ${shapeString(s)}`);
-    }
+    checkImageBatch(this.spec, images);
     return runSegments(this.segments, images, runner);
   }
 

@@ -23,7 +23,7 @@ import type { Activation } from '../tensor/activation.js';
 import { averageOp, batchOfTokensOp, clsAndPatchMeanOp, dropTokensOp, mergeHeadsOp, poolTokensOp, prependTokensOp, selectTokenOp, splitHeadsOp, type LayoutOp, type TokenPool } from '../tensor/layout.js';
 import { fp32Runner, type Runner } from '../tensor/runner.js';
 import { concatFloat32, Tensor } from '../tensor/tensor.js';
-import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, Mlp, PatchEmbed, PreNormBlock } from './layers.js';
+import { applyLinear, Attention, feedsFrom, kernelsOf, LayerNorm, Mlp, checkImageBatch, PatchEmbed, PreNormBlock, runSegments } from './layers.js';
 import { WeightReader, type Linear, type TensorSource } from './weights.js';
 import { isVitArch, type ForwardSegments, type ModelSpec, type QuantPoint, type VisionModel, type VitArch, type VitGlobalPool } from './types.js';
 
@@ -235,14 +235,8 @@ export class VisionTransformer implements VisionModel {
   }
 
   async forward(images: Tensor, runner: Runner = fp32Runner): Promise<Tensor> {
-    const a = this.arch;
-    if (images.rank !== 4 || images.shape[1] !== a.inChans || images.shape[2] !== a.imgSize || images.shape[3] !== a.imgSize) {
-      throw new Ptq4vitError(`${this.spec.name} expects images [B, ${a.inChans}, ${a.imgSize}, ${a.imgSize}], got [${images.shape.join(', ')}]`);
-    }
-    const segments = this.segments;
-    let x = images;
-    for (let s = 0; s < segments.count; s++) x = await segments.run(s, x, runner);
-    return x;
+    checkImageBatch(this.spec, images);
+    return runSegments(this.segments, images, runner);
   }
 
   /** Segments: the embedding (tokens, positions, norm_pre), each block, then the final norm + head (pool, classifier). */
