@@ -154,10 +154,14 @@ test('pruning candidates by their partial Hessian scores (branch and bound over 
   for (const [a, b, postSoftmax] of [[q, kT, false], [attn, v, true]] as const) {
     const [rows, inner, cols] = [a.shape[1], a.shape[2], b.shape[2]];
     const rec = { point: 'mm', heads: H, a, b, out: product(a, b, rows, inner, cols), grad: new Tensor(rand(O * H * rows * cols, 0.1), [O * H, rows, cols]), postSoftmax };
-    const pruned = { scored: 0, full: 0 };
+    const pruned = { scored: 0, full: 0 }, allHeads = { scored: 0, full: 0 };
     const withPruning = await searchMatmul(rec, { ...cfg, stats: pruned });
     assert.deepEqual(withPruning, await searchMatmul(rec, { ...cfg, prune: false }), `matmul, post-softmax ${postSoftmax}`);
+    // Per-head scales searched head by head (default) = all heads at once, pruned or not.
+    assert.deepEqual(withPruning, await searchMatmul(rec, { ...cfg, perHeadSearch: false, stats: allHeads }), `matmul, post-softmax ${postSoftmax}, all heads at once`);
+    assert.deepEqual(withPruning, await searchMatmul(rec, { ...cfg, perHeadSearch: false, prune: false }), `matmul, post-softmax ${postSoftmax}, all heads, no pruning`);
     assert.ok(pruned.scored < 0.6 * pruned.full, `matmul, post-softmax ${postSoftmax}: scored ${pruned.scored} of ${pruned.full}`);
+    console.log(`matmul, post-softmax ${postSoftmax}: head by head scored ${pruned.scored}/${pruned.full} head-blocks; all heads at once ${allHeads.scored}/${allHeads.full} blocks of ${H} heads`);
   }
 });
 
