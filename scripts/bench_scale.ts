@@ -24,7 +24,7 @@ import type { TensorSource } from '../src/models/weights.js';
 import { calibrateMany, DEFAULT_GROUP_BYTES } from '../src/quant/calibrate.js';
 import { loadCalibration } from '../src/quant/calibset.js';
 import { methodConfig } from '../src/quant/methods.js';
-import { setOrtThreads } from '../src/tensor/ort.js';
+import { profile, setOrtThreads } from '../src/tensor/ort.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { gitRevision, machine, replaceSection } from './markdown.js';
 
@@ -48,6 +48,8 @@ const { values } = parseArgs({
     'no-write': { type: 'boolean' },
     /** Record every group with a whole forward+backward pass (the baseline before block recompute). */
     'no-recompute': { type: 'boolean' },
+    /** Points searched at once in worker threads (default: calibrate's, 2 on 2+ threads; 0 = in this thread). */
+    'search-workers': { type: 'string' },
     child: { type: 'string' },
     images: { type: 'string' },
     dir: { type: 'string' },
@@ -135,6 +137,7 @@ async function child(): Promise<void> {
         groupBytes,
         chunkSize,
         recompute: !values['no-recompute'],
+        searchWorkers: values['search-workers'] === undefined ? undefined : Number(values['search-workers']),
         onProgress: (e) => {
           if (e.phase === 'record' && e.group > stopAfter) throw new StopBench();
           if (e.phase === 'record' && e.images === e.totalImages && e.group !== lastPass) {
@@ -169,6 +172,11 @@ async function child(): Promise<void> {
     rss_after_load_bytes: rssAfterLoad,
     cpu_seconds: ((c) => (c.user + c.system) / 1e6)(process.cpuUsage(cpu0)),
   };
+  if (process.env.PTQ4VIT_PROFILE) {
+    // Where the time went, by ORT graph signature (runGraph's profile): the search's scoring graphs by kind.
+    const rows = [...profile.entries()].sort((a, b) => b[1].ms - a[1].ms);
+    for (const [key, e] of rows.slice(0, 30)) process.stderr.write(`${(e.ms / 1000).toFixed(1).padStart(8)} s ${String(e.calls).padStart(7)} calls  ${key}\n`);
+  }
   console.log(JSON.stringify(result));
 }
 
@@ -194,6 +202,7 @@ async function parent(): Promise<void> {
       if (values.chunk) args.push('--chunk', values.chunk);
       if (values.groups) args.push('--groups', values.groups);
       if (values['no-recompute']) args.push('--no-recompute');
+      if (values['search-workers'] !== undefined) args.push('--search-workers', values['search-workers']);
       const p = spawnSync(process.execPath, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
       if (p.status !== 0) throw new Error(`${job.preset}: child failed (exit ${p.status} ${p.signal ?? ''})`);
       const r = JSON.parse(p.stdout.trim().split('\n').at(-1)!) as ChildResult;
@@ -202,7 +211,7 @@ async function parent(): Promise<void> {
       const partial = r.groups_done < r.groups ? ` — first ${r.groups_done} of ${r.groups} groups (${r.points_searched}/${r.points} points)` : '';
       const passes = r.pass_equivalents === null ? `${r.groups_done} passes` : `${r.pass_equivalents.toFixed(1)} pass equivalents for ${r.groups} groups`;
       console.log(`${job.preset} ${job.images} images${partial}: ${r.seconds.toFixed(0)} s (record ${r.record_seconds.toFixed(0)} s in ${passes}, search ${r.search_seconds.toFixed(0)} s; ${r.cpu_seconds.toFixed(0)} CPU s), peak RSS ${gib(r.peak_rss_bytes)} GiB`);
-      const command = `node dist/scripts/bench_scale.js --jobs ${job.name}:${job.images} --n ${values.n} --rounds ${values.rounds}${values['group-mib'] ? ` --group-mib ${values['group-mib']}` : ''}${values.chunk ? ` --chunk ${values.chunk}` : ''}${values.groups ? ` --groups ${values.groups}` : ''}${values['no-recompute'] ? ' --no-recompute' : ''}`;
+      const command = `node dist/scripts/bench_scale.js --jobs ${job.name}:${job.images} --n ${values.n} --rounds ${values.rounds}${values['group-mib'] ? ` --group-mib ${values['group-mib']}` : ''}${values.chunk ? ` --chunk ${values.chunk}` : ''}${values.groups ? ` --groups ${values.groups}` : ''}${values['no-recompute'] ? ' --no-recompute' : ''}${values['search-workers'] !== undefined ? ` --search-workers ${values['search-workers']}` : ''}`;
       const loadAfter = os.loadavg().map((l) => l.toFixed(2)).join(' / ');
       rows.push(`| ${job.preset}${Number.isFinite(params) ? ` (${(params / 1e6).toFixed(1)} M)` : ''} | ${job.images} | ${r.groups_done}/${r.groups} (${r.points_searched}/${r.points} points) | ${r.seconds.toFixed(0)} | ${r.record_seconds.toFixed(0)}${r.pass_equivalents === null ? '' : ` (${r.pass_equivalents.toFixed(1)} pass eq.)`} | ${r.search_seconds.toFixed(0)} | ${gib(r.peak_rss_bytes)} GiB | ${gib(r.rss_after_load_bytes)} GiB | ${loadBefore} → ${loadAfter} | \`${command}\` at ${gitRevision()}, ${new Date().toISOString().slice(0, 16)}Z |`);
     }

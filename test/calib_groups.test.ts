@@ -56,16 +56,20 @@ describe('grouped calibration = the all-at-once calibration of main@2d22ff4', { 
     const budgets: [string, number | undefined][] = [['default group budget (one group)', undefined]];
     if (job.model === 'vit_tiny_c10' && job.method === 'base') budgets.push(['16 MiB groups', 16 * 2 ** 20]);
     if (job.model === 'swin_micro_c10' && job.method === 'ptq4vit') budgets.push(['every point its own group', 1]);
+    // Every point searched in a worker thread (two at once, one onnxruntime thread each): the same choices.
+    const inWorkers = job.method === 'ptq4vit' && job.bits === 8;
+    if (inWorkers) budgets.push(['every point in a search worker', undefined]);
     for (const [what, groupBytes] of budgets) {
+      const workers = what === 'every point in a search worker' ? { searchWorkers: 2, searchWorkerMinFloats: 0 } : { searchWorkers: 0 };
       // Candidates are scored in batches; a smaller batch budget (1–4 candidates per batch here, no row
       // blocks) must not change any score, so W8 also runs with one.
-      const batchFloats = groupBytes === undefined && job.bits === 8 && job.method === 'ptq4vit' ? 1_200_000 : undefined;
+      const batchFloats = groupBytes === undefined && job.bits === 8 && job.method === 'ptq4vit' && workers.searchWorkers === 0 ? 1_200_000 : undefined;
       test(`${job.model} ${job.method} W${job.bits}A${job.bits}, ${job.images} images, n ${job.n}, ${job.rounds} rounds — ${what}${batchFloats ? ', small candidate batches' : ''}`, async () => {
         const m = model(job.model);
         const { images, labels } = await calibImages(m, job.images);
         const opts = methodConfig(job.method, { weightBits: job.bits, activationBits: job.bits, n: job.n, rounds: job.rounds });
         const events: CalibrationProgress[] = [];
-        const { results, timing } = await calibrateMany(m, images, labels, [{ ...opts, groupBytes, batchFloats, onProgress: (e) => events.push(e) }]);
+        const { results, timing } = await calibrateMany(m, images, labels, [{ ...opts, groupBytes, batchFloats, ...workers, onProgress: (e) => events.push(e) }]);
         const expected = reference.jobs.find((j) => j.model === job.model && j.method === job.method && j.bits === job.bits)!;
         const ours = JSON.parse(JSON.stringify(results[0])) as PointQuant[];
         const diff = firstDifference(ours, expected.points);

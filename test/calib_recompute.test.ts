@@ -51,7 +51,7 @@ async function record(name: string, count: number, opts: { recompute: boolean; g
     });
   }
   const out = { records, groups: session.groups, passEquivalents: passes };
-  session.close();
+  await session.close();
   return out;
 }
 

@@ -16,9 +16,11 @@ import { crossEntropyGrad, lossTargets, seededRandom, type LossKind } from '../g
 import { Tape } from '../grad/tape.js';
 import type { Arch, ForwardSegments, QuantPoint, Runner, VisionModel } from '../models/types.js';
 import { linear as linearFp, matmul as matmulFp } from '../tensor/gemm.js';
+import { ortThreads } from '../tensor/ort.js';
 import { Tensor } from '../tensor/tensor.js';
 import type { PointQuant } from './params.js';
 import { searchLinear, searchMatmul, type SearchConfig } from './search.js';
+import { linearTask, matmulTask, SearchPool, workerSafe } from './searchpool.js';
 
 export interface CalibrationOptions extends SearchConfig {
   /** Loss whose gradient weights the Hessian metric (ignored by the cosine metric). */
@@ -40,7 +42,26 @@ export interface CalibrationOptions extends SearchConfig {
    * its own segments from them — the same numbers as whole passes, in a fraction of the time.
    */
   recompute?: boolean;
+  /**
+   * Points searched at once in worker threads (searchpool.ts), each worker with its share of the onnxruntime
+   * threads. Default: 2 when onnxruntime may use 2 or more threads, else 0 (every search in this thread). Only
+   * points whose records reach WORKER_MIN_FLOATS go to a worker; the chosen scales are the same either way.
+   */
+  searchWorkers?: number;
+  /** Smallest records (floats) searched in a worker (default WORKER_MIN_FLOATS; 0 sends every point). */
+  searchWorkerMinFloats?: number;
   onProgress?: (event: CalibrationProgress) => void;
+}
+
+/**
+ * Records (inputs, output, ∂L/∂O) below this many floats are searched in this thread: their search takes
+ * well under a second, less than a worker's start-up (the CIFAR models, the tests).
+ */
+export const WORKER_MIN_FLOATS = 4_000_000;
+
+/** The searchWorkers default: two points at once when there are two cores' worth of threads. */
+export function defaultSearchWorkers(): number {
+  return ortThreads() >= 2 ? 2 : 0;
 }
 
 /** Default record budget per group (with the tape budget below: ViT-B/16-224 under 3 GiB peak RSS, BENCHMARKS.md). */
@@ -440,15 +461,38 @@ class Recording {
   private admit: (name: string, bytes: number) => void = () => {};
 }
 
-async function searchPoint(point: QuantPoint, d: PointData, params: Map<string, LinearParams>, opts: SearchConfig): Promise<PointQuant> {
+/** Floats of a point's records: what decides whether its search is worth a worker. */
+function recordFloats(d: PointData): number {
+  return d.inputs.reduce((n, t) => n + t.size, 0) + d.output.size + (d.grad?.size ?? 0);
+}
+
+function returned(t: Tensor | null | undefined): Tensor {
+  if (!t) throw new Error('a search worker did not return a record it borrowed');
+  return t;
+}
+
+/**
+ * Search one point: in a worker of `pool` when there is one and the point is large enough, else here. A worker
+ * borrows the records (their buffers move to it and back, uncopied), so they are re-attached to `d` after.
+ */
+async function searchPoint(point: QuantPoint, d: PointData, params: Map<string, LinearParams>, opts: SearchConfig, pool: (floats: number) => SearchPool | null): Promise<PointQuant> {
+  const worker = workerSafe(opts) ? pool(recordFloats(d)) : null;
   if (point.kind === 'matmul') {
-    return searchMatmul({ point: point.name, heads: point.heads ?? 1, a: d.inputs[0], b: d.inputs[1], out: d.output, grad: d.grad, postSoftmax: point.input === 'post-softmax' }, opts);
+    const rec = { point: point.name, heads: point.heads ?? 1, a: d.inputs[0], b: d.inputs[1], out: d.output, grad: d.grad, postSoftmax: point.input === 'post-softmax' };
+    if (!worker) return searchMatmul(rec, opts);
+    const { result, records } = await worker.search(matmulTask(rec, opts), opts.stats);
+    [d.inputs[0], d.inputs[1], d.output, d.grad] = [returned(records.a), returned(records.b), returned(records.out), records.grad];
+    return result;
   }
   const w = params.get(point.name);
   if (!w) throw new Error(`weights of '${point.name}' were not seen during recording`);
   // With the bias folded into the target, the search sees O − b and no bias (what it computes anyway).
   const bias = d.biasFolded ? null : w.bias;
-  return searchLinear({ point: point.name, kind: point.kind, x: d.inputs[0], weight: w.weight, bias, out: d.output, grad: d.grad, weightGroups: point.weightGroups ?? 1, postGelu: point.input === 'post-gelu', activation: point.activation }, opts);
+  const rec = { point: point.name, kind: point.kind, x: d.inputs[0], weight: w.weight, bias, out: d.output, grad: d.grad, weightGroups: point.weightGroups ?? 1, postGelu: point.input === 'post-gelu', activation: point.activation };
+  if (!worker) return searchLinear(rec, opts);
+  const { result, records } = await worker.search(linearTask(rec, opts), opts.stats);
+  [d.inputs[0], d.output, d.grad] = [returned(records.x), returned(records.out), records.grad];
+  return result;
 }
 
 /** One point during a traversal of the calibration session, with its records in memory. */
@@ -472,6 +516,9 @@ export interface SessionOptions {
   recompute?: boolean;
   /** Boundary records held in memory (default BOUNDARY_MEMORY_BYTES); the rest go to a temporary file. */
   boundaryBytes?: number;
+  /** Search workers (CalibrationOptions.searchWorkers); 0: every search in this thread. */
+  searchWorkers?: number;
+  searchWorkerMinFloats?: number;
   onProgress?: (event: CalibrationProgress) => void;
 }
 
@@ -486,6 +533,7 @@ export class CalibrationSession {
   private readonly rec: Recording;
   private readonly byName: Map<string, QuantPoint>;
   private held: { group: number; data: Map<string, PointData> } | null = null;
+  private pool: SearchPool | null = null;
   /** Seconds spent in recording passes so far, and their number. */
   recordSeconds = 0;
   passes = 0;
@@ -501,10 +549,27 @@ export class CalibrationSession {
     return this.rec.segmentRuns;
   }
 
-  /** Free the boundary records (and their temporary file, if any). */
-  close(): void {
+  /** Free the boundary records (and their temporary file, if any) and stop the search workers. */
+  async close(): Promise<void> {
     this.rec.close();
+    await this.pool?.close();
+    this.pool = null;
   }
+
+  /** Workers searching at once (0: none). */
+  private get workers(): number {
+    return Math.max(0, Math.floor(this.opts.searchWorkers ?? defaultSearchWorkers()));
+  }
+
+  /**
+   * The worker pool for a point with records of `floats` floats, or null (search here): started on first use,
+   * so a calibration whose points are all small never starts it.
+   */
+  private searchPool = (floats: number): SearchPool | null => {
+    if (this.workers === 0 || floats < (this.opts.searchWorkerMinFloats ?? WORKER_MIN_FLOATS)) return null;
+    this.pool ??= new SearchPool(this.workers, Math.max(1, Math.floor(ortThreads() / this.workers)));
+    return this.pool;
+  };
 
   /** Number of groups (known after the first recording pass). */
   get groups(): number {
@@ -520,9 +585,15 @@ export class CalibrationSession {
     return data;
   }
 
-  async forEachPoint(visit: (v: PointVisit) => Promise<void>, options: { keepLastGroup?: boolean } = {}): Promise<void> {
+  /**
+   * Visit every point, group by group. With `concurrent`, up to `searchWorkers` visits run at once (their
+   * searches go to the workers): each frees its point's records when it ends, and a group's visits all end
+   * before the next group is recorded, so the memory bound holds.
+   */
+  async forEachPoint(visit: (v: PointVisit) => Promise<void>, options: { keepLastGroup?: boolean; concurrent?: boolean } = {}): Promise<void> {
     const held = this.held;
     this.held = null;
+    const concurrency = options.concurrent ? Math.max(1, this.workers) : 1;
     // The held group first (no recording), then the others in forward order. The first traversal learns
     // the plan while it records group 0.
     const order: number[] = [held ? held.group : 0];
@@ -531,12 +602,29 @@ export class CalibrationSession {
       const data = held && held.group === group ? held.data : await this.record(group);
       if (i === 0) for (let k = 0; k < this.groups; k++) if (k !== group) order.push(k);
       const keep = i === order.length - 1 && options.keepLastGroup === true;
+      const inFlight = new Set<Promise<void>>();
+      let failure: { error: unknown } | null = null;
       for (const name of this.rec.groups()[group]) {
         const d = data.get(name)!;
         const point = this.byName.get(name)!;
-        await visit({ point, search: (cfg) => searchPoint(point, d, this.rec.linearParams, cfg), records: d });
-        if (!keep) data.delete(name); // free this point's records before searching the next
+        const done: Promise<void> = visit({ point, search: (cfg) => searchPoint(point, d, this.rec.linearParams, cfg, this.searchPool), records: d }).then(
+          () => {
+            if (!keep) data.delete(name); // free this point's records before searching the next
+          },
+          (error: unknown) => {
+            failure ??= { error };
+          },
+        );
+        inFlight.add(done);
+        void done.then(() => inFlight.delete(done));
+        // A point searched in this thread gains nothing from overlapping: it ends before the next one starts.
+        const inWorker = recordFloats(d) >= (this.opts.searchWorkerMinFloats ?? WORKER_MIN_FLOATS);
+        if (!inWorker) await Promise.all(inFlight);
+        else if (inFlight.size >= concurrency) await Promise.race(inFlight);
+        if (failure) break;
       }
+      await Promise.all(inFlight);
+      if (failure) throw (failure as { error: unknown }).error;
       if (keep) this.held = { group, data };
     }
   }
@@ -553,8 +641,19 @@ export function sessionOptions(model: VisionModel, configs: readonly Calibration
     seed: first.seed,
     foldBias: configs.every((c) => c.metric === 'hessian'),
     recompute: first.recompute,
+    searchWorkers: first.searchWorkers,
+    searchWorkerMinFloats: first.searchWorkerMinFloats,
     onProgress: first.onProgress,
   };
+}
+
+/**
+ * Search seconds per configuration: the wall search time split by each configuration's share of the summed
+ * search durations (with search workers, searches of two points overlap, so the durations add up to more).
+ */
+export function splitWallSeconds(durationsMs: readonly number[], wallSeconds: number): number[] {
+  const total = durationsMs.reduce((a, b) => a + b, 0);
+  return durationsMs.map((ms) => (total > 0 ? (wallSeconds * ms) / total : 0));
 }
 
 /**
@@ -571,20 +670,23 @@ export async function calibrateMany(model: VisionModel, images: Tensor, labels: 
   const perConfigMs = configs.map(() => 0);
   const t0 = performance.now();
   try {
-    await session.forEachPoint(async ({ point, search }) => {
-      for (let c = 0; c < configs.length; c++) {
-        const ts = performance.now();
-        chosen[c].set(point.name, await search(configs[c]));
-        perConfigMs[c] += performance.now() - ts;
-        configs[0].onProgress?.({ phase: 'search', done: ++searched, total: totalSearches, point: point.name });
-      }
-    });
+    await session.forEachPoint(
+      async ({ point, search }) => {
+        for (let c = 0; c < configs.length; c++) {
+          const ts = performance.now();
+          chosen[c].set(point.name, await search(configs[c]));
+          perConfigMs[c] += performance.now() - ts;
+          configs[0].onProgress?.({ phase: 'search', done: ++searched, total: totalSearches, point: point.name });
+        }
+      },
+      { concurrent: true },
+    );
   } finally {
-    session.close();
+    await session.close();
   }
   const searchSeconds = (performance.now() - t0) / 1000 - session.recordSeconds;
   const results = chosen.map((m) => model.quantPoints.map((p) => m.get(p.name)!));
-  return { results, timing: { recordSeconds: session.recordSeconds, searchSeconds, searchSecondsPerConfig: perConfigMs.map((ms) => ms / 1000), groups: session.groups, passEquivalents: session.passEquivalents } };
+  return { results, timing: { recordSeconds: session.recordSeconds, searchSeconds, searchSecondsPerConfig: splitWallSeconds(perConfigMs, searchSeconds), groups: session.groups, passEquivalents: session.passEquivalents } };
 }
 
 export async function calibrate(model: VisionModel, images: Tensor, labels: Int32Array | null, opts: CalibrationOptions): Promise<PointQuant[]> {

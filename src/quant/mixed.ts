@@ -26,7 +26,7 @@ import { linear as linearFp, matmul as matmulFp } from '../tensor/gemm.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { allocateBits, type AllocationItem } from './allocate.js';
 import { containerBits, weightCodeBytes } from './packing.js';
-import { CalibrationSession, sessionOptions, type CalibrationOptions, type CalibrationProgress } from './calibrate.js';
+import { CalibrationSession, sessionOptions, splitWallSeconds, type CalibrationOptions, type CalibrationProgress } from './calibrate.js';
 import type { BitPolicy, PointQuant, PointWidths } from './params.js';
 import type { Operand, SensitivityScore } from './search.js';
 
@@ -345,6 +345,7 @@ export async function calibrateMixed(
   const perRequestMs = requests.map(() => 0);
   let searched = 0;
   const totalSearches = model.quantPoints.length * requests.length;
+  const t2 = performance.now(), recordedBefore = session.recordSeconds;
   await session.forEachPoint(async ({ point, search }) => {
     for (let r = 0; r < requests.length; r++) {
       const ts = performance.now();
@@ -352,14 +353,15 @@ export async function calibrateMixed(
       perRequestMs[r] += performance.now() - ts;
       onProgress?.({ phase: 'search', done: ++searched, total: totalSearches, point: point.name });
     }
-  });
-  session.close(); // the boundary records of block recompute (and their temporary file, if any)
+  }, { concurrent: true });
+  await session.close(); // the boundary records of block recompute (and their temporary file, if any)
+  const searchSeconds = (performance.now() - t2) / 1000 - (session.recordSeconds - recordedBefore);
   const results = allocations.map((a, r) => ({ points: model.quantPoints.map((p) => chosen[r].get(p.name)!), policy: a.policy, summary: a.summary }));
   return {
     results,
     items,
     sensitivities: sens,
     scores: allScores,
-    timing: { recordSeconds: session.recordSeconds, passes: session.passes, sensitivitySeconds, allocationSeconds, searchSecondsPerRequest: perRequestMs.map((ms) => ms / 1000) },
+    timing: { recordSeconds: session.recordSeconds, passes: session.passes, sensitivitySeconds, allocationSeconds, searchSecondsPerRequest: splitWallSeconds(perRequestMs, searchSeconds) },
   };
 }
