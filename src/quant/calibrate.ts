@@ -44,7 +44,7 @@ export interface CalibrationOptions extends SearchConfig {
   recompute?: boolean;
   /**
    * Points searched at once in worker threads (searchpool.ts), each worker with its share of the onnxruntime
-   * threads. Default: 2 when onnxruntime may use 2 or more threads, else 0 (every search in this thread). Only
+   * threads (all of them while it searches alone). Default: 2 when onnxruntime may use 2 or more threads, else 0 (every search in this thread). Only
    * points whose records reach WORKER_MIN_FLOATS go to a worker; the chosen scales are the same either way.
    */
   searchWorkers?: number;
@@ -567,7 +567,7 @@ export class CalibrationSession {
    */
   private searchPool = (floats: number): SearchPool | null => {
     if (this.workers === 0 || floats < (this.opts.searchWorkerMinFloats ?? WORKER_MIN_FLOATS)) return null;
-    this.pool ??= new SearchPool(this.workers, Math.max(1, Math.floor(ortThreads() / this.workers)));
+    this.pool ??= new SearchPool(this.workers, ortThreads());
     return this.pool;
   };
 

@@ -2,7 +2,7 @@
  * Point searches in worker threads. Under the parallel paradigm every point's search depends only on its own
  * records, so two points can be searched at once. One search keeps ~1.5 of 2 cores busy (its products run on
  * onnxruntime's threads, its code rounding and bookkeeping on one), so on this 2-core machine two workers with
- * one onnxruntime thread each finish the same searches in less time (BENCHMARKS.md, "Calibration search in
+ * one onnxruntime thread each (a worker searching alone takes both) finish the same searches in less time (BENCHMARKS.md, "Calibration search in
  * worker threads"). A point's records are lent to the worker: their buffers are transferred there and back
  * with the result, never copied (onnxruntime-node does not take SharedArrayBuffer-backed tensors). The scores
  * do not depend on the thread count, so the chosen scales are the in-process search's exactly
@@ -81,7 +81,17 @@ interface Pending {
   stats?: SearchConfig['stats'];
 }
 
-/** `size` workers, each searching one point at a time with `threads` onnxruntime threads. */
+/** What a search worker is started with. */
+export interface SearchWorkerData {
+  /** onnxruntime threads while it searches alone. */
+  threads: number;
+  /** …and while other workers search too. */
+  share: number;
+  /** [searches running now] (SharedArrayBuffer). */
+  running: Int32Array;
+}
+
+/** `size` workers, each searching one point at a time. */
 export class SearchPool {
   private readonly workers: Worker[] = [];
   private readonly idle: Worker[] = [];
@@ -90,10 +100,14 @@ export class SearchPool {
   private readonly busy = new Map<Worker, number>();
   private nextId = 0;
   private failure: Error | null = null;
+  /** Searches running now, shared with the workers: alone, a worker uses every thread; together, its share. */
+  private readonly running = new Int32Array(new SharedArrayBuffer(4));
 
+  /** `size` workers sharing `threads` onnxruntime threads (a worker searching alone uses them all). */
   constructor(readonly size: number, threads: number) {
+    const data: SearchWorkerData = { threads, share: Math.max(1, Math.floor(threads / size)), running: this.running };
     for (let i = 0; i < size; i++) {
-      const w = new Worker(new URL('./searchworker.js', import.meta.url), { workerData: { threads } });
+      const w = new Worker(new URL('./searchworker.js', import.meta.url), { workerData: data });
       w.on('message', (reply: SearchReply) => this.settle(w, reply));
       w.on('error', (e) => this.crash(w, e));
       w.on('exit', (code) => {
@@ -124,6 +138,7 @@ export class SearchPool {
       const id = this.nextId++;
       this.pending.set(id, pending);
       this.busy.set(w, id);
+      Atomics.add(this.running, 0, 1);
       w.ref();
       w.postMessage({ id, task }, lentBuffers(task.lent));
     }
@@ -132,7 +147,7 @@ export class SearchPool {
   private settle(w: Worker, reply: SearchReply): void {
     const p = this.pending.get(reply.id);
     this.pending.delete(reply.id);
-    this.busy.delete(w);
+    if (this.busy.delete(w)) Atomics.sub(this.running, 0, 1);
     w.unref();
     this.idle.push(w);
     if (p) {
@@ -155,7 +170,7 @@ export class SearchPool {
   private crash(w: Worker, e: Error): void {
     this.failure = e;
     const id = this.busy.get(w);
-    this.busy.delete(w);
+    if (this.busy.delete(w)) Atomics.sub(this.running, 0, 1);
     if (id !== undefined) {
       this.pending.get(id)?.reject(e);
       this.pending.delete(id);

@@ -1,13 +1,16 @@
 /** A search worker (searchpool.ts): searches the points it is sent, one at a time, and replies with their scales. */
 import { parentPort, workerData } from 'node:worker_threads';
-import { setOrtThreads } from '../tensor/ort.js';
+import { setOrtThreadPolicy, setOrtThreads } from '../tensor/ort.js';
 import { Tensor } from '../tensor/tensor.js';
 import { searchLinear, searchMatmul, type SearchConfig } from './search.js';
-import { lentBuffers, type SearchReply, type SearchTask, type WireTensor } from './searchpool.js';
+import { lentBuffers, type SearchReply, type SearchTask, type SearchWorkerData, type WireTensor } from './searchpool.js';
 
 const port = parentPort;
 if (!port) throw new Error('searchworker.js runs as a worker thread (SearchPool)');
-setOrtThreads((workerData as { threads: number }).threads);
+const { threads, share, running } = workerData as SearchWorkerData;
+setOrtThreads(threads);
+// A point searched alone (a group of one point, the last of a group) gets every thread; two at once share them.
+setOrtThreadPolicy(() => (Atomics.load(running, 0) > 1 ? share : threads));
 
 const tensor = (t: WireTensor): Tensor => new Tensor(t.data, t.shape);
 const tensorOrNull = (t: WireTensor | null): Tensor | null => (t ? tensor(t) : null);

@@ -21,6 +21,17 @@ export function ortThreads(): number {
   return threads;
 }
 
+let threadPolicy: (() => number) | null = null;
+
+/**
+ * Choose the thread count at every run instead (null: back to setOrtThreads'): a search worker uses all of its
+ * threads while it is the only one searching and its share while others are (searchpool.ts). Sessions are kept
+ * per thread count; results do not depend on it.
+ */
+export function setOrtThreadPolicy(policy: (() => number) | null): void {
+  threadPolicy = policy;
+}
+
 /** Per-kernel call counts and time, when PTQ4VIT_PROFILE is set. */
 export const profile = new Map<string, { calls: number; ms: number }>();
 
@@ -36,11 +47,13 @@ export interface GraphOptions {
 }
 
 function session(key: string, graph: () => GraphSpec, options: GraphOptions): Promise<ort.InferenceSession> {
-  let s = sessions.get(key);
+  const n = threadPolicy ? Math.max(1, Math.floor(threadPolicy())) : threads;
+  const cacheKey = threadPolicy ? `${key}@${n}` : key;
+  let s = sessions.get(cacheKey);
   if (!s) {
     s = ort.InferenceSession.create(encodeModel(graph()), {
       enableCpuMemArena: options.arena ?? true,
-      intraOpNumThreads: threads,
+      intraOpNumThreads: n,
       interOpNumThreads: 1,
       executionMode: 'sequential',
       graphOptimizationLevel: 'all',
@@ -51,7 +64,7 @@ function session(key: string, graph: () => GraphSpec, options: GraphOptions): Pr
       // (PTQ4VIT_ORT_SPINNING=1 restores ORT's default, for measuring exactly that.)
       extra: { session: { intra_op: { allow_spinning: process.env.PTQ4VIT_ORT_SPINNING === '1' ? '1' : '0' } } },
     });
-    sessions.set(key, s);
+    sessions.set(cacheKey, s);
   }
   return s;
 }
