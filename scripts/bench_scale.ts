@@ -110,6 +110,8 @@ interface ChildResult {
   rss_after_load_bytes: number;
   /** CPU seconds of the whole calibration (user + system, every thread): less load-dependent than wall time. */
   cpu_seconds: number;
+  /** Most point searches that ran at once in search workers. */
+  concurrent_searches: number | null;
 }
 
 async function child(): Promise<void> {
@@ -129,7 +131,7 @@ async function child(): Promise<void> {
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
   let recordMs = 0, passStart = t0;
-  let timing: { recordSeconds: number; searchSeconds: number; groups: number; passEquivalents?: number } | null = null;
+  let timing: { recordSeconds: number; searchSeconds: number; groups: number; passEquivalents?: number; concurrentSearches?: number } | null = null;
   try {
     timing = (await calibrateMany(model, x, null, [
       {
@@ -171,6 +173,7 @@ async function child(): Promise<void> {
     peak_rss_bytes: process.resourceUsage().maxRSS * 1024,
     rss_after_load_bytes: rssAfterLoad,
     cpu_seconds: ((c) => (c.user + c.system) / 1e6)(process.cpuUsage(cpu0)),
+    concurrent_searches: timing?.concurrentSearches ?? null,
   };
   if (process.env.PTQ4VIT_PROFILE) {
     // Where the time went, by ORT graph signature (runGraph's profile): the search's scoring graphs by kind.
@@ -203,14 +206,14 @@ async function parent(): Promise<void> {
       if (values.groups) args.push('--groups', values.groups);
       if (values['no-recompute']) args.push('--no-recompute');
       if (values['search-workers'] !== undefined) args.push('--search-workers', values['search-workers']);
-      const p = spawnSync(process.execPath, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+      const p = spawnSync(process.execPath, [...process.execArgv, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
       if (p.status !== 0) throw new Error(`${job.preset}: child failed (exit ${p.status} ${p.signal ?? ''})`);
       const r = JSON.parse(p.stdout.trim().split('\n').at(-1)!) as ChildResult;
       results.push([`${job.name}:${job.images}`, r]);
       const gib = (b: number) => (b / 2 ** 30).toFixed(2);
       const partial = r.groups_done < r.groups ? ` — first ${r.groups_done} of ${r.groups} groups (${r.points_searched}/${r.points} points)` : '';
       const passes = r.pass_equivalents === null ? `${r.groups_done} passes` : `${r.pass_equivalents.toFixed(1)} pass equivalents for ${r.groups} groups`;
-      console.log(`${job.preset} ${job.images} images${partial}: ${r.seconds.toFixed(0)} s (record ${r.record_seconds.toFixed(0)} s in ${passes}, search ${r.search_seconds.toFixed(0)} s; ${r.cpu_seconds.toFixed(0)} CPU s), peak RSS ${gib(r.peak_rss_bytes)} GiB`);
+      console.log(`${job.preset} ${job.images} images${partial}: ${r.seconds.toFixed(0)} s (record ${r.record_seconds.toFixed(0)} s in ${passes}, search ${r.search_seconds.toFixed(0)} s; ${r.cpu_seconds.toFixed(0)} CPU s; ${r.concurrent_searches ?? 0} searches at once at most), peak RSS ${gib(r.peak_rss_bytes)} GiB`);
       const command = `node dist/scripts/bench_scale.js --jobs ${job.name}:${job.images} --n ${values.n} --rounds ${values.rounds}${values['group-mib'] ? ` --group-mib ${values['group-mib']}` : ''}${values.chunk ? ` --chunk ${values.chunk}` : ''}${values.groups ? ` --groups ${values.groups}` : ''}${values['no-recompute'] ? ' --no-recompute' : ''}${values['search-workers'] !== undefined ? ` --search-workers ${values['search-workers']}` : ''}`;
       const loadAfter = os.loadavg().map((l) => l.toFixed(2)).join(' / ');
       rows.push(`| ${job.preset}${Number.isFinite(params) ? ` (${(params / 1e6).toFixed(1)} M)` : ''} | ${job.images} | ${r.groups_done}/${r.groups} (${r.points_searched}/${r.points} points) | ${r.seconds.toFixed(0)} | ${r.record_seconds.toFixed(0)}${r.pass_equivalents === null ? '' : ` (${r.pass_equivalents.toFixed(1)} pass eq.)`} | ${r.search_seconds.toFixed(0)} | ${gib(r.peak_rss_bytes)} GiB | ${gib(r.rss_after_load_bytes)} GiB | ${loadBefore} → ${loadAfter} | \`${command}\` at ${gitRevision()}, ${new Date().toISOString().slice(0, 16)}Z |`);

@@ -75,6 +75,7 @@ describe('grouped calibration = the all-at-once calibration of main@2d22ff4', { 
         const diff = firstDifference(ours, expected.points);
         assert.equal(diff, null, `chosen parameters differ from main@2d22ff4 — ${diff}`);
         const points = m.quantPoints.length;
+        if (workers.searchWorkers > 0) assert.equal(timing.concurrentSearches, 2, 'two points were searched at once');
         if (groupBytes === undefined) assert.equal(timing.groups, 1);
         else if (groupBytes === 1) assert.equal(timing.groups, points);
         else assert.ok(timing.groups > 3 && timing.groups < points, `${timing.groups} groups`);

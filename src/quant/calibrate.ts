@@ -101,6 +101,8 @@ export interface CalibrationTiming {
   groups: number;
   /** Segments run while recording, in whole forward(+backward) passes (= groups without recompute). */
   passEquivalents?: number;
+  /** Most point searches that ran at once in search workers (0: none ran in a worker). */
+  concurrentSearches?: number;
 }
 
 /** What the search of one point needs over the whole calibration set, in full-size buffers. */
@@ -544,6 +546,12 @@ export class CalibrationSession {
     this.byName = new Map(model.quantPoints.map((p) => [p.name, p]));
   }
 
+  /** Most searches that ran at once in the workers so far (0: no worker was used). */
+  get concurrentSearches(): number {
+    return this.pool?.mostRunning ?? this.mostRunning;
+  }
+  private mostRunning = 0;
+
   /** Recording work so far in whole forward(+backward) passes (segments run / segments per pass). */
   get passEquivalents(): number {
     return this.rec.segmentRuns;
@@ -552,6 +560,7 @@ export class CalibrationSession {
   /** Free the boundary records (and their temporary file, if any) and stop the search workers. */
   async close(): Promise<void> {
     this.rec.close();
+    this.mostRunning = Math.max(this.mostRunning, this.pool?.mostRunning ?? 0);
     await this.pool?.close();
     this.pool = null;
   }
@@ -607,6 +616,8 @@ export class CalibrationSession {
       for (const name of this.rec.groups()[group]) {
         const d = data.get(name)!;
         const point = this.byName.get(name)!;
+        // (Measured before the visit: a search in a worker borrows the records until it ends.)
+        const inWorker = recordFloats(d) >= (this.opts.searchWorkerMinFloats ?? WORKER_MIN_FLOATS);
         const done: Promise<void> = visit({ point, search: (cfg) => searchPoint(point, d, this.rec.linearParams, cfg, this.searchPool), records: d }).then(
           () => {
             if (!keep) data.delete(name); // free this point's records before searching the next
@@ -618,7 +629,6 @@ export class CalibrationSession {
         inFlight.add(done);
         void done.then(() => inFlight.delete(done));
         // A point searched in this thread gains nothing from overlapping: it ends before the next one starts.
-        const inWorker = recordFloats(d) >= (this.opts.searchWorkerMinFloats ?? WORKER_MIN_FLOATS);
         if (!inWorker) await Promise.all(inFlight);
         else if (inFlight.size >= concurrency) await Promise.race(inFlight);
         if (failure) break;
@@ -686,7 +696,7 @@ export async function calibrateMany(model: VisionModel, images: Tensor, labels: 
   }
   const searchSeconds = (performance.now() - t0) / 1000 - session.recordSeconds;
   const results = chosen.map((m) => model.quantPoints.map((p) => m.get(p.name)!));
-  return { results, timing: { recordSeconds: session.recordSeconds, searchSeconds, searchSecondsPerConfig: splitWallSeconds(perConfigMs, searchSeconds), groups: session.groups, passEquivalents: session.passEquivalents } };
+  return { results, timing: { recordSeconds: session.recordSeconds, searchSeconds, searchSecondsPerConfig: splitWallSeconds(perConfigMs, searchSeconds), groups: session.groups, passEquivalents: session.passEquivalents, concurrentSearches: session.concurrentSearches } };
 }
 
 export async function calibrate(model: VisionModel, images: Tensor, labels: Int32Array | null, opts: CalibrationOptions): Promise<PointQuant[]> {

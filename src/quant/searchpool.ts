@@ -102,6 +102,8 @@ export class SearchPool {
   private failure: Error | null = null;
   /** Searches running now, shared with the workers: alone, a worker uses every thread; together, its share. */
   private readonly running = new Int32Array(new SharedArrayBuffer(4));
+  /** Most searches that ran at once so far. */
+  mostRunning = 0;
 
   /** `size` workers sharing `threads` onnxruntime threads (a worker searching alone uses them all). */
   constructor(readonly size: number, threads: number) {
@@ -138,7 +140,7 @@ export class SearchPool {
       const id = this.nextId++;
       this.pending.set(id, pending);
       this.busy.set(w, id);
-      Atomics.add(this.running, 0, 1);
+      this.mostRunning = Math.max(this.mostRunning, Atomics.add(this.running, 0, 1) + 1);
       w.ref();
       w.postMessage({ id, task }, lentBuffers(task.lent));
     }
