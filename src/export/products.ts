@@ -92,13 +92,14 @@ export function integerProducts(points: readonly PointQuant[], codes: WeightCode
       const left = activationCodes(g, a4, q.a, `${point}.a`);
       const right = signedCodes(g, b4, q.b, `${point}.b`);
       const rightCodes = transB ? g.transpose(right.codes, [0, 1, 3, 2], `${point}.bT`) : right.codes;
-      const headScale = (part: CodePart): string => {
-        const s = Float32Array.from({ length: heads }, (_, h) => rescaleConstant(part.scales.length > 1 ? part.scales[h] : part.scales[0], right.scales.length > 1 ? right.scales[h] : right.scales[0]));
-        return g.floats(`${point}.rescale`, s, [1, heads, 1, 1]);
-      };
-      const y = integerProduct(g, left, rightCodes, k, headScale, point);
+      const headScale = (part: CodePart): Float32Array =>
+        Float32Array.from({ length: heads }, (_, h) => rescaleConstant(part.scales.length > 1 ? part.scales[h] : part.scales[0], right.scales.length > 1 ? right.scales[h] : right.scales[0]));
       const n = transB ? b.shape[1] : b.shape[2];
-      return g.reshape(y, [-1, m, n], point);
+      const product = (factor: number): string => g.reshape(integerProduct(g, left, rightCodes, k, headScale, point, factor), [-1, m, n], point);
+      const y = product(1);
+      // The attention scale (a power of two for head widths 4^j) rides in the rescale: GraphBuilder.foldScale.
+      g.markScalable(y, product);
+      return y;
     },
   };
 }

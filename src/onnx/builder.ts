@@ -24,6 +24,8 @@ export class GraphBuilder {
   private readonly producers = new Map<string, NodeSpec>();
   /** Reshape outputs → their input, so a chain of reshapes becomes one. */
   private readonly reshapeInputs = new Map<string, string>();
+  /** Values whose producer can absorb an exact power-of-two factor: value → the value rebuilt with it. */
+  private readonly scalable = new Map<string, (factor: number) => string>();
 
   /** A fresh value name starting with `hint`. */
   fresh(hint: string): string {
@@ -68,6 +70,28 @@ export class GraphBuilder {
   transposeOf(x: string): { input: string; perm: number[] } | null {
     const node = this.producers.get(x);
     return node?.op === 'Transpose' ? { input: node.inputs[0], perm: node.attributes!.perm as number[] } : null;
+  }
+
+  /** Declare that `rebuild(f)` makes x·f for an exact power of two f without a Mul (e.g. folded into a rescale). */
+  markScalable(x: string, rebuild: (factor: number) => string): void {
+    this.scalable.set(x, rebuild);
+  }
+
+  /**
+   * x·factor without a Mul pass, when x (or the value x reshapes) was marked scalable and factor is an exact
+   * power of two — scaling by 2^e commutes with every f32 rounding (barring overflow and subnormals), so the
+   * folded value has the same bits as Mul(x, factor). Else null (the caller emits the Mul). x's old producer is
+   * then unused and finish() drops it.
+   */
+  foldScale(x: string, factor: number): string | null {
+    const e = Math.log2(Math.abs(factor));
+    if (!(factor > 0) || !Number.isInteger(e) || Math.abs(e) > 60) return null;
+    const direct = this.scalable.get(x);
+    if (direct) return direct(factor);
+    const source = this.reshapeInputs.get(x);
+    const rebuild = source !== undefined ? this.scalable.get(source) : undefined;
+    const shape = this.knownShapes.get(x);
+    return rebuild && shape ? this.reshape(rebuild(factor), shape) : null;
   }
 
   /** A node whose single output gets an exact name (e.g. the graph output). */
