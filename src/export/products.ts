@@ -79,7 +79,19 @@ export function integerProducts(points: readonly PointQuant[], codes: WeightCode
       const left = activationCodes(g, x.name, q.input, `${point}.x`);
       const weightDeltas = Float32Array.from({ length: out }, (_, n) => weightScale(n));
       const b = bias ? g.floats(`${point}.bias`, bias.data, [bias.size], bias.data) : null;
-      return integerLinear(g, left, wt, weightDeltas, b, point);
+      const y = integerLinear(g, left, wt, weightDeltas, b, point);
+      if (!isPacked(q.weightBits)) {
+        // Output columns [start, end) alone (qkv's q, k, v): the product with those weight rows, so no float
+        // Split follows it. Every output column is its own int32 sum, rescale and bias: the same numbers.
+        const rows = codes(q, weight);
+        g.markSliceable(y, x.shape.length, (start, end) => {
+          const n = end - start;
+          const wtBlock = g.int8s(`${point}.weight_codesT`, transposed(rows.subarray(start * inp, end * inp), n, inp, (len) => new Int8Array(len)), [inp, n]);
+          const bBlock = bias ? g.floats(`${point}.bias`, bias.data.slice(start, end), [n]) : null;
+          return integerLinear(g, left, wtBlock, weightDeltas.slice(start, end), bBlock, `${point}_${start}`);
+        });
+      }
+      return y;
     },
     matmul(g, point, a, b, transB) {
       const q = param(point) as MatmulQuant;

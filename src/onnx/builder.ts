@@ -24,6 +24,8 @@ export class GraphBuilder {
   private readonly producers = new Map<string, NodeSpec>();
   /** Reshape outputs → their input, so a chain of reshapes becomes one. */
   private readonly reshapeInputs = new Map<string, string>();
+  /** Values whose producer can make any block of their last axis alone: value → (rank, the block rebuilt). */
+  private readonly sliceable = new Map<string, { rank: number; rebuild: (start: number, end: number) => string }>();
   /** Values whose producer can absorb an exact power-of-two factor: value → the value rebuilt with it. */
   private readonly scalable = new Map<string, (factor: number) => string>();
 
@@ -187,8 +189,21 @@ export class GraphBuilder {
     return out;
   }
 
-  /** x[start:end] along `axis` (static bounds). */
+  /**
+   * Declare that `rebuild(start, end)` makes x[..., start:end] (last axis of a rank-`rank` value) by itself, with
+   * the same numbers: e.g. a linear layer's output columns from a product with those weight columns only.
+   */
+  markSliceable(x: string, rank: number, rebuild: (start: number, end: number) => string): void {
+    this.sliceable.set(x, { rank, rebuild });
+  }
+
+  /**
+   * x[start:end] along `axis` (static bounds). A slice of the last axis of a value marked sliceable is that
+   * block made by its producer (qkv's q, k, v as three products instead of one product and a float Split).
+   */
   slice(x: string, axis: number, start: number, end: number, hint = 'slice'): string {
+    const block = this.sliceable.get(x);
+    if (block && (axis === block.rank - 1 || axis === -1)) return block.rebuild(start, end);
     return this.op('Slice', [x, this.int64s(`${hint}_start`, [start]), this.int64s(`${hint}_end`, [end]), this.int64s(`${hint}_axis`, [axis])], undefined, hint);
   }
 
