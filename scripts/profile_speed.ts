@@ -122,7 +122,7 @@ for (const name of values.models!.split(',')) {
   const ratio = (of: number[][], i: number, j: number) => median(of[i].map((r, k) => r / of[j][k]));
   const ratios = rates[1].map((r, i) => r / rates[0][i]);
   const base = values.baseline ? `; baseline W${bits}A${bits} ${median(rates[2]).toFixed(1)} img/s → ${ratio(rates, 2, 0).toFixed(2)}× FP32, this tree / baseline ${ratio(rates, 1, 2).toFixed(2)}×` : '';
-  const line = `${name} ${web ? 'onnxruntime-web wasm' : 'onnxruntime-node'} ${threads} thread(s), batch ${batch}: FP32 ${f.toFixed(1)} img/s, W${bits}A${bits} ${q.toFixed(1)} img/s → ${(q / f).toFixed(2)}× (per-pass ratios ${ratios.map((r) => r.toFixed(2)).join(' ')}${base}; load ${loadBefore} → ${load()})`;
+  const line = `${name} ${web ? 'onnxruntime-web wasm' : 'onnxruntime-node'} ${threads} thread(s), batch ${batch}: FP32 ${f.toFixed(1)} img/s, W${bits}A${bits} ${q.toFixed(1)} img/s → ${ratio(rates, 1, 0).toFixed(2)}× (median of the per-pass ratios; ratio of the medians ${(q / f).toFixed(2)}×; per-pass ratios ${ratios.map((r) => r.toFixed(2)).join(' ')}${base}; load ${loadBefore} → ${load()})`;
   console.log(line);
   const cpuBase = values.baseline ? `, baseline ${ratio(cpuRates, 2, 0).toFixed(2)}×, this tree / baseline ${ratio(cpuRates, 1, 2).toFixed(2)}×` : '';
   console.log(`  per CPU-second: FP32 ${median(cpuRates[0]).toFixed(2)} img, W${bits}A${bits} ${median(cpuRates[1]).toFixed(2)} img → ${ratio(cpuRates, 1, 0).toFixed(2)}×${cpuBase}`);
