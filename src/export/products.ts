@@ -79,7 +79,19 @@ export function integerProducts(points: readonly PointQuant[], codes: WeightCode
       const left = activationCodes(g, x.name, q.input, `${point}.x`);
       const weightDeltas = Float32Array.from({ length: out }, (_, n) => weightScale(n));
       const b = bias ? g.floats(`${point}.bias`, bias.data, [bias.size], bias.data) : null;
-      return integerLinear(g, left, wt, weightDeltas, b, point);
+      const y = integerLinear(g, left, wt, weightDeltas, b, point);
+      if (!isPacked(q.weightBits)) {
+        // Output columns [start, end) alone (qkv's q, k, v): the product with those weight rows, so no float
+        // Split follows it. Every output column is its own int32 sum, rescale and bias: the same numbers.
+        const rows = codes(q, weight);
+        g.markSliceable(y, x.shape.length, (start, end) => {
+          const n = end - start;
+          const wtBlock = g.int8s(`${point}.weight_codesT`, transposed(rows.subarray(start * inp, end * inp), n, inp, (len) => new Int8Array(len)), [inp, n]);
+          const bBlock = bias ? g.floats(`${point}.bias`, bias.data.slice(start, end), [n]) : null;
+          return integerLinear(g, left, wtBlock, weightDeltas.slice(start, end), bBlock, `${point}_${start}`);
+        });
+      }
+      return y;
     },
     matmul(g, point, a, b, transB) {
       const q = param(point) as MatmulQuant;
@@ -92,13 +104,14 @@ export function integerProducts(points: readonly PointQuant[], codes: WeightCode
       const left = activationCodes(g, a4, q.a, `${point}.a`);
       const right = signedCodes(g, b4, q.b, `${point}.b`);
       const rightCodes = transB ? g.transpose(right.codes, [0, 1, 3, 2], `${point}.bT`) : right.codes;
-      const headScale = (part: CodePart): string => {
-        const s = Float32Array.from({ length: heads }, (_, h) => rescaleConstant(part.scales.length > 1 ? part.scales[h] : part.scales[0], right.scales.length > 1 ? right.scales[h] : right.scales[0]));
-        return g.floats(`${point}.rescale`, s, [1, heads, 1, 1]);
-      };
-      const y = integerProduct(g, left, rightCodes, k, headScale, point);
+      const headScale = (part: CodePart): Float32Array =>
+        Float32Array.from({ length: heads }, (_, h) => rescaleConstant(part.scales.length > 1 ? part.scales[h] : part.scales[0], right.scales.length > 1 ? right.scales[h] : right.scales[0]));
       const n = transB ? b.shape[1] : b.shape[2];
-      return g.reshape(y, [-1, m, n], point);
+      const product = (factor: number): string => g.reshape(integerProduct(g, left, rightCodes, k, headScale, point, factor), [-1, m, n], point);
+      const y = product(1);
+      // The attention scale (a power of two for head widths 4^j) rides in the rescale: GraphBuilder.foldScale.
+      g.markScalable(y, product);
+      return y;
     },
   };
 }

@@ -95,7 +95,8 @@ export class Tracer implements Runner {
       softmax: async (x, scale, bias) => {
         const y = await fastKernels.softmax(x, scale, bias);
         let s = this.value(x);
-        if (scale !== 1) s = g.op('Mul', [s, g.float('attn_scale', scale)], undefined, 'scores_scaled');
+        // A power-of-two scale folds into an integer product's rescale (same bits, one pass less).
+        if (scale !== 1) s = g.foldScale(s, scale) ?? g.op('Mul', [s, g.float('attn_scale', scale)], undefined, 'scores_scaled');
         if (bias) {
           // bias [P, N, N] repeats over the scores [B·P, N, N]: add it to [B, P, N, N].
           const [p, n, m] = bias.shape;

@@ -24,6 +24,10 @@ export class GraphBuilder {
   private readonly producers = new Map<string, NodeSpec>();
   /** Reshape outputs → their input, so a chain of reshapes becomes one. */
   private readonly reshapeInputs = new Map<string, string>();
+  /** Values whose producer can make any block of their last axis alone: value → (rank, the block rebuilt). */
+  private readonly sliceable = new Map<string, { rank: number; rebuild: (start: number, end: number) => string }>();
+  /** Values whose producer can absorb an exact power-of-two factor: value → the value rebuilt with it. */
+  private readonly scalable = new Map<string, (factor: number) => string>();
 
   /** A fresh value name starting with `hint`. */
   fresh(hint: string): string {
@@ -68,6 +72,28 @@ export class GraphBuilder {
   transposeOf(x: string): { input: string; perm: number[] } | null {
     const node = this.producers.get(x);
     return node?.op === 'Transpose' ? { input: node.inputs[0], perm: node.attributes!.perm as number[] } : null;
+  }
+
+  /** Declare that `rebuild(f)` makes x·f for an exact power of two f without a Mul (e.g. folded into a rescale). */
+  markScalable(x: string, rebuild: (factor: number) => string): void {
+    this.scalable.set(x, rebuild);
+  }
+
+  /**
+   * x·factor without a Mul pass, when x (or the value x reshapes) was marked scalable and factor is an exact
+   * power of two — scaling by 2^e commutes with every f32 rounding (barring overflow and subnormals), so the
+   * folded value has the same bits as Mul(x, factor). Else null (the caller emits the Mul). x's old producer is
+   * then unused and finish() drops it.
+   */
+  foldScale(x: string, factor: number): string | null {
+    const e = Math.log2(Math.abs(factor));
+    if (!(factor > 0) || !Number.isInteger(e) || Math.abs(e) > 60) return null;
+    const direct = this.scalable.get(x);
+    if (direct) return direct(factor);
+    const source = this.reshapeInputs.get(x);
+    const rebuild = source !== undefined ? this.scalable.get(source) : undefined;
+    const shape = this.knownShapes.get(x);
+    return rebuild && shape ? this.reshape(rebuild(factor), shape) : null;
   }
 
   /** A node whose single output gets an exact name (e.g. the graph output). */
@@ -163,8 +189,21 @@ export class GraphBuilder {
     return out;
   }
 
-  /** x[start:end] along `axis` (static bounds). */
+  /**
+   * Declare that `rebuild(start, end)` makes x[..., start:end] (last axis of a rank-`rank` value) by itself, with
+   * the same numbers: e.g. a linear layer's output columns from a product with those weight columns only.
+   */
+  markSliceable(x: string, rank: number, rebuild: (start: number, end: number) => string): void {
+    this.sliceable.set(x, { rank, rebuild });
+  }
+
+  /**
+   * x[start:end] along `axis` (static bounds). A slice of the last axis of a value marked sliceable is that
+   * block made by its producer (qkv's q, k, v as three products instead of one product and a float Split).
+   */
   slice(x: string, axis: number, start: number, end: number, hint = 'slice'): string {
+    const block = this.sliceable.get(x);
+    if (block && (axis === block.rank - 1 || axis === -1)) return block.rebuild(start, end);
     return this.op('Slice', [x, this.int64s(`${hint}_start`, [start]), this.int64s(`${hint}_end`, [end]), this.int64s(`${hint}_axis`, [axis])], undefined, hint);
   }
 

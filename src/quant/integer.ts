@@ -2,8 +2,7 @@
  * Integer arithmetic for the quantized graph: each quantizer kind turns a float activation into uint8
  * codes (ONNX nodes made with quantizeCodes: kinds/*.ts integerCodes); `integerLinear` multiplies them by a
  * linear layer's int8 weight codes with MatMulIntegerToFloat (int32 accumulation, rescale and bias in one kernel), and `integerProduct` multiplies
- * the attention operands with MatMulInteger and one float rescale (per-head Δs, which that kernel's
- * per-column scales cannot express).
+ * the attention operands with the same kernel, its per-column scales carrying the per-head rescale.
  *
  * Signedness is a speed decision: onnxruntime's u8×s8 MatMulInteger ran 1.7–3.2× faster than float MatMul
  * on this CPU (AVX-512 VNNI), s8×s8 4× slower. So the left operand (activations, post-softmax and
@@ -134,21 +133,86 @@ export function sharedAccumulatorShift(first: readonly number[], second: readonl
   return m !== null && m >= 0 && depth * 128 * 128 * (1 + 2 ** m) < 2 ** 31 ? m : null;
 }
 
+/** Largest |code − zero point| of an 8-bit operand: the bound every int32/f32 exactness check uses. */
+const CODE_BOUND = 128;
+
 /**
- * Σ over the parts of (codes − zp)·right, rescaled to float: `right` is an int8 tensor (weights, k or v),
- * `scaleOf(part)` gives the float factor of that part's int32 product (broadcasting over the output).
- * Parts whose Δ are power-of-two multiples of the first part's are added in int32 first (one rescale),
- * unless the shifted sum could overflow int32 for a reduction over `depth` terms of |codes| ≤ 128.
+ * The rescale of one code part as a per-column b_scale of MatMulIntegerToFloat: the per-head f32 factors
+ * [1, H, 1, 1] expanded to right's shape with its second-to-last axis 1 ([O, H, 1, N]: onnxruntime's
+ * "same rank as B, second-to-last dimension 1" per-column form), so the kernel multiplies its int32
+ * accumulator by the factor in its output pass — the f32 product float(P)·r that Cast → Mul made in two
+ * more passes over the output. One factor for every head stays a scalar.
+ */
+function columnScales(g: GraphBuilder, right: string, perHead: Float32Array, hint: string): string {
+  if (perHead.every((r) => r === perHead[0])) return g.float(`${hint}_scale`, perHead[0]);
+  const scales = g.floats(`${hint}_scale`, perHead, [1, perHead.length, 1, 1]);
+  const lead = g.op('Shape', [right], { start: 0, end: 2 }, `${hint}_lead`);
+  const columns = g.op('Shape', [right], { start: 3 }, `${hint}_columns`);
+  const shape = g.op('Concat', [lead, g.int64s(`${hint}_row`, [1]), columns], { axis: 0 }, `${hint}_scale_shape`);
+  return g.op('Expand', [scales, shape], undefined, `${hint}_scales`);
+}
+
+/**
+ * Σ over the parts of (codes − zp)·right, rescaled to float: `right` is int8 codes [O, H, K, N] (k or v, one
+ * Δ per head), `rescale(part)` the f32 factor of that part's int32 product per head (rescaleConstant),
+ * `factor` an exact power of two folded into every rescale (the attention scale, GraphBuilder.foldScale).
+ *
+ * Each product is a com.microsoft MatMulIntegerToFloat: int32 accumulation, then float(P)·r in the kernel's
+ * output pass (per head through columnScales) — the same f32 operations as MatMulInteger → Cast → Mul.
+ * Parts whose Δ are power-of-two multiples of the first part's share one accumulator (the paper's shift
+ * argument): in float, P1 + 2^m·P2 is f32(P1) + f32(P2)·2^m, both exact while |P| < 2^24, and their f32 sum
+ * is the correctly rounded S = P1 + 2^m·P2 — what Cast(S) gives; one rescale by the first part's r follows.
+ * Products deep enough that |P| could reach 2^24 keep the int32 accumulator (integerProductInt32).
+ * The simulation (qkernels.ts) follows the same plan, so both round alike.
  */
 export function integerProduct(
   g: GraphBuilder,
   left: IntegerOperand,
   right: string,
   depth: number,
-  scaleOf: (part: CodePart) => string,
+  rescale: (part: CodePart) => Float32Array,
   hint: string,
+  factor = 1,
+): string {
+  if (depth * CODE_BOUND * CODE_BOUND >= 2 ** 24) return integerProductInt32(g, left, right, depth, rescale, hint, factor);
+  const base = left.parts[0];
+  const folded = (part: CodePart): Float32Array => rescale(part).map((r) => Math.fround(r * factor));
+  const one = (): string => g.float(`${hint}_one`, 1);
+  const shifts = left.parts.map((p) => sharedAccumulatorShift(base.scales, p.scales, depth));
+  if (left.parts.length > 1 && shifts.every((m) => m !== null)) {
+    // f32(P1) + 2^m·f32(P2) (the shift rides in the kernel's multiplier, 1·2^m), then one rescale.
+    let sum: string | null = null;
+    left.parts.forEach((p, i) => {
+      const product = g.op('MatMulIntegerToFloat', [p.codes, right, one(), g.float(`${hint}_shift`, 2 ** shifts[i]!), p.zeroPoint ?? ''], undefined, `${hint}_p${i + 1}`, 'com.microsoft');
+      sum = sum === null ? product : g.op('Add', [sum, product], undefined, `${hint}_acc`);
+    });
+    const r = folded(base);
+    return g.op('Mul', [sum!, g.floats(`${hint}.rescale`, r, [1, r.length, 1, 1])], undefined, `${hint}_rescaled`);
+  }
+  // One part, or unaligned twin ranges (e.g. --gelu-unaligned): each product rescaled in its kernel, then added.
+  let out: string | null = null;
+  left.parts.forEach((p, i) => {
+    const product = g.op('MatMulIntegerToFloat', [p.codes, right, one(), columnScales(g, right, folded(p), `${hint}_r${i + 1}`), p.zeroPoint ?? ''], undefined, `${hint}_p${i + 1}`, 'com.microsoft');
+    out = out === null ? product : g.op('Add', [out, product], undefined, `${hint}_sum`);
+  });
+  return out!;
+}
+
+/** integerProduct with an int32 accumulator (MatMulInteger, P1 + 2^m·P2 in int32, Cast, Mul): for depths where f32 sums could round. */
+function integerProductInt32(
+  g: GraphBuilder,
+  left: IntegerOperand,
+  right: string,
+  depth: number,
+  rescale: (part: CodePart) => Float32Array,
+  hint: string,
+  factor: number,
 ): string {
   const base = left.parts[0];
+  const scaleOf = (part: CodePart): string => {
+    const r = rescale(part).map((v) => Math.fround(v * factor));
+    return g.floats(`${hint}.rescale`, r, [1, r.length, 1, 1]);
+  };
   const products = left.parts.map((p, i) => g.op('MatMulInteger', [p.codes, right, ...(p.zeroPoint ? [p.zeroPoint] : [])], undefined, `${hint}_p${i + 1}`));
   const shifts = left.parts.map((p) => sharedAccumulatorShift(base.scales, p.scales, depth));
   if (shifts.every((m) => m !== null)) {
@@ -160,7 +224,6 @@ export function integerProduct(
     }
     return g.op('Mul', [g.op('Cast', [sum], { to: 1 }, `${hint}_f`), scaleOf(base)], undefined, `${hint}_rescaled`);
   }
-  // Unaligned twin ranges (e.g. --gelu-unaligned): rescale each product on its own, then add.
   let out: string | null = null;
   products.forEach((p, i) => {
     const scaled = g.op('Mul', [g.op('Cast', [p], { to: 1 }, `${hint}_f${i + 1}`), scaleOf(left.parts[i])], undefined, `${hint}_rescaled${i + 1}`);

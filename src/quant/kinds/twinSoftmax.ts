@@ -7,8 +7,8 @@
  *   R2 = the rest:           clamp(round(x/Δ_R2), 0, 2^(k−1)−1)·Δ_R2     Δ_R2 = 1/2^(k−1) (paper), fixed
  *
  * With Δ_R2 = 2^m·Δ_R1 both ranges share one accumulator after a shift (the paper's hardware argument).
- * Only the left operand of softmax·v may use it. Integer graph: two uint8 code tensors with zero point 0,
- * each 0 outside its range.
+ * Only the left operand of softmax·v may use it. Integer graph: two uint8 code tensors with zero point
+ * 256 − 2^(k−1), each at its zero point (value 0) outside its range.
  */
 import { z } from 'zod';
 import { UINT8, quantizeCodes } from '../integer.js';
@@ -75,13 +75,18 @@ export const twinSoftmax: ActivationKind<QuantOf<'twin-softmax'>, typeof disk> =
   },
   scoringScales: (q) => ({ scales: Float32Array.of(q.deltaR1), splits: Float32Array.of(q.deltaR1 * qmax(q.bits)), deltaR2: q.deltaR2 }),
 
+  /**
+   * Zero point 256 − 2^(k−1): QuantizeLinear's saturation at 255 is then the code range's top (2^(k−1) − 1), and
+   * x ≥ 0 (a softmax output) keeps codes at or above the zero point — so neither range needs a Clip pass.
+   */
   integerCodes(g, x, q, hint) {
     const half = qmax(q.bits);
-    const zp = g.uint8(`${hint}_zp0`, 0);
+    const zero = 256 - half;
+    const zp = g.uint8(`${hint}_zp`, zero);
     const inR1 = g.op('Less', [x, g.float(`${hint}_split`, half * q.deltaR1)], undefined, `${hint}_in_r1`);
-    const none = g.uint8(`${hint}_none`, 0);
-    const r1 = quantizeCodes(g, x, [q.deltaR1], UINT8, 0, 0, half - 1, `${hint}_r1`);
-    const r2 = quantizeCodes(g, x, [q.deltaR2], UINT8, 0, 0, half - 1, `${hint}_r2`);
+    const none = g.uint8(`${hint}_none`, zero);
+    const r1 = quantizeCodes(g, x, [q.deltaR1], UINT8, zero, UINT8.min, UINT8.max, `${hint}_r1`);
+    const r2 = quantizeCodes(g, x, [q.deltaR2], UINT8, zero, UINT8.min, UINT8.max, `${hint}_r2`);
     return {
       parts: [
         { codes: g.op('Where', [inR1, r1, none], undefined, `${hint}_r1_only`), zeroPoint: zp, scales: [q.deltaR1] },
