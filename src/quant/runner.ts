@@ -6,12 +6,14 @@
 import { linear } from '../tensor/gemm.js';
 import type { Runner } from '../tensor/runner.js';
 import { Tensor } from '../tensor/tensor.js';
-import type { LinearQuant, PointQuant } from './params.js';
+import { Ptq4vitError } from '../errors.js';
+import { weightDeltaIndex, type LinearQuant, type PointQuant } from './params.js';
 import { uniformCoder } from './quantizers.js';
-import { quantLinear, quantMatmul, type WeightGrid } from './qkernels.js';
+import { dequantizedLinear, quantLinear, quantMatmul, type WeightGrid } from './qkernels.js';
 
 /** The weight's integer codes (as floats) and the Δ of every output row. */
 export function weightGrid(weight: Tensor, q: LinearQuant): WeightGrid {
+  if (q.weightGroupSize !== undefined) throw new Error(`${q.point}: group-wise weights have no Δ per output row`);
   const [rows, cols] = weight.shape;
   const rowsPerGroup = rows / q.weightDeltas.length;
   const rowDeltas = Float64Array.from({ length: rows }, (_, r) => q.weightDeltas[Math.floor(r / rowsPerGroup)]);
@@ -19,6 +21,22 @@ export function weightGrid(weight: Tensor, q: LinearQuant): WeightGrid {
   const code = uniformCoder(q.weightBits);
   for (let i = 0; i < weight.size; i++) codes[i] = code(weight.data[i], rowDeltas[Math.floor(i / cols)]);
   return { codes: new Tensor(codes, weight.shape), rowDeltas };
+}
+
+/**
+ * Ŵ of group-wise weights: code·Δ_{n,g} rounded once to f32 (Δ as the f32 scale MatMulNBits stores), codes
+ * from the weight's own group Δ.
+ */
+export function dequantizeGroupwise(weight: Tensor, q: LinearQuant): Tensor {
+  const [rows, cols] = weight.shape;
+  const index = weightDeltaIndex(q, rows, cols);
+  const code = uniformCoder(q.weightBits);
+  const out = new Float32Array(weight.size);
+  for (let i = 0; i < out.length; i++) {
+    const delta = q.weightDeltas[index(i)];
+    out[i] = code(weight.data[i], delta) * Math.fround(delta);
+  }
+  return new Tensor(out, weight.shape);
 }
 
 /** Ŵ = code·Δw rounded once to f32, as the exported graph's Cast + Mul computes it. */
@@ -47,6 +65,12 @@ export class QuantRunner implements Runner {
   async linear(point: string, x: Tensor, weight: Tensor, bias: Tensor | null): Promise<Tensor> {
     const q = this.param(point);
     if (q.kind === 'matmul') throw new Error(`'${point}' is a matmul, called as a linear layer`);
+    if (q.weightGroupSize !== undefined) {
+      if (!q.input) throw new Ptq4vitError(`${point}: group-wise weight scales need a quantized input (the patch conv stays per channel)`);
+      let wq = this.dequantized.get(weight);
+      if (!wq) this.dequantized.set(weight, (wq = dequantizeGroupwise(weight, q)));
+      return dequantizedLinear(x, q.input, wq, bias);
+    }
     let grid = this.grids.get(weight);
     if (!grid) this.grids.set(weight, (grid = weightGrid(weight, q)));
     if (!q.input) {
