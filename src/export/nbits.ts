@@ -16,7 +16,7 @@
  */
 import { Ptq4vitError } from '../errors.js';
 import type { PointQuant } from '../quant/params.js';
-import { matMulNBits, type NBitsOptions } from './groupwise.js';
+import { matMulNBits, type NBitsOptions } from '../quant/groupwise.js';
 import { fp32Products, integerProducts, type WeightCodes } from './products.js';
 
 export type { NBitsOptions };

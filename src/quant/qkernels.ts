@@ -37,9 +37,9 @@ function floatGrid(g: GraphBuilder, x: string): SimulationGraph['grid'] {
 
 /**
  * x̂ = Σ_parts Δ_part·codes_part(x) in float (a linear layer's input, one Δ per tensor): the calibrated activation
- * quantized and dequantized, as float ONNX nodes. `scale(name)` makes each part's Δ (`${prefix}${name}`): a graph
- * input in the simulation, a constant in the exported graph (src/export/groupwise.ts) — the same nodes in both,
- * so both round alike.
+ * quantized and dequantized, as float ONNX nodes (the kind's simulation codes times their Δs). `scale(name)` makes
+ * each part's Δ (`${prefix}${name}`); group-wise linear layers (groupwise.ts) make them constants and run these
+ * nodes in the simulation and in the exported graph alike.
  */
 export function dequantizedActivation(g: GraphBuilder, q: ActivationQuant, x: string, prefix: string, scale: SimulationGraph['scale']): string {
   const { parts, inputs } = kindOf(q).simulationCodes(q, { g, x, prefix, perHeadShape: [], grid: floatGrid(g, x), scale });
@@ -164,40 +164,3 @@ export async function quantMatmul(a: Tensor, b: Tensor, transB: boolean, qa: Act
   return y.reshape([G, M, y.shape[3]]);
 }
 
-/**
- * y = x̂·Ŵᵀ + b in float, for group-wise weights (one Δ per output row and group of input channels, so no single
- * Δw factors out of a column's product): x̂ = Δx·codes(x) (dequantizedActivation), Ŵ = Δ_{n,g}·codes given
- * dequantized. The deployed graph computes the same: the same activation nodes, then MatMulNBits with the same
- * codes and Δs at accuracy level 0 (float), which differs only in the order of the float sums.
- */
-export async function dequantizedLinear(x: Tensor, input: ActivationQuant, wHat: Tensor, bias: Tensor | null): Promise<Tensor> {
-  const [outFeatures, inFeatures] = wHat.shape;
-  const key = `dqlinear:${kindOf(input).cacheKey(input)}:${bias ? 'b' : ''}`;
-  const graph = () => {
-    const g = new GraphBuilder();
-    const xs = g.reserve('x'), ws = g.reserve('w');
-    const inputs: ValueInfo[] = [];
-    const xHat = dequantizedActivation(g, input, xs, 'x_', (name, shape = [1]) => {
-      const v: ValueInfo = { name: g.reserve(`x_${name}`), elemType: f32, shape };
-      inputs.push(v);
-      return v;
-    });
-    const y = g.op('Gemm', bias ? [xHat, ws, g.reserve('b')] : [xHat, ws], { transB: 1 }, 'y0');
-    g.reserve('y');
-    g.opInto('y', 'Identity', [y]);
-    return g.finish('dqlinear', [
-      { name: 'x', elemType: f32, shape: ['M', 'K'] },
-      { name: 'w', elemType: f32, shape: ['N', 'K'] },
-      ...(bias ? [{ name: 'b', elemType: f32, shape: ['N'] }] : []),
-      ...inputs,
-    ], [{ name: 'y', elemType: f32, shape: ['M', 'N'] }], 17);
-  };
-  const feeds: Record<string, Feed> = {
-    x: { data: x.data, shape: [x.size / inFeatures, inFeatures] },
-    w: wHat,
-    ...kindOf(input).simulationFeeds(input, 'x_', []),
-  };
-  if (bias) feeds.b = bias;
-  const y = await runGraph(key, graph, feeds);
-  return y.reshape([...x.shape.slice(0, -1), outFeatures]);
-}

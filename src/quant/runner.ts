@@ -6,10 +6,10 @@
 import { linear } from '../tensor/gemm.js';
 import type { Runner } from '../tensor/runner.js';
 import { Tensor } from '../tensor/tensor.js';
-import { Ptq4vitError } from '../errors.js';
+import { groupwiseLinearSim } from './groupwise.js';
 import { weightDeltaIndex, type LinearQuant, type PointQuant } from './params.js';
 import { uniformCoder } from './quantizers.js';
-import { dequantizedLinear, quantLinear, quantMatmul, type WeightGrid } from './qkernels.js';
+import { quantLinear, quantMatmul, type WeightGrid } from './qkernels.js';
 
 /** The weight's integer codes (as floats) and the Δ of every output row. */
 export function weightGrid(weight: Tensor, q: LinearQuant): WeightGrid {
@@ -23,20 +23,12 @@ export function weightGrid(weight: Tensor, q: LinearQuant): WeightGrid {
   return { codes: new Tensor(codes, weight.shape), rowDeltas };
 }
 
-/**
- * Ŵ of group-wise weights: code·Δ_{n,g} rounded once to f32 (Δ as the f32 scale MatMulNBits stores), codes
- * from the weight's own group Δ.
- */
-export function dequantizeGroupwise(weight: Tensor, q: LinearQuant): Tensor {
+/** Signed codes of group-wise weights, each from its own group's Δ. */
+export function groupwiseCodes(weight: Tensor, q: LinearQuant): Int8Array {
   const [rows, cols] = weight.shape;
   const index = weightDeltaIndex(q, rows, cols);
   const code = uniformCoder(q.weightBits);
-  const out = new Float32Array(weight.size);
-  for (let i = 0; i < out.length; i++) {
-    const delta = q.weightDeltas[index(i)];
-    out[i] = code(weight.data[i], delta) * Math.fround(delta);
-  }
-  return new Tensor(out, weight.shape);
+  return Int8Array.from({ length: weight.size }, (_, i) => code(weight.data[i], q.weightDeltas[index(i)]));
 }
 
 /** Ŵ = code·Δw rounded once to f32, as the exported graph's Cast + Mul computes it. */
@@ -51,6 +43,7 @@ export class QuantRunner implements Runner {
   private readonly params = new Map<string, PointQuant>();
   private readonly grids = new Map<Tensor, WeightGrid>();
   private readonly dequantized = new Map<Tensor, Tensor>();
+  private readonly groupCodes = new Map<Tensor, Int8Array>();
 
   constructor(points: readonly PointQuant[]) {
     for (const p of points) this.params.set(p.point, p);
@@ -66,10 +59,10 @@ export class QuantRunner implements Runner {
     const q = this.param(point);
     if (q.kind === 'matmul') throw new Error(`'${point}' is a matmul, called as a linear layer`);
     if (q.weightGroupSize !== undefined) {
-      if (!q.input) throw new Ptq4vitError(`${point}: group-wise weight scales need a quantized input (the patch conv stays per channel)`);
-      let wq = this.dequantized.get(weight);
-      if (!wq) this.dequantized.set(weight, (wq = dequantizeGroupwise(weight, q)));
-      return dequantizedLinear(x, q.input, wq, bias);
+      // The exported graph's own nodes (MatMulNBits behind the input's quantize-dequantize), run as they are.
+      let codes = this.groupCodes.get(weight);
+      if (!codes) this.groupCodes.set(weight, (codes = groupwiseCodes(weight, q)));
+      return groupwiseLinearSim(x, q, codes, { N: weight.shape[0], K: weight.shape[1] }, bias);
     }
     let grid = this.grids.get(weight);
     if (!grid) this.grids.set(weight, (grid = weightGrid(weight, q)));
