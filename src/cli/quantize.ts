@@ -64,7 +64,7 @@ export const QUANTIZE_OPTIONS: FlagTable = {
   'no-twin-gelu': { type: 'boolean', help: 'plain uniform quantization for post-GELU inputs' },
   'gelu-unaligned': { type: 'boolean', help: 'do not force Δ_R2 = 2^m·Δ_R1 for the GELU twin' },
   'skip-unreadable': { type: 'boolean', help: 'replace an unreadable calibration image by the next image of the seeded draw instead of stopping' },
-  'weight-scales': { type: 'string', value: 'per', default: 'tensor', help: 'weight scales of linear layers: tensor (one Δ per tensor, q, k, v apart), channel (one Δ per output channel), or group32, group64, group128 (weights of at most 4 bits: one Δ per output channel and group of 32, 64 or 128 input channels, deployed as MatMulNBits); searched with the same metric; the patch conv stays per channel' },
+  'weight-scales': { type: 'string', value: 'per', default: 'tensor', help: 'weight scales of linear layers: tensor (one Δ per tensor, q, k, v apart), channel (one Δ per output channel), or group16, group32, group64, group128 (weights of at most 4 bits: one Δ per output channel and group of G input channels, K a multiple of G; deployed as MatMulNBits); searched with the same metric; the patch conv stays per channel' },
   'softmax-r2': { type: 'string', value: 'paper|exact-one', default: 'paper', help: "Δ_R2 of the softmax twin: 1/2^(k−1) (paper) or 1/(2^(k−1)−1) (the authors' code)" },
 };
 

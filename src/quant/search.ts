@@ -54,8 +54,8 @@ export interface SearchConfig {
   policy?: BitPolicy;
   /**
    * Weight scales of linear layers: 'tensor' (default: one Δ per tensor, q/k/v apart — the model's weight
-   * groups), 'channel' (one Δ per output channel, each searched on its own rows' Hessian score) or 'group32',
-   * 'group64', 'group128' (≤ 4-bit weights: one Δ per output row and group of G input channels, one searched
+   * groups), 'channel' (one Δ per output channel, each searched on its own rows' Hessian score) or 'group16',
+   * 'group32', 'group64', 'group128' (≤ 4-bit weights: one Δ per output row and group of G input channels, one searched
    * factor per row). The patch conv is per channel either way.
    */
   weightScales?: WeightScales;
@@ -249,8 +249,9 @@ function negativeReach(activation: Activation | undefined): number | undefined {
 }
 
 /** Granularity of linear layers' weight scales (SearchConfig.weightScales). */
-export type WeightScales = 'tensor' | 'channel' | 'group32' | 'group64' | 'group128';
-export const WEIGHT_SCALES: readonly WeightScales[] = ['tensor', 'channel', 'group32', 'group64', 'group128'];
+export type WeightScales = 'tensor' | 'channel' | 'group16' | 'group32' | 'group64' | 'group128';
+/** group16 too: Swin's first stage is 48 channels wide, a multiple of no larger group. */
+export const WEIGHT_SCALES: readonly WeightScales[] = ['tensor', 'channel', 'group16', 'group32', 'group64', 'group128'];
 
 export { MAX_GROUPWISE_BITS };
 
