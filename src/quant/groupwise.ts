@@ -54,9 +54,10 @@ export function matMulNBits(g: GraphBuilder, point: string, x: string, codes: In
 
 /**
  * The nodes of a group-wise linear layer (described above) on input `x`: signed ≤ 4-bit codes [N, K] (row-major)
- * and the point's N·(K/G) Δs. Returns the output's name.
+ * and the point's N·(K/G) Δs. Returns the output's name. `accuracyLevel` other than the default is for speed
+ * measurements only (scripts/bench_int4.ts): level 4 is not what the simulation computes.
  */
-export function groupwiseNodes(g: GraphBuilder, point: string, x: string, q: LinearQuant, codes: Int8Array, bias: Tensor | null, shape: { N: number; K: number }): string {
+export function groupwiseNodes(g: GraphBuilder, point: string, x: string, q: LinearQuant, codes: Int8Array, bias: Tensor | null, shape: { N: number; K: number }, accuracyLevel: 0 | 4 = GROUPWISE_ACCURACY_LEVEL): string {
   const G = q.weightGroupSize;
   if (G === undefined) throw new Error(`${point}: not a group-wise point`);
   if (!q.input) throw new Ptq4vitError(`${point}: group-wise weight scales need a quantized input (the patch conv stays per channel)`);
@@ -69,7 +70,7 @@ export function groupwiseNodes(g: GraphBuilder, point: string, x: string, q: Lin
   };
   const xHat = dequantizedActivation(g, q.input, x, `${point}.x_`, constant);
   const bits = q.weightBits <= 2 ? 2 : 4;
-  return matMulNBits(g, point, xHat, codes, Float32Array.from(q.weightDeltas), bias, { ...shape, bits }, { blockSize: G, accuracyLevel: GROUPWISE_ACCURACY_LEVEL });
+  return matMulNBits(g, point, xHat, codes, Float32Array.from(q.weightDeltas), bias, { ...shape, bits }, { blockSize: G, accuracyLevel });
 }
 
 /** Session ids of the weights the simulation has run (one session per weight: its codes are constants). */
