@@ -9,7 +9,7 @@
  * predictions the op-by-op simulation shares with the graph, how many onnxruntime-web (wasm) shares with
  * onnxruntime-node, the quantized file's and the ONNX file's size. Written into RESULTS.md.
  *
- *   npx tsc -p . && node dist/scripts/int4_results.js [--full=vit_tiny_c10] [--models=vit_tiny_c10,swin_micro_c10] [--web-images=200] [--no-w6]
+ *   npx tsc -p . && node dist/scripts/int4_results.js [--full=vit_tiny_c10] [--models=vit_tiny_c10,swin_micro_c10] [--web-images=200] [--no-w6] [--only=w6a6-tensor,…]
  *
  * Top-1, agreement and KL on test1k, or on the full CIFAR-10 test set for the models --full names; simulation =
  * graph on test1k. Quantized
@@ -55,6 +55,9 @@ const CONFIGS: Config[] = [
   // Group-wise scales are for ≤ 4-bit weights: W6A6 compares per tensor and per channel only.
   ...(args.includes('--no-w6') ? [] : [{ w: 6, a: 6, scales: 'tensor' as const }, { w: 6, a: 6, scales: 'channel' as const }]),
 ];
+/** --only=w6a6-tensor,…: measure only these rows (and FP32, the reference), keeping the others measured before. */
+const ONLY = option('only')?.split(',');
+const RUN = ONLY ? CONFIGS.filter((c) => ONLY.includes(`w${c.w}a${c.a}-${c.scales}`)) : CONFIGS;
 
 /** The quantized file of a configuration, or the one-line refusal of `ptq4vit quantize`. */
 function quantizedFile(model: string, c: Config): { file: string } | { refused: string } {
@@ -188,10 +191,10 @@ for (const MODEL of MODELS) {
   };
 
   const q4 = await exportOnnx(fp32.model, { products: q4RecipeProducts({ blockSize: 32, accuracyLevel: 0 }) });
-  const q4Row = await graphRow(q4, `${MODEL} q4 recipe`);
-  addRow(MODEL, 'q4', `| ${MODEL} | q4 recipe: W4 (block 32), float activations | RTN per block of 32 | ${q4Row.cells} | — | ${await webSame(q4, fp32.model.spec, q4Row.sub.logits!)} | — | ${ratio(q4.length)} |`);
+  const q4Row = ONLY ? null : await graphRow(q4, `${MODEL} q4 recipe`);
+  if (q4Row) addRow(MODEL, 'q4', `| ${MODEL} | q4 recipe: W4 (block 32), float activations | RTN per block of 32 | ${q4Row.cells} | — | ${await webSame(q4, fp32.model.spec, q4Row.sub.logits!)} | — | ${ratio(q4.length)} |`);
 
-  for (const c of CONFIGS) {
+  for (const c of RUN) {
     const key = `w${c.w}a${c.a}-${c.scales}`;
     const made = quantizedFile(MODEL, c);
     const label = c.scales === 'tensor' || c.scales === 'channel' ? `per ${c.scales}` : c.scales;
