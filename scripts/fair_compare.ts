@@ -129,7 +129,7 @@ const body = [
   `${Math.min(webImages, indices.length)} images. Agreement and KL are against the FP32 graph's predictions and softmax. The q8 and q4 rows are the recipes`,
   "of transformers.js's conversion script rebuilt by this project (src/export/nbits.ts), not files made by that script; q8",
   'keeps the attention products in float, as dynamic quantization of activation × activation products is not part of it here.',
-  'Not measured here: swin_micro_c10 and the DeiT of the tests, mixed precision at the q4 file size, group-wise ptq4vit scales,',
+  'Not measured here: swin_micro_c10 and the DeiT of the tests, mixed precision at the q4 file size, group-wise ptq4vit scales (int4_results.ts),',
   'onnxruntime-web throughput.',
   '',
   '| model | top-1 | top-1 agreement with FP32 | KL(FP32 ‖ model) | ONNX MB | img/s (node) | web = node top-1 |',

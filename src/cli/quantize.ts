@@ -15,7 +15,7 @@ import { DEFAULT_EMBEDDING_LOSS, methodConfig, METHODS, type Method } from '../q
 import type { PointQuant } from '../quant/params.js';
 import { calibrateMixed, checkBudget, mixedProvenance, describeBudget, operandItems, CANDIDATE_WIDTHS, PINNED_BITS, SENSITIVITY_N, type Budget, type MixedProgress, type MixedRequest, type MixedResult, type MixedTiming } from '../quant/mixed.js';
 import { QuantRunner } from '../quant/runner.js';
-import { WEIGHT_SCALES } from '../quant/search.js';
+import { WEIGHT_SCALES, groupwiseMisfit, weightGroupSize } from '../quant/search.js';
 import { smoothChannels, type SmoothedNorm } from '../quant/smooth.js';
 import { applyCommon, commandHelp, FLOAT_CHECKPOINT_FLAGS, imgSizeFlag, intFlag, numberFlag, parse, requireFlag, type CommandSpec, type FlagTable, type Values } from './args.js';
 import { checkClasses, describeQuantization, percent } from './describe.js';
@@ -64,7 +64,7 @@ export const QUANTIZE_OPTIONS: FlagTable = {
   'no-twin-gelu': { type: 'boolean', help: 'plain uniform quantization for post-GELU inputs' },
   'gelu-unaligned': { type: 'boolean', help: 'do not force Δ_R2 = 2^m·Δ_R1 for the GELU twin' },
   'skip-unreadable': { type: 'boolean', help: 'replace an unreadable calibration image by the next image of the seeded draw instead of stopping' },
-  'weight-scales': { type: 'string', value: 'per', default: 'tensor', help: 'weight scales of linear layers: tensor (one Δ per tensor, q, k, v apart) or channel (one Δ per output channel), searched with the same metric' },
+  'weight-scales': { type: 'string', value: 'per', default: 'tensor', help: 'weight scales of linear layers: tensor (one Δ per tensor, q, k, v apart), channel (one Δ per output channel), or group16, group32, group64, group128 (weights of at most 4 bits: one Δ per output channel and group of G input channels, K a multiple of G; deployed as MatMulNBits); searched with the same metric; the patch conv stays per channel' },
   'softmax-r2': { type: 'string', value: 'paper|exact-one', default: 'paper', help: "Δ_R2 of the softmax twin: 1/2^(k−1) (paper) or 1/(2^(k−1)−1) (the authors' code)" },
 };
 
@@ -354,6 +354,16 @@ export async function runQuantize(args: string[]): Promise<void> {
   if (loaded.quantized) throw new Ptq4vitError(`${weights} is already a quantized model; quantize the float checkpoint`);
   const { model: fpModel } = loaded;
   checkSpecStorable(fpModel.spec);
+  const group = weightGroupSize(flagOpts.weightScales);
+  if (group !== undefined) {
+    // Refused now, not after minutes of calibration: group-wise needs ≤ 4-bit weights and K a multiple of G.
+    if (mixed) throw new Ptq4vitError(`--weight-scales ${flagOpts.weightScales}: group-wise weight scales are for ≤ 4-bit weights and cannot be combined with mixed precision (${budgetFlagNames(v)}); use --weight-scales channel or tensor`);
+    for (const p of fpModel.quantPoints) {
+      if (p.kind !== 'linear' || !p.weight) continue;
+      const misfit = groupwiseMisfit(p.name, loaded.weights.tensor(p.weight).shape, flagOpts.weightBits, group);
+      if (misfit) throw new Ptq4vitError(`--weight-scales ${flagOpts.weightScales}: ${misfit}`);
+    }
+  }
   const evalData = v.eval === undefined ? null : await openDataset(v.eval as string);
   const calib = await openDataset(calibPath, { allowUnlabeled: true });
   const embedding = isEmbeddingModel(fpModel.spec.arch);

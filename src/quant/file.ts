@@ -17,7 +17,7 @@ import { parseWith } from '../schema.js';
 import { Tensor, shapeString } from '../tensor/tensor.js';
 import { pointsFromDisk, pointsSchema, pointsToDisk, provenanceSchema, snakeCaseKeys } from './fileschema.js';
 import { kindOf } from './kinds/index.js';
-import type { ActivationQuant, LinearQuant, PointQuant } from './params.js';
+import { MAX_GROUPWISE_BITS, weightDeltaIndex, type ActivationQuant, type LinearQuant, type PointQuant } from './params.js';
 import { containerBits, isPacked, packCodes, packedRowBytes, unpackCodes } from './packing.js';
 import { qmax, uniformCoder } from './quantizers.js';
 
@@ -55,13 +55,13 @@ function rowsAndCols(shape: readonly number[]): [number, number] {
   return [rows, shape.reduce((a, b) => a * b, 1) / rows];
 }
 
-/** Integer codes of a weight with one Δ per group of output rows. */
+/** Integer codes of a weight with one Δ per group of output rows (or per row and group of input channels). */
 export function weightCodes(weight: Tensor, q: LinearQuant): Int8Array | Int16Array {
   const rows = weight.shape[0];
-  const perGroup = (weight.size / rows) * (rows / q.weightDeltas.length);
+  const index = weightDeltaIndex(q, rows, weight.size / rows);
   const codes = q.weightBits <= 8 ? new Int8Array(weight.size) : new Int16Array(weight.size);
   const code = uniformCoder(q.weightBits);
-  for (let i = 0; i < weight.size; i++) codes[i] = code(weight.data[i], q.weightDeltas[Math.floor(i / perGroup)]);
+  for (let i = 0; i < weight.size; i++) codes[i] = code(weight.data[i], q.weightDeltas[index(i)]);
   return codes;
 }
 
@@ -253,13 +253,23 @@ export class DequantizedSource implements TensorSource {
       throw new Ptq4vitError(`${this.file}: tensor '${name}' has shape ${shapeString(info.shape)}, expected ${shapeString(shape)}`);
     }
     const rows = weightShape[0];
-    if (weightShape.length < 2 || rows % q.weightDeltas.length !== 0) {
+    const G = q.weightGroupSize;
+    if (G !== undefined) {
+      // Group-wise: a [N, K] weight, K a multiple of G, N·(K/G) Δs.
+      const cols = weightShape[weightShape.length - 1];
+      if (weightShape.length !== 2 || cols % G !== 0) {
+        throw new Ptq4vitError(`${this.file}: point ${q.point} has weight_group_size ${G}, which does not divide the input width of the ${shapeString(weightShape)} weight '${name}'`);
+      }
+      if (q.weightDeltas.length !== (rows * cols) / G) {
+        throw new Ptq4vitError(`${this.file}: point ${q.point} has ${q.weightDeltas.length} weight_deltas, expected ${(rows * cols) / G} (${rows} rows × ${cols / G} groups of ${G}) for the ${shapeString(weightShape)} weight '${name}'`);
+      }
+    } else if (weightShape.length < 2 || rows % q.weightDeltas.length !== 0) {
       throw new Ptq4vitError(`${this.file}: point ${q.point} has ${q.weightDeltas.length} weight_deltas, which do not split the ${shapeString(weightShape)} weight '${name}' into equal groups of rows`);
     }
     const codes = this.checkedCodes(name, q, weightShape, info.shape);
-    const perGroup = (codes.length / rows) * (rows / q.weightDeltas.length);
+    const index = weightDeltaIndex(q, rows, codes.length / rows);
     const values = new Float32Array(codes.length);
-    for (let i = 0; i < codes.length; i++) values[i] = codes[i] * q.weightDeltas[Math.floor(i / perGroup)];
+    for (let i = 0; i < codes.length; i++) values[i] = codes[i] * q.weightDeltas[index(i)];
     return new Tensor(values, [...weightShape]);
   }
 }
@@ -289,7 +299,11 @@ function checkPoint(q: PointQuant, p: QuantPoint, where: string): void {
   const groups = p.weightGroups ?? 1;
   // The model's groups (per tensor, q/k/v apart), or finer groups within them (per output channel: one per row;
   // that they split the weight's rows evenly is checked with the weight, DequantizedSource.tensor).
-  if (q.weightDeltas.length % groups !== 0) bad(`weight_deltas has ${q.weightDeltas.length} entries, expected ${groups} (or one per output channel)`);
+  if (q.weightGroupSize !== undefined) {
+    // Group-wise Δs (counted against the weight's shape in DequantizedSource.tensor): ≤ 4-bit linear layers only.
+    if (q.kind !== 'linear') bad('weight_group_size is set, but group-wise weight scales are for linear layers (the patch conv is per channel)');
+    if (q.weightBits > MAX_GROUPWISE_BITS) bad(`weight_group_size is set, but group-wise weight scales are for weights of at most ${MAX_GROUPWISE_BITS} bits, got ${q.weightBits}`);
+  } else if (q.weightDeltas.length % groups !== 0) bad(`weight_deltas has ${q.weightDeltas.length} entries, expected ${groups} (or one per output channel)`);
   if (q.kind === 'conv') {
     if (q.input !== null) bad('input must be null (the image input of the patch embedding stays float)');
     return;

@@ -35,12 +35,15 @@ export async function measureLinear(rec: LinearRecord, q: LinearQuant, metric: M
   const rowsPerGroup = N / q.weightDeltas.length;
   const common = { bias: rec.bias, out, grad, candidates: 1, metric, cosineGroups: 1 };
   if (q.input) {
-    const wq = new Tensor(fakeQuantGrouped(rec.weight.data, q.weightDeltas, rowsPerGroup * K, q.weightBits), [N, K]);
+    // Consecutive weights sharing a Δ: a row group's rows, or one group of G input channels (group-wise).
+    const span = q.weightGroupSize ?? rowsPerGroup * K;
+    const wq = new Tensor(fakeQuantGrouped(rec.weight.data, q.weightDeltas, span, q.weightBits), [N, K]);
     // The searched input as the one candidate of the search's own scoring graph.
     const { scales, scales2 } = kindOf(q.input).scoringScales(q.input);
     return reduce(await scoreLinear({ ...common, searched: 'input', x, w: wq, scales, scales2, bits: q.input.bits, quantizer: q.input.kind }), metric);
   }
-  // The image input of the patch embedding stays float: only the weight is quantized.
+  // The image input of the patch embedding stays float: only the weight is quantized (per row: never group-wise).
+  if (q.weightGroupSize !== undefined) throw new Error(`${q.point}: group-wise weights need a quantized input`);
   const scales = Float32Array.from({ length: N }, (_, n) => q.weightDeltas[Math.floor(n / rowsPerGroup)]);
   return reduce(await scoreLinear({ ...common, searched: 'weight', x, w: rec.weight, scales, bits: q.weightBits, quantizer: 'uniform' }), metric);
 }
@@ -67,7 +70,7 @@ function maxAbsUniform(data: Float32Array, heads: number, groupSize: number, bit
 export function maxAbsLinear(rec: LinearRecord, searched: LinearQuant): LinearQuant {
   const [N, K] = rec.weight.shape;
   const groups = searched.weightDeltas.length;
-  const per = (N / groups) * K;
+  const per = searched.weightGroupSize ?? (N / groups) * K;
   const weightDeltas = Array.from({ length: groups }, (_, g) => maxAbsDelta(maxAbs(rec.weight.data, g * per, (g + 1) * per), searched.weightBits));
   const bits = searched.input?.bits;
   const input = bits === undefined ? null : maxAbsUniform(rec.x.data, 1, rec.x.size, bits);

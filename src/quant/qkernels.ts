@@ -14,7 +14,7 @@ import { OnnxType, type ValueInfo } from '../onnx/proto.js';
 import { runGraph } from '../tensor/ort.js';
 import { Tensor } from '../tensor/tensor.js';
 import { rescaleConstant, sharedAccumulatorShift } from './integer.js';
-import { kindOf, partScales } from './kinds/index.js';
+import { kindOf, partScales, type SimulationGraph } from './kinds/index.js';
 import type { ActivationQuant } from './params.js';
 
 const f32 = OnnxType.FLOAT;
@@ -26,10 +26,25 @@ type Feed = { data: Float32Array; shape: readonly number[] };
  * (so one session serves every layer of a kind and width).
  */
 function codeParts(g: GraphBuilder, q: ActivationQuant, x: string, p: string, perHeadShape: (string | number)[]): { parts: string[]; inputs: ValueInfo[] } {
-  const grid = (s: string, lo: number, hi: number, hint: string): string =>
-    g.op('Clip', [g.op('Round', [g.op('Div', [x, s], undefined, `${hint}_div`)], undefined, `${hint}_round`), g.float(`${hint}_lo`, lo), g.float(`${hint}_hi`, hi)], undefined, hint);
   const scale = (name: string, shape: (string | number)[] = [1]): ValueInfo => ({ name: g.reserve(`${p}${name}`), elemType: f32, shape });
-  return kindOf(q).simulationCodes(q, { g, x, prefix: p, perHeadShape, grid, scale });
+  return kindOf(q).simulationCodes(q, { g, x, prefix: p, perHeadShape, grid: floatGrid(g, x), scale });
+}
+
+/** clamp(round(x/s), lo, hi) as float ONNX nodes: the simulation's codes. */
+function floatGrid(g: GraphBuilder, x: string): SimulationGraph['grid'] {
+  return (s, lo, hi, hint) => g.op('Clip', [g.op('Round', [g.op('Div', [x, s], undefined, `${hint}_div`)], undefined, `${hint}_round`), g.float(`${hint}_lo`, lo), g.float(`${hint}_hi`, hi)], undefined, hint);
+}
+
+/**
+ * x̂ = Σ_parts Δ_part·codes_part(x) in float (a linear layer's input, one Δ per tensor): the calibrated activation
+ * quantized and dequantized, as float ONNX nodes (the kind's simulation codes times their Δs). `scale(name)` makes
+ * each part's Δ (`${prefix}${name}`); group-wise linear layers (groupwise.ts) make them constants and run these
+ * nodes in the simulation and in the exported graph alike.
+ */
+export function dequantizedActivation(g: GraphBuilder, q: ActivationQuant, x: string, prefix: string, scale: SimulationGraph['scale']): string {
+  const { parts, inputs } = kindOf(q).simulationCodes(q, { g, x, prefix, perHeadShape: [], grid: floatGrid(g, x), scale });
+  // Each part's codes are zero outside its range, so the parts' sum is exact.
+  return parts.map((c, i) => g.op('Mul', [c, inputs[i].name], undefined, `${prefix}deq${i + 1}`)).reduce((sum, v) => g.op('Add', [sum, v], undefined, `${prefix}deq`));
 }
 
 /** How the parts' products meet: one accumulator (P1 + 2^m·P2, then one rescale) or one rescale each. */
@@ -148,3 +163,4 @@ export async function quantMatmul(a: Tensor, b: Tensor, transB: boolean, qa: Act
   const y = await runGraph(key, graph, feeds);
   return y.reshape([G, M, y.shape[3]]);
 }
+

@@ -103,6 +103,11 @@ export interface LinearScoreInputs {
   cosineGroups: number;
   /** Cosine per output channel (over all rows) instead of per row: for per-channel conv weights. */
   cosinePerColumn?: boolean;
+  /**
+   * Weight search with group-wise scales: `scales` holds one Δ per candidate, output row and group of this many
+   * input channels [C·N·(K/G)]; w is quantized as [N, K/G, G] under scales [C, N, K/G, 1] and reshaped back.
+   */
+  weightGroupSize?: number;
 }
 
 /**
@@ -116,14 +121,19 @@ export async function scoreLinear(p: LinearScoreInputs): Promise<Float32Array> {
   const searchW = p.searched === 'weight';
   // The Hessian metric only needs Ô − O = x̂·ŵᵀ − (O − b): the bias is folded into the target once.
   const addBias = p.bias !== null && p.metric === 'cosine';
-  const key = `lin:${p.searched}:${p.quantizer}:${p.bits}:${p.metric}:${p.cosineGroups}:${p.cosinePerColumn ? 'col' : 'row'}:${addBias ? 'b' : ''}`;
+  const group = searchW ? p.weightGroupSize : undefined;
+  const key = `lin:${p.searched}:${p.quantizer}:${p.bits}:${p.metric}:${p.cosineGroups}:${p.cosinePerColumn ? 'col' : 'row'}:${addBias ? 'b' : ''}${group ? ':grp' : ''}`;
   const graph = (): GraphSpec => {
     const q = searchedQuantNodes(p.quantizer, p.bits, 0);
     const m = metricNodes(p.metric, searchW ? [1] : [1, 2], p.cosineGroups, p.cosinePerColumn ? -2 : -1);
     const renameX = searchW ? 'w' : 'x';
     const quantNodes = q.nodes.map((n) => ({ ...n, inputs: n.inputs.map((i) => (i === 'x' ? renameX : i)) }));
+    // Group-wise: [C, N, K/G, G] → [C, N, K].
+    const grouped: NodeSpec[] = group ? [{ op: 'Reshape', inputs: ['xqg', 'cnk'], outputs: ['xq'] }] : [];
+    if (group) quantNodes.forEach((n) => (n.outputs = n.outputs.map((o) => (o === 'xq' ? 'xqg' : o))));
     const nodes: NodeSpec[] = [
       ...quantNodes,
+      ...grouped,
       ...(searchW
         ? [
             { op: 'Transpose', inputs: ['xq'], outputs: ['wt'], attributes: { perm: [0, 2, 1] } },
@@ -138,19 +148,21 @@ export async function scoreLinear(p: LinearScoreInputs): Promise<Float32Array> {
     ];
     const inputs: GraphSpec['inputs'] = [
       { name: 'x', elemType: f32, shape: ['M', 'K'] },
-      { name: 'w', elemType: f32, shape: ['N', 'K'] },
-      { name: 's', elemType: f32, shape: searchW ? ['C', 'N', 1] : ['C', 1, 1] },
+      { name: 'w', elemType: f32, shape: group ? ['N', 'KG', 'G'] : ['N', 'K'] },
+      { name: 's', elemType: f32, shape: group ? ['C', 'N', 'KG', 1] : searchW ? ['C', 'N', 1] : ['C', 1, 1] },
       { name: 'o', elemType: f32, shape: ['M', 'N'] },
     ];
     inputs.push(...extraScaleInputs(q.scaleInputs, ['C', 1, 1]));
     if (addBias) inputs.push({ name: 'b', elemType: f32, shape: ['N'] });
     if (p.metric === 'hessian') inputs.push({ name: 'g', elemType: f32, shape: ['M', 'N'] });
-    return { name: 'score_linear', inputs, outputs: [{ name: 'score', elemType: f32, shape: [] }], nodes, initializers: [...q.inits, ...m.inits], opset: 17 };
+    const groupInits = group ? [ints('cnk', [0, 0, -1])] : [];
+    return { name: 'score_linear', inputs, outputs: [{ name: 'score', elemType: f32, shape: [] }], nodes, initializers: [...q.inits, ...m.inits, ...groupInits], opset: 17 };
   };
+  const inFeatures = p.w.shape[1];
   const feeds: Record<string, Feed> = {
     x: feed(p.x),
-    w: feed(p.w),
-    s: { data: p.scales, shape: searchW ? [C, outFeatures, 1] : [C, 1, 1] },
+    w: group ? feed(p.w, [outFeatures, inFeatures / group, group]) : feed(p.w),
+    s: { data: p.scales, shape: group ? [C, outFeatures, inFeatures / group, 1] : searchW ? [C, outFeatures, 1] : [C, 1, 1] },
     o: p.bias && !addBias ? feed(minusBias(p.out, p.bias)) : feed(p.out),
   };
   Object.assign(feeds, extraScaleFeeds(p, [C, 1, 1]));

@@ -10,11 +10,12 @@
  */
 import { ACTIVATION_NEGATIVE_REACH, type Activation } from '../tensor/activation.js';
 import { Tensor } from '../tensor/tensor.js';
-import type { ActivationQuant, BitPolicy, LinearQuant, MatmulQuant } from './params.js';
+import { MAX_GROUPWISE_BITS, type ActivationQuant, type BitPolicy, type LinearQuant, type MatmulQuant } from './params.js';
 import { fakeQuantActivation, kindOf, searchKind, type CodesU8, type OperandSlot, type SearchOperand, type SearchSpace } from './kinds/index.js';
 import { fakeQuantGrouped, maxAbsDelta, uniformCoder } from './quantizers.js';
 import { minusBias, scoreLinear, scoreLinearInteger, scoreMatmul, type Metric } from './scoring.js';
 import { maxAbs } from '../numeric.js';
+import { Ptq4vitError } from '../errors.js';
 import { linear as linearFp, matmul as matmulFp } from '../tensor/gemm.js';
 
 export interface SearchConfig {
@@ -58,8 +59,9 @@ export interface SearchConfig {
   policy?: BitPolicy;
   /**
    * Weight scales of linear layers: 'tensor' (default: one Δ per tensor, q/k/v apart — the model's weight
-   * groups) or 'channel' (one Δ per output channel, each searched on its own rows' Hessian score). The patch
-   * conv is per channel either way.
+   * groups), 'channel' (one Δ per output channel, each searched on its own rows' Hessian score) or 'group16',
+   * 'group32', 'group64', 'group128' (≤ 4-bit weights: one Δ per output row and group of G input channels, one searched
+   * factor per row). The patch conv is per channel either way.
    */
   weightScales?: WeightScales;
   /**
@@ -252,8 +254,28 @@ function negativeReach(activation: Activation | undefined): number | undefined {
 }
 
 /** Granularity of linear layers' weight scales (SearchConfig.weightScales). */
-export type WeightScales = 'tensor' | 'channel';
-export const WEIGHT_SCALES: readonly WeightScales[] = ['tensor', 'channel'];
+export type WeightScales = 'tensor' | 'channel' | 'group16' | 'group32' | 'group64' | 'group128';
+/** group16 too: Swin's first stage is 48 channels wide, a multiple of no larger group. */
+export const WEIGHT_SCALES: readonly WeightScales[] = ['tensor', 'channel', 'group16', 'group32', 'group64', 'group128'];
+
+export { MAX_GROUPWISE_BITS };
+
+/** Input channels per weight Δ group of a granularity: G for 'groupG', else undefined. */
+export function weightGroupSize(scales: WeightScales | undefined): number | undefined {
+  const m = scales?.match(/^group(\d+)$/);
+  return m ? Number(m[1]) : undefined;
+}
+
+/**
+ * Why a linear layer's weight cannot take group-wise scales of G input channels, or null: its codes must be
+ * ≤ 4 bits and its input width K a multiple of G. (The patch conv is not a linear layer: it stays per channel.)
+ */
+export function groupwiseMisfit(point: string, shape: readonly number[], bits: number, group: number): string | null {
+  if (bits > MAX_GROUPWISE_BITS) return `${point}: group-wise weight scales (group${group}) are for weights of at most ${MAX_GROUPWISE_BITS} bits, got ${bits}-bit weights (use --weight-scales channel or tensor)`;
+  const K = shape[shape.length - 1];
+  if (shape.length !== 2 || K % group !== 0) return `${point}: group-wise weight scales need the input width to be a multiple of ${group}, got a ${shape.join('×')} weight`;
+  return null;
+}
 
 export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promise<LinearQuant> {
   const [N, K] = rec.weight.shape;
@@ -261,8 +283,12 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
   const x = rec.x.reshape([M, K]);
   const out = rec.out.reshape([M, N]);
   const grad = rec.grad ? rec.grad.reshape([M, N]) : null;
-  // Per output channel: every row its own group; rows are scored independently, so each row keeps its best Δ.
-  const groups = cfg.weightScales === 'channel' ? N : rec.weightGroups;
+  // Group-wise (linear layers only; the patch conv stays per channel): Δ_{n,g} = f_n·Δ_maxabs(n, g) with
+  // Δ_maxabs(n, g) = max|W[n, gG:(g+1)G]|/(2^(k−1) − 0.5) and one factor f_n per output row from the same α…β grid.
+  const G = rec.kind === 'linear' ? weightGroupSize(cfg.weightScales) : undefined;
+  // Per output channel (and group-wise: one factor per row): every row its own group; rows are scored
+  // independently, so each row keeps its best Δ.
+  const groups = cfg.weightScales === 'channel' || G !== undefined ? N : rec.weightGroups;
   const rowsPerGroup = N / groups;
   const factors = candidateFactors(cfg);
   const C = factors.length;
@@ -271,7 +297,14 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
   const only = cfg.sensitivity?.operand;
   const budget = cfg.batchFloats ?? CANDIDATE_BATCH_FLOATS;
 
-  const w0 = Array.from({ length: groups }, (_, g) => maxAbsDelta(maxAbs(rec.weight.data, g * rowsPerGroup * K, (g + 1) * rowsPerGroup * K), wBits));
+  if (G !== undefined) {
+    const misfit = groupwiseMisfit(rec.point, rec.weight.shape, wBits, G);
+    if (misfit) throw new Ptq4vitError(misfit);
+  }
+  // Δ_maxabs per row group, or per (row, group of G input channels) row-major [N, K/G].
+  const deltaSpan = G ?? rowsPerGroup * K;
+  const w0 = Array.from({ length: rec.weight.size / deltaSpan }, (_, g) => maxAbsDelta(maxAbs(rec.weight.data, g * deltaSpan, (g + 1) * deltaSpan), wBits));
+  const deltasPerGroup = w0.length / groups;
   let weightDeltas = [...w0];
   const quantizeInput = rec.kind !== 'conv';
   const inputSpace = quantizeInput ? activationSpace(cfg, { field: 'input', feeds: rec.postGelu ? 'post-gelu' : undefined }, { data: x.data, heads: 1, groupSize: x.size, bits: aBits, negativeReach: negativeReach(rec.activation) }) : null;
@@ -280,7 +313,8 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
   const cosineGroups = groups === 3 ? 3 : 1;
   // Integer scoring needs both operands as ≤ 8-bit codes. The cosine metric stays in float: its row
   // cosines sit within a few float32 ulps of 1, so the product's rounding alone can reorder candidates.
-  const integer = (cfg.integerScoring ?? true) && cfg.metric === 'hessian' && wBits <= 8 && aBits <= 8;
+  // Group-wise weights have no per-column Δw to factor out of an integer product: scored in float.
+  const integer = (cfg.integerScoring ?? true) && cfg.metric === 'hessian' && wBits <= 8 && aBits <= 8 && G === undefined;
   // Per-channel weights (the conv) are scored per output channel; otherwise per output row (and q/k/v block).
   const perColumn = perColumnCosine(cfg, groups, N);
   // Hessian scores are summed over blocks of rows, which lets candidates be pruned exactly (bestByBlocks).
@@ -317,20 +351,22 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
       const xqBlocks = xCodes ? blocks.map((b) => xCodes.map((part) => codesOf(part, b))) : rowsOf(xq);
       const { best: bestW, scores } = await bestByBlocks(C, groups, blocks, (rows) => Math.floor(budget / (rows * N + N * K)), async (cands, block) => {
         const count = cands.length;
-        const scales = new Float32Array(count * N);
-        for (let c = 0; c < count; c++) for (let n = 0; n < N; n++) scales[c * N + n] = factors[cands[c]] * w0[Math.floor(n / rowsPerGroup)];
+        // [C, N] (one Δ per row), or group-wise [C, N, K/G]: candidate c's factor times each group's Δ_maxabs.
+        const perCand = N * deltasPerGroup;
+        const scales = new Float32Array(count * perCand);
+        for (let c = 0; c < count; c++) for (let i = 0; i < perCand; i++) scales[c * perCand + i] = factors[cands[c]] * w0[G ? i : Math.floor(i / rowsPerGroup)];
         const [xb, o, g] = [xqBlocks[block], outBlocks[block], gradBlocks[block]];
         const s = Array.isArray(xb)
           ? await scoreLinearInteger({ searched: 'weight', x: xb, w: rec.weight, bias, out: o, grad: g, scales, candidates: count, bits: wBits, metric: cfg.metric, cosineGroups })
-          : await scoreLinear({ searched: 'weight', x: xb, w: rec.weight, bias, out: o, grad: g, scales, candidates: count, bits: wBits, quantizer: 'uniform', metric: cfg.metric, cosineGroups, cosinePerColumn: perColumn });
+          : await scoreLinear({ searched: 'weight', x: xb, w: rec.weight, bias, out: o, grad: g, scales, candidates: count, bits: wBits, quantizer: 'uniform', metric: cfg.metric, cosineGroups, cosinePerColumn: perColumn, weightGroupSize: G });
         const wide = Float64Array.from(s);
         return hessian ? sumRowGroups(wide, count, N, groups) : perColumn ? wide.map((v) => -v) : cosineToLoss(s, count, M, cosineGroups, (i) => i % cosineGroups);
       }, prune, cfg.stats);
-      weightDeltas = bestW.map((b, g) => factors[b] * w0[g]);
+      weightDeltas = w0.map((d, i) => factors[bestW[Math.floor(i / deltasPerGroup)]] * d);
       if (only === 'weight') {
         // Groups are independent rows: the point's error is the sum of each group's best.
         const diagonal = scores.reduce((sum, v) => sum + v, 0);
-        cfg.sensitivity!.report({ diagonal, perImage: await linearPerImage(rec, input, weightDeltas, wBits, cfg.sensitivity!.images) });
+        cfg.sensitivity!.report({ diagonal, perImage: await linearPerImage(rec, input, weightDeltas, deltaSpan, wBits, cfg.sensitivity!.images) });
         break;
       }
     }
@@ -342,7 +378,7 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
     // Input search with the weight quantized at its current scales (integer: weight codes × input codes under
     // every candidate, both twin-GELU ranges included).
     const wCodes = integer ? weightCodesT(rec.weight.data, weightDeltas, N, K, wBits) : null;
-    const wq = wCodes ? rec.weight : new Tensor(fakeQuantGrouped(rec.weight.data, weightDeltas, rowsPerGroup * K, wBits), [N, K]);
+    const wq = wCodes ? rec.weight : new Tensor(fakeQuantGrouped(rec.weight.data, weightDeltas, deltaSpan, wBits), [N, K]);
     const space = inputSpace!;
     const { best, scores: [bestScore] } = await bestByBlocks(space.count, space.groups, blocks, (rows) => Math.floor(budget / (rows * (N + K))), async (cands, block) => {
       const { scales, scales2 } = space.scales(cands);
@@ -354,21 +390,22 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
     }, prune, cfg.stats);
     input = space.chosen(best);
     if (only === 'input') {
-      cfg.sensitivity!.report({ diagonal: bestScore, perImage: await linearPerImage(rec, input, weightDeltas, wBits, cfg.sensitivity!.images) });
+      cfg.sensitivity!.report({ diagonal: bestScore, perImage: await linearPerImage(rec, input, weightDeltas, deltaSpan, wBits, cfg.sensitivity!.images) });
       break;
     }
   }
-  const result: LinearQuant = { kind: rec.kind, point: rec.point, weightBits: wBits, weightDeltas, input };
+  const result: LinearQuant = { kind: rec.kind, point: rec.point, weightBits: wBits, weightDeltas, ...(G !== undefined ? { weightGroupSize: G } : {}), input };
   await cfg.trace?.({ kind: 'linear', record: rec, result });
   return result;
 }
 
 /** The per-image Fisher error of a linear point at the given quantization (see SensitivityScore). */
-async function linearPerImage(rec: LinearRecord, input: ActivationQuant | null, weightDeltas: number[], wBits: number, images: number): Promise<number> {
+async function linearPerImage(rec: LinearRecord, input: ActivationQuant | null, weightDeltas: number[], deltaSpan: number, wBits: number, images: number): Promise<number> {
   const [N, K] = rec.weight.shape;
   const M = rec.x.size / K;
   const xq = input ? new Tensor(fakeQuantActivation(rec.x.data, input), [M, K]) : rec.x.reshape([M, K]);
-  const wq = new Tensor(fakeQuantGrouped(rec.weight.data, weightDeltas, (N / weightDeltas.length) * K, wBits), [N, K]);
+  // `deltaSpan` consecutive weights share a Δ (a row group's rows, or one group of G input channels).
+  const wq = new Tensor(fakeQuantGrouped(rec.weight.data, weightDeltas, deltaSpan, wBits), [N, K]);
   const outHat = await linearFp(xq, wq, rec.bias);
   return perImageFisher(outHat.data, rec.out.data, rec.grad?.data, images);
 }
