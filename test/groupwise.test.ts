@@ -13,6 +13,7 @@ import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import { Ptq4vitError } from '../src/errors.js';
 import { exportOptionsFor } from '../src/export/graph.js';
+import { seededRandom } from '../src/grad/loss.js';
 import { exportOnnx } from '../src/export/onnx.js';
 import { HF_Q4_FILE, writeHfDir } from '../src/export/hfdir.js';
 import { openImageFolder } from '../src/data/folder.js';
@@ -31,7 +32,7 @@ import { QuantRunner } from '../src/quant/runner.js';
 import { searchLinear, type LinearRecord, type SearchConfig } from '../src/quant/search.js';
 import { openDataset, loadBatch } from '../src/data/datasets.js';
 import { Tensor } from '../src/tensor/tensor.js';
-import { runCli, scratchDir, sharedDir, showRun } from './helpers.js';
+import { runCli, scratchDir, sharedDir, showRun, onnxInitializers } from './helpers.js';
 import { withMetadata } from './mutate.js';
 import { openOrtNode, openOrtWeb, runTransformersJs } from './runtimes.js';
 
@@ -40,17 +41,8 @@ const CALIB = 'assets/cifar10-calib32/calib32.json';
 const TEST = 'assets/cifar10-test500';
 const scratch = scratchDir('groupwise');
 
-/** A deterministic generator (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A deterministic generator (mulberry32, as calibration's seeded losses use). */
+const rng = seededRandom;
 
 /** A random linear record: heavy-tailed weights (so clipping below Δ_maxabs can pay), Hessian weights ≥ 0. */
 function record(M: number, K: number, N: number, seed: number): LinearRecord {
@@ -258,42 +250,5 @@ describe('a group-wise quantized file', () => {
 
 /** Initializers of an ONNX model by name: data type and raw byte length (a minimal protobuf walk, for counting). */
 function initializers(bytes: Uint8Array): Map<string, { type: number; bytes: number }> {
-  const fields = (buf: Uint8Array, visit: (field: number, wire: number, value: number | Uint8Array) => void) => {
-    let i = 0;
-    const varint = () => {
-      let v = 0, s = 1;
-      for (;;) {
-        const b = buf[i++];
-        v += (b & 0x7f) * s;
-        s *= 128;
-        if (b < 0x80) return v;
-      }
-    };
-    while (i < buf.length) {
-      const key = varint(), field = Math.floor(key / 8), wire = key % 8;
-      if (wire === 0) visit(field, wire, varint());
-      else if (wire === 2) {
-        const n = varint();
-        visit(field, wire, buf.subarray(i, i + n));
-        i += n;
-      } else if (wire === 5) i += 4;
-      else if (wire === 1) i += 8;
-      else throw new Error(`wire type ${wire}`);
-    }
-  };
-  const out = new Map<string, { type: number; bytes: number }>();
-  fields(bytes, (f, w, graph) => {
-    if (f !== 7 || w !== 2) return; // ModelProto.graph
-    fields(graph as Uint8Array, (g, gw, tensor) => {
-      if (g !== 5 || gw !== 2) return; // GraphProto.initializer
-      const t = { name: '', type: 0, bytes: 0 };
-      fields(tensor as Uint8Array, (k, _kw, v) => {
-        if (k === 2) t.type = v as number;
-        if (k === 8) t.name = new TextDecoder().decode(v as Uint8Array);
-        if (k === 9) t.bytes = (v as Uint8Array).length;
-      });
-      out.set(t.name, t);
-    });
-  });
-  return out;
+  return new Map(onnxInitializers(bytes).map(({ name, ...rest }) => [name, rest]));
 }

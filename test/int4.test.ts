@@ -24,7 +24,7 @@ import type { BitPolicy, LinearQuant, PointQuant } from '../src/quant/params.js'
 import { QuantRunner } from '../src/quant/runner.js';
 import { openDataset, loadBatch } from '../src/data/datasets.js';
 import { Tensor } from '../src/tensor/tensor.js';
-import { runCli, scratchDir, sharedDir, showRun } from './helpers.js';
+import { runCli, scratchDir, sharedDir, showRun, onnxInitializers } from './helpers.js';
 import { joinSafetensors, splitSafetensors, withMetadata } from './mutate.js';
 import { openOrtNode, runTransformersJs } from './runtimes.js';
 import { HF_FILES, HF_Q4_FILE, writeHfDir } from '../src/export/hfdir.js';
@@ -89,47 +89,6 @@ describe('packing', () => {
   });
 });
 
-/** Initializers of an ONNX model: name, data type and raw byte length (a minimal protobuf walk, for counting). */
-function onnxInitializers(bytes: Uint8Array): { name: string; type: number; bytes: number }[] {
-  const fields = (buf: Uint8Array, visit: (field: number, wire: number, value: number | Uint8Array) => void) => {
-    let i = 0;
-    const varint = () => {
-      let v = 0, s = 1;
-      for (;;) {
-        const b = buf[i++];
-        v += (b & 0x7f) * s;
-        s *= 128;
-        if (b < 0x80) return v;
-      }
-    };
-    while (i < buf.length) {
-      const key = varint(), field = Math.floor(key / 8), wire = key % 8;
-      if (wire === 0) visit(field, wire, varint());
-      else if (wire === 2) {
-        const n = varint();
-        visit(field, wire, buf.subarray(i, i + n));
-        i += n;
-      } else if (wire === 5) i += 4;
-      else if (wire === 1) i += 8;
-      else throw new Error(`wire type ${wire}`);
-    }
-  };
-  const out: { name: string; type: number; bytes: number }[] = [];
-  fields(bytes, (f, w, graph) => {
-    if (f !== 7 || w !== 2) return; // ModelProto.graph
-    fields(graph as Uint8Array, (g, gw, tensor) => {
-      if (g !== 5 || gw !== 2) return; // GraphProto.initializer
-      const t = { name: '', type: 0, bytes: 0 };
-      fields(tensor as Uint8Array, (k, _kw, v) => {
-        if (k === 2) t.type = v as number;
-        if (k === 8) t.name = new TextDecoder().decode(v as Uint8Array);
-        if (k === 9) t.bytes = (v as Uint8Array).length;
-      });
-      out.push(t);
-    });
-  });
-  return out;
-}
 
 const argmax = (logits: Float32Array, classes: number) => Array.from({ length: logits.length / classes }, (_, r) => {
   let best = 0;
