@@ -34,7 +34,7 @@ import { openDataset, loadBatch } from '../src/data/datasets.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { runCli, scratchDir, sharedDir, showRun, onnxInitializers } from './helpers.js';
 import { withMetadata } from './mutate.js';
-import { openOrtNode, openOrtWeb, runTransformersJs } from './runtimes.js';
+import { openOrtNode, openOrtWeb, runTransformersJs, argmaxPerRow } from './runtimes.js';
 
 const MODEL = 'assets/models/vit_tiny_c10.safetensors';
 const CALIB = 'assets/cifar10-calib32/calib32.json';
@@ -116,12 +116,6 @@ describe('group-wise search', () => {
   });
 });
 
-const argmax = (logits: Float32Array, classes: number) => Array.from({ length: logits.length / classes }, (_, r) => {
-  let best = 0;
-  for (let c = 1; c < classes; c++) if (logits[r * classes + c] > logits[r * classes + best]) best = c;
-  return best;
-});
-
 describe('a group-wise quantized file', () => {
   let file = '';
   let bytes: Uint8Array;
@@ -188,12 +182,12 @@ describe('a group-wise quantized file', () => {
     const logits = await node.run(batch);
     await node.release();
     // The simulation runs the graph's own nodes (MatMulNBits included): the same floats.
-    assert.deepEqual(argmax(logits.data, classes), argmax(inMemory.data, classes));
+    assert.deepEqual(argmaxPerRow(logits.data, classes), argmaxPerRow(inMemory.data, classes));
     assert.deepEqual(logits.data, inMemory.data, 'graph = simulation, bit for bit');
     const web = await openOrtWeb(onnx);
     const webLogits = await web.run(batch);
     await web.release();
-    const same = argmax(webLogits.data, classes).filter((c, i) => c === argmax(logits.data, classes)[i]).length;
+    const same = argmaxPerRow(webLogits.data, classes).filter((c, i) => c === argmaxPerRow(logits.data, classes)[i]).length;
     assert.ok(same >= 15, `onnxruntime-web = node on ${same}/16`);
   });
 
@@ -210,7 +204,7 @@ describe('a group-wise quantized file', () => {
     const logits = await node.run({ data: pixels, dims: [picks.length, 3, S, S] });
     await node.release();
     const got = await runTransformersJs(dir, picks.map((i) => folder.itemName(i)), { dtype: 'q4' });
-    assert.deepEqual(got.labels, argmax(logits.data, loaded.model.spec.arch.numClasses).map((c) => `LABEL_${c}`));
+    assert.deepEqual(got.labels, argmaxPerRow(logits.data, loaded.model.spec.arch.numClasses).map((c) => `LABEL_${c}`));
   });
 
   const refused = (edited: Uint8Array, pattern: RegExp) => {

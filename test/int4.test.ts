@@ -11,6 +11,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { before, describe, test } from 'node:test';
 import { Ptq4vitError } from '../src/errors.js';
+import { seededRandom } from '../src/grad/loss.js';
 import { exportOptionsFor } from '../src/export/graph.js';
 import { exportOnnx } from '../src/export/onnx.js';
 import { SafeTensors } from '../src/io/safetensors.js';
@@ -26,7 +27,7 @@ import { openDataset, loadBatch } from '../src/data/datasets.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { runCli, scratchDir, sharedDir, showRun, onnxInitializers } from './helpers.js';
 import { joinSafetensors, splitSafetensors, withMetadata } from './mutate.js';
-import { openOrtNode, runTransformersJs } from './runtimes.js';
+import { openOrtNode, runTransformersJs, argmaxPerRow } from './runtimes.js';
 import { HF_FILES, HF_Q4_FILE, writeHfDir } from '../src/export/hfdir.js';
 import { openImageFolder } from '../src/data/folder.js';
 import { evalTransform } from '../src/data/transform.js';
@@ -37,16 +38,7 @@ const TEST = 'assets/cifar10-test500';
 const scratch = scratchDir('int4');
 
 /** A deterministic generator (mulberry32) for the property test. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = seededRandom;
 
 describe('packing', () => {
   test('containers: 2 → 2 bits, 3–4 → 4 bits, 5–8 → int8, 9–16 → int16', () => {
@@ -87,13 +79,6 @@ describe('packing', () => {
     refused(() => unpackCodes(Uint8Array.of(0xf8), 1, 2, 3, 'w'), /code 7 outside the 3-bit range \[-4, 3\]/);
     refused(() => unpackCodes(Uint8Array.of(0x88, 0x18), 1, 3, 4, 'w'), /non-zero padding bits/);
   });
-});
-
-
-const argmax = (logits: Float32Array, classes: number) => Array.from({ length: logits.length / classes }, (_, r) => {
-  let best = 0;
-  for (let c = 1; c < classes; c++) if (logits[r * classes + c] > logits[r * classes + best]) best = c;
-  return best;
 });
 
 describe('a packed quantized file', () => {
@@ -173,7 +158,7 @@ describe('a packed quantized file', () => {
     const logits = await session.run({ data: images.data, dims: [...images.shape] });
     await session.release();
     const classes = loaded.model.spec.arch.numClasses;
-    assert.deepEqual(argmax(logits.data, classes), argmax(inMemory.data, classes));
+    assert.deepEqual(argmaxPerRow(logits.data, classes), argmaxPerRow(inMemory.data, classes));
     let max = 0;
     for (let i = 0; i < logits.data.length; i++) max = Math.max(max, Math.abs(logits.data[i] - inMemory.data[i]));
     assert.ok(max < 1e-3, `integer graph vs simulation: max |Δ logit| ${max}`);
@@ -196,7 +181,7 @@ describe('a packed quantized file', () => {
     await node.release();
     const got = await runTransformersJs(dir, picks.map((i) => folder.itemName(i)), { dtype: 'q4' });
     const classes = loaded.model.spec.arch.numClasses;
-    assert.deepEqual(got.labels, argmax(logits.data, classes).map((c) => `LABEL_${c}`));
+    assert.deepEqual(got.labels, argmaxPerRow(logits.data, classes).map((c) => `LABEL_${c}`));
   });
 
   /** The file with one tensor's bytes edited. */

@@ -164,11 +164,15 @@ export function softmaxRows(logits: Batch): Float32Array[] {
 }
 
 export function argmaxRows(logits: Batch): number[] {
-  const [rows, cols] = logits.dims;
+  return argmaxPerRow(logits.data, logits.dims[1]);
+}
+
+/** The index of the largest value in each row of `cols` values (first on ties). */
+export function argmaxPerRow(data: Float32Array, cols: number): number[] {
   const out: number[] = [];
-  for (let r = 0; r < rows; r++) {
+  for (let r = 0; r < data.length / cols; r++) {
     let best = 0;
-    for (let c = 1; c < cols; c++) if (logits.data[r * cols + c] > logits.data[r * cols + best]) best = c;
+    for (let c = 1; c < cols; c++) if (data[r * cols + c] > data[r * cols + best]) best = c;
     out.push(best);
   }
   return out;
