@@ -570,12 +570,17 @@ export class CalibrationSession {
     return Math.max(0, Math.floor(this.opts.searchWorkers ?? defaultSearchWorkers()));
   }
 
+  /** Whether a point with records of `floats` floats is searched in a worker. */
+  private inWorker(floats: number): boolean {
+    return this.workers > 0 && floats >= (this.opts.searchWorkerMinFloats ?? WORKER_MIN_FLOATS);
+  }
+
   /**
    * The worker pool for a point with records of `floats` floats, or null (search here): started on first use,
    * so a calibration whose points are all small never starts it.
    */
   private searchPool = (floats: number): SearchPool | null => {
-    if (this.workers === 0 || floats < (this.opts.searchWorkerMinFloats ?? WORKER_MIN_FLOATS)) return null;
+    if (!this.inWorker(floats)) return null;
     this.pool ??= new SearchPool(this.workers, ortThreads());
     return this.pool;
   };
@@ -617,7 +622,7 @@ export class CalibrationSession {
         const d = data.get(name)!;
         const point = this.byName.get(name)!;
         // (Measured before the visit: a search in a worker borrows the records until it ends.)
-        const inWorker = recordFloats(d) >= (this.opts.searchWorkerMinFloats ?? WORKER_MIN_FLOATS);
+        const inWorker = this.inWorker(recordFloats(d));
         const done: Promise<void> = visit({ point, search: (cfg) => searchPoint(point, d, this.rec.linearParams, cfg, this.searchPool), records: d }).then(
           () => {
             if (!keep) data.delete(name); // free this point's records before searching the next
