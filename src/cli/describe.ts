@@ -6,7 +6,8 @@ import { bitsLabel } from '../quant/fileschema.js';
 export function describeQuantization(provenance: Record<string, unknown>): string {
   const method = provenance.method === 'base' ? 'Base PTQ' : 'PTQ4ViT';
   const smoothing = provenance.smoothing as { alpha: number } | undefined;
-  return `${method} ${bitsLabel(provenance)}${smoothing ? `, channel smoothing α ${smoothing.alpha}` : ''}`;
+  const pinned = provenance.pinned as { bits: number; points: string[] } | undefined;
+  return `${method} ${bitsLabel(provenance)}${pinned ? ` (${pinned.points.join(', ')} at ${pinned.bits} bits)` : ''}${smoothing ? `, channel smoothing α ${smoothing.alpha}` : ''}`;
 }
 
 export function percent(x: number): string {

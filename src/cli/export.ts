@@ -2,6 +2,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { Ptq4vitError } from '../errors.js';
+import { isPinnable } from '../quant/mixed.js';
 import { exportOptionsFor } from '../export/graph.js';
 import { writeHfDir } from '../export/hfdir.js';
 import { exportOnnx, onnxOutputName } from '../export/onnx.js';
@@ -33,7 +34,7 @@ export const EXPORT_COMMAND: CommandSpec = {
     model: { type: 'string', value: 'path', required: true, help: 'a quantized model file, a float .safetensors checkpoint (a NAME.json card beside it is used without --config), a Hugging Face transformers folder (config.json with model_type vit/deit/swin/dinov2/dinov2_with_registers, preprocessor_config.json, model.safetensors) or a timm hub folder (config.json + model.safetensors)' },
     ...FLOAT_CHECKPOINT_FLAGS,
     out: { type: 'string', value: 'model.onnx', help: 'where the ONNX model is written (atomically); --out and/or --hf-dir is required' },
-    'hf-dir': { type: 'string', value: 'dir', help: 'write a folder transformers.js loads offline: config.json, preprocessor_config.json, onnx/model.onnx (FP32; for a quantized file, its dequantized weights) and, for a quantized file, onnx/model_quantized.onnx (the integer graph, dtype q8) or, when its linear weights are all 4 bits or fewer, onnx/model_q4.onnx (the same graph with packed weights, dtype q4)' },
+    'hf-dir': { type: 'string', value: 'dir', help: 'write a folder transformers.js loads offline: config.json, preprocessor_config.json, onnx/model.onnx (FP32; for a quantized file, its dequantized weights) and, for a quantized file, onnx/model_quantized.onnx (the integer graph, dtype q8) or, when its linear weights are all 4 bits or fewer (the classifier excepted, as --pin keeps it at 8), onnx/model_q4.onnx (the same graph with packed weights, dtype q4)' },
     float: { type: 'boolean', help: 'export a quantized file as an FP32 graph of its dequantized weights instead of integer products' },
     labels: { type: 'string', value: 'names.txt', help: "class names, one per line, for the ONNX metadata and the folder's id2label (default: a hub folder's label_names, else class_0, class_1, …)" },
   },
@@ -71,8 +72,9 @@ export async function runExport(args: string[]): Promise<void> {
     // model.onnx is always a float graph; model_quantized.onnx the integer graph of a quantized file.
     const fp32 = asFloat ? bytes : await exportOnnx(loaded.model, { labels });
     const quantized = loaded.quantized ? (asFloat ? await exportOnnx(loaded.model, exportOptionsFor(loaded, { labels })) : bytes) : undefined;
-    // Linear weights all ≤ 4 bits: the integer graph holds them packed, transformers.js's dtype 'q4'.
-    const fourBit = loaded.quantized?.points.every((p) => p.kind !== 'linear' || p.weightBits <= 4) === true;
+    // Linear weights all ≤ 4 bits (the classifier may be pinned wider, as the patch embedding): the integer graph
+    // holds them packed, transformers.js's dtype 'q4'.
+    const fourBit = loaded.quantized?.points.every((p) => p.kind !== 'linear' || p.weightBits <= 4 || isPinnable({ kind: p.kind, name: p.point })) === true;
     writeHfDir(hfDir, spec, fourBit ? { fp32, q4: quantized } : { fp32, quantized }, labels);
     rows.push(['hf folder', `${hfDir} (onnx/model.onnx ${(fp32.length / 1e6).toFixed(2)} MB${quantized ? `, onnx/${fourBit ? 'model_q4' : 'model_quantized'}.onnx ${(quantized.length / 1e6).toFixed(2)} MB` : ''})`]);
   }

@@ -12,8 +12,8 @@ import { loadCalibration } from '../quant/calibset.js';
 import { calibrateMany, type CalibrationOptions, type CalibrationTiming } from '../quant/calibrate.js';
 import { checkSpecStorable, saveQuantizedModel } from '../quant/file.js';
 import { DEFAULT_EMBEDDING_LOSS, methodConfig, METHODS, type Method } from '../quant/methods.js';
-import type { PointQuant } from '../quant/params.js';
-import { calibrateMixed, checkBudget, mixedProvenance, describeBudget, operandItems, CANDIDATE_WIDTHS, PINNED_BITS, SENSITIVITY_N, type Budget, type MixedProgress, type MixedRequest, type MixedResult, type MixedTiming } from '../quant/mixed.js';
+import type { BitPolicy, PointQuant } from '../quant/params.js';
+import { calibrateMixed, checkBudget, mixedProvenance, describeBudget, operandItems, isPinnable, CANDIDATE_WIDTHS, PINNED_BITS, SENSITIVITY_N, type Budget, type MixedProgress, type MixedRequest, type MixedResult, type MixedTiming } from '../quant/mixed.js';
 import { QuantRunner } from '../quant/runner.js';
 import { WEIGHT_SCALES, groupwiseMisfit, weightGroupSize } from '../quant/search.js';
 import { smoothChannels, type SmoothedNorm } from '../quant/smooth.js';
@@ -47,6 +47,7 @@ export const QUANTIZE_OPTIONS: FlagTable = {
   'a-avg-bits': { type: 'string', value: 'B', help: 'mixed precision for the activations only: average activation bits at most B (weights at --w-bits unless --w-avg-bits or --size-mb)' },
   'size-mb': { type: 'string', value: 'MB', help: 'mixed precision for the weights: deployed weight bytes (codes in their 2-, 4-, 8- or 16-bit containers, packed, and a f32 Δ per output channel) at most MB megabytes of 10^6 bytes; 3-bit weights cost as much as 4-bit ones, 5- to 7-bit as 8-bit, so the widest candidate of each container is chosen' },
   widths: { type: 'string', value: 'list', default: '3,4,5,6,8', help: 'mixed precision: candidate widths of every weight and activation, comma-separated, 2 to 16' },
+  pin: { type: 'boolean', help: 'uniform widths: the patch embedding and the classifier keep 8-bit weights and inputs, as mixed precision pins them (at 4-bit weights the patch embedding alone costs most of the error; see RESULTS.md)' },
   'no-pin': { type: 'boolean', help: 'mixed precision: let the patch embedding and the classifier take any width (by default they stay at 8 bits and count in the budget)' },
   smooth: { type: 'string', value: 'α', help: 'channel smoothing (SmoothQuant) before calibration: every LayerNorm feeding a linear layer divides channel j by s_j = max|X_j|^α / max|W_j|^(1−α), the layer\'s weight column j is multiplied by s_j (the same float model; flatter input ranges); α from 0 to 1, 0.5 is usual' },
   out: { type: 'string', value: 'file', default: 'NAME.METHOD-wKaK.safetensors', help: 'where the quantized model is written (atomically)' },
@@ -64,7 +65,7 @@ export const QUANTIZE_OPTIONS: FlagTable = {
   'no-twin-gelu': { type: 'boolean', help: 'plain uniform quantization for post-GELU inputs' },
   'gelu-unaligned': { type: 'boolean', help: 'do not force Δ_R2 = 2^m·Δ_R1 for the GELU twin' },
   'skip-unreadable': { type: 'boolean', help: 'replace an unreadable calibration image by the next image of the seeded draw instead of stopping' },
-  'weight-scales': { type: 'string', value: 'per', default: 'tensor', help: 'weight scales of linear layers: tensor (one Δ per tensor, q, k, v apart), channel (one Δ per output channel), or group16, group32, group64, group128 (weights of at most 4 bits: one Δ per output channel and group of G input channels, K a multiple of G; deployed as MatMulNBits); searched with the same metric; the patch conv stays per channel' },
+  'weight-scales': { type: 'string', value: 'per', default: 'tensor', help: 'weight scales of linear layers: tensor (one Δ per tensor, q, k, v apart), channel (one Δ per output channel), or group16, group32, group64, group128 (weights of at most 4 bits, K a multiple of G: one Δ per output channel times an integer from 1 to 16 per group of G input channels, so the layer runs as int8 codes on the same integer products); searched with the same metric; the patch conv stays per channel' },
   'softmax-r2': { type: 'string', value: 'paper|exact-one', default: 'paper', help: "Δ_R2 of the softmax twin: 1/2^(k−1) (paper) or 1/(2^(k−1)−1) (the authors' code)" },
 };
 
@@ -113,6 +114,7 @@ export function mixedRequest(v: Values, uniform: { weightBits: number; activatio
     for (const f of ['widths', 'no-pin']) if (v[f] !== undefined) throw new Ptq4vitError(`--${f} only applies to mixed precision: add a budget (--avg-bits, --w-avg-bits, --a-avg-bits or --size-mb)`);
     return null;
   }
+  if (v.pin !== undefined) throw new Ptq4vitError(`--pin is for uniform widths: mixed precision (${given.map((f) => `--${f}`).join(', ')}) pins the patch embedding and the classifier at 8 bits already (--no-pin lets them go lower)`);
   const candidates = widthList(v);
   const lowest = Math.min(...candidates);
   if (v['avg-bits'] !== undefined) {
@@ -354,12 +356,15 @@ export async function runQuantize(args: string[]): Promise<void> {
   if (loaded.quantized) throw new Ptq4vitError(`${weights} is already a quantized model; quantize the float checkpoint`);
   const { model: fpModel } = loaded;
   checkSpecStorable(fpModel.spec);
+  // --pin: the patch embedding and the classifier at 8 bits (weights, and the classifier's input), the rest uniform.
+  const pinned = new Set(v.pin === true ? fpModel.quantPoints.filter(isPinnable).map((p) => p.name) : []);
+  const pinPolicy: BitPolicy = Object.fromEntries(fpModel.quantPoints.filter((p) => pinned.has(p.name)).map((p) => [p.name, p.kind === 'conv' ? { weight: PINNED_BITS } : { weight: PINNED_BITS, input: PINNED_BITS }]));
   const group = weightGroupSize(flagOpts.weightScales);
   if (group !== undefined) {
     // Refused now, not after minutes of calibration: group-wise needs ≤ 4-bit weights and K a multiple of G.
     if (mixed) throw new Ptq4vitError(`--weight-scales ${flagOpts.weightScales}: group-wise weight scales are for ≤ 4-bit weights and cannot be combined with mixed precision (${budgetFlagNames(v)}); use --weight-scales channel or tensor`);
     for (const p of fpModel.quantPoints) {
-      if (p.kind !== 'linear' || !p.weight) continue;
+      if (p.kind !== 'linear' || !p.weight || pinned.has(p.name)) continue;
       const misfit = groupwiseMisfit(p.name, loaded.weights.tensor(p.weight).shape, flagOpts.weightBits, group);
       if (misfit) throw new Ptq4vitError(`--weight-scales ${flagOpts.weightScales}: ${misfit}`);
     }
@@ -383,7 +388,7 @@ export async function runQuantize(args: string[]): Promise<void> {
   if (!quiet && lossChoice === 'default for unlabeled data') process.stderr.write(`--calib ${calibPath} has no labels: calibrating with --loss pseudo (the FP32 model's own predictions)\n`);
   const label = mixed ? `${method} mixed (${describeBudget(mixed.budget)})` : `${method} W${opts.weightBits}A${opts.activationBits}`;
   const collector = reportFile === undefined ? null : new ReportCollector(opts.metric);
-  const searchOpts = collector ? { ...opts, trace: collector.trace } : opts;
+  const searchOpts = { ...opts, ...(pinned.size > 0 ? { policy: pinPolicy } : {}), ...(collector ? { trace: collector.trace } : {}) };
   let mixedRun: { result: MixedResult; timing: MixedTiming; provenance: Record<string, unknown> } | null = null;
   let run: CalibrationRun;
   if (mixed) {
@@ -395,7 +400,7 @@ export async function runQuantize(args: string[]): Promise<void> {
   const provenance = {
     tool: 'ptq4vit',
     method,
-    ...(mixedRun ? { mixed_precision: mixedRun.provenance } : { w_bits: opts.weightBits, a_bits: opts.activationBits }),
+    ...(mixedRun ? { mixed_precision: mixedRun.provenance } : { w_bits: opts.weightBits, a_bits: opts.activationBits, ...(pinned.size > 0 ? { pinned: { bits: PINNED_BITS, points: [...pinned] } } : {}) }),
     search: { metric: opts.metric, alpha: opts.alpha, beta: opts.beta, n: opts.n, rounds: opts.rounds, twin_softmax: opts.twinSoftmax, twin_gelu: opts.twinGelu, gelu_aligned: opts.geluAligned, softmax_delta_r2: opts.softmaxDeltaR2, ...(opts.weightScales ? { weight_scales: opts.weightScales } : {}) },
     loss: opts.metric === 'hessian' ? opts.loss : null,
     loss_choice: lossChoice,

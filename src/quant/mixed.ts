@@ -95,7 +95,7 @@ export type Sensitivities = Map<string, Map<number, number>>;
 const itemKey = (point: string, operand: Operand) => `${point}:${operand}`;
 
 /** The patch embedding (the conv) and the classifier head(s) (timm names head, head.fc, head_dist). */
-export function isPinnable(p: QuantPoint): boolean {
+export function isPinnable(p: Pick<QuantPoint, 'kind' | 'name'>): boolean {
   return p.kind === 'conv' || /^head(\.|_|$)/.test(p.name);
 }
 
