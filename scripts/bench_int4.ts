@@ -11,8 +11,10 @@
  *                                                  per block by onnxruntime on the fly (nbits.ts)
  *   - W4A8 MatMulNBits, accuracy_level 0           the same, multiplied in float
  *   - q4 recipe (RTN, block 32), level 0 / 4       transformers.js-style q4 of the FP32 model (nbits.ts)
- *   - W4A8 group32, level 0 (shipped) / 4          group-wise Δs (--weight-scales group32): MatMulNBits behind the
- *                                                  calibrated input quantized and dequantized (quant/groupwise.ts)
+ *   - W4A8 group32 (shipped)                       group-wise scales (--weight-scales group32): 4-bit codes times
+ *                                                  their group's multiplier, unpacked to int8 at load, the same
+ *                                                  u8 × s8 kernels as per-channel weights (packed.ts)
+ *   - W4A8 group32, MatMulNBits level 0 / 4        the same codes with Δ·m per block in MatMulNBits (nbits.ts)
  *
  * img/s under onnxruntime-node (one session each, --threads intra-op threads, ORT defaults, a warm-up batch, the
  * median of --repeat timed passes over --images test1k images, batch --batch, the graphs' passes interleaved), ratios against the W8A8 graph
@@ -26,8 +28,6 @@ import ort from 'onnxruntime-node';
 import { loadBatch, openDataset } from '../src/data/datasets.js';
 import { nbitsProducts, q4RecipeProducts } from '../src/export/nbits.js';
 import { integerProducts } from '../src/export/products.js';
-import type { ProductEmitter } from '../src/export/trace.js';
-import { groupwiseNodes } from '../src/quant/groupwise.js';
 import { exportOnnx } from '../src/export/onnx.js';
 import { openModel } from '../src/open.js';
 import { weightCodes } from '../src/quant/file.js';
@@ -53,19 +53,6 @@ const { images: calibImages, labels } = await loadCalibration(calib, 8, 0, model
 const search = (w: number) => calibrate(model, calibImages, labels, { ...methodConfig('ptq4vit', { weightBits: w, activationBits: 8, n: 20, rounds: 1 }), weightScales: 'channel' });
 const [w4, w8] = [await search(4), await search(8)];
 const w4g32 = await calibrate(model, calibImages, labels, { ...methodConfig('ptq4vit', { weightBits: 4, activationBits: 8, n: 20, rounds: 1 }), weightScales: 'group32' });
-/** The group-wise graph with its MatMulNBits at another accuracy level (level 4: for speed only, not the simulation). */
-const groupwiseAt = (level: 0 | 4): ProductEmitter => {
-  const integer = integerProducts(w4g32, codes);
-  const params = new Map(w4g32.map((p) => [p.point, p]));
-  return {
-    linear(g, point, x, weight, bias) {
-      const q = params.get(point);
-      if (!q || q.kind === 'matmul' || q.weightGroupSize === undefined) return integer.linear(g, point, x, weight, bias);
-      return groupwiseNodes(g, point, x.name, q, codes(q, weight), bias, { N: weight.shape[0], K: weight.shape[1] }, level);
-    },
-    matmul: integer.matmul,
-  };
-};
 const codes = (q: Parameters<typeof weightCodes>[1], w: Parameters<typeof weightCodes>[0]) => weightCodes(w, q) as Int8Array;
 
 const variants: { name: string; bytes: Uint8Array }[] = [
@@ -76,8 +63,9 @@ const variants: { name: string; bytes: Uint8Array }[] = [
   { name: 'W4A8 MatMulNBits, accuracy_level 0 (float)', bytes: await exportOnnx(model, { quant: w4, products: nbitsProducts(w4, codes, { blockSize: 32, accuracyLevel: 0 }) }) },
   { name: 'q4 recipe (RTN, block 32), accuracy_level 0', bytes: await exportOnnx(model, { products: q4RecipeProducts({ blockSize: 32, accuracyLevel: 0 }) }) },
   { name: 'q4 recipe (RTN, block 32), accuracy_level 4', bytes: await exportOnnx(model, { products: q4RecipeProducts({ blockSize: 32, accuracyLevel: 4 }) }) },
-  { name: 'W4A8 group32, MatMulNBits accuracy_level 0 behind the calibrated activation (shipped for group-wise)', bytes: await exportOnnx(model, { quant: w4g32 }) },
-  { name: 'W4A8 group32, MatMulNBits accuracy_level 4 (x̂ re-quantized per block)', bytes: await exportOnnx(model, { quant: w4g32, products: groupwiseAt(4) }) },
+  { name: 'W4A8 group32 integer graph, 4-bit codes × group multipliers → int8 at load (shipped)', bytes: await exportOnnx(model, { quant: w4g32 }) },
+  { name: 'W4A8 group32, MatMulNBits accuracy_level 0 (float)', bytes: await exportOnnx(model, { quant: w4g32, products: nbitsProducts(w4g32, codes, { blockSize: 32, accuracyLevel: 0 }) }) },
+  { name: 'W4A8 group32, MatMulNBits accuracy_level 4 (dynamic int8 activations)', bytes: await exportOnnx(model, { quant: w4g32, products: nbitsProducts(w4g32, codes, { blockSize: 32, accuracyLevel: 4 }) }) },
 ];
 
 const test = await openDataset(path.join(shared, 'data', 'cifar10', 'test1k.json'));

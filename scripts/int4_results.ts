@@ -44,7 +44,10 @@ interface Config {
   w: number;
   a: number;
   scales: Scales;
+  /** --pin: the patch embedding and the classifier at 8 bits. */
+  pin?: boolean;
 }
+const keyOf = (c: Config) => `w${c.w}a${c.a}-${c.scales}${c.pin ? '-pin' : ''}`;
 const CONFIGS: Config[] = [
   { w: 4, a: 8, scales: 'tensor' },
   { w: 4, a: 8, scales: 'channel' },
@@ -52,20 +55,24 @@ const CONFIGS: Config[] = [
   { w: 4, a: 8, scales: 'group64' },
   { w: 4, a: 8, scales: 'group32' },
   { w: 4, a: 8, scales: 'group16' },
+  { w: 4, a: 8, scales: 'channel', pin: true },
+  { w: 4, a: 8, scales: 'group64', pin: true },
+  { w: 4, a: 8, scales: 'group32', pin: true },
+  { w: 4, a: 8, scales: 'group16', pin: true },
   // Group-wise scales are for ≤ 4-bit weights: W6A6 compares per tensor and per channel only.
   ...(args.includes('--no-w6') ? [] : [{ w: 6, a: 6, scales: 'tensor' as const }, { w: 6, a: 6, scales: 'channel' as const }]),
 ];
 /** --only=w6a6-tensor,…: measure only these rows (and FP32, the reference), keeping the others measured before. */
 const ONLY = option('only')?.split(',');
-const RUN = ONLY ? CONFIGS.filter((c) => ONLY.includes(`w${c.w}a${c.a}-${c.scales}`)) : CONFIGS;
+const RUN = ONLY ? CONFIGS.filter((c) => ONLY.includes(keyOf(c))) : CONFIGS;
 
 /** The quantized file of a configuration, or the one-line refusal of `ptq4vit quantize`. */
 function quantizedFile(model: string, c: Config): { file: string } | { refused: string } {
-  const file = path.join(dir, `${model}.ptq4vit-w${c.w}a${c.a}-${c.scales}.safetensors`);
+  const file = path.join(dir, `${model}.ptq4vit-${keyOf(c)}.safetensors`);
   if (fs.existsSync(file)) return { file };
   console.log(`calibrating ${model} W${c.w}A${c.a} ${c.scales} …`);
   const run = spawnSync(process.execPath, ['bin/ptq4vit.js', 'quantize', '--model', path.join(shared, 'models', `${model}.safetensors`), '--config', path.join(shared, 'models', `${model}.json`),
-    '--calib', path.join(shared, 'data', 'cifar10', 'calib32.json'), '--w-bits', String(c.w), '--a-bits', String(c.a), '--weight-scales', c.scales, '--out', file], { stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8' });
+    '--calib', path.join(shared, 'data', 'cifar10', 'calib32.json'), '--w-bits', String(c.w), '--a-bits', String(c.a), '--weight-scales', c.scales, ...(c.pin ? ['--pin'] : []), '--out', file], { stdio: ['ignore', 'inherit', 'pipe'], encoding: 'utf8' });
   if (run.status === 2) return { refused: run.stderr.trim().split('\n').pop()!.replace(/^ptq4vit: error: /, '') };
   if (run.status !== 0) throw new Error(`quantize failed for ${model} W${c.w}A${c.a} ${c.scales}: ${run.stderr}`);
   return { file };
@@ -111,7 +118,7 @@ const agreement = await openDataset(agreementData);
  */
 const rowsFile = path.join(dir, 'results-rows.json');
 const stored: Record<string, { testSet: string; rows: Record<string, string> }> = fs.existsSync(rowsFile) ? JSON.parse(fs.readFileSync(rowsFile, 'utf8')) : {};
-const ROW_ORDER = ['fp32', 'q4', ...CONFIGS.map((c) => `w${c.w}a${c.a}-${c.scales}`), 'w6a6-tensor', 'w6a6-channel'];
+const ROW_ORDER = ['fp32', 'q4', ...CONFIGS.map(keyOf)];
 function addRow(model: string, key: string, row: string): void {
   console.log(row);
   stored[model].rows[key] = row;
@@ -125,14 +132,18 @@ function writeSection(): void {
     `${Object.keys(stored).join(' and ')}. Top-1, top-1 agreement and mean KL(FP32 ‖ model) of the softmax on ${Object.entries(stored).map(([m, v]) => `${m}: ${v.testSet}`).join('; ')},`,
     'all of the exported ONNX graph in onnxruntime-node (what `ptq4vit eval` runs and `ptq4vit export` writes), against the FP32',
     'graph. Weight scales: per tensor — one Δ per tensor (q, k, v apart); per channel — one Δ per output channel; groupG —',
-    'one Δ per output channel and group of G input channels (≤ 4-bit weights only: W6A6 compares per tensor and per channel',
-    'only), one factor per row searched on the rows\' Hessian score, deployed as MatMulNBits (block G, accuracy level 0)',
-    'behind the calibrated activation quantized and dequantized. The patch conv is per channel in every row. q4 recipe:',
+    'one Δ per output channel times an integer multiplier m ∈ [1, 16] per group of G input channels (≤ 4-bit weights only:',
+    'W6A6 compares per tensor and per channel only), one factor per row searched on the rows\' Hessian score, the multipliers',
+    'the smallest lattice step at or above each group\'s Δ_maxabs; m·code is an int8 code, so group-wise layers run the same',
+    'u8 × s8 integer products as per-channel ones (4-bit codes packed in the file and the graph, the multipliers packed to 4',
+    'bits in the graph and multiplied into int8 codes when the session loads). The patch conv is per channel in every row;',
+    '--pin keeps it and the classifier at 8 bits',
+    '(weights and the classifier\'s input). q4 recipe:',
     "transformers.js's conversion recipe (RTN, symmetric, blocks of 32, MatMulNBits, float activations) rebuilt by this project",
     'from the same FP32 model (linear layers whose input width is not a multiple of 32 stay float, as its quantizer leaves',
     "them). Simulation = graph: top-1 predictions on test1k the op-by-op simulation shares with the graph. Web = node: the first",
     `${webImages} test1k images, onnxruntime-web 1.30 (wasm, 1 thread) vs onnxruntime-node. Sizes in MB of 10^6 bytes (4-bit codes`,
-    'packed two a byte; group-wise Δs are f32 in the ONNX file and JSON text in the .safetensors metadata). A group size that',
+    'packed two a byte; group multipliers are JSON integers in the .safetensors metadata). A group size that',
     'does not divide every linear layer\'s input width is refused by `quantize` (the row says where).',
     '',
     '| model | weights/acts | weight scales | top-1 | agreement with FP32 | KL(FP32 ‖ model) | simulation = graph (test1k) | web = node | .safetensors MB | ONNX MB |',
@@ -195,9 +206,9 @@ for (const MODEL of MODELS) {
   if (q4Row) addRow(MODEL, 'q4', `| ${MODEL} | q4 recipe: W4 (block 32), float activations | RTN per block of 32 | ${q4Row.cells} | — | ${await webSame(q4, fp32.model.spec, q4Row.sub.logits!)} | — | ${ratio(q4.length)} |`);
 
   for (const c of RUN) {
-    const key = `w${c.w}a${c.a}-${c.scales}`;
+    const key = keyOf(c);
     const made = quantizedFile(MODEL, c);
-    const label = c.scales === 'tensor' || c.scales === 'channel' ? `per ${c.scales}` : c.scales;
+    const label = `${c.scales === 'tensor' || c.scales === 'channel' ? `per ${c.scales}` : c.scales}${c.pin ? ', --pin' : ''}`;
     if ('refused' in made) {
       addRow(MODEL, key, `| ${MODEL} | W${c.w}A${c.a} | ${label} | refused by quantize: ${made.refused.replace(/\|/g, '\\|')} | | | | | | |`);
       continue;

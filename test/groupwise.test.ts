@@ -1,11 +1,14 @@
 /**
- * Group-wise weight scales (issue 22, item 1): one Δ per output row and group of G input channels for ≤ 4-bit
- * weights. The search's per-row factor never loses to Δ_maxabs per group on the Hessian score it minimizes; a
- * group-wise file round-trips (Δs and codes) and evaluates exactly as the in-memory model; its ONNX graph holds the
- * weights as 4-bit MatMulNBits blocks (bytes counted) and predicts as the simulation (node, and web); transformers.js
- * loads it as dtype 'q4'; bad group data and group-wise requests that cannot be met are refused with one line.
+ * Group-wise weight scales (issue 22, item 1): for ≤ 4-bit weights, one Δ per output row times an integer multiplier
+ * m ∈ [1, 2^(8−k)] per group of G input channels, so that m·code is an int8 code. The search's per-row factor never
+ * loses to factor 1 on the lattice on the Hessian score it minimizes, and the lattice is the smallest step at or above
+ * each group's Δ_maxabs; a group-wise file round-trips (Δs, multipliers, codes) and evaluates exactly as the in-memory
+ * model; its ONNX graph holds 4-bit codes and 4-bit multipliers (bytes counted), runs the u8 × s8 integer products
+ * (no MatMulNBits) and predicts as the simulation bit for bit, in node and in web; transformers.js loads it as dtype
+ * 'q4'; bad group data and group-wise requests that cannot be met are refused with one line; --pin keeps the patch
+ * embedding and the classifier at 8 bits.
  *
- * One quick calibration of vit_tiny_c10 (4 images, 5 candidates, 1 round) at W4A8 group32.
+ * One quick calibration of vit_tiny_c10 (4 images, 5 candidates, 1 round) at W4A8 group32 --pin.
  */
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -26,10 +29,11 @@ import { DequantizedSource, saveQuantizedModel, weightCodes } from '../src/quant
 import { fakeQuantActivation } from '../src/quant/kinds/index.js';
 import { methodConfig } from '../src/quant/methods.js';
 import { packedRowBytes } from '../src/quant/packing.js';
-import type { LinearQuant, PointQuant } from '../src/quant/params.js';
-import { fakeQuantGrouped, maxAbsDelta } from '../src/quant/quantizers.js';
-import { QuantRunner } from '../src/quant/runner.js';
-import { searchLinear, type LinearRecord, type SearchConfig } from '../src/quant/search.js';
+import { maxGroupMultiplier, type LinearQuant, type PointQuant } from '../src/quant/params.js';
+import { maxAbsDelta } from '../src/quant/quantizers.js';
+import { QuantRunner, dequantize, weightGrid } from '../src/quant/runner.js';
+import { groupLattice, searchLinear, type LinearRecord, type SearchConfig } from '../src/quant/search.js';
+import { maxAbs } from '../src/numeric.js';
 import { openDataset, loadBatch } from '../src/data/datasets.js';
 import { Tensor } from '../src/tensor/tensor.js';
 import { runCli, scratchDir, sharedDir, showRun, onnxInitializers } from './helpers.js';
@@ -79,7 +83,23 @@ function rowScores(rec: LinearRecord, xq: Float32Array, wq: Float32Array): numbe
 const SEARCH: SearchConfig = { ...methodConfig('ptq4vit', { weightBits: 4, activationBits: 8, n: 10, rounds: 1, alpha: 0.5, beta: 1 }), weightScales: 'group32' };
 
 describe('group-wise search', () => {
-  test('one factor per row on every group\'s Δ_maxabs, never worse than Δ_maxabs per group on the Hessian score (property)', async () => {
+  test('the lattice: s_n = max_g Δ_maxabs/16, m the smallest multiple of s_n at or above each group\'s Δ_maxabs, m·code within int8', () => {
+    const maxabs = [0.5, 0.26, 0.031, 1e-9, /* row 2 */ 2, 2, 1, 0.125];
+    const { rowDeltas, multipliers } = groupLattice(maxabs, 2, 4);
+    assert.deepEqual(rowDeltas, [0.5 / 16, 2 / 16]);
+    assert.deepEqual(multipliers, [16, 9, 1, 1, 16, 16, 8, 1]);
+    for (let i = 0; i < maxabs.length; i++) {
+      const s = rowDeltas[Math.floor(i / 4)], m = multipliers[i];
+      assert.ok(s * m >= maxabs[i] * (1 - 1e-12), `group ${i}: step ${s * m} below Δ_maxabs ${maxabs[i]}`);
+      if (m > 1) assert.ok(s * (m - 1) < maxabs[i], `group ${i}: m − 1 would do`);
+    }
+    for (const bits of [2, 3, 4]) {
+      const top = maxGroupMultiplier(bits), half = 2 ** (bits - 1);
+      assert.ok(-half * top >= -128 && (half - 1) * top <= 127, `${bits}-bit codes × ${top} fit int8`);
+    }
+  });
+
+  test('one factor per row on the lattice, never worse than factor 1 on the Hessian score (property)', async () => {
     const [M, K, N, G] = [48, 96, 12, 32];
     let improved = 0;
     for (const seed of [1, 2, 3]) {
@@ -87,32 +107,33 @@ describe('group-wise search', () => {
       // The weight half-step alone (the input on its Δ_maxabs grid): the score it minimizes is exactly rowScores.
       const q = await searchLinear(rec, { ...SEARCH, sensitivity: { operand: 'weight', images: 1, report: () => {} } });
       assert.equal(q.weightGroupSize, G);
-      assert.equal(q.weightDeltas.length, N * (K / G));
-      const maxabs = Array.from({ length: N * (K / G) }, (_, i) => {
-        let m = 0;
-        for (let k = i * G; k < (i + 1) * G; k++) m = Math.max(m, Math.abs(rec.weight.data[k]));
-        return maxAbsDelta(m, 4);
-      });
-      const factors = q.weightDeltas.map((d, i) => d / maxabs[i]);
-      for (let n = 0; n < N; n++) {
-        for (let g = 1; g < K / G; g++) assert.ok(Math.abs(factors[n * (K / G) + g] / factors[n * (K / G)] - 1) < 1e-9, `row ${n}: one factor for all its groups`);
-      }
+      assert.equal(q.weightDeltas.length, N, 'one Δ per row');
+      const maxabs = Array.from({ length: N * (K / G) }, (_, i) => maxAbsDelta(maxAbs(rec.weight.data, i * G, (i + 1) * G), 4));
+      const lattice = groupLattice(maxabs, N, 4);
+      assert.deepEqual(q.weightGroupMultipliers, lattice.multipliers);
+      const factors = q.weightDeltas.map((d, n) => d / lattice.rowDeltas[n]);
       const xq = fakeQuantActivation(rec.x.data, q.input!);
-      const chosen = rowScores(rec, xq, fakeQuantGrouped(rec.weight.data, q.weightDeltas, G, 4));
-      const naive = rowScores(rec, xq, fakeQuantGrouped(rec.weight.data, maxabs, G, 4));
+      const dequantized = (rowDeltas: number[]) => dequantize(weightGrid(rec.weight, { ...q, weightDeltas: rowDeltas })).data;
+      const chosen = rowScores(rec, xq, dequantized(q.weightDeltas));
+      const naive = rowScores(rec, xq, dequantized(lattice.rowDeltas));
       for (let n = 0; n < N; n++) {
-        assert.ok(chosen[n] <= naive[n] * (1 + 1e-5), `seed ${seed} row ${n}: searched ${chosen[n]} > Δ_maxabs ${naive[n]}`);
+        assert.ok(chosen[n] <= naive[n] * (1 + 1e-5), `seed ${seed} row ${n}: searched ${chosen[n]} > factor 1 ${naive[n]}`);
         if (chosen[n] < naive[n] * 0.99) improved++;
       }
       assert.ok(new Set(factors.map((f) => f.toFixed(6))).size > 1, `seed ${seed}: rows chose different factors`);
     }
-    assert.ok(improved > 0, 'the search beats Δ_maxabs on some rows');
+    assert.ok(improved > 0, 'the search beats factor 1 on some rows');
   });
 
   test('refuses group-wise scales for > 4-bit weights and for an input width that is not a multiple of G', async () => {
     const refused = (pattern: RegExp) => (e: unknown) => e instanceof Ptq4vitError && pattern.test(e.message) && !e.message.includes('\n');
     await assert.rejects(searchLinear(record(8, 64, 4, 1), { ...SEARCH, weightBits: 6 }), refused(/^fc: group-wise weight scales \(group32\) are for weights of at most 4 bits, got 6-bit/));
     await assert.rejects(searchLinear(record(8, 48, 4, 1), SEARCH), refused(/^fc: group-wise weight scales need the input width to be a multiple of 32, got a 4×48 weight/));
+  });
+
+  test('a layer the policy holds above 4 bits (--pin) is per channel, not group-wise', async () => {
+    const q = await searchLinear(record(8, 64, 4, 1), { ...SEARCH, policy: { fc: { weight: 8, input: 8 } } });
+    assert.deepEqual([q.weightBits, q.weightGroupSize, q.weightGroupMultipliers, q.weightDeltas.length], [8, undefined, undefined, 4]);
   });
 });
 
@@ -124,13 +145,15 @@ describe('a group-wise quantized file', () => {
   let inMemory: Tensor;
   let loaded: LoadedModel;
   let onnx: Uint8Array;
-  const linear = () => points.filter((p): p is LinearQuant => p.kind === 'linear');
+  const linear = () => points.filter((p): p is LinearQuant => p.kind === 'linear' && p.weightGroupSize !== undefined);
 
   before(async () => {
     const float = openModel({ weights: MODEL });
     const calib = await openDataset(CALIB);
     const { images: calibImages, labels } = await loadCalibration(calib, 4, 0, float.model.spec.preprocess);
-    points = await calibrate(float.model, calibImages, labels, { ...methodConfig('ptq4vit', { weightBits: 4, activationBits: 8, n: 4, rounds: 1 }), weightScales: 'group32' });
+    // As `quantize --pin`: the patch embedding and the classifier at 8 bits.
+    const policy = { 'patch_embed.proj': { weight: 8 }, head: { weight: 8, input: 8 } };
+    points = await calibrate(float.model, calibImages, labels, { ...methodConfig('ptq4vit', { weightBits: 4, activationBits: 8, n: 4, rounds: 1 }), weightScales: 'group32', policy });
     file = path.join(scratch.next(), 'w4g32.safetensors');
     saveQuantizedModel(file, float.weights, { spec: float.model.spec, points, provenance: { method: 'ptq4vit', w_bits: 4, a_bits: 8 } });
     bytes = fs.readFileSync(file);
@@ -141,17 +164,21 @@ describe('a group-wise quantized file', () => {
     onnx = await exportOnnx(loaded.model, exportOptionsFor(loaded));
   });
 
-  test('every linear layer is group-wise (N·K/32 Δs), the patch conv per channel; the file round-trips Δs and codes', () => {
+  test('every block linear layer is group-wise (N Δs, N·K/32 multipliers), the pinned ones 8-bit per channel; the file round-trips', () => {
     const float = openModel({ weights: MODEL });
+    assert.equal(linear().length, 48, '4 group-wise layers in each of the 12 blocks');
     for (const q of linear()) {
       const [N, K] = float.weights.tensor(`${q.point}.weight`).shape;
       assert.equal(q.weightGroupSize, 32, q.point);
-      assert.equal(q.weightDeltas.length, (N * K) / 32, q.point);
+      assert.equal(q.weightDeltas.length, N, q.point);
+      assert.equal(q.weightGroupMultipliers!.length, (N * K) / 32, q.point);
+      assert.ok(q.weightGroupMultipliers!.every((m) => Number.isInteger(m) && m >= 1 && m <= 16), q.point);
     }
-    const conv = points.find((p) => p.kind === 'conv') as LinearQuant;
-    assert.equal(conv.weightGroupSize, undefined);
-    assert.equal(conv.weightDeltas.length, float.weights.tensor(`${conv.point}.weight`).shape[0], 'patch conv: one Δ per output channel');
-    assert.deepEqual(loaded.quantized!.points, points, 'the same Δs and group sizes back');
+    for (const name of ['patch_embed.proj', 'head']) {
+      const q = points.find((p) => p.point === name) as LinearQuant;
+      assert.deepEqual([q.weightBits, q.weightGroupSize, q.weightDeltas.length], [8, undefined, float.weights.tensor(`${name}.weight`).shape[0]], `${name}: 8-bit, one Δ per output channel`);
+    }
+    assert.deepEqual(loaded.quantized!.points, points, 'the same Δs, group sizes and multipliers back');
     const source = loaded.weights as DequantizedSource;
     const st = SafeTensors.read(file);
     for (const q of linear()) {
@@ -166,29 +193,27 @@ describe('a group-wise quantized file', () => {
     assert.deepEqual((await loaded.model.forward(images, loaded.runner)).data, inMemory.data);
   });
 
-  test('the ONNX graph holds 4-bit MatMulNBits blocks (bytes counted) and predicts as the simulation, in node and web', async () => {
+  test('the ONNX graph holds 4-bit codes and 4-bit multipliers (bytes counted), no MatMulNBits, and predicts as the simulation bit for bit, in node and web', async () => {
     const float = openModel({ weights: MODEL });
     const inits = initializers(onnx);
     for (const q of linear()) {
       const [N, K] = float.weights.tensor(`${q.point}.weight`).shape;
-      const b = inits.get(`${q.point}.weight_nbits`)!, s = inits.get(`${q.point}.weight_block_scales`)!;
-      assert.deepEqual([b.type, b.bytes], [2, (N * K) / 2], `${q.point}: uint8, two codes a byte`);
-      assert.deepEqual([s.type, s.bytes], [1, ((N * K) / 32) * 4], `${q.point}: one f32 Δ per row and block of 32`);
-      assert.ok(![...inits.keys()].some((name) => name.startsWith(`${q.point}.weight`) && !name.endsWith('_nbits') && !name.endsWith('_block_scales')), `${q.point}: no other weight tensor`);
+      const codes = inits.get(`${q.point}.weight_packed`)!, m = inits.get(`${q.point}.weight_group_multipliers_packed`)!;
+      assert.deepEqual([codes.type, codes.bytes], [2, (N * K) / 2], `${q.point}: uint8, two codes a byte`);
+      assert.deepEqual([m.type, m.bytes], [2, (N * K) / 32 / 2], `${q.point}: uint8, two multipliers a byte`);
     }
+    assert.ok(!new TextDecoder().decode(onnx).includes('MatMulNBits'), 'integer products only');
     const classes = loaded.model.spec.arch.numClasses;
     const batch = { data: images.data, dims: [...images.shape] };
     const node = await openOrtNode(onnx);
     const logits = await node.run(batch);
     await node.release();
-    // The simulation runs the graph's own nodes (MatMulNBits included): the same floats.
-    assert.deepEqual(argmaxPerRow(logits.data, classes), argmaxPerRow(inMemory.data, classes));
     assert.deepEqual(logits.data, inMemory.data, 'graph = simulation, bit for bit');
     const web = await openOrtWeb(onnx);
     const webLogits = await web.run(batch);
     await web.release();
-    const same = argmaxPerRow(webLogits.data, classes).filter((c, i) => c === argmaxPerRow(logits.data, classes)[i]).length;
-    assert.ok(same >= 15, `onnxruntime-web = node on ${same}/16`);
+    // Integer products with int32 sums: web computes the same codes as node, so the same predictions.
+    assert.deepEqual(argmaxPerRow(webLogits.data, classes), argmaxPerRow(logits.data, classes));
   });
 
   test("transformers.js loads the group-wise folder with dtype 'q4' and predicts as onnxruntime-node", async () => {
@@ -225,7 +250,14 @@ describe('a group-wise quantized file', () => {
 
   test('bad group data → exit 2, one line naming the file and the point', () => {
     const fc2 = linear().find((q) => q.point.endsWith('mlp.fc2'))!;
-    refused(editPoint(fc2.point, (p) => (p.weight_deltas = (p.weight_deltas as number[]).slice(1))), new RegExp(`point ${fc2.point.replace(/\./g, '\\.')} has ${fc2.weightDeltas.length - 1} weight_deltas, expected ${fc2.weightDeltas.length} \\(192 rows × 24 groups of 32\\)`));
+    const fc2Name = fc2.point.replace(/\./g, '\\.');
+    refused(editPoint(fc2.point, (p) => (p.weight_deltas = (p.weight_deltas as number[]).slice(1))), new RegExp(`point ${fc2Name} has 191 weight_deltas, expected 192 \\(one per output row of the group-wise \\[192, 768\\] weight`));
+    refused(editPoint(fc2.point, (p) => (p.weight_group_multipliers = (p.weight_group_multipliers as number[]).slice(1))), new RegExp(`point ${fc2Name} has 4607 weight_group_multipliers, expected 4608 \\(192 rows × 24 groups of 32\\)`));
+    refused(editPoint(fc2.point, (p) => ((p.weight_group_multipliers as number[])[5] = 17)), new RegExp(`\\(${fc2Name}\\): weight_group_multipliers\\[5\\] is 17, expected an integer from 1 to 16`));
+    refused(editPoint(fc2.point, (p) => ((p.weight_group_multipliers as number[])[5] = 0)), /weight_group_multipliers.*\[5\].*(>=|≥|greater|too small)/i);
+    // A group-wise point of an earlier development version: a float Δ per group, no multipliers.
+    refused(editPoint(fc2.point, (p) => delete p.weight_group_multipliers), new RegExp(`point ${fc2Name} has weight_group_size 32 without weight_group_multipliers \\(group-wise files of an earlier development version`));
+    refused(editPoint('head', (p) => (p.weight_group_multipliers = [1])), /\(head\): weight_group_multipliers is set without weight_group_size/);
     // 128 does not divide the 192 input channels of qkv.
     refused(editPoint('blocks.0.attn.qkv', (p) => (p.weight_group_size = 128)), /point blocks\.0\.attn\.qkv has weight_group_size 128, which does not divide the input width of the \[576, 192\] weight/);
     refused(editPoint('blocks.0.attn.qkv', (p) => (p.weight_group_size = 24)), /weight_group_size.*expected a power of two ≥ 16/);
@@ -239,6 +271,9 @@ describe('a group-wise quantized file', () => {
     const wide = run(['--w-bits', '4', '--weight-scales', 'group128']);
     assert.equal(wide.status, 2, showRun(wide));
     assert.match(wide.stderr.trim(), /^ptq4vit: error: --weight-scales group128: blocks\.0\.attn\.qkv: group-wise weight scales need the input width to be a multiple of 128, got a 576×192 weight$/);
+    const pinMixed = run(['--size-mb', '3', '--pin']);
+    assert.equal(pinMixed.status, 2, showRun(pinMixed));
+    assert.match(pinMixed.stderr.trim(), /^ptq4vit: error: --pin is for uniform widths: mixed precision \(--size-mb\) pins the patch embedding and the classifier at 8 bits already/);
   });
 });
 

@@ -16,11 +16,37 @@
  */
 import { Ptq4vitError } from '../errors.js';
 import type { PointQuant } from '../quant/params.js';
-import { matMulNBits, type NBitsOptions } from '../quant/groupwise.js';
+import { GraphBuilder } from '../onnx/builder.js';
+import { packCodes } from '../quant/packing.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { fp32Products, integerProducts, type WeightCodes } from './products.js';
 
-export type { NBitsOptions };
 import type { ProductEmitter } from './trace.js';
+
+export interface NBitsOptions {
+  /** Input channels per block (a power of two ≥ 16; K must be a multiple of it). */
+  blockSize: number;
+  /** MatMulNBits accuracy_level: 0 (float compute) or 4 (int8 activations per block, computed on the fly). */
+  accuracyLevel: 0 | 4;
+}
+
+/**
+ * x·Wᵀ + b as MatMulNBits with signed `bits`-bit codes [N, K] and one Δ per (row, block) (`blockDeltas`,
+ * row-major [N, K/blockSize]). B is [N, blocks, blockSize·bits/8] uint8, codes offset by 2^(bits−1), low bits
+ * first: the packed layout of packing.ts when K is a multiple of the block size.
+ */
+export function matMulNBits(g: GraphBuilder, point: string, x: string, codes: Int8Array, blockDeltas: Float32Array, bias: Tensor | null, shape: { N: number; K: number; bits: number }, o: NBitsOptions): string {
+  const { N, K, bits } = shape;
+  if (K % o.blockSize !== 0) throw new Ptq4vitError(`${point}: ${K} input channels are not a multiple of the MatMulNBits block size ${o.blockSize}`);
+  if (bits !== 2 && bits !== 4 && bits !== 8) throw new Ptq4vitError(`${point}: MatMulNBits runs 2-, 4- and 8-bit weights, not ${bits}-bit`);
+  const blocks = K / o.blockSize;
+  const packed = bits === 8 ? Uint8Array.from(codes, (c) => c + 128) : packCodes(codes, N, bits);
+  const b = g.uint8Tensor(`${point}.weight_nbits`, packed, [N, blocks, (o.blockSize * bits) / 8]);
+  const scales = g.floats(`${point}.weight_block_scales`, blockDeltas, [N * blocks]);
+  const y = g.op('MatMulNBits', [x, b, scales], { K, N, bits, block_size: o.blockSize, accuracy_level: o.accuracyLevel }, `${point}.nbits`, 'com.microsoft');
+  return bias ? g.op('Add', [y, g.floats(`${point}.bias`, bias.data, [bias.size], bias.data)], undefined, point) : y;
+}
+
 
 /** ptq4vit's quantized model with its linear layers (quantized input, ≤ 4-bit weights) in MatMulNBits. */
 export function nbitsProducts(points: readonly PointQuant[], codes: WeightCodes, o: NBitsOptions): ProductEmitter {
@@ -35,7 +61,9 @@ export function nbitsProducts(points: readonly PointQuant[], codes: WeightCodes,
       if (q.weightGroupSize !== undefined) {
         // Group-wise Δs are per block already: only their own block size fits.
         if (q.weightGroupSize !== o.blockSize) throw new Ptq4vitError(`${point}: group-wise weights of ${q.weightGroupSize} input channels cannot run in MatMulNBits blocks of ${o.blockSize}`);
-        return matMulNBits(g, point, x.name, codes(q, weight), Float32Array.from(q.weightDeltas), bias, { N, K, bits }, o);
+        // One Δ per (row, block): the row's Δ times the block's multiplier.
+        const per = K / o.blockSize, m = q.weightGroupMultipliers ?? [];
+        return matMulNBits(g, point, x.name, codes(q, weight), Float32Array.from(m, (v, i) => q.weightDeltas[Math.floor(i / per)] * v), bias, { N, K, bits }, o);
       }
       const rowsPerGroup = N / q.weightDeltas.length;
       const blocks = K / o.blockSize;

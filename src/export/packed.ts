@@ -19,9 +19,30 @@ import { containerBits, packCodes, packedRowBytes } from '../quant/packing.js';
 
 /**
  * Int8 codes Wᵀ [cols, rows] of a weight with codes [rows, cols] (row-major) of `bits` ≤ 4 bits, stored packed
- * in the graph as uint8 `${hint}_packed` and unpacked by constant nodes. Returns the int8 tensor's name.
+ * in the graph as uint8 `${hint}_packed` and unpacked by constant nodes. Group-wise weights (`groups`): each code
+ * times its group's integer multiplier (params.ts LinearQuant: m·c fits int8), the multipliers stored packed too
+ * (4 bits, m − 1, when they fit; else one byte each) and multiplied in by the same constant nodes. Returns the
+ * int8 tensor's name.
  */
-export function packedWeightCodesT(g: GraphBuilder, hint: string, codes: Int8Array, rows: number, bits: number): string {
+export function packedWeightCodesT(g: GraphBuilder, hint: string, codes: Int8Array, rows: number, bits: number, groups?: { size: number; multipliers: readonly number[] }): string {
+  let signed = unpackedInt32(g, hint, codes, rows, bits);
+  if (groups) {
+    const cols = codes.length / rows, per = cols / groups.size;
+    const top = Math.max(...groups.multipliers);
+    // m − 1 − 8 as a signed 4-bit code when m ≤ 16 (4-bit weights), else the multiplier itself as int8 (m ≤ 64).
+    const m = top <= 16
+      ? g.op('Add', [unpackedInt32(g, `${hint}_group_multipliers`, Int8Array.from(groups.multipliers, (v) => v - 9), rows, 4), g.int32(`${hint}_nine`, 9)], undefined, `${hint}_m32`)
+      : g.op('Cast', [g.int8s(`${hint}_group_multipliers`, Int8Array.from(groups.multipliers), [rows, per])], { to: OnnxType.INT32 }, `${hint}_m32`);
+    const blocks = g.op('Reshape', [signed, g.int64s(`${hint}_blocks`, [rows, per, groups.size])], undefined, `${hint}_c3`);
+    const scaled = g.op('Mul', [blocks, g.op('Reshape', [m, g.int64s(`${hint}_mshape`, [rows, per, 1])], undefined, `${hint}_m3`)], undefined, `${hint}_mc3`);
+    signed = g.op('Reshape', [scaled, g.int64s(`${hint}_rowshape`, [rows, cols])], undefined, `${hint}_mc`);
+  }
+  const int8 = g.op('Cast', [signed], { to: OnnxType.INT8 }, `${hint}_codes`);
+  return g.op('Transpose', [int8], { perm: [1, 0] }, `${hint}_codesT`);
+}
+
+/** The signed codes [rows, cols] of `bits` ≤ 4 bits as int32, from their packed uint8 initializer. */
+function unpackedInt32(g: GraphBuilder, hint: string, codes: Int8Array, rows: number, bits: number): string {
   const c = containerBits(bits);
   const cols = codes.length / rows;
   const rowBytes = packedRowBytes(cols, c);
@@ -43,8 +64,6 @@ export function packedWeightCodesT(g: GraphBuilder, hint: string, codes: Int8Arr
   const all = g.op('Concat', fields, { axis: 1 }, `${hint}_fields`);
   let grid = g.op('Reshape', [all, g.int64s(`${hint}_grid`, [rows, rowBytes * perByte])], undefined, `${hint}_rows`);
   if (rowBytes * perByte !== cols) grid = g.slice(grid, 1, 0, cols, `${hint}_cols`);
-  // u − 2^(c−1) in int32 (no int8 Sub kernel), then int8, then Wᵀ.
-  const signed = g.op('Sub', [g.op('Cast', [grid], { to: OnnxType.INT32 }, `${hint}_u32`), g.int32(`${hint}_zero`, 2 ** (c - 1))], undefined, `${hint}_s32`);
-  const int8 = g.op('Cast', [signed], { to: OnnxType.INT8 }, `${hint}_codes`);
-  return g.op('Transpose', [int8], { perm: [1, 0] }, `${hint}_codesT`);
+  // u − 2^(c−1) in int32 (no int8 Sub kernel).
+  return g.op('Sub', [g.op('Cast', [grid], { to: OnnxType.INT32 }, `${hint}_u32`), g.int32(`${hint}_zero`, 2 ** (c - 1))], undefined, `${hint}_s32`);
 }

@@ -13,7 +13,6 @@ import type { Tensor } from '../tensor/tensor.js';
 import type { ProductEmitter, Traced } from './trace.js';
 import { isPacked } from '../quant/packing.js';
 import { packedWeightCodesT } from './packed.js';
-import { groupwiseNodes } from '../quant/groupwise.js';
 
 /** W [out, in] → Wᵀ [in, out] (row-major), so MatMul(x, Wᵀ) needs no runtime transpose. */
 function transposed<T extends Float32Array | Int8Array>(data: T, rows: number, cols: number, make: (n: number) => T): T {
@@ -60,12 +59,12 @@ export function integerProducts(points: readonly PointQuant[], codes: WeightCode
       const q = param(point);
       if (q.kind === 'matmul') throw new Ptq4vitError(`'${point}' is an attention product, used as a linear layer`);
       if (q.weightBits > 8) throw new Ptq4vitError(`${point}: ${q.weightBits}-bit weights do not fit the int8 container of the integer graph (2–8 bits)`);
-      // Group-wise Δs: MatMulNBits with the calibrated input dequantized in front (quant/groupwise.ts).
-      if (q.weightGroupSize !== undefined) return groupwiseNodes(g, point, x.name, q, codes(q, weight), bias, { N: weight.shape[0], K: weight.shape[1] });
       const [out, inp] = weight.shape;
-      // ≤ 4-bit codes are stored packed and unpacked to int8 when the session loads (packed.ts).
+      // ≤ 4-bit codes are stored packed and unpacked to int8 when the session loads (packed.ts); group-wise ones
+      // times their group's multiplier there, so the product below is the per-channel one either way.
+      const groups = q.weightGroupSize !== undefined ? { size: q.weightGroupSize, multipliers: q.weightGroupMultipliers ?? [] } : undefined;
       const wt = isPacked(q.weightBits)
-        ? packedWeightCodesT(g, `${point}.weight`, codes(q, weight), out, q.weightBits)
+        ? packedWeightCodesT(g, `${point}.weight`, codes(q, weight), out, q.weightBits, groups)
         : g.int8s(`${point}.weight_codesT`, transposed(codes(q, weight), out, inp, (n) => new Int8Array(n)), [inp, out]);
       const rowsPerGroup = out / q.weightDeltas.length;
       // Δ_w of output column n (q, k, v blocks of qkv; one per channel for the patch conv).

@@ -17,7 +17,7 @@ import { parseWith } from '../schema.js';
 import { Tensor, shapeString } from '../tensor/tensor.js';
 import { pointsFromDisk, pointsSchema, pointsToDisk, provenanceSchema, snakeCaseKeys } from './fileschema.js';
 import { kindOf } from './kinds/index.js';
-import { MAX_GROUPWISE_BITS, weightDeltaIndex, type ActivationQuant, type LinearQuant, type PointQuant } from './params.js';
+import { MAX_GROUPWISE_BITS, elementScales, maxGroupMultiplier, type ActivationQuant, type LinearQuant, type PointQuant } from './params.js';
 import { containerBits, isPacked, packCodes, packedRowBytes, unpackCodes } from './packing.js';
 import { qmax, uniformCoder } from './quantizers.js';
 
@@ -55,13 +55,16 @@ function rowsAndCols(shape: readonly number[]): [number, number] {
   return [rows, shape.reduce((a, b) => a * b, 1) / rows];
 }
 
-/** Integer codes of a weight with one Δ per group of output rows (or per row and group of input channels). */
+/**
+ * Integer codes of a weight with one Δ per group of output rows, each code on its step (group-wise: the row's Δ
+ * times the group's multiplier; params.ts elementScales).
+ */
 export function weightCodes(weight: Tensor, q: LinearQuant): Int8Array | Int16Array {
   const rows = weight.shape[0];
-  const index = weightDeltaIndex(q, rows, weight.size / rows);
+  const { rowDelta, multiplier } = elementScales(q, rows, weight.size / rows);
   const codes = q.weightBits <= 8 ? new Int8Array(weight.size) : new Int16Array(weight.size);
   const code = uniformCoder(q.weightBits);
-  for (let i = 0; i < weight.size; i++) codes[i] = code(weight.data[i], q.weightDeltas[index(i)]);
+  for (let i = 0; i < weight.size; i++) codes[i] = code(weight.data[i], rowDelta(i) * multiplier(i));
   return codes;
 }
 
@@ -255,21 +258,29 @@ export class DequantizedSource implements TensorSource {
     const rows = weightShape[0];
     const G = q.weightGroupSize;
     if (G !== undefined) {
-      // Group-wise: a [N, K] weight, K a multiple of G, N·(K/G) Δs.
+      // Group-wise: a [N, K] weight, K a multiple of G, one Δ per row and N·(K/G) multipliers.
       const cols = weightShape[weightShape.length - 1];
       if (weightShape.length !== 2 || cols % G !== 0) {
         throw new Ptq4vitError(`${this.file}: point ${q.point} has weight_group_size ${G}, which does not divide the input width of the ${shapeString(weightShape)} weight '${name}'`);
       }
-      if (q.weightDeltas.length !== (rows * cols) / G) {
-        throw new Ptq4vitError(`${this.file}: point ${q.point} has ${q.weightDeltas.length} weight_deltas, expected ${(rows * cols) / G} (${rows} rows × ${cols / G} groups of ${G}) for the ${shapeString(weightShape)} weight '${name}'`);
+      if (q.weightDeltas.length !== rows) {
+        throw new Ptq4vitError(`${this.file}: point ${q.point} has ${q.weightDeltas.length} weight_deltas, expected ${rows} (one per output row of the group-wise ${shapeString(weightShape)} weight '${name}')`);
+      }
+      const multipliers = q.weightGroupMultipliers;
+      if (multipliers === undefined) {
+        throw new Ptq4vitError(`${this.file}: point ${q.point} has weight_group_size ${G} without weight_group_multipliers (group-wise files of an earlier development version stored a float Δ per group: quantize the model again)`);
+      }
+      if (multipliers.length !== (rows * cols) / G) {
+        throw new Ptq4vitError(`${this.file}: point ${q.point} has ${multipliers.length} weight_group_multipliers, expected ${(rows * cols) / G} (${rows} rows × ${cols / G} groups of ${G}) for the ${shapeString(weightShape)} weight '${name}'`);
       }
     } else if (weightShape.length < 2 || rows % q.weightDeltas.length !== 0) {
       throw new Ptq4vitError(`${this.file}: point ${q.point} has ${q.weightDeltas.length} weight_deltas, which do not split the ${shapeString(weightShape)} weight '${name}' into equal groups of rows`);
     }
     const codes = this.checkedCodes(name, q, weightShape, info.shape);
-    const index = weightDeltaIndex(q, rows, codes.length / rows);
+    const { rowDelta, multiplier } = elementScales(q, rows, codes.length / rows);
+    // Δ·(m·code): the integer code of the product, on the row's Δ (m = 1 unless group-wise).
     const values = new Float32Array(codes.length);
-    for (let i = 0; i < codes.length; i++) values[i] = codes[i] * q.weightDeltas[index(i)];
+    for (let i = 0; i < codes.length; i++) values[i] = codes[i] * multiplier(i) * rowDelta(i);
     return new Tensor(values, [...weightShape]);
   }
 }
@@ -303,7 +314,12 @@ function checkPoint(q: PointQuant, p: QuantPoint, where: string): void {
     // Group-wise Δs (counted against the weight's shape in DequantizedSource.tensor): ≤ 4-bit linear layers only.
     if (q.kind !== 'linear') bad('weight_group_size is set, but group-wise weight scales are for linear layers (the patch conv is per channel)');
     if (q.weightBits > MAX_GROUPWISE_BITS) bad(`weight_group_size is set, but group-wise weight scales are for weights of at most ${MAX_GROUPWISE_BITS} bits, got ${q.weightBits}`);
-  } else if (q.weightDeltas.length % groups !== 0) bad(`weight_deltas has ${q.weightDeltas.length} entries, expected ${groups} (or one per output channel)`);
+    const multipliers = q.weightGroupMultipliers ?? bad('weight_group_size is set without weight_group_multipliers (group-wise files of an earlier development version stored a float Δ per group: quantize the model again)');
+    const top = maxGroupMultiplier(q.weightBits);
+    const outside = multipliers.findIndex((m) => m > top);
+    if (outside >= 0) bad(`weight_group_multipliers[${outside}] is ${multipliers[outside]}, expected an integer from 1 to ${top} (2^(8−${q.weightBits}): the ${q.weightBits}-bit code times it must fit int8)`);
+  } else if (q.weightGroupMultipliers !== undefined) bad('weight_group_multipliers is set without weight_group_size');
+  else if (q.weightDeltas.length % groups !== 0) bad(`weight_deltas has ${q.weightDeltas.length} entries, expected ${groups} (or one per output channel)`);
   if (q.kind === 'conv') {
     if (q.input !== null) bad('input must be null (the image input of the patch embedding stays float)');
     return;

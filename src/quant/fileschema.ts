@@ -3,7 +3,8 @@
  * checked field by field on load and converted to the in-memory types of params.ts. The spec is stored
  * as a model card (models/config.ts) and read by the same checks as any card.
  *
- *   ptq4vit.quant: [{ point, kind: "linear"|"conv", weight_bits, weight_deltas: [Δ…], weight_group_size?, input: activation|null }
+ *   ptq4vit.quant: [{ point, kind: "linear"|"conv", weight_bits, weight_deltas: [Δ…], weight_group_size?, weight_group_multipliers?,
+ *                     input: activation|null }
  *                   | { point, kind: "matmul", heads, a: activation, b: activation }, …]
  *   activation:    { kind: "uniform", bits, deltas: [Δ…] } | { kind: "twin-gelu", bits, delta_neg, delta_pos }
  *                  | { kind: "twin-softmax", bits, delta_r1, delta_r2 }     (each kind's own, kinds/*.ts)
@@ -16,14 +17,16 @@ import type { PointQuant } from './params.js';
 export { MAX_BITS, MIN_BITS };
 
 /**
- * Group-wise weight scales: input channels per Δ group, a power of two ≥ 16 (MatMulNBits' block sizes); the
- * point's weight_deltas are then N·(K/G) Δs, row-major [N, K/G]. Files without it (every file before group-wise
- * scales) are unchanged; a reader before it refuses the unknown field rather than misreading the Δs.
+ * Group-wise weight scales: input channels per group, a power of two ≥ 16, and weight_group_multipliers, the
+ * integer multiplier of each row's Δ per group (N·(K/G) of them, row-major [N, K/G]; params.ts LinearQuant); the
+ * point's weight_deltas are then one per output row. Files without them (every file before group-wise scales) are
+ * unchanged; a reader before them refuses the unknown fields rather than misreading the Δs.
  */
 const groupSize = z.number().int().min(16).refine((g) => (g & (g - 1)) === 0, { message: 'expected a power of two ≥ 16' });
+const groupMultipliers = z.array(z.number().int().min(1)).min(1);
 
 const pointSchema = z.discriminatedUnion('kind', [
-  z.strictObject({ point: z.string().min(1), kind: z.enum(['linear', 'conv']), weight_bits: bits, weight_deltas: deltas, weight_group_size: groupSize.optional(), input: activationSchema.nullable() }),
+  z.strictObject({ point: z.string().min(1), kind: z.enum(['linear', 'conv']), weight_bits: bits, weight_deltas: deltas, weight_group_size: groupSize.optional(), weight_group_multipliers: groupMultipliers.optional(), input: activationSchema.nullable() }),
   z.strictObject({ point: z.string().min(1), kind: z.literal('matmul'), heads: z.number().int().min(1), a: activationSchema, b: activationSchema }),
 ]);
 
@@ -66,13 +69,13 @@ type DiskPoint = z.output<typeof pointSchema>;
 export function pointsToDisk(points: readonly PointQuant[]): DiskPoint[] {
   return points.map((p) => p.kind === 'matmul'
     ? { point: p.point, kind: p.kind, heads: p.heads, a: activationToDisk(p.a), b: activationToDisk(p.b) }
-    : { point: p.point, kind: p.kind, weight_bits: p.weightBits, weight_deltas: [...p.weightDeltas], ...(p.weightGroupSize !== undefined ? { weight_group_size: p.weightGroupSize } : {}), input: p.input ? activationToDisk(p.input) : null });
+    : { point: p.point, kind: p.kind, weight_bits: p.weightBits, weight_deltas: [...p.weightDeltas], ...(p.weightGroupSize !== undefined ? { weight_group_size: p.weightGroupSize } : {}), ...(p.weightGroupMultipliers !== undefined ? { weight_group_multipliers: [...p.weightGroupMultipliers] } : {}), input: p.input ? activationToDisk(p.input) : null });
 }
 
 export function pointsFromDisk(points: readonly DiskPoint[]): PointQuant[] {
   return points.map((d) => d.kind === 'matmul'
     ? { kind: d.kind, point: d.point, heads: d.heads, a: activationFromDisk(d.a), b: activationFromDisk(d.b) }
-    : { kind: d.kind, point: d.point, weightBits: d.weight_bits, weightDeltas: d.weight_deltas, ...(d.weight_group_size !== undefined ? { weightGroupSize: d.weight_group_size } : {}), input: d.input ? activationFromDisk(d.input) : null });
+    : { kind: d.kind, point: d.point, weightBits: d.weight_bits, weightDeltas: d.weight_deltas, ...(d.weight_group_size !== undefined ? { weightGroupSize: d.weight_group_size } : {}), ...(d.weight_group_multipliers !== undefined ? { weightGroupMultipliers: d.weight_group_multipliers } : {}), input: d.input ? activationFromDisk(d.input) : null });
 }
 
 /** Format /1 stored the in-memory objects as they were (camelCase keys): the same data under other names. */

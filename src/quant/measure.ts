@@ -14,7 +14,8 @@ import type { ActivationQuant, LinearQuant, MatmulQuant } from './params.js';
 import { fakeQuantGrouped, maxAbsDelta } from './quantizers.js';
 import { scoreLinear, scoreMatmul, type Metric } from './scoring.js';
 import { fakeQuantActivation, kindNamed, kindOf } from './kinds/index.js';
-import type { LinearRecord, MatmulRecord } from './search.js';
+import { groupLattice, type LinearRecord, type MatmulRecord } from './search.js';
+import { dequantize, weightGrid } from './runner.js';
 import { maxAbs } from '../numeric.js';
 
 const sum = (xs: ArrayLike<number>): number => {
@@ -35,9 +36,8 @@ export async function measureLinear(rec: LinearRecord, q: LinearQuant, metric: M
   const rowsPerGroup = N / q.weightDeltas.length;
   const common = { bias: rec.bias, out, grad, candidates: 1, metric, cosineGroups: 1 };
   if (q.input) {
-    // Consecutive weights sharing a Δ: a row group's rows, or one group of G input channels (group-wise).
-    const span = q.weightGroupSize ?? rowsPerGroup * K;
-    const wq = new Tensor(fakeQuantGrouped(rec.weight.data, q.weightDeltas, span, q.weightBits), [N, K]);
+    // Consecutive weights sharing a Δ: a row group's rows; group-wise weights as the simulation dequantizes them.
+    const wq = q.weightGroupSize !== undefined ? dequantize(weightGrid(rec.weight, q)) : new Tensor(fakeQuantGrouped(rec.weight.data, q.weightDeltas, rowsPerGroup * K, q.weightBits), [N, K]);
     // The searched input as the one candidate of the search's own scoring graph.
     const { scales, scales2 } = kindOf(q.input).scoringScales(q.input);
     return reduce(await scoreLinear({ ...common, searched: 'input', x, w: wq, scales, scales2, bits: q.input.bits, quantizer: q.input.kind }), metric);
@@ -69,11 +69,18 @@ function maxAbsUniform(data: Float32Array, heads: number, groupSize: number, bit
 /** The naive baseline for a linear point: max-abs Δ per weight group, and per tensor for the input. */
 export function maxAbsLinear(rec: LinearRecord, searched: LinearQuant): LinearQuant {
   const [N, K] = rec.weight.shape;
-  const groups = searched.weightDeltas.length;
-  const per = searched.weightGroupSize ?? (N / groups) * K;
-  const weightDeltas = Array.from({ length: groups }, (_, g) => maxAbsDelta(maxAbs(rec.weight.data, g * per, (g + 1) * per), searched.weightBits));
   const bits = searched.input?.bits;
   const input = bits === undefined ? null : maxAbsUniform(rec.x.data, 1, rec.x.size, bits);
+  const G = searched.weightGroupSize;
+  if (G !== undefined) {
+    // Group-wise: the search's starting lattice (factor 1 on every row).
+    const maxabs = Array.from({ length: (N * K) / G }, (_, g) => maxAbsDelta(maxAbs(rec.weight.data, g * G, (g + 1) * G), searched.weightBits));
+    const { rowDeltas, multipliers } = groupLattice(maxabs, N, searched.weightBits);
+    return { ...searched, weightDeltas: rowDeltas, weightGroupMultipliers: multipliers, input };
+  }
+  const groups = searched.weightDeltas.length;
+  const per = (N / groups) * K;
+  const weightDeltas = Array.from({ length: groups }, (_, g) => maxAbsDelta(maxAbs(rec.weight.data, g * per, (g + 1) * per), searched.weightBits));
   return { ...searched, weightDeltas, input };
 }
 

@@ -8,20 +8,39 @@ export type ActivationQuant =
   /** Post-softmax twin: R1 = [0, 2^(k−1)·Δ_R1) with Δ_R1 = deltaR1, R2 = the rest with Δ_R2 = deltaR2. */
   | { kind: 'twin-softmax'; bits: number; deltaR1: number; deltaR2: number };
 
-/** Group-wise weight scales are for ≤ 4-bit codes (MatMulNBits' 4- and 2-bit containers). */
+/**
+ * Group-wise weight scales are for ≤ 4-bit codes: their code times the group's integer multiplier must fit the
+ * int8 container of the integer product (see LinearQuant.weightGroupMultipliers).
+ */
 export const MAX_GROUPWISE_BITS = 4;
+
+/** The largest group multiplier of k-bit codes, 2^(8−k): m·c then stays within int8 (−128 … 127). */
+export function maxGroupMultiplier(bits: number): number {
+  return 2 ** (8 - bits);
+}
 
 export interface LinearQuant {
   kind: 'linear' | 'conv';
   point: string;
   weightBits: number;
   /**
-   * One Δ per group of consecutive output rows: 1 (per tensor), 3 (q, k, v), or one per output channel; with
-   * `weightGroupSize` G, one per output row and group of G input channels: N·(K/G) Δs, row-major [N, K/G].
+   * One Δ per group of consecutive output rows: 1 (per tensor), 3 (q, k, v), or one per output channel (always,
+   * with `weightGroupSize`).
    */
   weightDeltas: number[];
-  /** Group-wise weight scales (≤ 4-bit linear layers): input channels per Δ group (absent: Δs per group of rows). */
+  /** Group-wise weight scales (≤ 4-bit linear layers): input channels per group (absent: Δs per group of rows). */
   weightGroupSize?: number;
+  /**
+   * With `weightGroupSize` G: an integer m ∈ [1, 2^(8−k)] per output row n and group g of G input channels,
+   * row-major [N, K/G]. The group's step is Δ_n·m and its k-bit codes c are taken on it:
+   *
+   *   c = clamp(round(w / (Δ_n·m)), −2^(k−1), 2^(k−1) − 1),   ŵ = Δ_n·(m·c)
+   *
+   * m·c lies in [−128, 127], so a group-wise layer is an int8 weight with one Δ per output column (the same
+   * u8 × s8 integer product as per-channel weights, exact in every runtime) stored as k-bit codes plus a
+   * multiplier per group — the two-level scales of llama.cpp's k-quants, with the inner level an integer.
+   */
+  weightGroupMultipliers?: number[];
   /** null: the input stays float (the patch-embedding conv's image input, as the authors do). */
   input: ActivationQuant | null;
 }
@@ -51,11 +70,16 @@ export interface PointWidths {
 export type BitPolicy = Readonly<Record<string, PointWidths>>;
 
 /**
- * The index into `q.weightDeltas` of every element of a weight with `rows` output rows of `cols` values
- * (row-major): element i of row n = ⌊i/cols⌋ takes Δ number ⌊i/G⌋ = n·(cols/G) + (i mod cols)/G when
- * group-wise, else its row group's. The caller has checked that the Δs split the weight evenly.
+ * The scales of every element of a weight with `rows` output rows of `cols` values (row-major): `rowDelta(i)`, the
+ * Δ of element i's output row (its row group's), and `multiplier(i)`, its group's integer multiplier (1 unless
+ * group-wise). Element i's code is taken on the step rowDelta(i)·multiplier(i) and stands for
+ * rowDelta(i)·(multiplier(i)·code). The caller has checked that the Δs and multipliers fit the weight's shape.
  */
-export function weightDeltaIndex(q: Pick<LinearQuant, 'weightDeltas' | 'weightGroupSize'>, rows: number, cols: number): (i: number) => number {
-  const per = q.weightGroupSize ?? cols * (rows / q.weightDeltas.length);
-  return (i) => Math.floor(i / per);
+export function elementScales(q: Pick<LinearQuant, 'weightDeltas' | 'weightGroupSize' | 'weightGroupMultipliers'>, rows: number, cols: number): { rowDelta: (i: number) => number; multiplier: (i: number) => number } {
+  const perDelta = cols * (rows / q.weightDeltas.length);
+  const G = q.weightGroupSize, m = q.weightGroupMultipliers;
+  return {
+    rowDelta: (i) => q.weightDeltas[Math.floor(i / perDelta)],
+    multiplier: G === undefined || m === undefined ? () => 1 : (i) => m[Math.floor(i / G)],
+  };
 }

@@ -35,18 +35,6 @@ function floatGrid(g: GraphBuilder, x: string): SimulationGraph['grid'] {
   return (s, lo, hi, hint) => g.op('Clip', [g.op('Round', [g.op('Div', [x, s], undefined, `${hint}_div`)], undefined, `${hint}_round`), g.float(`${hint}_lo`, lo), g.float(`${hint}_hi`, hi)], undefined, hint);
 }
 
-/**
- * x̂ = Σ_parts Δ_part·codes_part(x) in float (a linear layer's input, one Δ per tensor): the calibrated activation
- * quantized and dequantized, as float ONNX nodes (the kind's simulation codes times their Δs). `scale(name)` makes
- * each part's Δ (`${prefix}${name}`); group-wise linear layers (groupwise.ts) make them constants and run these
- * nodes in the simulation and in the exported graph alike.
- */
-export function dequantizedActivation(g: GraphBuilder, q: ActivationQuant, x: string, prefix: string, scale: SimulationGraph['scale']): string {
-  const { parts, inputs } = kindOf(q).simulationCodes(q, { g, x, prefix, perHeadShape: [], grid: floatGrid(g, x), scale });
-  // Each part's codes are zero outside its range, so the parts' sum is exact.
-  return parts.map((c, i) => g.op('Mul', [c, inputs[i].name], undefined, `${prefix}deq${i + 1}`)).reduce((sum, v) => g.op('Add', [sum, v], undefined, `${prefix}deq`));
-}
-
 /** How the parts' products meet: one accumulator (P1 + 2^m·P2, then one rescale) or one rescale each. */
 type Plan = { shared: true; shift: number } | { shared: false };
 

@@ -10,7 +10,7 @@
  */
 import { ACTIVATION_NEGATIVE_REACH, type Activation } from '../tensor/activation.js';
 import { Tensor } from '../tensor/tensor.js';
-import { MAX_GROUPWISE_BITS, type ActivationQuant, type BitPolicy, type LinearQuant, type MatmulQuant } from './params.js';
+import { MAX_GROUPWISE_BITS, maxGroupMultiplier, type ActivationQuant, type BitPolicy, type LinearQuant, type MatmulQuant } from './params.js';
 import { fakeQuantActivation, kindOf, searchKind, type CodesU8, type OperandSlot, type SearchOperand, type SearchSpace } from './kinds/index.js';
 import { fakeQuantGrouped, maxAbsDelta, uniformCoder } from './quantizers.js';
 import { minusBias, scoreLinear, scoreLinearInteger, scoreMatmul, type Metric } from './scoring.js';
@@ -283,17 +283,18 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
   const x = rec.x.reshape([M, K]);
   const out = rec.out.reshape([M, N]);
   const grad = rec.grad ? rec.grad.reshape([M, N]) : null;
-  // Group-wise (linear layers only; the patch conv stays per channel): Δ_{n,g} = f_n·Δ_maxabs(n, g) with
-  // Δ_maxabs(n, g) = max|W[n, gG:(g+1)G]|/(2^(k−1) − 0.5) and one factor f_n per output row from the same α…β grid.
-  const G = rec.kind === 'linear' ? weightGroupSize(cfg.weightScales) : undefined;
+  const widths = cfg.policy?.[rec.point];
+  const wBits = widths?.weight ?? cfg.weightBits, aBits = widths?.input ?? cfg.activationBits;
+  // Group-wise (linear layers only; the patch conv stays per channel — and so does a layer pinned above 4 bits):
+  // Δ_{n,g} = f_n·s_n·m_{n,g}, one factor f_n per output row from the same α…β grid, on the integer lattice
+  // s_n·m of groupLattice (m ∈ [1, 2^(8−k)], so that m·code is an int8 code on the row's Δ f_n·s_n).
+  const G = rec.kind === 'linear' && (wBits <= MAX_GROUPWISE_BITS || !widths?.weight) ? weightGroupSize(cfg.weightScales) : undefined;
   // Per output channel (and group-wise: one factor per row): every row its own group; rows are scored
   // independently, so each row keeps its best Δ.
-  const groups = cfg.weightScales === 'channel' || G !== undefined ? N : rec.weightGroups;
+  const groups = cfg.weightScales === 'channel' || weightGroupSize(cfg.weightScales) !== undefined ? N : rec.weightGroups;
   const rowsPerGroup = N / groups;
   const factors = candidateFactors(cfg);
   const C = factors.length;
-  const widths = cfg.policy?.[rec.point];
-  const wBits = widths?.weight ?? cfg.weightBits, aBits = widths?.input ?? cfg.activationBits;
   const only = cfg.sensitivity?.operand;
   const budget = cfg.batchFloats ?? CANDIDATE_BATCH_FLOATS;
 
@@ -301,11 +302,16 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
     const misfit = groupwiseMisfit(rec.point, rec.weight.shape, wBits, G);
     if (misfit) throw new Ptq4vitError(misfit);
   }
-  // Δ_maxabs per row group, or per (row, group of G input channels) row-major [N, K/G].
+  // Δ_maxabs per row group, or per (row, group of G input channels) row-major [N, K/G] — put on the lattice.
   const deltaSpan = G ?? rowsPerGroup * K;
-  const w0 = Array.from({ length: rec.weight.size / deltaSpan }, (_, g) => maxAbsDelta(maxAbs(rec.weight.data, g * deltaSpan, (g + 1) * deltaSpan), wBits));
-  const deltasPerGroup = w0.length / groups;
+  const maxabs = Array.from({ length: rec.weight.size / deltaSpan }, (_, g) => maxAbsDelta(maxAbs(rec.weight.data, g * deltaSpan, (g + 1) * deltaSpan), wBits));
+  const lattice = G !== undefined ? groupLattice(maxabs, N, wBits) : null;
+  // The Δ of every weight Δ group at factor f: f·Δ_maxabs, or group-wise (f·s_n)·m_{n,g}.
+  const deltasPerGroup = maxabs.length / groups;
+  const deltaAt = (f: number, i: number): number => (lattice ? f * lattice.rowDeltas[Math.floor(i / deltasPerGroup)] * lattice.multipliers[i] : f * maxabs[i]);
+  const w0 = maxabs.map((_, i) => deltaAt(1, i));
   let weightDeltas = [...w0];
+  let chosenFactors = new Array<number>(groups).fill(1);
   const quantizeInput = rec.kind !== 'conv';
   const inputSpace = quantizeInput ? activationSpace(cfg, { field: 'input', feeds: rec.postGelu ? 'post-gelu' : undefined }, { data: x.data, heads: 1, groupSize: x.size, bits: aBits, negativeReach: negativeReach(rec.activation) }) : null;
   let input: ActivationQuant | null = inputSpace?.initial ?? null;
@@ -354,7 +360,7 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
         // [C, N] (one Δ per row), or group-wise [C, N, K/G]: candidate c's factor times each group's Δ_maxabs.
         const perCand = N * deltasPerGroup;
         const scales = new Float32Array(count * perCand);
-        for (let c = 0; c < count; c++) for (let i = 0; i < perCand; i++) scales[c * perCand + i] = factors[cands[c]] * w0[G ? i : Math.floor(i / rowsPerGroup)];
+        for (let c = 0; c < count; c++) for (let i = 0; i < perCand; i++) scales[c * perCand + i] = deltaAt(factors[cands[c]], G ? i : Math.floor(i / rowsPerGroup));
         const [xb, o, g] = [xqBlocks[block], outBlocks[block], gradBlocks[block]];
         const s = Array.isArray(xb)
           ? await scoreLinearInteger({ searched: 'weight', x: xb, w: rec.weight, bias, out: o, grad: g, scales, candidates: count, bits: wBits, metric: cfg.metric, cosineGroups })
@@ -362,7 +368,8 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
         const wide = Float64Array.from(s);
         return hessian ? sumRowGroups(wide, count, N, groups) : perColumn ? wide.map((v) => -v) : cosineToLoss(s, count, M, cosineGroups, (i) => i % cosineGroups);
       }, prune, cfg.stats);
-      weightDeltas = w0.map((d, i) => factors[bestW[Math.floor(i / deltasPerGroup)]] * d);
+      chosenFactors = bestW.map((b) => factors[b]);
+      weightDeltas = w0.map((_, i) => deltaAt(chosenFactors[Math.floor(i / deltasPerGroup)], i));
       if (only === 'weight') {
         // Groups are independent rows: the point's error is the sum of each group's best.
         const diagonal = scores.reduce((sum, v) => sum + v, 0);
@@ -394,9 +401,33 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
       break;
     }
   }
-  const result: LinearQuant = { kind: rec.kind, point: rec.point, weightBits: wBits, weightDeltas, ...(G !== undefined ? { weightGroupSize: G } : {}), input };
+  // Group-wise: the row's Δ f_n·s_n and the lattice's multipliers (weightDeltas above are their products).
+  const result: LinearQuant = lattice
+    ? { kind: rec.kind, point: rec.point, weightBits: wBits, weightDeltas: lattice.rowDeltas.map((d, n) => chosenFactors[n] * d), weightGroupSize: G, weightGroupMultipliers: lattice.multipliers, input }
+    : { kind: rec.kind, point: rec.point, weightBits: wBits, weightDeltas, input };
   await cfg.trace?.({ kind: 'linear', record: rec, result });
   return result;
+}
+
+/**
+ * Group-wise Δ_maxabs(n, g) (row-major [N, K/G]) put on an integer lattice per row: s_n = max_g Δ_maxabs(n, g)/M
+ * and m_{n,g} = ⌈M·Δ_maxabs(n, g)/max_g Δ_maxabs(n, g)⌉ ∈ [1, M], M = 2^(8−k) — the smallest multiple of s_n at
+ * or above each group's Δ_maxabs, so that no group clips more than at its own Δ_maxabs (rounding to the nearest
+ * multiple instead, some groups clip their extremes: vit_tiny_c10 W4A8 group32 KL to FP32 on test1k 1.20e-3 vs
+ * 0.92e-3 rounding up). The row's widest group gets m = M exactly.
+ */
+export function groupLattice(maxabs: readonly number[], rows: number, bits: number): { rowDeltas: number[]; multipliers: number[] } {
+  const M = maxGroupMultiplier(bits);
+  const per = maxabs.length / rows;
+  const rowDeltas: number[] = [], multipliers: number[] = [];
+  for (let n = 0; n < rows; n++) {
+    let top = 0;
+    for (let g = 0; g < per; g++) top = Math.max(top, maxabs[n * per + g]);
+    rowDeltas.push(top / M);
+    // 1e-9: M·Δ/top is an integer up to float rounding for the widest group (and any equal to it).
+    for (let g = 0; g < per; g++) multipliers.push(Math.min(M, Math.max(1, Math.ceil((M * maxabs[n * per + g]) / top - 1e-9))));
+  }
+  return { rowDeltas, multipliers };
 }
 
 /** The per-image Fisher error of a linear point at the given quantization (see SensitivityScore). */
