@@ -216,6 +216,27 @@ describe('a group-wise quantized file', () => {
     assert.deepEqual(argmaxPerRow(webLogits.data, classes), argmaxPerRow(logits.data, classes));
   });
 
+  test('2-bit group-wise weights: multipliers up to 64 ride as one byte each in the graph, which still equals the simulation bit for bit', async () => {
+    const float = openModel({ weights: MODEL });
+    const calib = await openDataset(CALIB);
+    const { images: calibImages, labels } = await loadCalibration(calib, 2, 0, float.model.spec.preprocess);
+    const w2 = await calibrate(float.model, calibImages, labels, { ...methodConfig('ptq4vit', { weightBits: 2, activationBits: 8, n: 2, rounds: 1 }), weightScales: 'group32' });
+    const grouped = w2.filter((p): p is LinearQuant => p.kind === 'linear' && p.weightGroupSize !== undefined);
+    assert.ok(grouped.some((q) => q.weightGroupMultipliers!.some((m) => m > 16)), 'some multiplier needs more than 4 bits');
+    assert.ok(grouped.every((q) => q.weightGroupMultipliers!.every((m) => m >= 1 && m <= 64)));
+    const graph = await exportOnnx(float.model, { quant: w2 });
+    const inits = initializers(graph);
+    const fc1 = grouped.find((q) => q.point.endsWith('mlp.fc1'))!;
+    const [N, K] = float.weights.tensor(`${fc1.point}.weight`).shape;
+    assert.deepEqual(inits.get(`${fc1.point}.weight_group_multipliers`), { type: 3, bytes: (N * K) / 32 }, 'int8, one byte a multiplier');
+    assert.deepEqual(inits.get(`${fc1.point}.weight_packed`), { type: 2, bytes: (N * K) / 4 }, 'four 2-bit codes a byte');
+    const few = new Tensor(images.data.slice(0, 4 * (images.size / images.shape[0])), [4, ...images.shape.slice(1)]);
+    const node = await openOrtNode(graph);
+    const logits = await node.run({ data: few.data, dims: [...few.shape] });
+    await node.release();
+    assert.deepEqual(logits.data, (await float.model.forward(few, new QuantRunner(w2))).data);
+  });
+
   test("transformers.js loads the group-wise folder with dtype 'q4' and predicts as onnxruntime-node", async () => {
     const dir = path.join(scratch.next(), 'vit_tiny_c10_g32');
     writeHfDir(dir, loaded.model.spec, { fp32: await exportOnnx(loaded.model, {}), q4: onnx });
