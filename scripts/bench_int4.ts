@@ -115,8 +115,9 @@ const agree = (r: Row) => r.preds.reduce((n, p, i) => n + (p === shipped.preds[i
 const body = [
   `vit_tiny_c10 (CIFAR-10, 32×32), ${indices.length} test1k images, batch ${batch}, onnxruntime-node 1.30 CPU, ${threads} intra-op threads,`,
   `median of ${repeat} passes, interleaved across the graphs (all passes listed). Ratios against the W8A8 integer graph of the same run. Same calibration`,
-  'for every W4A8 row (PTQ4ViT, per-channel weight Δs, 8 calib32 images, a short search: speed is the point here;',
-  'accuracy at the full search is in RESULTS.md).',
+  'for every per-channel W4A8 row and one for the group32 rows (PTQ4ViT, 8 calib32 images, a short search: speed is the',
+  'point here; accuracy at the full search is in RESULTS.md). The group-wise integer graph runs int8 codes (4-bit code ×',
+  'the group\'s multiplier, made when the session loads) on the same kernels as the per-channel one.',
   '',
   '| graph | ONNX MB | img/s | × W8A8 | top-1 | same top-1 as shipped W4A8 | passes (img/s) |',
   '|---|---|---|---|---|---|---|',
