@@ -3,14 +3,19 @@
  * graphs run by onnxruntime: FP32; the transformers.js-style q8 (dynamic: uint8 activations per call, uint8
  * weights per channel with reduced range) and q4 (RTN, symmetric, blocks of 32, MatMulNBits, float activations)
  * recipes, built by this project from the model (src/export/nbits.ts: the recipes of the conversion script, not
- * its files); ptq4vit W8A8 and W4A8 (per tensor and per channel; 4-bit weights packed).
+ * its files); ptq4vit W8A8 (per tensor), W4A8 per channel and group-wise (both with --pin: the patch embedding and
+ * the classifier at 8 bits; 4-bit codes packed), and mixed precision with --size-mb set so that the file comes out
+ * at the q4 recipe's size.
  * Columns: top-1, top-1 agreement and mean KL(FP32 ‖ model) of the softmax, ONNX MB, img/s in onnxruntime-node
- * (one pass, --threads threads) and the share of images where onnxruntime-web (wasm, 1 thread) predicts the
- * same class as onnxruntime-node.
+ * (--threads threads, batch 100, on the first --speed-images images) and in onnxruntime-web (wasm, 1 thread, on
+ * the first --web-images images), and the share of those images where web predicts node's class.
  *
- *   npx tsc -p . && node dist/scripts/fair_compare.js [--images=1000] [--web-images=200] [--threads=2]
+ *   npx tsc -p . && node dist/scripts/fair_compare.js [--models=vit_tiny_c10,swin_micro_c10,deit] [--images=10000] [--web-images=1000] [--speed-images=1000] [--threads=2]
  *
- * ptq4vit files are made once under out/int4/ with `ptq4vit quantize` (calib32, default search) and reused.
+ * vit_tiny_c10 and swin_micro_c10: CIFAR-10, the full test set (or its first --images); deit: the random-weight
+ * DeiT-distilled fixture the tests use (224², 16 classes), on the 100 JPEGs of jpeg_sample — agreement and KL
+ * only (its classes are not CIFAR's), calibrated with --loss pseudo. ptq4vit files are made once under out/int4/
+ * with `ptq4vit quantize` (calib32, default search; the names scripts/int4_results.ts uses) and reused.
  */
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -22,120 +27,172 @@ import { exportOptionsFor } from '../src/export/graph.js';
 import { q4RecipeProducts, q8DynamicProducts } from '../src/export/nbits.js';
 import { exportOnnx } from '../src/export/onnx.js';
 import { openModel } from '../src/open.js';
+import { deployedWeightBytes } from '../src/quant/mixed.js';
 import { machine, replaceSection } from './markdown.js';
 
 const args = process.argv.slice(2);
-const option = (name: string, fallback: number): number => {
-  const a = args.find((x) => x.startsWith(`--${name}=`));
-  return a ? Number(a.slice(name.length + 3)) : fallback;
-};
-const images = option('images', 1000), webImages = option('web-images', 200), threads = option('threads', 2);
+const option = (name: string): string | undefined => args.find((x) => x.startsWith(`--${name}=`))?.slice(name.length + 3);
+const images = Number(option('images') ?? 10000), webImages = Number(option('web-images') ?? 1000), speedImages = Number(option('speed-images') ?? 1000), threads = Number(option('threads') ?? 2);
+const MODELS = (option('models') ?? 'vit_tiny_c10,swin_micro_c10,deit').split(',');
 const shared = path.resolve('..', 'shared');
-const MODEL = 'vit_tiny_c10';
 const header = machine();
+const started = Date.now();
 const dir = path.join('out', 'int4');
 fs.mkdirSync(dir, { recursive: true });
 
-function ptq4vitFile(w: number, a: number, scales: 'tensor' | 'channel'): string {
-  const file = path.join(dir, `${MODEL}.ptq4vit-w${w}a${a}-${scales}.safetensors`);
+interface ModelSource { weights: string; config: string; data: string; labelled: boolean; group: string; extra: string[] }
+const SOURCES: Record<string, ModelSource> = {
+  vit_tiny_c10: { weights: path.join(shared, 'models', 'vit_tiny_c10.safetensors'), config: path.join(shared, 'models', 'vit_tiny_c10.json'), data: path.join(shared, 'data', 'cifar10', 'test.json'), labelled: true, group: 'group32', extra: [] },
+  // Swin's first stage is 48 wide: group16 is the only group size that divides every layer.
+  swin_micro_c10: { weights: path.join(shared, 'models', 'swin_micro_c10.safetensors'), config: path.join(shared, 'models', 'swin_micro_c10.json'), data: path.join(shared, 'data', 'cifar10', 'test.json'), labelled: true, group: 'group16', extra: [] },
+  deit: { weights: path.join(shared, 'fixtures', 'deit_distilled_p16_224_fixture.safetensors'), config: path.join(shared, 'fixtures', 'deit_distilled_p16_224_fixture.json'), data: path.join(shared, 'data', 'cifar10', 'jpeg_sample'), labelled: false, group: 'group16', extra: ['--loss', 'pseudo'] },
+};
+
+/** A ptq4vit file of `model` made with these quantize flags, once, under the name `key` (int4_results' names). */
+function ptq4vitFile(model: string, key: string, flags: string[]): string {
+  const src = SOURCES[model];
+  const file = path.join(dir, `${model}.ptq4vit-${key}.safetensors`);
   if (fs.existsSync(file)) return file;
-  console.log(`calibrating ${MODEL} W${w}A${a} per ${scales} …`);
-  const run = spawnSync(process.execPath, ['bin/ptq4vit.js', 'quantize', '--model', path.join(shared, 'models', `${MODEL}.safetensors`), '--config', path.join(shared, 'models', `${MODEL}.json`),
-    '--calib', path.join(shared, 'data', 'cifar10', 'calib32.json'), '--w-bits', String(w), '--a-bits', String(a), '--weight-scales', scales, '--out', file], { stdio: ['ignore', 'inherit', 'inherit'] });
-  if (run.status !== 0) throw new Error(`quantize failed for W${w}A${a} ${scales}`);
+  console.log(`calibrating ${model} ${key} …`);
+  const run = spawnSync(process.execPath, ['bin/ptq4vit.js', 'quantize', '--model', src.weights, '--config', src.config, '--calib', path.join(shared, 'data', 'cifar10', 'calib32.json'), ...src.extra, ...flags, '--out', file], { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (run.status !== 0) throw new Error(`quantize failed for ${model} ${key}`);
   return file;
 }
-
-const fp32 = openModel({ weights: path.join(shared, 'models', `${MODEL}.safetensors`), config: path.join(shared, 'models', `${MODEL}.json`) });
-const quantizedGraph = async (file: string) => {
-  const loaded = openModel({ weights: file });
-  return exportOnnx(loaded.model, exportOptionsFor(loaded));
-};
-const variants: { name: string; bytes: () => Promise<Uint8Array> }[] = [
-  { name: 'FP32', bytes: () => exportOnnx(fp32.model, {}) },
-  { name: 'q8 recipe (dynamic u8 activations, u8 per-channel weights, reduced range)', bytes: () => exportOnnx(fp32.model, { products: q8DynamicProducts() }) },
-  { name: 'q4 recipe (RTN, symmetric, block 32, MatMulNBits, float activations)', bytes: () => exportOnnx(fp32.model, { products: q4RecipeProducts({ blockSize: 32, accuracyLevel: 0 }) }) },
-  { name: 'ptq4vit W8A8 (per tensor)', bytes: async () => quantizedGraph(ptq4vitFile(8, 8, 'tensor')) },
-  { name: 'ptq4vit W4A8 (per tensor, packed)', bytes: async () => quantizedGraph(ptq4vitFile(4, 8, 'tensor')) },
-  { name: 'ptq4vit W4A8 (per channel, packed)', bytes: async () => quantizedGraph(ptq4vitFile(4, 8, 'channel')) },
-];
-
-const test = await openDataset(path.join(shared, 'data', 'cifar10', 'test1k.json'));
-const indices = Array.from({ length: Math.min(images, test.size) }, (_, i) => i);
-const data = await loadBatch(test, indices, fp32.model.spec.preprocess);
-const S = fp32.model.spec.preprocess.inputSize, per = 3 * S * S, classes = fp32.model.spec.arch.numClasses;
-
-async function logitsOf(session: { run: (feeds: Record<string, unknown>) => Promise<Record<string, { data: unknown }>> }, Tensor: new (t: 'float32', d: Float32Array, dims: number[]) => unknown, count: number): Promise<{ logits: Float32Array; seconds: number }> {
-  const out = new Float32Array(count * classes);
-  const t0 = performance.now();
-  for (let s = 0; s < count; s += 100) {
-    const n = Math.min(100, count - s);
-    const r = await session.run({ pixel_values: new Tensor('float32', data.images.data.slice(s * per, (s + n) * per), [n, 3, S, S]) });
-    out.set(r.logits.data as Float32Array, s * classes);
-  }
-  return { logits: out, seconds: (performance.now() - t0) / 1000 };
-}
-const argmax = (l: Float32Array, r: number) => {
-  let best = 0;
-  for (let c = 1; c < classes; c++) if (l[r * classes + c] > l[r * classes + best]) best = c;
-  return best;
-};
-const softmax = (l: Float32Array, r: number) => {
-  const row = Array.from(l.subarray(r * classes, (r + 1) * classes));
-  const m = Math.max(...row);
-  const e = row.map((v) => Math.exp(v - m));
-  const z = e.reduce((a, b) => a + b, 0);
-  return e.map((v) => v / z);
-};
 
 const require = createRequire(import.meta.url);
 const ortWeb = require('onnxruntime-web') as typeof import('onnxruntime-web');
 ortWeb.env.wasm.numThreads = 1;
 
-const rows: string[] = [];
-let reference: Float32Array | null = null;
-for (const v of variants) {
-  const bytes = await v.bytes();
-  const node = await ort.InferenceSession.create(bytes, { intraOpNumThreads: threads, interOpNumThreads: 1 });
-  const { logits, seconds } = await logitsOf(node as never, ort.Tensor as never, indices.length);
-  await node.release();
-  reference ??= logits;
-  let correct = 0, agree = 0, kl = 0;
-  for (let i = 0; i < indices.length; i++) {
-    if (argmax(logits, i) === data.labels[i]) correct++;
-    if (argmax(logits, i) === argmax(reference, i)) agree++;
-    const p = softmax(reference, i), q = softmax(logits, i);
-    for (let c = 0; c < classes; c++) if (p[c] > 0) kl += p[c] * Math.log(p[c] / Math.max(q[c], 1e-30));
+type Session = { run: (feeds: Record<string, unknown>) => Promise<Record<string, { data: unknown }>> };
+const sections: string[] = [];
+
+for (const MODEL of MODELS) {
+  const src = SOURCES[MODEL];
+  if (!src) throw new Error(`unknown model ${MODEL} (one of ${Object.keys(SOURCES).join(', ')})`);
+  const fp32 = openModel({ weights: src.weights, config: src.config });
+  const spec = fp32.model.spec;
+  const S = spec.preprocess.inputSize, per = 3 * S * S, classes = spec.arch.numClasses;
+  const test = await openDataset(src.data, { allowUnlabeled: true });
+  const count = Math.min(images, test.size);
+  const data = await loadBatch(test, Array.from({ length: count }, (_, i) => i), spec.preprocess);
+
+  const logitsOf = async (session: Session, Tensor: new (t: 'float32', d: Float32Array, dims: number[]) => unknown, n: number): Promise<{ logits: Float32Array; seconds: number }> => {
+    const out = new Float32Array(n * classes);
+    const t0 = performance.now();
+    for (let s = 0; s < n; s += 100) {
+      const k = Math.min(100, n - s);
+      const r = await session.run({ pixel_values: new Tensor('float32', data.images.data.slice(s * per, (s + k) * per), [k, 3, S, S]) });
+      out.set(r.logits.data as Float32Array, s * classes);
+    }
+    return { logits: out, seconds: (performance.now() - t0) / 1000 };
+  };
+  const argmax = (l: Float32Array, r: number) => {
+    let best = 0;
+    for (let c = 1; c < classes; c++) if (l[r * classes + c] > l[r * classes + best]) best = c;
+    return best;
+  };
+  const softmax = (l: Float32Array, r: number) => {
+    const row = Array.from(l.subarray(r * classes, (r + 1) * classes));
+    const m = Math.max(...row);
+    const e = row.map((v) => Math.exp(v - m));
+    const z = e.reduce((a, b) => a + b, 0);
+    return e.map((v) => v / z);
+  };
+  const graphOf = async (file: string) => {
+    const loaded = openModel({ weights: file });
+    return exportOnnx(loaded.model, exportOptionsFor(loaded));
+  };
+
+  const fp32Bytes = await exportOnnx(fp32.model, {});
+  const q4Bytes = await exportOnnx(fp32.model, { products: q4RecipeProducts({ blockSize: 32, accuracyLevel: 0 }) });
+  // --size-mb counts the quantized weights' deployed bytes (mixed.ts deployedWeightBytes); the rest of the file
+  // (biases, norms, tables, the integer graph's nodes) is measured on the per-channel --pin file: the budget is
+  // the q4 file's bytes less that rest, less 2 kB for the mixed graph's extra nodes (its 8-bit qkv runs as three
+  // products).
+  const sizeMbAtQ4 = async (): Promise<number> => {
+    const file = ptq4vitFile(MODEL, 'w4a8-channel-pin', ['--w-bits', '4', '--a-bits', '8', '--weight-scales', 'channel', '--pin']);
+    const loaded = openModel({ weights: file });
+    const onnx = await graphOf(file);
+    let weightBytes = 0;
+    for (const q of loaded.quantized!.points) {
+      if (q.kind === 'matmul') continue;
+      const t = fp32.weights.tensor(`${q.point}.weight`);
+      weightBytes += deployedWeightBytes({ size: t.size, rows: t.shape[0] }, q.weightBits);
+    }
+    return Math.floor((q4Bytes.length - (onnx.length - weightBytes) - 2000) / 1000) / 1000;
+  };
+  const sizeMb = await sizeMbAtQ4();
+  const pin = ['--pin'];
+  const variants: { name: string; bytes: () => Promise<Uint8Array> }[] = [
+    { name: 'FP32', bytes: async () => fp32Bytes },
+    { name: 'q8 recipe (dynamic u8 activations, u8 per-channel weights, reduced range)', bytes: () => exportOnnx(fp32.model, { products: q8DynamicProducts() }) },
+    { name: 'q4 recipe (RTN, symmetric, block 32, MatMulNBits, float activations)', bytes: async () => q4Bytes },
+    { name: 'ptq4vit W8A8 (per tensor)', bytes: () => graphOf(ptq4vitFile(MODEL, 'w8a8-tensor', ['--w-bits', '8', '--a-bits', '8'])) },
+    { name: 'ptq4vit W4A8, per channel, --pin', bytes: () => graphOf(ptq4vitFile(MODEL, 'w4a8-channel-pin', ['--w-bits', '4', '--a-bits', '8', '--weight-scales', 'channel', ...pin])) },
+    { name: `ptq4vit W4A8, ${src.group} (row Δ × 4-bit multiplier), --pin`, bytes: () => graphOf(ptq4vitFile(MODEL, `w4a8-${src.group}-pin`, ['--w-bits', '4', '--a-bits', '8', '--weight-scales', src.group, ...pin])) },
+    { name: `ptq4vit mixed precision, --size-mb ${sizeMb} (A8, per channel)`, bytes: () => graphOf(ptq4vitFile(MODEL, `mixed-${sizeMb}mb-a8-channel`, ['--size-mb', String(sizeMb), '--a-bits', '8', '--weight-scales', 'channel'])) },
+  ];
+
+  const rows: string[] = [];
+  let reference: Float32Array | null = null;
+  for (const v of variants) {
+    let bytes: Uint8Array;
+    try {
+      bytes = await v.bytes();
+    } catch (e) {
+      rows.push(`| ${v.name} | ${(e as Error).message.split('\n')[0]} | | | | | | |`);
+      continue;
+    }
+    const node = await ort.InferenceSession.create(bytes, { intraOpNumThreads: threads, interOpNumThreads: 1 });
+    const { logits } = await logitsOf(node as never, ort.Tensor as never, count);
+    const speed = await logitsOf(node as never, ort.Tensor as never, Math.min(speedImages, count));
+    await node.release();
+    reference ??= logits;
+    let correct = 0, agree = 0, kl = 0;
+    for (let i = 0; i < count; i++) {
+      if (src.labelled && argmax(logits, i) === data.labels![i]) correct++;
+      if (argmax(logits, i) === argmax(reference, i)) agree++;
+      const p = softmax(reference, i), q = softmax(logits, i);
+      for (let c = 0; c < classes; c++) if (p[c] > 0) kl += p[c] * Math.log(p[c] / Math.max(q[c], 1e-30));
+    }
+    let webSame = '—', webRate = '—';
+    const nWeb = Math.min(webImages, count);
+    try {
+      const web = await ortWeb.InferenceSession.create(bytes, { executionProviders: ['wasm'] });
+      const w = await logitsOf(web as never, ortWeb.Tensor as never, nWeb);
+      await web.release();
+      let same = 0;
+      for (let i = 0; i < nWeb; i++) if (argmax(w.logits, i) === argmax(logits, i)) same++;
+      webSame = `${same}/${nWeb}`;
+      webRate = (nWeb / w.seconds).toFixed(0);
+    } catch (e) {
+      webSame = `fails: ${(e as Error).message.split('\n')[0].slice(0, 80)}`;
+    }
+    const top1 = src.labelled ? (100 * correct / count).toFixed(2) : '—';
+    const row = `| ${v.name} | ${top1} | ${(100 * agree / count).toFixed(2)}% | ${(kl / count).toExponential(2)} | ${(bytes.length / 1e6).toFixed(3)} | ${(Math.min(speedImages, count) / speed.seconds).toFixed(0)} | ${webRate} | ${webSame} |`;
+    rows.push(row);
+    console.log(`${MODEL} ${row}`);
   }
-  let webSame = '—';
-  try {
-    const web = await ortWeb.InferenceSession.create(bytes, { executionProviders: ['wasm'] });
-    const w = await logitsOf(web as never, ortWeb.Tensor as never, Math.min(webImages, indices.length));
-    await web.release();
-    let same = 0;
-    for (let i = 0; i < Math.min(webImages, indices.length); i++) if (argmax(w.logits, i) === argmax(logits, i)) same++;
-    webSame = `${same}/${Math.min(webImages, indices.length)}`;
-  } catch (e) {
-    webSame = `fails: ${(e as Error).message.split('\n')[0].slice(0, 80)}`;
-  }
-  const row = `| ${v.name} | ${(100 * correct / indices.length).toFixed(2)} | ${(100 * agree / indices.length).toFixed(1)}% | ${(kl / indices.length).toExponential(2)} | ${(bytes.length / 1e6).toFixed(3)} | ${(indices.length / seconds).toFixed(0)} | ${webSame} |`;
-  rows.push(row);
-  console.log(row);
+  sections.push(
+    `**${MODEL}** — ${src.labelled ? `${count === test.size ? 'the full CIFAR-10 test set' : `the first ${count} test images`} (${count} images)` : `the ${count} JPEGs of jpeg_sample (random-weight DeiT-distilled test fixture, 224², 16 classes: no top-1, agreement and KL only; calibrated with --loss pseudo)`}; mixed precision at --size-mb ${sizeMb} (the q4 file's bytes less the rest of the per-channel --pin file).`,
+    '',
+    '| model | top-1 | top-1 agreement with FP32 | KL(FP32 ‖ model) | ONNX MB | img/s (node) | img/s (web) | web = node top-1 |',
+    '|---|---|---|---|---|---|---|---|',
+    ...rows,
+    '',
+  );
 }
 
 const body = [
-  `${MODEL}, the first ${indices.length} images of test1k (not the full test set), onnxruntime-node 1.30 CPU with ${threads} threads (one pass,`,
-  'batch 100: img/s on a shared machine, compare within the column only); onnxruntime-web 1.30 wasm, 1 thread, on the first',
-  `${Math.min(webImages, indices.length)} images. Agreement and KL are against the FP32 graph's predictions and softmax. The q8 and q4 rows are the recipes`,
+  `onnxruntime-node 1.30 CPU with ${threads} threads (batch 100, img/s over the first ${speedImages} images after the accuracy pass; a`,
+  'shared machine: compare within a column and model only); onnxruntime-web 1.30 wasm, 1 thread, img/s and top-1 against node on',
+  `the first ${webImages} images. Agreement and KL are against the FP32 graph's predictions and softmax. The q8 and q4 rows are the recipes`,
   "of transformers.js's conversion script rebuilt by this project (src/export/nbits.ts), not files made by that script; q8",
   'keeps the attention products in float, as dynamic quantization of activation × activation products is not part of it here.',
-  'Not measured here: swin_micro_c10 and the DeiT of the tests, mixed precision at the q4 file size, group-wise ptq4vit scales (int4_results.ts),',
-  'onnxruntime-web throughput.',
+  'ptq4vit rows: PTQ4ViT on calib32 (default search); --pin keeps the patch embedding and the classifier at 8 bits (mixed precision',
+  'pins them by default); group-wise: one Δ per output row times a 4-bit integer multiplier per group, run as int8 codes.',
   '',
-  '| model | top-1 | top-1 agreement with FP32 | KL(FP32 ‖ model) | ONNX MB | img/s (node) | web = node top-1 |',
-  '|---|---|---|---|---|---|---|',
-  ...rows,
-  '',
-  `Command: \`npx tsc -p . && node dist/scripts/fair_compare.js --images=${images} --web-images=${webImages} --threads=${threads}\`; ${header}.`,
+  ...sections,
+  `Command: \`npx tsc -p . && node dist/scripts/fair_compare.js${args.length ? ' ' + args.join(' ') : ''}\`; ${header}; ${((Date.now() - started) / 60000).toFixed(0)} min.`,
 ];
 replaceSection('RESULTS.md', 'A fair comparison: transformers.js-style q8/q4 recipes vs ptq4vit (issue 22)', body.join('\n'), '# Results');
