@@ -29,6 +29,7 @@ import { exportOnnx } from '../src/export/onnx.js';
 import { openModel } from '../src/open.js';
 import { deployedWeightBytes } from '../src/quant/mixed.js';
 import { machine, replaceSection } from './markdown.js';
+import { againstReference, argmaxRow } from './shared.js';
 
 const args = process.argv.slice(2);
 const option = (name: string): string | undefined => args.find((x) => x.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -86,18 +87,7 @@ for (const MODEL of MODELS) {
     }
     return { logits: out, seconds: (performance.now() - t0) / 1000 };
   };
-  const argmax = (l: Float32Array, r: number) => {
-    let best = 0;
-    for (let c = 1; c < classes; c++) if (l[r * classes + c] > l[r * classes + best]) best = c;
-    return best;
-  };
-  const softmax = (l: Float32Array, r: number) => {
-    const row = Array.from(l.subarray(r * classes, (r + 1) * classes));
-    const m = Math.max(...row);
-    const e = row.map((v) => Math.exp(v - m));
-    const z = e.reduce((a, b) => a + b, 0);
-    return e.map((v) => v / z);
-  };
+  const argmax = (l: Float32Array, r: number) => argmaxRow(l, r, classes);
   const graphOf = async (file: string) => {
     const loaded = openModel({ weights: file });
     return exportOnnx(loaded.model, exportOptionsFor(loaded));
@@ -148,13 +138,9 @@ for (const MODEL of MODELS) {
     const speed = await logitsOf(node as never, ort.Tensor as never, Math.min(speedImages, count));
     await node.release();
     reference ??= logits;
-    let correct = 0, agree = 0, kl = 0;
-    for (let i = 0; i < count; i++) {
-      if (src.labelled && argmax(logits, i) === data.labels![i]) correct++;
-      if (argmax(logits, i) === argmax(reference, i)) agree++;
-      const p = softmax(reference, i), q = softmax(logits, i);
-      for (let c = 0; c < classes; c++) if (p[c] > 0) kl += p[c] * Math.log(p[c] / Math.max(q[c], 1e-30));
-    }
+    let correct = 0;
+    for (let i = 0; i < count; i++) if (src.labelled && argmax(logits, i) === data.labels![i]) correct++;
+    const { agree, kl } = againstReference(reference, logits, count, classes);
     let webSame = '—', webRate = '—';
     const nWeb = Math.min(webImages, count);
     try {
@@ -169,7 +155,7 @@ for (const MODEL of MODELS) {
       webSame = `fails: ${(e as Error).message.split('\n')[0].slice(0, 80)}`;
     }
     const top1 = src.labelled ? (100 * correct / count).toFixed(2) : '—';
-    const row = `| ${v.name} | ${top1} | ${(100 * agree / count).toFixed(2)}% | ${(kl / count).toExponential(2)} | ${(bytes.length / 1e6).toFixed(3)} | ${(Math.min(speedImages, count) / speed.seconds).toFixed(0)} | ${webRate} | ${webSame} |`;
+    const row = `| ${v.name} | ${top1} | ${(100 * agree).toFixed(2)}% | ${kl.toExponential(2)} | ${(bytes.length / 1e6).toFixed(3)} | ${(Math.min(speedImages, count) / speed.seconds).toFixed(0)} | ${webRate} | ${webSame} |`;
     rows.push(row);
     console.log(`${MODEL} ${row}`);
   }

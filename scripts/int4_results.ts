@@ -28,6 +28,7 @@ import { exportOnnx } from '../src/export/onnx.js';
 import { OnnxModel } from '../src/export/runtime.js';
 import { openModel } from '../src/open.js';
 import { machine, replaceSection } from './markdown.js';
+import { againstReference as against, argmaxRow as argmax } from './shared.js';
 
 const args = process.argv.slice(2);
 const option = (name: string): string | undefined => args.find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3);
@@ -76,30 +77,6 @@ function quantizedFile(model: string, c: Config): { file: string } | { refused: 
   if (run.status === 2) return { refused: run.stderr.trim().split('\n').pop()!.replace(/^ptq4vit: error: /, '') };
   if (run.status !== 0) throw new Error(`quantize failed for ${model} W${c.w}A${c.a} ${c.scales}: ${run.stderr}`);
   return { file };
-}
-
-function argmax(logits: Float32Array, row: number, classes: number): number {
-  let best = 0;
-  for (let c = 1; c < classes; c++) if (logits[row * classes + c] > logits[row * classes + best]) best = c;
-  return best;
-}
-
-/** Top-1 agreement and mean KL(p ‖ q) of two runs' logits. */
-function against(reference: Float32Array, logits: Float32Array, images: number, classes: number): { agree: number; kl: number } {
-  let agree = 0, kl = 0;
-  const softmax = (l: Float32Array, r: number) => {
-    const row = Array.from(l.subarray(r * classes, (r + 1) * classes));
-    const m = Math.max(...row);
-    const e = row.map((v) => Math.exp(v - m));
-    const z = e.reduce((s, v) => s + v, 0);
-    return e.map((v) => v / z);
-  };
-  for (let i = 0; i < images; i++) {
-    if (argmax(logits, i, classes) === argmax(reference, i, classes)) agree++;
-    const p = softmax(reference, i), q = softmax(logits, i);
-    for (let c = 0; c < classes; c++) if (p[c] > 0) kl += p[c] * Math.log(p[c] / Math.max(q[c], 1e-30));
-  }
-  return { agree: agree / images, kl: kl / images };
 }
 
 const require = createRequire(import.meta.url);
