@@ -36,6 +36,10 @@ import { groupLattice, searchLinear, type LinearRecord, type SearchConfig } from
 import { maxAbs } from '../src/numeric.js';
 import { openDataset, loadBatch } from '../src/data/datasets.js';
 import { Tensor } from '../src/tensor/tensor.js';
+import { GraphBuilder } from '../src/onnx/builder.js';
+import { OnnxType } from '../src/onnx/proto.js';
+import { packedWeightCodesT } from '../src/export/packed.js';
+import { runGraph } from '../src/tensor/ort.js';
 import { runCli, scratchDir, sharedDir, showRun, onnxInitializers } from './helpers.js';
 import { withMetadata } from './mutate.js';
 import { openOrtNode, openOrtWeb, runTransformersJs, argmaxPerRow } from './runtimes.js';
@@ -134,6 +138,28 @@ describe('group-wise search', () => {
   test('a layer the policy holds above 4 bits (--pin) is per channel, not group-wise', async () => {
     const q = await searchLinear(record(8, 64, 4, 1), { ...SEARCH, policy: { fc: { weight: 8, input: 8 } } });
     assert.deepEqual([q.weightBits, q.weightGroupSize, q.weightGroupMultipliers, q.weightDeltas.length], [8, undefined, undefined, 4]);
+  });
+});
+
+describe('packed group-wise codes in the graph', () => {
+  test('a ViT-B fc1 at group16 (147 456 multipliers): the load-time nodes give m·code as int8, transposed', async () => {
+    const [rows, cols, G] = [3072, 768, 16];
+    const next = rng(7);
+    const codes = Int8Array.from({ length: rows * cols }, () => Math.floor(next() * 16) - 8);
+    const multipliers = Array.from({ length: (rows * cols) / G }, () => 1 + Math.floor(next() * 16));
+    const graph = () => {
+      const g = new GraphBuilder();
+      const t = packedWeightCodesT(g, 'w', codes, rows, 4, { size: G, multipliers });
+      g.reserve('y');
+      g.opInto('y', 'Cast', [t], { to: OnnxType.FLOAT });
+      return g.finish('packed_groups', [], [{ name: 'y', elemType: OnnxType.FLOAT, shape: [cols, rows] }], 17);
+    };
+    const y = await runGraph('test:packed_groups', graph, {});
+    assert.deepEqual(y.shape, [cols, rows]);
+    for (let n = 0; n < rows; n++) for (let k = 0; k < cols; k++) {
+      const want = multipliers[(n * cols + k) / G | 0] * codes[n * cols + k];
+      if (y.data[k * rows + n] !== want) assert.fail(`row ${n}, column ${k}: ${y.data[k * rows + n]}, expected ${want}`);
+    }
   });
 });
 

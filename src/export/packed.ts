@@ -28,9 +28,9 @@ export function packedWeightCodesT(g: GraphBuilder, hint: string, codes: Int8Arr
   let signed = unpackedInt32(g, hint, codes, rows, bits);
   if (groups) {
     const cols = codes.length / rows, per = cols / groups.size;
-    const top = Math.max(...groups.multipliers);
     // m − 1 − 8 as a signed 4-bit code when m ≤ 16 (4-bit weights), else the multiplier itself as int8 (m ≤ 64).
-    const m = top <= 16
+    // (every, not Math.max(...): a ViT-B fc1 at group16 has 147 456 multipliers, past V8's argument limit.)
+    const m = groups.multipliers.every((v) => v <= 16)
       ? g.op('Add', [unpackedInt32(g, `${hint}_group_multipliers`, Int8Array.from(groups.multipliers, (v) => v - 9), rows, 4), g.int32(`${hint}_nine`, 9)], undefined, `${hint}_m32`)
       : g.op('Cast', [g.int8s(`${hint}_group_multipliers`, Int8Array.from(groups.multipliers), [rows, per])], { to: OnnxType.INT32 }, `${hint}_m32`);
     const blocks = g.op('Reshape', [signed, g.int64s(`${hint}_blocks`, [rows, per, groups.size])], undefined, `${hint}_c3`);

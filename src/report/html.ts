@@ -52,7 +52,8 @@ const num = (x: number): string => (x === 0 ? '0' : Math.abs(x) >= 1e-3 && Math.
 const pct = (x: number): string => `${(x * 100).toFixed(2)}%`;
 const esc = (s: string): string => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
 
-const list = (xs: number[]): string => (xs.length <= 4 ? xs.map(num).join(', ') : `${num(Math.min(...xs))} … ${num(Math.max(...xs))} (${xs.length})`);
+// Min and max by reduce: group multipliers run to 10^5 entries, past V8's limit on spread arguments.
+const list = (xs: number[]): string => (xs.length <= 4 ? xs.map(num).join(', ') : `${num(xs.reduce((a, b) => Math.min(a, b)))} … ${num(xs.reduce((a, b) => Math.max(a, b)))} (${xs.length})`);
 
 const describeActivation = (q: ActivationQuant): string => kindOf(q).describe(q, num, list);
 
