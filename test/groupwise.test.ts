@@ -19,8 +19,6 @@ import { exportOptionsFor } from '../src/export/graph.js';
 import { seededRandom } from '../src/grad/loss.js';
 import { exportOnnx } from '../src/export/onnx.js';
 import { HF_Q4_FILE, writeHfDir } from '../src/export/hfdir.js';
-import { openImageFolder } from '../src/data/folder.js';
-import { evalTransform } from '../src/data/transform.js';
 import { SafeTensors } from '../src/io/safetensors.js';
 import { openModel, type LoadedModel } from '../src/open.js';
 import { loadCalibration } from '../src/quant/calibset.js';
@@ -40,9 +38,9 @@ import { GraphBuilder } from '../src/onnx/builder.js';
 import { OnnxType } from '../src/onnx/proto.js';
 import { packedWeightCodesT } from '../src/export/packed.js';
 import { runGraph } from '../src/tensor/ort.js';
-import { runCli, scratchDir, sharedDir, showRun, onnxInitializers } from './helpers.js';
+import { assertEvalRefusesFile, runCli, scratchDir, sharedDir, showRun, onnxInitializers } from './helpers.js';
 import { withMetadata } from './mutate.js';
-import { openOrtNode, openOrtWeb, runTransformersJs, argmaxPerRow } from './runtimes.js';
+import { openOrtNode, openOrtWeb, transformersJsVsNode, argmaxPerRow } from './runtimes.js';
 
 const MODEL = 'assets/models/vit_tiny_c10.safetensors';
 const CALIB = 'assets/cifar10-calib32/calib32.json';
@@ -267,28 +265,11 @@ describe('a group-wise quantized file', () => {
     const dir = path.join(scratch.next(), 'vit_tiny_c10_g32');
     writeHfDir(dir, loaded.model.spec, { fp32: await exportOnnx(loaded.model, {}), q4: onnx });
     assert.ok(fs.existsSync(path.join(dir, HF_Q4_FILE)));
-    const folder = await openImageFolder(path.join(sharedDir, 'data', 'cifar10', 'jpeg_sample'));
-    const picks = Array.from({ length: 6 }, (_, i) => Math.floor((i * folder.size) / 6));
-    const S = loaded.model.spec.preprocess.inputSize;
-    const pixels = new Float32Array(picks.length * 3 * S * S);
-    for (let i = 0; i < picks.length; i++) pixels.set(evalTransform(await folder.image(picks[i]), loaded.model.spec.preprocess), i * 3 * S * S);
-    const node = await openOrtNode(onnx);
-    const logits = await node.run({ data: pixels, dims: [picks.length, 3, S, S] });
-    await node.release();
-    const got = await runTransformersJs(dir, picks.map((i) => folder.itemName(i)), { dtype: 'q4' });
-    assert.deepEqual(got.labels, argmaxPerRow(logits.data, loaded.model.spec.arch.numClasses).map((c) => `LABEL_${c}`));
+    const { got, node } = await transformersJsVsNode(dir, onnx, loaded.model.spec, path.join(sharedDir, 'data', 'cifar10', 'jpeg_sample'), 6, 'q4');
+    assert.deepEqual(got, node);
   });
 
-  const refused = (edited: Uint8Array, pattern: RegExp) => {
-    const f = path.join(scratch.next(), 'bad.safetensors');
-    fs.writeFileSync(f, edited);
-    const r = runCli(['eval', '--model', f, '--data', TEST, '--limit', '4', '--json'], 120_000);
-    assert.equal(r.status, 2, showRun(r));
-    const lines = r.stderr.trim().split('\n');
-    assert.equal(lines.length, 1, showRun(r));
-    assert.ok(lines[0].startsWith(`ptq4vit: error: ${f}: `), showRun(r));
-    assert.match(lines[0], pattern, showRun(r));
-  };
+  const refused = (edited: Uint8Array, pattern: RegExp) => assertEvalRefusesFile(path.join(scratch.next(), 'bad.safetensors'), edited, TEST, pattern);
   const editPoint = (point: string, edit: (p: Record<string, unknown>) => void) => withMetadata(bytes, (m) => {
     const ps = JSON.parse(m['ptq4vit.quant']);
     edit(ps.find((p: { point: string }) => p.point === point));

@@ -74,6 +74,20 @@ export function runCli(args: string[], timeoutMs = 600_000): CliRun {
 
 export const showRun = (r: CliRun): string => `exit ${r.status}\n--- stdout\n${r.stdout}\n--- stderr\n${r.stderr}`;
 
+/**
+ * Writes `bytes` as `file` and runs `ptq4vit eval` on it over `data`: it must end with exit 2 and one line,
+ * `ptq4vit: error: FILE: …`, matching `pattern` (a bad quantized file is named, never an internal error).
+ */
+export function assertEvalRefusesFile(file: string, bytes: Uint8Array, data: string, pattern: RegExp): void {
+  fs.writeFileSync(file, bytes);
+  const r = runCli(['eval', '--model', file, '--data', data, '--limit', '4', '--json'], 120_000);
+  assert.equal(r.status, 2, showRun(r));
+  const lines = r.stderr.trim().split('\n');
+  assert.equal(lines.length, 1, showRun(r));
+  assert.ok(lines[0].startsWith(`ptq4vit: error: ${file}: `), showRun(r));
+  assert.match(lines[0], pattern, showRun(r));
+}
+
 /** Initializers of an ONNX model: name, data type and raw byte length (a minimal protobuf walk, for counting). */
 export function onnxInitializers(bytes: Uint8Array): { name: string; type: number; bytes: number }[] {
   const fields = (buf: Uint8Array, visit: (field: number, wire: number, value: number | Uint8Array) => void) => {

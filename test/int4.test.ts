@@ -25,12 +25,10 @@ import type { BitPolicy, LinearQuant, PointQuant } from '../src/quant/params.js'
 import { QuantRunner } from '../src/quant/runner.js';
 import { openDataset, loadBatch } from '../src/data/datasets.js';
 import { Tensor } from '../src/tensor/tensor.js';
-import { runCli, scratchDir, sharedDir, showRun, onnxInitializers } from './helpers.js';
+import { assertEvalRefusesFile, scratchDir, sharedDir, onnxInitializers } from './helpers.js';
 import { joinSafetensors, splitSafetensors, withMetadata } from './mutate.js';
-import { openOrtNode, runTransformersJs, argmaxPerRow } from './runtimes.js';
+import { openOrtNode, transformersJsVsNode, argmaxPerRow } from './runtimes.js';
 import { HF_FILES, HF_Q4_FILE, writeHfDir } from '../src/export/hfdir.js';
-import { openImageFolder } from '../src/data/folder.js';
-import { evalTransform } from '../src/data/transform.js';
 
 const MODEL = 'assets/models/vit_tiny_c10.safetensors';
 const CALIB = 'assets/cifar10-calib32/calib32.json';
@@ -171,17 +169,8 @@ describe('a packed quantized file', () => {
     assert.ok(fs.existsSync(path.join(dir, HF_Q4_FILE)) && !fs.existsSync(path.join(dir, HF_FILES.quantized)));
     assert.deepEqual(JSON.parse(fs.readFileSync(path.join(dir, HF_FILES.config), 'utf8'))['transformers.js_config'], { dtype: 'q4' });
     // A few JPEGs at the model's resolution (no resize: both runtimes see the same pixels up to float rounding).
-    const folder = await openImageFolder(path.join(sharedDir, 'data', 'cifar10', 'jpeg_sample'));
-    const picks = Array.from({ length: 10 }, (_, i) => Math.floor((i * folder.size) / 10));
-    const S = loaded.model.spec.preprocess.inputSize;
-    const pixels = new Float32Array(picks.length * 3 * S * S);
-    for (let i = 0; i < picks.length; i++) pixels.set(evalTransform(await folder.image(picks[i]), loaded.model.spec.preprocess), i * 3 * S * S);
-    const node = await openOrtNode(onnx);
-    const logits = await node.run({ data: pixels, dims: [picks.length, 3, S, S] });
-    await node.release();
-    const got = await runTransformersJs(dir, picks.map((i) => folder.itemName(i)), { dtype: 'q4' });
-    const classes = loaded.model.spec.arch.numClasses;
-    assert.deepEqual(got.labels, argmaxPerRow(logits.data, classes).map((c) => `LABEL_${c}`));
+    const { got, node } = await transformersJsVsNode(dir, onnx, loaded.model.spec, path.join(sharedDir, 'data', 'cifar10', 'jpeg_sample'), 10, 'q4');
+    assert.deepEqual(got, node);
   });
 
   /** The file with one tensor's bytes edited. */
@@ -192,16 +181,7 @@ describe('a packed quantized file', () => {
     edit(copy.subarray(begin, end));
     return joinSafetensors(header, copy);
   };
-  const refused = (edited: Uint8Array, pattern: RegExp) => {
-    const f = path.join(scratch.next(), 'bad.safetensors');
-    fs.writeFileSync(f, edited);
-    const r = runCli(['eval', '--model', f, '--data', TEST, '--limit', '4', '--json'], 120_000);
-    assert.equal(r.status, 2, showRun(r));
-    const lines = r.stderr.trim().split('\n');
-    assert.equal(lines.length, 1, showRun(r));
-    assert.ok(lines[0].startsWith(`ptq4vit: error: ${f}: `), showRun(r));
-    assert.match(lines[0], pattern, showRun(r));
-  };
+  const refused = (edited: Uint8Array, pattern: RegExp) => assertEvalRefusesFile(path.join(scratch.next(), 'bad.safetensors'), edited, TEST, pattern);
   const pointOfWidth = (bits: number) => points.find((p): p is LinearQuant => p.kind !== 'matmul' && p.weightBits === bits)!;
 
   test('bad packed data: codes out of range, wrong length for the width, wrong format version → exit 2, one line', () => {

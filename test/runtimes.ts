@@ -12,6 +12,9 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import ortNode from 'onnxruntime-node';
 import * as ortWeb from 'onnxruntime-web';
+import { openImageFolder } from '../src/data/folder.js';
+import { evalTransform } from '../src/data/transform.js';
+import type { ModelSpec } from '../src/models/types.js';
 
 /** A batch of model inputs or outputs: float32, row-major. */
 export interface Batch {
@@ -194,4 +197,20 @@ export async function runHfProcessor(dir: string, images: readonly string[]): Pr
     out.push({ data: Float32Array.from(pixel_values.data as Float32Array), dims: pixel_values.dims.slice(1) });
   }
   return out;
+}
+
+/**
+ * transformers.js's labels for `count` images spread over an image folder, loading `dir` (written by writeHfDir)
+ * with `dtype`, beside the labels onnxruntime-node's argmax of `onnx` gives on our preprocessing of the same files
+ * (`LABEL_c`). For images at the model's resolution both see the same pixels up to float rounding.
+ */
+export async function transformersJsVsNode(dir: string, onnx: Uint8Array, spec: ModelSpec, images: string, count: number, dtype: TransformersJsOptions['dtype']): Promise<{ got: string[]; node: string[] }> {
+  const folder = await openImageFolder(images);
+  const picks = Array.from({ length: count }, (_, i) => Math.floor((i * folder.size) / count));
+  const S = spec.preprocess.inputSize;
+  const pixels = new Float32Array(picks.length * 3 * S * S);
+  for (let i = 0; i < picks.length; i++) pixels.set(evalTransform(await folder.image(picks[i]), spec.preprocess), i * 3 * S * S);
+  const logits = await runOrtNode(onnx, { data: pixels, dims: [picks.length, 3, S, S] });
+  const got = await runTransformersJs(dir, picks.map((i) => folder.itemName(i)), { dtype });
+  return { got: got.labels, node: argmaxPerRow(logits.data, spec.arch.numClasses).map((c) => `LABEL_${c}`) };
 }
