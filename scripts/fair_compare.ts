@@ -88,9 +88,14 @@ for (const MODEL of MODELS) {
     return { logits: out, seconds: (performance.now() - t0) / 1000 };
   };
   const argmax = (l: Float32Array, r: number) => argmaxRow(l, r, classes);
-  const graphOf = async (file: string) => {
-    const loaded = openModel({ weights: file });
-    return exportOnnx(loaded.model, exportOptionsFor(loaded));
+  // Exported once per file: the per-channel --pin graph serves the size budget and its own row.
+  const graphs = new Map<string, Promise<Uint8Array>>();
+  const graphOf = (file: string): Promise<Uint8Array> => {
+    if (!graphs.has(file)) {
+      const loaded = openModel({ weights: file });
+      graphs.set(file, exportOnnx(loaded.model, exportOptionsFor(loaded)));
+    }
+    return graphs.get(file)!;
   };
 
   const fp32Bytes = await exportOnnx(fp32.model, {});

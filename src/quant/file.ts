@@ -40,6 +40,9 @@ export interface QuantizedModelInfo {
   packed?: boolean;
 }
 
+/** Why a group-wise point may lack multipliers — said by both checks that can meet such a file first. */
+const LEGACY_GROUPWISE = '(group-wise files of an earlier development version stored a float Δ per group: quantize the model again)';
+
 function weightName(q: LinearQuant): string {
   return `${q.point}.weight`;
 }
@@ -268,7 +271,7 @@ export class DequantizedSource implements TensorSource {
       }
       const multipliers = q.weightGroupMultipliers;
       if (multipliers === undefined) {
-        throw new Ptq4vitError(`${this.file}: point ${q.point} has weight_group_size ${G} without weight_group_multipliers (group-wise files of an earlier development version stored a float Δ per group: quantize the model again)`);
+        throw new Ptq4vitError(`${this.file}: point ${q.point} has weight_group_size ${G} without weight_group_multipliers ${LEGACY_GROUPWISE}`);
       }
       if (multipliers.length !== (rows * cols) / G) {
         throw new Ptq4vitError(`${this.file}: point ${q.point} has ${multipliers.length} weight_group_multipliers, expected ${(rows * cols) / G} (${rows} rows × ${cols / G} groups of ${G}) for the ${shapeString(weightShape)} weight '${name}'`);
@@ -314,7 +317,7 @@ function checkPoint(q: PointQuant, p: QuantPoint, where: string): void {
     // Group-wise Δs (counted against the weight's shape in DequantizedSource.tensor): ≤ 4-bit linear layers only.
     if (q.kind !== 'linear') bad('weight_group_size is set, but group-wise weight scales are for linear layers (the patch conv is per channel)');
     if (q.weightBits > MAX_GROUPWISE_BITS) bad(`weight_group_size is set, but group-wise weight scales are for weights of at most ${MAX_GROUPWISE_BITS} bits, got ${q.weightBits}`);
-    const multipliers = q.weightGroupMultipliers ?? bad('weight_group_size is set without weight_group_multipliers (group-wise files of an earlier development version stored a float Δ per group: quantize the model again)');
+    const multipliers = q.weightGroupMultipliers ?? bad(`weight_group_size is set without weight_group_multipliers ${LEGACY_GROUPWISE}`);
     const top = maxGroupMultiplier(q.weightBits);
     const outside = multipliers.findIndex((m) => m > top);
     if (outside >= 0) bad(`weight_group_multipliers[${outside}] is ${multipliers[outside]}, expected an integer from 1 to ${top} (2^(8−${q.weightBits}): the ${q.weightBits}-bit code times it must fit int8)`);
