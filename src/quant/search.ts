@@ -524,7 +524,12 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
   const perImage = 2 * H * Math.max(M, K) * Math.max(N, K);
   const blocks = rowBlocks(O, perImage, cfg.metric, budget, Math.ceil(MIN_BLOCK_ROWS / M));
   const prune = cfg.prune ?? true;
-  const imagesOf = (t: { data: Float32Array; shape: number[] }) => blocks.map((b) => blockOf(t, b));
+  const imagesOf = (t: { data: Float32Array; shape: number[] }, of = blocks) => of.map((b) => blockOf(t, b));
+  // A head-by-head search (halfStepPerHead) scores one head's slices, 1/H of the above per image: its blocks are
+  // sized for that, so that a run stays ~the batch budget instead of H times less. At 128 ViT-S/16-224 images,
+  // blocks sized for all heads held 2–3 images, and the search's one-candidate runs on them were mostly ORT's
+  // per-run overhead (97 k runs at ~0.35 ms, a third of the search: bench_scale PTQ4VIT_PROFILE, BENCHMARKS.md).
+  const headBlocks = rowBlocks(O, perImage / H, cfg.metric, budget, Math.ceil(MIN_BLOCK_ROWS / M));
   const [aBlocks, bBlocks, outBlocks] = [imagesOf(view(rec.a.data, M, K)), imagesOf(view(rec.b.data, K, N)), imagesOf(view(rec.out.data, M, N))];
   const gradBlocks = rec.grad ? imagesOf(view(rec.grad.data, M, N)) : blocks.map(() => null);
   const aSpace = activationSpace(cfg, { field: 'a', feeds: rec.postSoftmax ? 'post-softmax' : undefined }, { data: rec.a.data, heads: H, groupSize: M * K, bits: aBits });
@@ -568,10 +573,10 @@ export async function searchMatmul(rec: MatmulRecord, cfg: SearchConfig): Promis
   const halfStepPerHead = async (side: 'A' | 'B', space: SearchSpace<ActivationQuant>, bits: number, batch: (images: number) => number, a: Float32Array, b: Float32Array) => {
     const best: number[] = [], errors: number[] = [];
     for (let h = 0; h < H; h++) {
-      const slices = (t: Float32Array, rows: number, cols: number) => imagesOf({ data: headSlice(t, H, h, rows * cols), shape: [O, 1, rows, cols] });
+      const slices = (t: Float32Array, rows: number, cols: number) => imagesOf({ data: headSlice(t, H, h, rows * cols), shape: [O, 1, rows, cols] }, headBlocks);
       const [aH, bH, outH] = [slices(a, M, K), slices(b, K, N), slices(rec.out.data, M, N)];
-      const gradH = rec.grad ? slices(rec.grad.data, M, N) : blocks.map(() => null);
-      const searched = await bestByBlocks(space.count, 1, blocks, (images) => batch(images) * H, async (cands, block) => {
+      const gradH = rec.grad ? slices(rec.grad.data, M, N) : headBlocks.map(() => null);
+      const searched = await bestByBlocks(space.count, 1, headBlocks, (images) => batch(images) * H, async (cands, block) => {
         const all = space.scales(cands);
         const scales = Float32Array.from(cands, (_, i) => all.scales[i * H + h]); // [C·H] → this head's [C]
         const s = await scoreMatmul({ searched: side, a: aH[block], b: bH[block], out: outH[block], grad: gradH[block], ...all, scales, candidates: cands.length, heads: 1, bits, quantizer: space.initial.kind, metric: cfg.metric });
