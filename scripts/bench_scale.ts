@@ -48,6 +48,7 @@ const { values } = parseArgs({
     'no-write': { type: 'boolean' },
     /** Record every group with a whole forward+backward pass (the baseline before block recompute). */
     'no-recompute': { type: 'boolean' },
+    'no-pipeline': { type: 'boolean' },
     /** Points searched at once in worker threads (default: calibrate's, 2 on 2+ threads; 0 = in this thread). */
     'search-workers': { type: 'string' },
     child: { type: 'string' },
@@ -112,6 +113,8 @@ interface ChildResult {
   cpu_seconds: number;
   /** Most point searches that ran at once in search workers. */
   concurrent_searches: number | null;
+  /** Groups recorded while earlier groups' searches ran (pipelined calibration). */
+  recorded_during_search: number | null;
 }
 
 async function child(): Promise<void> {
@@ -131,7 +134,7 @@ async function child(): Promise<void> {
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
   let recordMs = 0, passStart = t0;
-  let timing: { recordSeconds: number; searchSeconds: number; groups: number; passEquivalents?: number; concurrentSearches?: number } | null = null;
+  let timing: { recordSeconds: number; searchSeconds: number; groups: number; passEquivalents?: number; concurrentSearches?: number; recordedDuringSearch?: number } | null = null;
   try {
     timing = (await calibrateMany(model, x, null, [
       {
@@ -139,6 +142,7 @@ async function child(): Promise<void> {
         groupBytes,
         chunkSize,
         recompute: !values['no-recompute'],
+        pipeline: !values['no-pipeline'],
         searchWorkers: values['search-workers'] === undefined ? undefined : Number(values['search-workers']),
         onProgress: (e) => {
           if (e.phase === 'record' && e.group > stopAfter) throw new StopBench();
@@ -174,6 +178,7 @@ async function child(): Promise<void> {
     rss_after_load_bytes: rssAfterLoad,
     cpu_seconds: ((c) => (c.user + c.system) / 1e6)(process.cpuUsage(cpu0)),
     concurrent_searches: timing?.concurrentSearches ?? null,
+    recorded_during_search: timing?.recordedDuringSearch ?? null,
   };
   if (process.env.PTQ4VIT_PROFILE) {
     // Where the time went, by ORT graph signature (runGraph's profile): the search's scoring graphs by kind.
@@ -205,6 +210,7 @@ async function parent(): Promise<void> {
       if (values.chunk) args.push('--chunk', values.chunk);
       if (values.groups) args.push('--groups', values.groups);
       if (values['no-recompute']) args.push('--no-recompute');
+      if (values['no-pipeline']) args.push('--no-pipeline');
       if (values['search-workers'] !== undefined) args.push('--search-workers', values['search-workers']);
       const p = spawnSync(process.execPath, [...process.execArgv, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
       if (p.status !== 0) throw new Error(`${job.preset}: child failed (exit ${p.status} ${p.signal ?? ''})`);
@@ -213,8 +219,8 @@ async function parent(): Promise<void> {
       const gib = (b: number) => (b / 2 ** 30).toFixed(2);
       const partial = r.groups_done < r.groups ? ` — first ${r.groups_done} of ${r.groups} groups (${r.points_searched}/${r.points} points)` : '';
       const passes = r.pass_equivalents === null ? `${r.groups_done} passes` : `${r.pass_equivalents.toFixed(1)} pass equivalents for ${r.groups} groups`;
-      console.log(`${job.preset} ${job.images} images${partial}: ${r.seconds.toFixed(0)} s (record ${r.record_seconds.toFixed(0)} s in ${passes}, search ${r.search_seconds.toFixed(0)} s; ${r.cpu_seconds.toFixed(0)} CPU s; ${r.concurrent_searches ?? 0} searches at once at most), peak RSS ${gib(r.peak_rss_bytes)} GiB`);
-      const command = `node dist/scripts/bench_scale.js --jobs ${job.name}:${job.images} --n ${values.n} --rounds ${values.rounds}${values['group-mib'] ? ` --group-mib ${values['group-mib']}` : ''}${values.chunk ? ` --chunk ${values.chunk}` : ''}${values.groups ? ` --groups ${values.groups}` : ''}${values['no-recompute'] ? ' --no-recompute' : ''}${values['search-workers'] !== undefined ? ` --search-workers ${values['search-workers']}` : ''}`;
+      console.log(`${job.preset} ${job.images} images${partial}: ${r.seconds.toFixed(0)} s (record ${r.record_seconds.toFixed(0)} s in ${passes}, search ${r.search_seconds.toFixed(0)} s; ${r.cpu_seconds.toFixed(0)} CPU s; ${r.concurrent_searches ?? 0} searches at once at most; ${r.recorded_during_search ?? 0} groups recorded during searches), peak RSS ${gib(r.peak_rss_bytes)} GiB`);
+      const command = `node dist/scripts/bench_scale.js --jobs ${job.name}:${job.images} --n ${values.n} --rounds ${values.rounds}${values['group-mib'] ? ` --group-mib ${values['group-mib']}` : ''}${values.chunk ? ` --chunk ${values.chunk}` : ''}${values.groups ? ` --groups ${values.groups}` : ''}${values['no-recompute'] ? ' --no-recompute' : ''}${values['no-pipeline'] ? ' --no-pipeline' : ''}${values['search-workers'] !== undefined ? ` --search-workers ${values['search-workers']}` : ''}`;
       const loadAfter = os.loadavg().map((l) => l.toFixed(2)).join(' / ');
       rows.push(`| ${job.preset}${Number.isFinite(params) ? ` (${(params / 1e6).toFixed(1)} M)` : ''} | ${job.images} | ${r.groups_done}/${r.groups} (${r.points_searched}/${r.points} points) | ${r.seconds.toFixed(0)} | ${r.record_seconds.toFixed(0)}${r.pass_equivalents === null ? '' : ` (${r.pass_equivalents.toFixed(1)} pass eq.)`} | ${r.search_seconds.toFixed(0)} | ${gib(r.peak_rss_bytes)} GiB | ${gib(r.rss_after_load_bytes)} GiB | ${loadBefore} → ${loadAfter} | \`${command}\` at ${gitRevision()}, ${new Date().toISOString().slice(0, 16)}Z |`);
     }

@@ -59,8 +59,10 @@ describe('grouped calibration = the all-at-once calibration of main@2d22ff4', { 
     // Every point searched in a worker thread (two at once, one onnxruntime thread each): the same choices.
     const inWorkers = job.method === 'ptq4vit' && job.bits === 8;
     if (inWorkers) budgets.push(['every point in a search worker', undefined]);
+    // …and in 32 MiB groups (planned at 16 MiB), each recorded while the previous one's points are searched.
+    if (inWorkers && job.model === 'vit_tiny_c10') budgets.push(['search workers, the next group recorded meanwhile', 32 * 2 ** 20]);
     for (const [what, groupBytes] of budgets) {
-      const workers = what === 'every point in a search worker' ? { searchWorkers: 2, searchWorkerMinFloats: 0 } : { searchWorkers: 0 };
+      const workers = what.startsWith('every point in a search worker') || what.startsWith('search workers') ? { searchWorkers: 2, searchWorkerMinFloats: 0 } : { searchWorkers: 0 };
       // Candidates are scored in batches; a smaller batch budget (1–4 candidates per batch here, no row
       // blocks) must not change any score, so W8 also runs with one.
       const batchFloats = groupBytes === undefined && job.bits === 8 && job.method === 'ptq4vit' && workers.searchWorkers === 0 ? 1_200_000 : undefined;
@@ -76,6 +78,7 @@ describe('grouped calibration = the all-at-once calibration of main@2d22ff4', { 
         assert.equal(diff, null, `chosen parameters differ from main@2d22ff4 — ${diff}`);
         const points = m.quantPoints.length;
         if (workers.searchWorkers > 0) assert.equal(timing.concurrentSearches, 2, 'two points were searched at once');
+        if (workers.searchWorkers > 0 && groupBytes !== undefined) assert.ok(timing.recordedDuringSearch! > 0, `groups recorded while earlier ones were searched: ${timing.recordedDuringSearch} of ${timing.groups}`);
         if (groupBytes === undefined) assert.equal(timing.groups, 1);
         else if (groupBytes === 1) assert.equal(timing.groups, points);
         else assert.ok(timing.groups > 3 && timing.groups < points, `${timing.groups} groups`);
@@ -109,6 +112,9 @@ describe('planGroups', () => {
     assert.deepEqual(planGroups(pts, 1), pts.map((p) => [p.name]));
     assert.deepEqual(planGroups(pts, Infinity), [pts.map((p) => p.name)]);
     assert.deepEqual(planGroups([], 10), []);
+    // The first group with its own budget (a pipelined calibration's later groups get half).
+    assert.deepEqual(planGroups(pts, 60, 30), [['p0', 'p1', 'p2'], ['p3'], ['p4', 'p5']]);
+    assert.deepEqual(planGroups(pts, 30, 110), [['p0', 'p1'], ['p2'], ['p3', 'p4', 'p5']]);
   });
 });
 

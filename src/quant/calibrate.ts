@@ -50,6 +50,12 @@ export interface CalibrationOptions extends SearchConfig {
   searchWorkers?: number;
   /** Smallest records (floats) searched in a worker (default WORKER_MIN_FLOATS; 0 sends every point). */
   searchWorkerMinFloats?: number;
+  /**
+   * Record the next group while the previous group's points are searched in the workers (default: whenever there
+   * are search workers). The groups after the first are then planned at half of `groupBytes`, so that two of them
+   * are held at once within it; the chosen scales are the same either way.
+   */
+  pipeline?: boolean;
   onProgress?: (event: CalibrationProgress) => void;
 }
 
@@ -93,7 +99,7 @@ export type CalibrationProgress =
 export interface CalibrationTiming {
   /** Forward (+ backward) passes recording the groups' data. */
   recordSeconds: number;
-  /** Candidate search of every point. */
+  /** Candidate search of every point: the wall time that is not recording (a pipelined search's overlap is in recordSeconds). */
   searchSeconds: number;
   /** The search time of each configuration. */
   searchSecondsPerConfig: number[];
@@ -103,6 +109,8 @@ export interface CalibrationTiming {
   passEquivalents?: number;
   /** Most point searches that ran at once in search workers (0: none ran in a worker). */
   concurrentSearches?: number;
+  /** Groups recorded while earlier groups' searches were still running (CalibrationOptions.pipeline). */
+  recordedDuringSearch?: number;
 }
 
 /** What the search of one point needs over the whole calibration set, in full-size buffers. */
@@ -142,14 +150,15 @@ function floatsPerImage(inputs: Tensor[], output: Tensor, chunkImages: number, w
 }
 
 /**
- * Consecutive points (forward order) into groups whose records fit `budgetBytes`: greedy, so a group is
- * decided from the sizes of its own points only (the first pass decides its group while it runs).
+ * Consecutive points (forward order) into groups whose records fit `budgetBytes` (the groups after the first:
+ * `laterBytes`): greedy, so a group is decided from the sizes of its own points only (the first pass decides its
+ * group while it runs).
  */
-export function planGroups(points: readonly { name: string; bytes: number }[], budgetBytes: number): string[][] {
+export function planGroups(points: readonly { name: string; bytes: number }[], budgetBytes: number, laterBytes = budgetBytes): string[][] {
   const groups: string[][] = [];
   let current: string[] = [], used = 0;
   for (const p of points) {
-    if (current.length > 0 && used + p.bytes > budgetBytes) {
+    if (current.length > 0 && used + p.bytes > (groups.length === 0 ? budgetBytes : laterBytes)) {
       groups.push(current);
       current = [];
       used = 0;
@@ -240,6 +249,8 @@ class Recording {
     readonly withGradients: boolean,
     readonly chunkSize: number,
     readonly budgetBytes: number,
+    /** The record budget of the groups after the first (a pipelined traversal holds two of them at once). */
+    readonly laterBudgetBytes: number,
     readonly loss: LossKind,
     readonly seed: number,
     /** Store O − b for linear points (only when every configuration uses the Hessian metric). */
@@ -256,6 +267,12 @@ class Recording {
   private readonly boundaries: BoundaryStore;
   /** Segments run so far, over all images, in whole-pass units (segments.count per pass). */
   segmentRuns = 0;
+
+  /** Bytes of group `index`'s records over the whole set. */
+  groupBytes(index: number): number {
+    const points = new Set(this.groups()[index]);
+    return this.order.reduce((sum, p) => sum + (points.has(p.name) ? p.bytes : 0), 0);
+  }
 
   /** First and last segment of group `index`'s points. */
   private segmentRange(index: number): [number, number] {
@@ -366,7 +383,7 @@ class Recording {
         const missing = this.model.quantPoints.find((p) => !this.order.some((o) => o.name === p.name));
         throw new Error(`quantization point '${missing?.name}' was never called in the forward pass`);
       }
-      this.plan = planGroups(this.order, this.budgetBytes);
+      this.plan = planGroups(this.order, this.budgetBytes, this.laterBudgetBytes);
     };
 
     const wanted = () => {
@@ -521,6 +538,8 @@ export interface SessionOptions {
   /** Search workers (CalibrationOptions.searchWorkers); 0: every search in this thread. */
   searchWorkers?: number;
   searchWorkerMinFloats?: number;
+  /** CalibrationOptions.pipeline. */
+  pipeline?: boolean;
   onProgress?: (event: CalibrationProgress) => void;
 }
 
@@ -536,13 +555,22 @@ export class CalibrationSession {
   private readonly byName: Map<string, QuantPoint>;
   private held: { group: number; data: Map<string, PointData> } | null = null;
   private pool: SearchPool | null = null;
+  /** Whether a concurrent traversal records the next group while the previous one's searches run (opts.pipeline). */
+  private readonly pipelined: boolean;
   /** Seconds spent in recording passes so far, and their number. */
   recordSeconds = 0;
   passes = 0;
+  /** Groups recorded while earlier groups' visits were still running. */
+  recordedDuringSearch = 0;
 
   constructor(readonly model: VisionModel, images: Tensor, labels: Int32Array | null, private readonly opts: SessionOptions) {
     const segments = opts.recompute === false ? null : (model.segments ?? null);
-    this.rec = new Recording(model, images, labels, opts.withGradients, opts.chunkSize, opts.groupBytes, opts.loss, opts.seed, opts.foldBias, segments, opts.boundaryBytes);
+    this.pipelined = opts.pipeline !== false && this.workers > 0;
+    // Pipelined, a group is recorded while the previous one is searched: the groups after the first get half the
+    // budget each, so that two fit it. The first keeps all of it, so that a model whose records fit one group
+    // (the CIFAR models) is still recorded in one pass.
+    const laterBytes = this.pipelined ? opts.groupBytes / 2 : opts.groupBytes;
+    this.rec = new Recording(model, images, labels, opts.withGradients, opts.chunkSize, opts.groupBytes, laterBytes, opts.loss, opts.seed, opts.foldBias, segments, opts.boundaryBytes);
     this.byName = new Map(model.quantPoints.map((p) => [p.name, p]));
   }
 
@@ -601,23 +629,35 @@ export class CalibrationSession {
 
   /**
    * Visit every point, group by group. With `concurrent`, up to `searchWorkers` visits run at once (their
-   * searches go to the workers): each frees its point's records when it ends, and a group's visits all end
-   * before the next group is recorded, so the memory bound holds.
+   * searches go to the workers), each freeing its point's records when it ends. Pipelined (`concurrent` and
+   * opts.pipeline), the next group is recorded while the previous groups' visits still run — as long as the
+   * records held at once stay within opts.groupBytes (or within one group, for a point larger than that);
+   * otherwise a group's visits all end before the next group is recorded.
    */
   async forEachPoint(visit: (v: PointVisit) => Promise<void>, options: { keepLastGroup?: boolean; concurrent?: boolean } = {}): Promise<void> {
     const held = this.held;
     this.held = null;
     const concurrency = options.concurrent ? Math.max(1, this.workers) : 1;
+    const pipelined = options.concurrent === true && this.pipelined;
     // The held group first (no recording), then the others in forward order. The first traversal learns
     // the plan while it records group 0.
     const order: number[] = [held ? held.group : 0];
-    for (let i = 0; i < order.length; i++) {
+    const inFlight = new Set<Promise<void>>();
+    /** Groups whose visits may still run, with the bytes of their records. */
+    const live: { bytes: number; visits: Promise<void>[] }[] = [];
+    let failure: { error: unknown } | null = null;
+    for (let i = 0; i < order.length && !failure; i++) {
       const group = order[i];
+      // The records held while this group is recorded: its own and those of the groups still searched.
+      const bytes = i === 0 ? 0 : this.rec.groupBytes(group);
+      while (live.length > 0 && (!pipelined || live.reduce((sum, g) => sum + g.bytes, 0) + bytes > this.opts.groupBytes)) await Promise.all(live.shift()!.visits);
+      if (failure) break;
+      if (inFlight.size > 0 && !(held && held.group === group)) this.recordedDuringSearch++;
       const data = held && held.group === group ? held.data : await this.record(group);
       if (i === 0) for (let k = 0; k < this.groups; k++) if (k !== group) order.push(k);
       const keep = i === order.length - 1 && options.keepLastGroup === true;
-      const inFlight = new Set<Promise<void>>();
-      let failure: { error: unknown } | null = null;
+      const visits: Promise<void>[] = [];
+      live.push({ bytes: this.rec.groupBytes(group), visits });
       for (const name of this.rec.groups()[group]) {
         const d = data.get(name)!;
         const point = this.byName.get(name)!;
@@ -631,17 +671,18 @@ export class CalibrationSession {
             failure ??= { error };
           },
         );
+        visits.push(done);
         inFlight.add(done);
         void done.then(() => inFlight.delete(done));
-        // A point searched in this thread gains nothing from overlapping: it ends before the next one starts.
-        if (!inWorker) await Promise.all(inFlight);
+        // A point searched in this thread ends before the next one starts (the workers' searches go on meanwhile).
+        if (!inWorker) await done;
         else if (inFlight.size >= concurrency) await Promise.race(inFlight);
         if (failure) break;
       }
-      await Promise.all(inFlight);
-      if (failure) throw (failure as { error: unknown }).error;
       if (keep) this.held = { group, data };
     }
+    await Promise.all(inFlight);
+    if (failure) throw (failure as { error: unknown }).error;
   }
 }
 
@@ -658,6 +699,7 @@ export function sessionOptions(model: VisionModel, configs: readonly Calibration
     recompute: first.recompute,
     searchWorkers: first.searchWorkers,
     searchWorkerMinFloats: first.searchWorkerMinFloats,
+    pipeline: first.pipeline,
     onProgress: first.onProgress,
   };
 }
@@ -701,7 +743,7 @@ export async function calibrateMany(model: VisionModel, images: Tensor, labels: 
   }
   const searchSeconds = (performance.now() - t0) / 1000 - session.recordSeconds;
   const results = chosen.map((m) => model.quantPoints.map((p) => m.get(p.name)!));
-  return { results, timing: { recordSeconds: session.recordSeconds, searchSeconds, searchSecondsPerConfig: splitWallSeconds(perConfigMs, searchSeconds), groups: session.groups, passEquivalents: session.passEquivalents, concurrentSearches: session.concurrentSearches } };
+  return { results, timing: { recordSeconds: session.recordSeconds, searchSeconds, searchSecondsPerConfig: splitWallSeconds(perConfigMs, searchSeconds), groups: session.groups, passEquivalents: session.passEquivalents, concurrentSearches: session.concurrentSearches, recordedDuringSearch: session.recordedDuringSearch } };
 }
 
 export async function calibrate(model: VisionModel, images: Tensor, labels: Int32Array | null, opts: CalibrationOptions): Promise<PointQuant[]> {
