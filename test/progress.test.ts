@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { formatSeconds, ProgressBar } from '../src/cli/progress.js';
+import { calibrationProgress } from '../src/cli/quantize.js';
 
 /** A bar on a fake clock (seconds) writing into an array. */
 function fakeBar(total: number, options: { unit?: string; quiet?: boolean; tty?: boolean } = {}) {
@@ -62,5 +63,38 @@ describe('progress bar', () => {
     assert.equal(formatSeconds(61), '1m01s');
     assert.equal(formatSeconds(3 * 3600 + 5 * 60), '3h05m');
     assert.equal(formatSeconds(Infinity), '?');
+  });
+});
+
+describe('calibration progress', () => {
+  const events = [
+    ...[8, 16].map((images) => ({ phase: 'record' as const, group: 1, groups: 2, images, totalImages: 16 })),
+    { phase: 'search' as const, done: 1, total: 3, point: 'a' },
+    // Pipelined: group 2 is recorded while group 1's other points are searched.
+    { phase: 'record' as const, group: 2, groups: 2, images: 8, totalImages: 16 },
+    { phase: 'search' as const, done: 2, total: 3, point: 'b' },
+    { phase: 'record' as const, group: 2, groups: 2, images: 16, totalImages: 16 },
+    { phase: 'search' as const, done: 3, total: 3, point: 'c' },
+  ];
+  const run = (tty: boolean) => {
+    const out: string[] = [];
+    const progress = calibrationProgress('W8A8', 3, false, { tty, write: (t) => out.push(t), now: () => 0 })!;
+    for (const e of events) progress(e);
+    return out;
+  };
+
+  test('on a terminal, a recording that runs during the search rides on the search line (one line redrawn, not two in turn)', () => {
+    const out = run(true);
+    // Group 1's recording has its own bar (nothing else runs yet); group 2's does not.
+    assert.ok(out.some((t) => t.startsWith('\rW8A8 record 1/2 ')));
+    assert.ok(!out.some((t) => t.includes('record 2/2')), out.join(''));
+    assert.ok(out.some((t) => t.startsWith('\rW8A8 search ') && t.includes(' 1/3 layers ') && t.includes('a · recording 2/2: 8/16 img')), out.join(''));
+    assert.match(out.at(-2)!, /^\rW8A8 search .* 3\/3 layers .* c\x1b\[K$/);
+  });
+
+  test('on a pipe, every recording keeps its own lines', () => {
+    const out = run(false);
+    assert.ok(out.some((t) => t.startsWith('W8A8 record 2/2 100% 16/16 img')), out.join(''));
+    assert.ok(!out.some((t) => t.includes('· recording')));
   });
 });

@@ -25,7 +25,8 @@ export class ProgressBar {
   private readonly quiet: boolean;
   private readonly now: () => number;
   private readonly write: (text: string) => void;
-  private readonly tty: boolean;
+  /** Whether the bar redraws one line in place (a terminal) rather than printing lines. */
+  readonly tty: boolean;
   private readonly start: number;
   /** The first update: where rate and ETA are measured from. */
   private origin: { ms: number; done: number } | null = null;

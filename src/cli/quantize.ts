@@ -20,7 +20,7 @@ import { smoothChannels, type SmoothedNorm } from '../quant/smooth.js';
 import { applyCommon, commandHelp, FLOAT_CHECKPOINT_FLAGS, imgSizeFlag, intFlag, numberFlag, parse, requireFlag, type CommandSpec, type FlagTable, type Values } from './args.js';
 import { checkClasses, describeQuantization, percent } from './describe.js';
 import { checkOutputNotInput, datasetInputs, type InputPath } from './paths.js';
-import { ProgressBar } from './progress.js';
+import { ProgressBar, type ProgressOptions } from './progress.js';
 import { printReport } from './report.js';
 import { ReportCollector } from '../report/collect.js';
 import { exportOnnx } from '../export/onnx.js';
@@ -259,18 +259,28 @@ export interface CalibrationRun {
 }
 
 /** Progress for every calibration phase: each recording pass by images, the search by points (with ETA). */
-export function calibrationProgress(label: string, totalPoints: number, quiet: boolean): CalibrationOptions['onProgress'] {
+export function calibrationProgress(label: string, totalPoints: number, quiet: boolean, bars: Pick<ProgressOptions, 'now' | 'write' | 'tty'> = {}): CalibrationOptions['onProgress'] {
   // Made at its first point, so its elapsed seconds are the search's, not the recording's or the sensitivities' before it.
   let search: ProgressBar | null = null;
   let record: ProgressBar | null = null, pass = 0;
+  let searched = { done: 0, point: '' };
   return (e) => {
     if (e.phase === 'record') {
+      // Once the search is under way (a pipelined calibration records the next group while it runs), a terminal
+      // would redraw one line with the two bars in turn: the recording rides on the search's line instead.
+      if (search?.tty && searched.done < totalPoints) {
+        search.update(searched.done, `${searched.point} · recording ${e.group}/${e.groups}: ${e.images}/${e.totalImages} img`);
+        return;
+      }
       if (e.group !== pass) {
         pass = e.group;
-        record = new ProgressBar(`${label} record ${e.group}/${e.groups}`, e.totalImages, { quiet });
+        record = new ProgressBar(`${label} record ${e.group}/${e.groups}`, e.totalImages, { quiet, ...bars });
       }
       record!.update(e.images);
-    } else (search ??= new ProgressBar(`${label} search`, totalPoints, { unit: 'layers', quiet })).update(e.done, e.point);
+    } else {
+      searched = { done: e.done, point: e.point };
+      (search ??= new ProgressBar(`${label} search`, totalPoints, { unit: 'layers', quiet, ...bars })).update(e.done, e.point);
+    }
   };
 }
 
