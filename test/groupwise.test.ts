@@ -108,11 +108,11 @@ describe('group-wise search', () => {
       const rec = record(M, K, N, seed);
       // The weight half-step alone (the input on its Δ_maxabs grid): the score it minimizes is exactly rowScores.
       const q = await searchLinear(rec, { ...SEARCH, sensitivity: { operand: 'weight', images: 1, report: () => {} } });
-      assert.equal(q.weightGroupSize, G);
+      assert.equal(q.weightGroups?.size, G);
       assert.equal(q.weightDeltas.length, N, 'one Δ per row');
       const maxabs = Array.from({ length: N * (K / G) }, (_, i) => maxAbsDelta(maxAbs(rec.weight.data, i * G, (i + 1) * G), 4));
       const lattice = groupLattice(maxabs, N, 4);
-      assert.deepEqual(q.weightGroupMultipliers, lattice.multipliers);
+      assert.deepEqual(q.weightGroups?.multipliers, lattice.multipliers);
       const factors = q.weightDeltas.map((d, n) => d / lattice.rowDeltas[n]);
       const xq = fakeQuantActivation(rec.x.data, q.input!);
       const dequantized = (rowDeltas: number[]) => dequantize(weightGrid(rec.weight, { ...q, weightDeltas: rowDeltas })).data;
@@ -135,7 +135,7 @@ describe('group-wise search', () => {
 
   test('a layer the policy holds above 4 bits (--pin) is per channel, not group-wise', async () => {
     const q = await searchLinear(record(8, 64, 4, 1), { ...SEARCH, policy: { fc: { weight: 8, input: 8 } } });
-    assert.deepEqual([q.weightBits, q.weightGroupSize, q.weightGroupMultipliers, q.weightDeltas.length], [8, undefined, undefined, 4]);
+    assert.deepEqual([q.weightBits, q.weightGroups, q.weightDeltas.length], [8, undefined, 4]);
   });
 });
 
@@ -169,7 +169,7 @@ describe('a group-wise quantized file', () => {
   let inMemory: Tensor;
   let loaded: LoadedModel;
   let onnx: Uint8Array;
-  const linear = () => points.filter((p): p is LinearQuant => p.kind === 'linear' && p.weightGroupSize !== undefined);
+  const linear = () => points.filter((p): p is LinearQuant => p.kind === 'linear' && p.weightGroups !== undefined);
 
   before(async () => {
     const float = openModel({ weights: MODEL });
@@ -193,14 +193,14 @@ describe('a group-wise quantized file', () => {
     assert.equal(linear().length, 48, '4 group-wise layers in each of the 12 blocks');
     for (const q of linear()) {
       const [N, K] = float.weights.tensor(`${q.point}.weight`).shape;
-      assert.equal(q.weightGroupSize, 32, q.point);
+      assert.equal(q.weightGroups?.size, 32, q.point);
       assert.equal(q.weightDeltas.length, N, q.point);
-      assert.equal(q.weightGroupMultipliers!.length, (N * K) / 32, q.point);
-      assert.ok(q.weightGroupMultipliers!.every((m) => Number.isInteger(m) && m >= 1 && m <= 16), q.point);
+      assert.equal(q.weightGroups!.multipliers.length, (N * K) / 32, q.point);
+      assert.ok(q.weightGroups!.multipliers.every((m) => Number.isInteger(m) && m >= 1 && m <= 16), q.point);
     }
     for (const name of ['patch_embed.proj', 'head']) {
       const q = points.find((p) => p.point === name) as LinearQuant;
-      assert.deepEqual([q.weightBits, q.weightGroupSize, q.weightDeltas.length], [8, undefined, float.weights.tensor(`${name}.weight`).shape[0]], `${name}: 8-bit, one Δ per output channel`);
+      assert.deepEqual([q.weightBits, q.weightGroups, q.weightDeltas.length], [8, undefined, float.weights.tensor(`${name}.weight`).shape[0]], `${name}: 8-bit, one Δ per output channel`);
     }
     assert.deepEqual(loaded.quantized!.points, points, 'the same Δs, group sizes and multipliers back');
     const source = loaded.weights as DequantizedSource;
@@ -245,9 +245,9 @@ describe('a group-wise quantized file', () => {
     const calib = await openDataset(CALIB);
     const { images: calibImages, labels } = await loadCalibration(calib, 2, 0, float.model.spec.preprocess);
     const w2 = await calibrate(float.model, calibImages, labels, { ...methodConfig('ptq4vit', { weightBits: 2, activationBits: 8, n: 2, rounds: 1 }), weightScales: 'group32' });
-    const grouped = w2.filter((p): p is LinearQuant => p.kind === 'linear' && p.weightGroupSize !== undefined);
-    assert.ok(grouped.some((q) => q.weightGroupMultipliers!.some((m) => m > 16)), 'some multiplier needs more than 4 bits');
-    assert.ok(grouped.every((q) => q.weightGroupMultipliers!.every((m) => m >= 1 && m <= 64)));
+    const grouped = w2.filter((p): p is LinearQuant => p.kind === 'linear' && p.weightGroups !== undefined);
+    assert.ok(grouped.some((q) => q.weightGroups!.multipliers.some((m) => m > 16)), 'some multiplier needs more than 4 bits');
+    assert.ok(grouped.every((q) => q.weightGroups!.multipliers.every((m) => m >= 1 && m <= 64)));
     const graph = await exportOnnx(float.model, { quant: w2 });
     const inits = initializers(graph);
     const fc1 = grouped.find((q) => q.point.endsWith('mlp.fc1'))!;
@@ -284,8 +284,8 @@ describe('a group-wise quantized file', () => {
     refused(editPoint(fc2.point, (p) => ((p.weight_group_multipliers as number[])[5] = 17)), new RegExp(`\\(${fc2Name}\\): weight_group_multipliers\\[5\\] is 17, expected an integer from 1 to 16`));
     refused(editPoint(fc2.point, (p) => ((p.weight_group_multipliers as number[])[5] = 0)), /weight_group_multipliers.*\[5\].*(>=|≥|greater|too small)/i);
     // A group-wise point of an earlier development version: a float Δ per group, no multipliers.
-    refused(editPoint(fc2.point, (p) => delete p.weight_group_multipliers), new RegExp(`point ${fc2Name} has weight_group_size 32 without weight_group_multipliers \\(group-wise files of an earlier development version`));
-    refused(editPoint('head', (p) => (p.weight_group_multipliers = [1])), /\(head\): weight_group_multipliers is set without weight_group_size/);
+    refused(editPoint(fc2.point, (p) => delete p.weight_group_multipliers), /points\[\d+\]\.weight_group_size: set without weight_group_multipliers \(group-wise files of an earlier development version.*\(got 32\)/);
+    refused(editPoint('head', (p) => (p.weight_group_multipliers = [1])), /points\[\d+\]\.weight_group_multipliers: set without weight_group_size/);
     // 128 does not divide the 192 input channels of qkv.
     refused(editPoint('blocks.0.attn.qkv', (p) => (p.weight_group_size = 128)), /point blocks\.0\.attn\.qkv has weight_group_size 128, which does not divide the input width of the \[576, 192\] weight/);
     refused(editPoint('blocks.0.attn.qkv', (p) => (p.weight_group_size = 24)), /weight_group_size.*expected a power of two ≥ 16/);

@@ -58,12 +58,12 @@ export function nbitsProducts(points: readonly PointQuant[], codes: WeightCodes,
       if (!q || q.kind !== 'linear' || !q.input) return integer.linear(g, point, x, weight, bias);
       const [N, K] = weight.shape;
       const bits = q.weightBits <= 2 ? 2 : q.weightBits <= 4 ? 4 : 8;
-      if (q.weightGroupSize !== undefined) {
+      if (q.weightGroups) {
         // Group-wise Δs are per block already: only their own block size fits.
-        if (q.weightGroupSize !== o.blockSize) throw new Ptq4vitError(`${point}: group-wise weights of ${q.weightGroupSize} input channels cannot run in MatMulNBits blocks of ${o.blockSize}`);
+        if (q.weightGroups.size !== o.blockSize) throw new Ptq4vitError(`${point}: group-wise weights of ${q.weightGroups.size} input channels cannot run in MatMulNBits blocks of ${o.blockSize}`);
         // One Δ per (row, block): the row's Δ times the block's multiplier.
-        const per = K / o.blockSize, m = q.weightGroupMultipliers ?? [];
-        return matMulNBits(g, point, x.name, codes(q, weight), Float32Array.from(m, (v, i) => q.weightDeltas[Math.floor(i / per)] * v), bias, { N, K, bits }, o);
+        const per = K / o.blockSize;
+        return matMulNBits(g, point, x.name, codes(q, weight), Float32Array.from(q.weightGroups.multipliers, (v, i) => q.weightDeltas[Math.floor(i / per)] * v), bias, { N, K, bits }, o);
       }
       const rowsPerGroup = N / q.weightDeltas.length;
       const blocks = K / o.blockSize;

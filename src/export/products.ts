@@ -62,9 +62,8 @@ export function integerProducts(points: readonly PointQuant[], codes: WeightCode
       const [out, inp] = weight.shape;
       // ≤ 4-bit codes are stored packed and unpacked to int8 when the session loads (packed.ts); group-wise ones
       // times their group's multiplier there, so the product below is the per-channel one either way.
-      const groups = q.weightGroupSize !== undefined ? { size: q.weightGroupSize, multipliers: q.weightGroupMultipliers ?? [] } : undefined;
       const wt = isPacked(q.weightBits)
-        ? packedWeightCodesT(g, `${point}.weight`, codes(q, weight), out, q.weightBits, groups)
+        ? packedWeightCodesT(g, `${point}.weight`, codes(q, weight), out, q.weightBits, q.weightGroups)
         : g.int8s(`${point}.weight_codesT`, transposed(codes(q, weight), out, inp, (n) => new Int8Array(n)), [inp, out]);
       const rowsPerGroup = out / q.weightDeltas.length;
       // Δ_w of output column n (q, k, v blocks of qkv; one per channel for the patch conv).

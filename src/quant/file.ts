@@ -41,7 +41,6 @@ export interface QuantizedModelInfo {
 }
 
 /** Why a group-wise point may lack multipliers — said by both checks that can meet such a file first. */
-const LEGACY_GROUPWISE = '(group-wise files of an earlier development version stored a float Δ per group: quantize the model again)';
 
 function weightName(q: LinearQuant): string {
   return `${q.point}.weight`;
@@ -259,8 +258,8 @@ export class DequantizedSource implements TensorSource {
       throw new Ptq4vitError(`${this.file}: tensor '${name}' has shape ${shapeString(info.shape)}, expected ${shapeString(shape)}`);
     }
     const rows = weightShape[0];
-    const G = q.weightGroupSize;
-    if (G !== undefined) {
+    if (q.weightGroups) {
+      const G = q.weightGroups.size;
       // Group-wise: a [N, K] weight, K a multiple of G, one Δ per row and N·(K/G) multipliers.
       const cols = weightShape[weightShape.length - 1];
       if (weightShape.length !== 2 || cols % G !== 0) {
@@ -269,10 +268,7 @@ export class DequantizedSource implements TensorSource {
       if (q.weightDeltas.length !== rows) {
         throw new Ptq4vitError(`${this.file}: point ${q.point} has ${q.weightDeltas.length} weight_deltas, expected ${rows} (one per output row of the group-wise ${shapeString(weightShape)} weight '${name}')`);
       }
-      const multipliers = q.weightGroupMultipliers;
-      if (multipliers === undefined) {
-        throw new Ptq4vitError(`${this.file}: point ${q.point} has weight_group_size ${G} without weight_group_multipliers ${LEGACY_GROUPWISE}`);
-      }
+      const multipliers = q.weightGroups.multipliers;
       if (multipliers.length !== (rows * cols) / G) {
         throw new Ptq4vitError(`${this.file}: point ${q.point} has ${multipliers.length} weight_group_multipliers, expected ${(rows * cols) / G} (${rows} rows × ${cols / G} groups of ${G}) for the ${shapeString(weightShape)} weight '${name}'`);
       }
@@ -313,16 +309,15 @@ function checkPoint(q: PointQuant, p: QuantPoint, where: string): void {
   const groups = p.weightGroups ?? 1;
   // The model's groups (per tensor, q/k/v apart), or finer groups within them (per output channel: one per row;
   // that they split the weight's rows evenly is checked with the weight, DequantizedSource.tensor).
-  if (q.weightGroupSize !== undefined) {
+  if (q.weightGroups) {
     // Group-wise Δs (counted against the weight's shape in DequantizedSource.tensor): ≤ 4-bit linear layers only.
     if (q.kind !== 'linear') bad('weight_group_size is set, but group-wise weight scales are for linear layers (the patch conv is per channel)');
     if (q.weightBits > MAX_GROUPWISE_BITS) bad(`weight_group_size is set, but group-wise weight scales are for weights of at most ${MAX_GROUPWISE_BITS} bits, got ${q.weightBits}`);
-    const multipliers = q.weightGroupMultipliers ?? bad(`weight_group_size is set without weight_group_multipliers ${LEGACY_GROUPWISE}`);
+    const multipliers = q.weightGroups.multipliers;
     const top = maxGroupMultiplier(q.weightBits);
     const outside = multipliers.findIndex((m) => m > top);
     if (outside >= 0) bad(`weight_group_multipliers[${outside}] is ${multipliers[outside]}, expected an integer from 1 to ${top} (2^(8−${q.weightBits}): the ${q.weightBits}-bit code times it must fit int8)`);
-  } else if (q.weightGroupMultipliers !== undefined) bad('weight_group_multipliers is set without weight_group_size');
-  else if (q.weightDeltas.length % groups !== 0) bad(`weight_deltas has ${q.weightDeltas.length} entries, expected ${groups} (or one per output channel)`);
+  } else if (q.weightDeltas.length % groups !== 0) bad(`weight_deltas has ${q.weightDeltas.length} entries, expected ${groups} (or one per output channel)`);
   if (q.kind === 'conv') {
     if (q.input !== null) bad('input must be null (the image input of the patch embedding stays float)');
     return;

@@ -25,8 +25,17 @@ export { MAX_BITS, MIN_BITS };
 const groupSize = z.number().int().min(16).refine((g) => (g & (g - 1)) === 0, { message: 'expected a power of two ≥ 16' });
 const groupMultipliers = z.array(z.number().int().min(1)).min(1);
 
+/** A group-wise file of an earlier development version: weight_group_size with a float Δ per group, no multipliers. */
+export const LEGACY_GROUPWISE = '(group-wise files of an earlier development version stored a float Δ per group: quantize the model again)';
+
 const pointSchema = z.discriminatedUnion('kind', [
-  z.strictObject({ point: z.string().min(1), kind: z.enum(['linear', 'conv']), weight_bits: bits, weight_deltas: deltas, weight_group_size: groupSize.optional(), weight_group_multipliers: groupMultipliers.optional(), input: activationSchema.nullable() }),
+  z
+    .strictObject({ point: z.string().min(1), kind: z.enum(['linear', 'conv']), weight_bits: bits, weight_deltas: deltas, weight_group_size: groupSize.optional(), weight_group_multipliers: groupMultipliers.optional(), input: activationSchema.nullable() })
+    // The two group-wise fields come together.
+    .superRefine((p, ctx) => {
+      if (p.weight_group_size !== undefined && p.weight_group_multipliers === undefined) ctx.addIssue({ code: 'custom', path: ['weight_group_size'], message: `set without weight_group_multipliers ${LEGACY_GROUPWISE}` });
+      if (p.weight_group_size === undefined && p.weight_group_multipliers !== undefined) ctx.addIssue({ code: 'custom', path: ['weight_group_multipliers'], message: 'set without weight_group_size' });
+    }),
   z.strictObject({ point: z.string().min(1), kind: z.literal('matmul'), heads: z.number().int().min(1), a: activationSchema, b: activationSchema }),
 ]);
 
@@ -69,13 +78,13 @@ type DiskPoint = z.output<typeof pointSchema>;
 export function pointsToDisk(points: readonly PointQuant[]): DiskPoint[] {
   return points.map((p) => p.kind === 'matmul'
     ? { point: p.point, kind: p.kind, heads: p.heads, a: activationToDisk(p.a), b: activationToDisk(p.b) }
-    : { point: p.point, kind: p.kind, weight_bits: p.weightBits, weight_deltas: [...p.weightDeltas], ...(p.weightGroupSize !== undefined ? { weight_group_size: p.weightGroupSize } : {}), ...(p.weightGroupMultipliers !== undefined ? { weight_group_multipliers: [...p.weightGroupMultipliers] } : {}), input: p.input ? activationToDisk(p.input) : null });
+    : { point: p.point, kind: p.kind, weight_bits: p.weightBits, weight_deltas: [...p.weightDeltas], ...(p.weightGroups ? { weight_group_size: p.weightGroups.size, weight_group_multipliers: [...p.weightGroups.multipliers] } : {}), input: p.input ? activationToDisk(p.input) : null });
 }
 
 export function pointsFromDisk(points: readonly DiskPoint[]): PointQuant[] {
   return points.map((d) => d.kind === 'matmul'
     ? { kind: d.kind, point: d.point, heads: d.heads, a: activationFromDisk(d.a), b: activationFromDisk(d.b) }
-    : { kind: d.kind, point: d.point, weightBits: d.weight_bits, weightDeltas: d.weight_deltas, ...(d.weight_group_size !== undefined ? { weightGroupSize: d.weight_group_size } : {}), ...(d.weight_group_multipliers !== undefined ? { weightGroupMultipliers: d.weight_group_multipliers } : {}), input: d.input ? activationFromDisk(d.input) : null });
+    : { kind: d.kind, point: d.point, weightBits: d.weight_bits, weightDeltas: d.weight_deltas, ...(d.weight_group_size !== undefined && d.weight_group_multipliers !== undefined ? { weightGroups: { size: d.weight_group_size, multipliers: d.weight_group_multipliers } } : {}), input: d.input ? activationFromDisk(d.input) : null });
 }
 
 /** Format /1 stored the in-memory objects as they were (camelCase keys): the same data under other names. */

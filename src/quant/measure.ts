@@ -37,13 +37,13 @@ export async function measureLinear(rec: LinearRecord, q: LinearQuant, metric: M
   const common = { bias: rec.bias, out, grad, candidates: 1, metric, cosineGroups: 1 };
   if (q.input) {
     // Consecutive weights sharing a Δ: a row group's rows; group-wise weights as the simulation dequantizes them.
-    const wq = q.weightGroupSize !== undefined ? dequantize(weightGrid(rec.weight, q)) : new Tensor(fakeQuantGrouped(rec.weight.data, q.weightDeltas, rowsPerGroup * K, q.weightBits), [N, K]);
+    const wq = q.weightGroups ? dequantize(weightGrid(rec.weight, q)) : new Tensor(fakeQuantGrouped(rec.weight.data, q.weightDeltas, rowsPerGroup * K, q.weightBits), [N, K]);
     // The searched input as the one candidate of the search's own scoring graph.
     const { scales, scales2 } = kindOf(q.input).scoringScales(q.input);
     return reduce(await scoreLinear({ ...common, searched: 'input', x, w: wq, scales, scales2, bits: q.input.bits, quantizer: q.input.kind }), metric);
   }
   // The image input of the patch embedding stays float: only the weight is quantized (per row: never group-wise).
-  if (q.weightGroupSize !== undefined) throw new Error(`${q.point}: group-wise weights need a quantized input`);
+  if (q.weightGroups) throw new Error(`${q.point}: group-wise weights need a quantized input`);
   const scales = Float32Array.from({ length: N }, (_, n) => q.weightDeltas[Math.floor(n / rowsPerGroup)]);
   return reduce(await scoreLinear({ ...common, searched: 'weight', x, w: rec.weight, scales, bits: q.weightBits, quantizer: 'uniform' }), metric);
 }
@@ -71,12 +71,12 @@ export function maxAbsLinear(rec: LinearRecord, searched: LinearQuant): LinearQu
   const [N, K] = rec.weight.shape;
   const bits = searched.input?.bits;
   const input = bits === undefined ? null : maxAbsUniform(rec.x.data, 1, rec.x.size, bits);
-  const G = searched.weightGroupSize;
+  const G = searched.weightGroups?.size;
   if (G !== undefined) {
     // Group-wise: the search's starting lattice (factor 1 on every row).
     const maxabs = Array.from({ length: (N * K) / G }, (_, g) => maxAbsDelta(maxAbs(rec.weight.data, g * G, (g + 1) * G), searched.weightBits));
     const { rowDeltas, multipliers } = groupLattice(maxabs, N, searched.weightBits);
-    return { ...searched, weightDeltas: rowDeltas, weightGroupMultipliers: multipliers, input };
+    return { ...searched, weightDeltas: rowDeltas, weightGroups: { size: G, multipliers }, input };
   }
   const groups = searched.weightDeltas.length;
   const per = (N / groups) * K;

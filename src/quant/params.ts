@@ -10,7 +10,7 @@ export type ActivationQuant =
 
 /**
  * Group-wise weight scales are for ≤ 4-bit codes: their code times the group's integer multiplier must fit the
- * int8 container of the integer product (see LinearQuant.weightGroupMultipliers).
+ * int8 container of the integer product (see WeightGroups.multipliers).
  */
 export const MAX_GROUPWISE_BITS = 4;
 
@@ -25,13 +25,21 @@ export interface LinearQuant {
   weightBits: number;
   /**
    * One Δ per group of consecutive output rows: 1 (per tensor), 3 (q, k, v), or one per output channel (always,
-   * with `weightGroupSize`).
+   * with `weightGroups`).
    */
   weightDeltas: number[];
-  /** Group-wise weight scales (≤ 4-bit linear layers): input channels per group (absent: Δs per group of rows). */
-  weightGroupSize?: number;
+  /** Group-wise weight scales (≤ 4-bit linear layers; absent: Δs per group of rows). */
+  weightGroups?: WeightGroups;
+  /** null: the input stays float (the patch-embedding conv's image input, as the authors do). */
+  input: ActivationQuant | null;
+}
+
+/** Group-wise weight scales of a linear layer (LinearQuant.weightGroups). */
+export interface WeightGroups {
+  /** Input channels per group, G. */
+  size: number;
   /**
-   * With `weightGroupSize` G: an integer m ∈ [1, 2^(8−k)] per output row n and group g of G input channels,
+   * An integer m ∈ [1, 2^(8−k)] per output row n and group g of G input channels,
    * row-major [N, K/G]. The group's step is Δ_n·m and its k-bit codes c are taken on it:
    *
    *   c = clamp(round(w / (Δ_n·m)), −2^(k−1), 2^(k−1) − 1),   ŵ = Δ_n·(m·c)
@@ -40,9 +48,7 @@ export interface LinearQuant {
    * u8 × s8 integer product as per-channel weights, exact in every runtime) stored as k-bit codes plus a
    * multiplier per group — the two-level scales of llama.cpp's k-quants, with the inner level an integer.
    */
-  weightGroupMultipliers?: number[];
-  /** null: the input stays float (the patch-embedding conv's image input, as the authors do). */
-  input: ActivationQuant | null;
+  multipliers: number[];
 }
 
 export interface MatmulQuant {
@@ -75,11 +81,11 @@ export type BitPolicy = Readonly<Record<string, PointWidths>>;
  * group-wise). Element i's code is taken on the step rowDelta(i)·multiplier(i) and stands for
  * rowDelta(i)·(multiplier(i)·code). The caller has checked that the Δs and multipliers fit the weight's shape.
  */
-export function elementScales(q: Pick<LinearQuant, 'weightDeltas' | 'weightGroupSize' | 'weightGroupMultipliers'>, rows: number, cols: number): { rowDelta: (i: number) => number; multiplier: (i: number) => number } {
+export function elementScales(q: Pick<LinearQuant, 'weightDeltas' | 'weightGroups'>, rows: number, cols: number): { rowDelta: (i: number) => number; multiplier: (i: number) => number } {
   const perDelta = cols * (rows / q.weightDeltas.length);
-  const G = q.weightGroupSize, m = q.weightGroupMultipliers;
+  const groups = q.weightGroups;
   return {
     rowDelta: (i) => q.weightDeltas[Math.floor(i / perDelta)],
-    multiplier: G === undefined || m === undefined ? () => 1 : (i) => m[Math.floor(i / G)],
+    multiplier: groups === undefined ? () => 1 : (i) => groups.multipliers[Math.floor(i / groups.size)],
   };
 }

@@ -403,7 +403,7 @@ export async function searchLinear(rec: LinearRecord, cfg: SearchConfig): Promis
   }
   // Group-wise: the row's Δ f_n·s_n and the lattice's multipliers (weightDeltas above are their products).
   const result: LinearQuant = lattice
-    ? { kind: rec.kind, point: rec.point, weightBits: wBits, weightDeltas: lattice.rowDeltas.map((d, n) => chosenFactors[n] * d), weightGroupSize: G, weightGroupMultipliers: lattice.multipliers, input }
+    ? { kind: rec.kind, point: rec.point, weightBits: wBits, weightDeltas: lattice.rowDeltas.map((d, n) => chosenFactors[n] * d), weightGroups: { size: G!, multipliers: lattice.multipliers }, input }
     : { kind: rec.kind, point: rec.point, weightBits: wBits, weightDeltas, input };
   await cfg.trace?.({ kind: 'linear', record: rec, result });
   return result;

@@ -59,7 +59,7 @@ const describeActivation = (q: ActivationQuant): string => kindOf(q).describe(q,
 
 function describeParams(p: PointQuant): { bits: string; first: string; second: string } {
   if (p.kind === 'matmul') return { bits: `A${p.a.bits} · B${p.b.bits}`, first: `A: ${describeActivation(p.a)}`, second: `B: ${describeActivation(p.b)}` };
-  return { bits: `W${p.weightBits}${p.input ? ` · A${p.input.bits}` : ''}`, first: `W: Δ ${p.weightGroupSize ? `per row ${list(p.weightDeltas)} × an integer per ${p.weightGroupSize} input channels (${list(p.weightGroupMultipliers ?? [])})` : list(p.weightDeltas)}`, second: p.input ? `in: ${describeActivation(p.input)}` : 'in: float (image)' };
+  return { bits: `W${p.weightBits}${p.input ? ` · A${p.input.bits}` : ''}`, first: `W: Δ ${p.weightGroups ? `per row ${list(p.weightDeltas)} × an integer per ${p.weightGroups.size} input channels (${list(p.weightGroups.multipliers)})` : list(p.weightDeltas)}`, second: p.input ? `in: ${describeActivation(p.input)}` : 'in: float (image)' };
 }
 
 const COLORS = { before: '#b0b7c3', after: '#2f6fd6', r1: 'rgba(47,111,214,0.10)', r2: 'rgba(230,126,34,0.12)', hist: '#2f6fd6', mark: '#c0392b' };
