@@ -91,6 +91,14 @@ describe('grouped calibration = the all-at-once calibration of main@2d22ff4', { 
     }
   }
 
+  test('pipelined with workers, a search that fails: calibration rejects with its error (no hang)', async () => {
+    const m = model('vit_tiny_c10');
+    const { images, labels } = await calibImages(m, 12);
+    // Group-wise scales with 6-bit weights: every linear layer's search refuses (group-wise is for ≤ 4 bits).
+    const opts = { ...methodConfig('ptq4vit', { weightBits: 6, activationBits: 6, n: 4, rounds: 1 }), weightScales: 'group32' as const, groupBytes: 32 * 2 ** 20, searchWorkers: 2, searchWorkerMinFloats: 0 };
+    await assert.rejects(calibrateMany(m, images, labels, [opts]), (e: Error) => /group-wise weight scales \(group32\) are for weights of at most 4 bits/.test(e.message));
+  });
+
   test('two configurations (Hessian and cosine) on shared recordings, in groups = each alone', async () => {
     const m = model('swin_micro_c10');
     const { images, labels } = await calibImages(m, 12);

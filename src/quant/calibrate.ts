@@ -654,6 +654,7 @@ export class CalibrationSession {
       if (failure) break;
       if (inFlight.size > 0 && !(held && held.group === group)) this.recordedDuringSearch++;
       const data = held && held.group === group ? held.data : await this.record(group);
+      if (failure) break; // a visit of an earlier group failed while this one was recorded
       if (i === 0) for (let k = 0; k < this.groups; k++) if (k !== group) order.push(k);
       const keep = i === order.length - 1 && options.keepLastGroup === true;
       const visits: Promise<void>[] = [];
