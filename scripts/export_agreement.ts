@@ -17,6 +17,7 @@ import { evaluate, type EvalResult } from '../src/eval/evaluate.js';
 import { wholeModelGraph } from '../src/export/graph.js';
 import { openModel } from '../src/open.js';
 import { machine, replaceSection } from './markdown.js';
+import { argmaxRow as argmax } from './shared.js';
 
 const quick = process.argv.includes('--quick');
 const shared = path.resolve('..', 'shared');
@@ -32,12 +33,6 @@ function quantizedFile(model: string, bits: number): string {
     '--calib', path.join(shared, 'data', 'cifar10', 'calib32.json'), '--bits', String(bits), '--out', file], { stdio: ['ignore', 'inherit', 'inherit'] });
   if (run.status !== 0) throw new Error(`quantize failed for ${model} W${bits}A${bits}`);
   return file;
-}
-
-function argmax(logits: Float32Array, row: number, classes: number): number {
-  let best = 0;
-  for (let c = 1; c < classes; c++) if (logits[row * classes + c] > logits[row * classes + best]) best = c;
-  return best;
 }
 
 interface Row {

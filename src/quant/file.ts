@@ -40,8 +40,6 @@ export interface QuantizedModelInfo {
   packed?: boolean;
 }
 
-/** Why a group-wise point may lack multipliers — said by both checks that can meet such a file first. */
-
 function weightName(q: LinearQuant): string {
   return `${q.point}.weight`;
 }
