@@ -6,6 +6,7 @@
  * a user's checkpoint would be; the images are seeded random RGB bytes through timm's eval transform.
  *
  *   npx tsc -p . && node dist/scripts/bench_scale.js [--jobs vit_s:32,vit_b:32] [--n 100] [--rounds 3] [--threads 2] [--no-write]
+ *       [--group-mib M] [--record-file-mib F] [--no-pipeline] [--no-recompute] [--search-workers W] [--groups K]
  *
  * Job names: vit_s, vit_b, deit_s, swin_t, each with its image count (vit_s:128 for 128 images).
  */
@@ -42,6 +43,8 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
     threads: { type: 'string', default: '2' },
     'group-mib': { type: 'string' },
+    /** Record-file budget per group (CalibrationOptions.recordFileBytes; 0: records in memory only). */
+    'record-file-mib': { type: 'string' },
     chunk: { type: 'string' },
     /** Stop after this many groups (recorded and searched): peak RSS of the first groups, when a full run is too long. */
     groups: { type: 'string' },
@@ -115,6 +118,8 @@ interface ChildResult {
   concurrent_searches: number | null;
   /** Groups recorded while earlier groups' searches ran (pipelined calibration). */
   recorded_during_search: number | null;
+  /** Groups whose records went (partly) to a record file. */
+  groups_in_files: number | null;
 }
 
 async function child(): Promise<void> {
@@ -134,12 +139,13 @@ async function child(): Promise<void> {
   const t0 = performance.now();
   const cpu0 = process.cpuUsage();
   let recordMs = 0, passStart = t0;
-  let timing: { recordSeconds: number; searchSeconds: number; groups: number; passEquivalents?: number; concurrentSearches?: number; recordedDuringSearch?: number } | null = null;
+  let timing: { recordSeconds: number; searchSeconds: number; groups: number; passEquivalents?: number; concurrentSearches?: number; recordedDuringSearch?: number; groupsInFiles?: number } | null = null;
   try {
     timing = (await calibrateMany(model, x, null, [
       {
         ...opts,
         groupBytes,
+        recordFileBytes: values['record-file-mib'] === undefined ? undefined : Number(values['record-file-mib']) * 2 ** 20,
         chunkSize,
         recompute: !values['no-recompute'],
         pipeline: !values['no-pipeline'],
@@ -179,6 +185,7 @@ async function child(): Promise<void> {
     cpu_seconds: ((c) => (c.user + c.system) / 1e6)(process.cpuUsage(cpu0)),
     concurrent_searches: timing?.concurrentSearches ?? null,
     recorded_during_search: timing?.recordedDuringSearch ?? null,
+    groups_in_files: timing?.groupsInFiles ?? null,
   };
   if (process.env.PTQ4VIT_PROFILE) {
     // Where the time went, by ORT graph signature (runGraph's profile): the search's scoring graphs by kind.
@@ -207,6 +214,7 @@ async function parent(): Promise<void> {
       const loadBefore = os.loadavg().map((l) => l.toFixed(2)).join(' / ');
       const args = [here, '--child', job.preset, '--dir', dir, '--images', String(job.images), '--n', values.n!, '--rounds', values.rounds!, '--threads', values.threads!];
       if (values['group-mib']) args.push('--group-mib', values['group-mib']);
+      if (values['record-file-mib'] !== undefined) args.push('--record-file-mib', values['record-file-mib']);
       if (values.chunk) args.push('--chunk', values.chunk);
       if (values.groups) args.push('--groups', values.groups);
       if (values['no-recompute']) args.push('--no-recompute');
@@ -219,8 +227,8 @@ async function parent(): Promise<void> {
       const gib = (b: number) => (b / 2 ** 30).toFixed(2);
       const partial = r.groups_done < r.groups ? ` — first ${r.groups_done} of ${r.groups} groups (${r.points_searched}/${r.points} points)` : '';
       const passes = r.pass_equivalents === null ? `${r.groups_done} passes` : `${r.pass_equivalents.toFixed(1)} pass equivalents for ${r.groups} groups`;
-      console.log(`${job.preset} ${job.images} images${partial}: ${r.seconds.toFixed(0)} s (record ${r.record_seconds.toFixed(0)} s in ${passes}, search ${r.search_seconds.toFixed(0)} s; ${r.cpu_seconds.toFixed(0)} CPU s; ${r.concurrent_searches ?? 0} searches at once at most; ${r.recorded_during_search ?? 0} groups recorded during searches), peak RSS ${gib(r.peak_rss_bytes)} GiB`);
-      const command = `node dist/scripts/bench_scale.js --jobs ${job.name}:${job.images} --n ${values.n} --rounds ${values.rounds}${values['group-mib'] ? ` --group-mib ${values['group-mib']}` : ''}${values.chunk ? ` --chunk ${values.chunk}` : ''}${values.groups ? ` --groups ${values.groups}` : ''}${values['no-recompute'] ? ' --no-recompute' : ''}${values['no-pipeline'] ? ' --no-pipeline' : ''}${values['search-workers'] !== undefined ? ` --search-workers ${values['search-workers']}` : ''}`;
+      console.log(`${job.preset} ${job.images} images${partial}: ${r.seconds.toFixed(0)} s (record ${r.record_seconds.toFixed(0)} s in ${passes}, search ${r.search_seconds.toFixed(0)} s; ${r.cpu_seconds.toFixed(0)} CPU s; ${r.concurrent_searches ?? 0} searches at once at most; ${r.recorded_during_search ?? 0} groups recorded during searches; ${r.groups_in_files ?? 0} in record files), peak RSS ${gib(r.peak_rss_bytes)} GiB`);
+      const command = `node dist/scripts/bench_scale.js --jobs ${job.name}:${job.images} --n ${values.n} --rounds ${values.rounds}${values['group-mib'] ? ` --group-mib ${values['group-mib']}` : ''}${values['record-file-mib'] !== undefined ? ` --record-file-mib ${values['record-file-mib']}` : ''}${values.chunk ? ` --chunk ${values.chunk}` : ''}${values.groups ? ` --groups ${values.groups}` : ''}${values['no-recompute'] ? ' --no-recompute' : ''}${values['no-pipeline'] ? ' --no-pipeline' : ''}${values['search-workers'] !== undefined ? ` --search-workers ${values['search-workers']}` : ''}`;
       const loadAfter = os.loadavg().map((l) => l.toFixed(2)).join(' / ');
       rows.push(`| ${job.preset}${Number.isFinite(params) ? ` (${(params / 1e6).toFixed(1)} M)` : ''} | ${job.images} | ${r.groups_done}/${r.groups} (${r.points_searched}/${r.points} points) | ${r.seconds.toFixed(0)} | ${r.record_seconds.toFixed(0)}${r.pass_equivalents === null ? '' : ` (${r.pass_equivalents.toFixed(1)} pass eq.)`} | ${r.search_seconds.toFixed(0)} | ${gib(r.peak_rss_bytes)} GiB | ${gib(r.rss_after_load_bytes)} GiB | ${loadBefore} → ${loadAfter} | \`${command}\` at ${gitRevision()}, ${new Date().toISOString().slice(0, 16)}Z |`);
     }

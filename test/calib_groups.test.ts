@@ -61,7 +61,12 @@ describe('grouped calibration = the all-at-once calibration of main@2d22ff4', { 
     if (inWorkers) budgets.push(['every point in a search worker', undefined]);
     // …and in 32 MiB groups (planned at 16 MiB), each recorded while the previous one's points are searched.
     if (inWorkers && job.model === 'vit_tiny_c10') budgets.push(['search workers, the next group recorded meanwhile', 32 * 2 ** 20]);
+    // …and with 8 MiB in memory and 96 MiB per group in record files: a few large groups, each point read
+    // back for its search, two at once, the next group recorded meanwhile.
+    if (inWorkers && job.model === 'vit_tiny_c10') budgets.push(['search workers, groups in record files', 8 * 2 ** 20]);
     for (const [what, groupBytes] of budgets) {
+      // The in-memory budgets test grouping itself: no record files there.
+      const recordFileBytes = what.endsWith('record files') ? 96 * 2 ** 20 : 0;
       const workers = what.startsWith('every point in a search worker') || what.startsWith('search workers') ? { searchWorkers: 2, searchWorkerMinFloats: 0 } : { searchWorkers: 0 };
       // Candidates are scored in batches; a smaller batch budget (1–4 candidates per batch here, no row
       // blocks) must not change any score, so W8 also runs with one.
@@ -71,7 +76,7 @@ describe('grouped calibration = the all-at-once calibration of main@2d22ff4', { 
         const { images, labels } = await calibImages(m, job.images);
         const opts = methodConfig(job.method, { weightBits: job.bits, activationBits: job.bits, n: job.n, rounds: job.rounds });
         const events: CalibrationProgress[] = [];
-        const { results, timing } = await calibrateMany(m, images, labels, [{ ...opts, groupBytes, batchFloats, ...workers, onProgress: (e) => events.push(e) }]);
+        const { results, timing } = await calibrateMany(m, images, labels, [{ ...opts, groupBytes, recordFileBytes, batchFloats, ...workers, onProgress: (e) => events.push(e) }]);
         const expected = reference.jobs.find((j) => j.model === job.model && j.method === job.method && j.bits === job.bits)!;
         const ours = JSON.parse(JSON.stringify(results[0])) as PointQuant[];
         const diff = firstDifference(ours, expected.points);
@@ -81,6 +86,10 @@ describe('grouped calibration = the all-at-once calibration of main@2d22ff4', { 
         if (workers.searchWorkers > 0 && groupBytes !== undefined) assert.ok(timing.recordedDuringSearch! > 0, `groups recorded while earlier ones were searched: ${timing.recordedDuringSearch} of ${timing.groups}`);
         if (groupBytes === undefined) assert.equal(timing.groups, 1);
         else if (groupBytes === 1) assert.equal(timing.groups, points);
+        else if (recordFileBytes > 0) {
+          assert.ok(timing.groups > 1 && timing.groups <= 5, `${timing.groups} groups`);
+          assert.equal(timing.groupsInFiles, timing.groups);
+        }
         else assert.ok(timing.groups > 3 && timing.groups < points, `${timing.groups} groups`);
         // Progress: every pass reports all images, the search every point once, in order.
         const searches = events.filter((e) => e.phase === 'search');
@@ -91,19 +100,35 @@ describe('grouped calibration = the all-at-once calibration of main@2d22ff4', { 
     }
   }
 
-  test('pipelined with workers, a search that fails: calibration rejects with its error (no hang)', async () => {
+  for (const recordFileBytes of [0, 24 * 2 ** 20]) {
+    test(`pipelined with workers${recordFileBytes ? ', groups in record files' : ''}, a search that fails: calibration rejects with its error (no hang)`, async () => {
+      const m = model('vit_tiny_c10');
+      const { images, labels } = await calibImages(m, 12);
+      // Group-wise scales with 6-bit weights: every linear layer's search refuses (group-wise is for ≤ 4 bits).
+      const opts = { ...methodConfig('ptq4vit', { weightBits: 6, activationBits: 6, n: 4, rounds: 1 }), weightScales: 'group32' as const, groupBytes: (recordFileBytes ? 8 : 32) * 2 ** 20, recordFileBytes, searchWorkers: 2, searchWorkerMinFloats: 0 };
+      await assert.rejects(calibrateMany(m, images, labels, [opts]), (e: Error) => /group-wise weight scales \(group32\) are for weights of at most 4 bits/.test(e.message));
+    });
+  }
+
+  test('record files in a directory that cannot be written: one line naming it, not a stack trace', async () => {
     const m = model('vit_tiny_c10');
-    const { images, labels } = await calibImages(m, 12);
-    // Group-wise scales with 6-bit weights: every linear layer's search refuses (group-wise is for ≤ 4 bits).
-    const opts = { ...methodConfig('ptq4vit', { weightBits: 6, activationBits: 6, n: 4, rounds: 1 }), weightScales: 'group32' as const, groupBytes: 32 * 2 ** 20, searchWorkers: 2, searchWorkerMinFloats: 0 };
-    await assert.rejects(calibrateMany(m, images, labels, [opts]), (e: Error) => /group-wise weight scales \(group32\) are for weights of at most 4 bits/.test(e.message));
+    const { images, labels } = await calibImages(m, 4);
+    const opts = { ...methodConfig('base', { weightBits: 8, activationBits: 8, n: 4, rounds: 1 }), groupBytes: 2 ** 20, recordFileBytes: 8 * 2 ** 20, searchWorkers: 0 };
+    const before = process.env.TMPDIR;
+    process.env.TMPDIR = path.join(repoRoot, 'no-such-dir', 'tmp');
+    try {
+      await assert.rejects(calibrateMany(m, images, labels, [opts]), (e: Error) => e.name === 'Ptq4vitError' && /could not write records to a temporary file in .*no-such-dir\/tmp \(ENOENT\)/.test(e.message));
+    } finally {
+      if (before === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = before;
+    }
   });
 
   test('two configurations (Hessian and cosine) on shared recordings, in groups = each alone', async () => {
     const m = model('swin_micro_c10');
     const { images, labels } = await calibImages(m, 12);
     const jobs = calibrationFixtureJobs.filter((j) => j.model === 'swin_micro_c10');
-    const configs = jobs.map((j) => ({ ...methodConfig(j.method, { weightBits: j.bits, activationBits: j.bits, n: j.n, rounds: j.rounds }), groupBytes: 2 * 2 ** 20 }));
+    const configs = jobs.map((j) => ({ ...methodConfig(j.method, { weightBits: j.bits, activationBits: j.bits, n: j.n, rounds: j.rounds }), groupBytes: 2 * 2 ** 20, recordFileBytes: 0 }));
     const { results, timing } = await calibrateMany(m, images, labels, configs);
     assert.ok(timing.groups > 1, `2 MiB groups split swin_micro_c10 on 12 images (got ${timing.groups})`);
     jobs.forEach((job, i) => {

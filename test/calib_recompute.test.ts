@@ -22,6 +22,7 @@ interface Recorded {
   records: Map<string, Float32Array[]>;
   groups: number;
   passEquivalents: number;
+  groupsInFiles: number;
 }
 
 /** A bundled CIFAR model of ../shared/models, or a parity fixture of ../shared/fixtures (the other families). */
@@ -30,19 +31,19 @@ function source(name: string): { weights: string; config: string } {
   return { weights: path.join(dir, `${name}.safetensors`), config: path.join(dir, `${name}.json`) };
 }
 
-async function record(name: string, count: number, opts: { recompute: boolean; groupBytes: number; hessian: boolean; boundaryBytes?: number; twice?: boolean }): Promise<Recorded> {
+async function record(name: string, count: number, opts: { recompute: boolean; groupBytes: number; hessian: boolean; boundaryBytes?: number; twice?: boolean; recordFileBytes?: number }): Promise<Recorded> {
   const { model } = openModel(source(name));
   const calib = await openDataset(path.join(sharedDir, 'data', 'cifar10', 'calib32.json'));
   const { images, labels } = await loadCalibration(calib, 32, 0, model.spec.preprocess);
   const per = images.size / images.shape[0];
   const x = new Tensor(images.data.slice(0, count * per), [count, ...images.shape.slice(1)]);
   const config = { ...methodConfig(opts.hessian ? 'ptq4vit' : 'base', { weightBits: 8, activationBits: 8, loss: 'pseudo' }), chunkSize: 2 };
-  const session = new CalibrationSession(model, x, labels!.slice(0, count), { ...sessionOptions(model, [config]), groupBytes: opts.groupBytes, recompute: opts.recompute, boundaryBytes: opts.boundaryBytes });
+  const session = new CalibrationSession(model, x, labels!.slice(0, count), { ...sessionOptions(model, [config]), groupBytes: opts.groupBytes, recompute: opts.recompute, boundaryBytes: opts.boundaryBytes, recordFileBytes: opts.recordFileBytes ?? 0 });
   const records = new Map<string, Float32Array[]>();
   await session.forEachPoint(async ({ point, records: r }) => {
     records.set(point.name, [...r.inputs, r.output, ...(r.grad ? [r.grad] : [])].map((t) => t.data.slice()));
   });
-  const passes = session.passEquivalents;
+  const passes = session.passEquivalents, groupsInFiles = session.groupsInFiles;
   if (opts.recompute && opts.twice) {
     // A second traversal (as mixed precision makes) records every group again, group 0 included, from the boundaries.
     await session.forEachPoint(async ({ point, records: r }) => {
@@ -50,7 +51,7 @@ async function record(name: string, count: number, opts: { recompute: boolean; g
       again.forEach((t, i) => assert.ok(Buffer.from(t.data.buffer, t.data.byteOffset, t.data.byteLength).equals(Buffer.from(records.get(point.name)![i].buffer)), `${point.name}: second traversal, record ${i}`));
     });
   }
-  const out = { records, groups: session.groups, passEquivalents: passes };
+  const out = { records, groups: session.groups, passEquivalents: passes, groupsInFiles };
   await session.close();
   return out;
 }
@@ -85,6 +86,28 @@ describe('block recompute = whole recording passes', { skip: !haveShared && 'no 
       assert.equal(whole.passEquivalents, whole.groups);
       assert.ok(recomputed.passEquivalents < whole.groups / 2, `${recomputed.passEquivalents} pass equivalents for ${whole.groups} groups`);
       console.log(`${c.model}: ${whole.groups} groups, ${recomputed.passEquivalents.toFixed(2)} pass equivalents with recompute`);
+    });
+  }
+
+  // Records beyond the memory budget in record files: larger groups (fewer passes), the same bytes. The file
+  // budget is a few of the memory budgets, so that group 0 is part memory, part file, and later groups files.
+  const filed = [
+    { model: 'vit_tiny_c10', images: 3, groupBytes: 2 ** 20, recordFileBytes: 4 * 2 ** 20, hessian: true, recompute: true, twice: true },
+    { model: 'swin_micro_c10', images: 2, groupBytes: 2 ** 20, recordFileBytes: 3 * 2 ** 20, hessian: true, recompute: true },
+    { model: 'vit_tiny_c10', images: 2, groupBytes: 2 ** 20, recordFileBytes: 3 * 2 ** 20, hessian: false, recompute: false }, // whole forward passes
+  ];
+  for (const c of filed) {
+    test(`${c.model}, ${c.images} images, ${c.groupBytes} B in memory + ${c.recordFileBytes} B record files per group, ${c.hessian ? 'with ∂L/∂O' : 'forward only'}${c.recompute ? '' : ', whole passes'}`, async () => {
+      const inMemory = await record(c.model, c.images, { recompute: false, groupBytes: c.groupBytes, hessian: c.hessian });
+      const filedRun = await record(c.model, c.images, { recompute: c.recompute, groupBytes: c.groupBytes, hessian: c.hessian, twice: c.twice, recordFileBytes: c.recordFileBytes });
+      assert.ok(filedRun.groups > 1 && filedRun.groups < inMemory.groups / 2, `${filedRun.groups} groups with record files, ${inMemory.groups} in memory alone`);
+      assert.equal(filedRun.groupsInFiles, filedRun.groups, 'every group has points in its file');
+      assert.deepEqual([...filedRun.records.keys()], [...inMemory.records.keys()]);
+      for (const [point, tensors] of inMemory.records) {
+        const ours = filedRun.records.get(point)!;
+        tensors.forEach((t, i) => assert.ok(Buffer.from(ours[i].buffer).equals(Buffer.from(t.buffer)), `${point}: record ${i} differs`));
+      }
+      assert.ok(filedRun.passEquivalents < inMemory.passEquivalents / 2, `${filedRun.passEquivalents} pass equivalents, ${inMemory.passEquivalents} in memory alone`);
     });
   }
 });

@@ -14,6 +14,7 @@ import path from 'node:path';
 import { computeGradients } from '../grad/gradients.js';
 import { crossEntropyGrad, lossTargets, seededRandom, type LossKind } from '../grad/loss.js';
 import { Tape } from '../grad/tape.js';
+import { Ptq4vitError } from '../errors.js';
 import type { Arch, ForwardSegments, QuantPoint, Runner, VisionModel } from '../models/types.js';
 import { linear as linearFp, matmul as matmulFp } from '../tensor/gemm.js';
 import { ortThreads } from '../tensor/ort.js';
@@ -56,6 +57,14 @@ export interface CalibrationOptions extends SearchConfig {
    * are held at once within it; the chosen scales are the same either way.
    */
   pipeline?: boolean;
+  /**
+   * Bytes of a group's records that may go to a temporary file besides the `groupBytes` in memory (default
+   * DEFAULT_RECORD_FILE_BYTES; 0: none, every group fits `groupBytes`). When the records outgrow `groupBytes`,
+   * the groups are planned at this budget instead (group 0: both together) — far fewer, larger groups, so
+   * fewer recording passes — and each point's records are read back from the file when its search starts,
+   * as many at once as fit `groupBytes`. The chosen scales are the same either way.
+   */
+  recordFileBytes?: number;
   onProgress?: (event: CalibrationProgress) => void;
 }
 
@@ -72,6 +81,12 @@ export function defaultSearchWorkers(): number {
 
 /** Default record budget per group (with the tape budget below: ViT-B/16-224 under 3 GiB peak RSS, BENCHMARKS.md). */
 export const DEFAULT_GROUP_BYTES = 768 * 2 ** 20;
+
+/**
+ * Default record-file budget per group: ViT-B/16-224 at 128 images records ~3 GB per block, so a group spans
+ * about a block and a half; a pipelined traversal has two groups' files at once (8 GiB of temporary disk).
+ */
+export const DEFAULT_RECORD_FILE_BYTES = 4 * 2 ** 30;
 
 /** What one chunk's gradient tape may hold (estimated from the architecture, see defaultChunkSize). */
 export const TAPE_BUDGET_BYTES = 640 * 2 ** 20;
@@ -111,6 +126,8 @@ export interface CalibrationTiming {
   concurrentSearches?: number;
   /** Groups recorded while earlier groups' searches were still running (CalibrationOptions.pipeline). */
   recordedDuringSearch?: number;
+  /** Groups whose records went (wholly or partly) to a temporary file (CalibrationOptions.recordFileBytes). */
+  groupsInFiles?: number;
 }
 
 /** What the search of one point needs over the whole calibration set, in full-size buffers. */
@@ -175,49 +192,39 @@ export function planGroups(points: readonly { name: string; bytes: number }[], b
 export const BOUNDARY_MEMORY_BYTES = 512 * 2 ** 20;
 
 /**
- * Full-set tensors at segment boundaries (activations, ∂L/∂), written and read chunk by chunk. Within
- * `memoryBytes` they live in memory, the rest in a temporary file (unlinked at once, so nothing is left
- * behind), which keeps recompute's memory bounded for ImageNet-sized models and many images.
+ * An unlinked temporary file of float32 records, its space handed out in regions: nothing is left behind
+ * (the data live as long as the open descriptor), and the space is the operating system's again on close.
  */
-class BoundaryStore {
-  private readonly entries = new Map<string, { data: Float32Array | null; offset: number; perImage: number; shape: number[]; lead: number }>();
-  private used = 0;
+class TempFile {
   private fd: number | null = null;
-  private fileBytes = 0;
+  private size = 0;
 
-  constructor(private readonly totalImages: number, private readonly memoryBytes: number) {}
+  constructor(private readonly prefix: string) {}
 
-  has(key: string): boolean {
-    return this.entries.has(key);
+  /** A region of `bytes` bytes; returns its offset. */
+  allocate(bytes: number): number {
+    const at = this.size;
+    this.size += bytes;
+    return at;
   }
 
-  write(key: string, start: number, count: number, t: Tensor): void {
-    let e = this.entries.get(key);
-    if (!e) {
-      const perImage = t.size / count, bytes = 4 * perImage * this.totalImages;
-      const inMemory = this.used + bytes <= this.memoryBytes;
-      e = { data: inMemory ? new Float32Array(perImage * this.totalImages) : null, offset: inMemory ? 0 : this.fileBytes, perImage, shape: t.shape.slice(1), lead: t.shape[0] / count };
-      if (inMemory) this.used += bytes;
-      else this.fileBytes += bytes;
-      this.entries.set(key, e);
+  write(offset: number, data: Float32Array): void {
+    try {
+      fs.writeSync(this.open(), new Uint8Array(data.buffer, data.byteOffset, data.byteLength), 0, data.byteLength, offset);
+    } catch (e) {
+      throw new Ptq4vitError(`calibration: could not write records to a temporary file in ${os.tmpdir()} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message}): free space there, point TMPDIR elsewhere, or lower recordFileBytes`);
     }
-    if (e.data) e.data.set(t.data, e.perImage * start);
-    else fs.writeSync(this.file(), new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), 0, t.data.byteLength, e.offset + 4 * e.perImage * start);
   }
 
-  read(key: string, start: number, count: number): Tensor {
-    const e = this.entries.get(key);
-    if (!e) throw new Error(`calibration: boundary '${key}' was not recorded`);
-    const shape = [e.lead * count, ...e.shape];
-    if (e.data) return new Tensor(e.data.slice(e.perImage * start, e.perImage * (start + count)), shape);
-    const out = new Float32Array(e.perImage * count);
-    fs.readSync(this.file(), new Uint8Array(out.buffer), 0, out.byteLength, e.offset + 4 * e.perImage * start);
-    return new Tensor(out, shape);
+  read(offset: number, floats: number): Float32Array {
+    const out = new Float32Array(floats);
+    fs.readSync(this.open(), new Uint8Array(out.buffer), 0, out.byteLength, offset);
+    return out;
   }
 
-  private file(): number {
+  private open(): number {
     if (this.fd === null) {
-      const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'ptq4vit-boundaries-'));
+      const dir = fs.mkdtempSync(path.join(os.tmpdir(), this.prefix));
       const file = path.join(dir, 'records.f32');
       this.fd = fs.openSync(file, 'w+');
       fs.rmSync(dir, { recursive: true, force: true }); // unlinked: the open descriptor keeps the data until closed
@@ -228,8 +235,138 @@ class BoundaryStore {
   close(): void {
     if (this.fd !== null) fs.closeSync(this.fd);
     this.fd = null;
+    this.size = 0;
+  }
+}
+
+/**
+ * Full-set tensors at segment boundaries (activations, ∂L/∂), written and read chunk by chunk. Within
+ * `memoryBytes` they live in memory, the rest in a temporary file, which keeps recompute's memory bounded
+ * for ImageNet-sized models and many images.
+ */
+class BoundaryStore {
+  private readonly entries = new Map<string, { data: Float32Array | null; offset: number; perImage: number; shape: number[]; lead: number }>();
+  private used = 0;
+  private readonly file = new TempFile('ptq4vit-boundaries-');
+
+  constructor(private readonly totalImages: number, private memoryBytes: number) {}
+
+  /** Keep every boundary in the file (before the first write): the memory is the searches' then. */
+  allInFile(): void {
+    if (this.entries.size > 0) throw new Error('calibration: boundaries already written');
+    this.memoryBytes = 0;
+  }
+
+  has(key: string): boolean {
+    return this.entries.has(key);
+  }
+
+  write(key: string, start: number, count: number, t: Tensor): void {
+    let e = this.entries.get(key);
+    if (!e) {
+      const perImage = t.size / count, bytes = 4 * perImage * this.totalImages;
+      const inMemory = this.used + bytes <= this.memoryBytes;
+      e = { data: inMemory ? new Float32Array(perImage * this.totalImages) : null, offset: inMemory ? 0 : this.file.allocate(bytes), perImage, shape: t.shape.slice(1), lead: t.shape[0] / count };
+      if (inMemory) this.used += bytes;
+      this.entries.set(key, e);
+    }
+    if (e.data) e.data.set(t.data, e.perImage * start);
+    else this.file.write(e.offset + 4 * e.perImage * start, t.data);
+  }
+
+  read(key: string, start: number, count: number): Tensor {
+    const e = this.entries.get(key);
+    if (!e) throw new Error(`calibration: boundary '${key}' was not recorded`);
+    const shape = [e.lead * count, ...e.shape];
+    if (e.data) return new Tensor(e.data.slice(e.perImage * start, e.perImage * (start + count)), shape);
+    return new Tensor(this.file.read(e.offset + 4 * e.perImage * start, e.perImage * count), shape);
+  }
+
+  close(): void {
+    this.file.close();
     this.entries.clear();
   }
+}
+
+/**
+ * One full-set record tensor (a point's input, output or ∂L/∂O over every image): in memory, or in its
+ * group's temporary file until the point is visited. Chunks fill it row range by row range.
+ */
+class RecordSlot {
+  private constructor(
+    readonly shape: number[],
+    private readonly data: Float32Array | null,
+    private readonly file: { store: TempFile; offset: number } | null,
+  ) {}
+
+  static inMemory(shape: number[]): RecordSlot {
+    return new RecordSlot(shape, new Float32Array(shape.reduce((a, b) => a * b, 1)), null);
+  }
+
+  static inFile(shape: number[], store: TempFile): RecordSlot {
+    return new RecordSlot(shape, null, { store, offset: store.allocate(4 * shape.reduce((a, b) => a * b, 1)) });
+  }
+
+  /** Write floats [at, at + length) through `fill`, which fills the target array it is given. */
+  fill(at: number, length: number, fill: (target: Float32Array) => void): void {
+    if (this.data) return fill(this.data.subarray(at, at + length));
+    const rows = new Float32Array(length);
+    fill(rows);
+    this.file!.store.write(this.file!.offset + 4 * at, rows);
+  }
+
+  /** The whole tensor (the slot's own buffer in memory, a fresh copy read from the file). */
+  load(): Tensor {
+    if (this.data) return new Tensor(this.data, this.shape);
+    return new Tensor(this.file!.store.read(this.file!.offset, this.shape.reduce((a, b) => a * b, 1)), this.shape);
+  }
+}
+
+/** A recorded point: its records' slots, and the bytes its search holds (floatsPerImage). */
+interface StoredPoint {
+  inputs: RecordSlot[];
+  output: RecordSlot;
+  grad: RecordSlot | null;
+  biasFolded: boolean;
+  /** Its records are in the group's temporary file (read back when the point is visited). */
+  inFile: boolean;
+  bytes: number;
+  /**
+   * An in-memory point's records as the search sees them, made once: a search worker borrows their buffers
+   * and hands back new ones, which a later traversal (mixed precision's) must find here.
+   */
+  loaded: PointData | null;
+}
+
+/** The point's records for a visit: read from the file (a fresh copy each time), or the in-memory ones. */
+function loadPoint(s: StoredPoint): PointData {
+  const load = (): PointData => ({ inputs: s.inputs.map((slot) => slot.load()), output: s.output.load(), grad: s.grad?.load() ?? null, biasFolded: s.biasFolded });
+  return s.inFile ? load() : (s.loaded ??= load());
+}
+
+/** One group's recording: its points, and the temporary file of those that do not stay in memory. */
+interface RecordedGroup {
+  points: Map<string, StoredPoint>;
+  file: TempFile | null;
+}
+
+/** What a Recording is set up with (CalibrationSession derives it from SessionOptions). */
+interface RecordingOptions {
+  withGradients: boolean;
+  chunkSize: number;
+  /** Records of a group held in memory (CalibrationOptions.groupBytes). */
+  budgetBytes: number;
+  /** The memory budget of the groups after the first (a pipelined traversal holds two of them at once). */
+  laterBudgetBytes: number;
+  /** Records of a group that may go to its temporary file besides (CalibrationOptions.recordFileBytes; 0: none). */
+  fileBytes: number;
+  loss: LossKind;
+  seed: number;
+  /** Store O − b for linear points (only when every configuration uses the Hessian metric). */
+  foldBias: boolean;
+  /** Record groups by recomputing their segments from boundary records (null: whole passes). */
+  segments: ForwardSegments | null;
+  boundaryBytes: number;
 }
 
 /** Thrown by the recording runner to end a forward pass once the group's last point has run. */
@@ -246,21 +383,19 @@ class Recording {
     readonly model: VisionModel,
     readonly images: Tensor,
     readonly labels: Int32Array | null,
-    readonly withGradients: boolean,
-    readonly chunkSize: number,
-    readonly budgetBytes: number,
-    /** The record budget of the groups after the first (a pipelined traversal holds two of them at once). */
-    readonly laterBudgetBytes: number,
-    readonly loss: LossKind,
-    readonly seed: number,
-    /** Store O − b for linear points (only when every configuration uses the Hessian metric). */
-    readonly foldBias: boolean,
-    /** Record groups by recomputing their segments from boundary records (null: whole passes). */
-    readonly segments: ForwardSegments | null = null,
-    boundaryBytes = BOUNDARY_MEMORY_BYTES,
+    private readonly opts: RecordingOptions,
   ) {
-    this.boundaries = new BoundaryStore(images.shape[0], boundaryBytes);
+    this.boundaries = new BoundaryStore(images.shape[0], opts.boundaryBytes);
   }
+
+  /**
+   * Whether groups go to record files: decided in the first pass, when group 0's records outgrow the memory
+   * budget and a file budget is set. Group 0 then keeps the points that fit the memory budget in memory; every
+   * later group is planned at the file budget and written to its file whole.
+   */
+  spilling = false;
+  /** Bytes of each point's records (floatsPerImage over the whole set). */
+  readonly bytesOf = new Map<string, number>();
 
   /** The segment each point runs in (learned in the first pass, with segments). */
   private readonly segmentOf = new Map<string, number>();
@@ -280,8 +415,13 @@ class Recording {
     return [Math.min(...segs), Math.max(...segs)];
   }
 
+  /** Record files not closed yet (a traversal closes each once its group is searched). */
+  private readonly files = new Set<TempFile>();
+
   close(): void {
     this.boundaries.close();
+    for (const f of this.files) f.close();
+    this.files.clear();
   }
 
   get totalImages(): number {
@@ -298,54 +438,71 @@ class Recording {
    * One pass over the calibration images recording the points of group `index` (the first pass also
    * discovers every point's size and weights, and plans the groups).
    */
-  async record(index: number, onImages: (done: number) => void): Promise<Map<string, PointData>> {
+  async record(index: number, onImages: (done: number) => void): Promise<RecordedGroup> {
     const total = this.totalImages;
-    const data = new Map<string, PointData>();
+    const data = new Map<string, StoredPoint>();
     const points = new Map(this.model.quantPoints.map((p) => [p.name, p]));
     const firstPass = this.plan === null;
+    const { budgetBytes, fileBytes } = this.opts;
     let member: (name: string) => boolean;
+    let inFile: (name: string) => boolean;
     let lastMember: string | null = null;
     if (firstPass) {
-      // Greedy admission in forward order, exactly as planGroups will decide group 0.
+      // Greedy admission in forward order, exactly as planGroups will decide group 0: in memory within the
+      // budget, then (with a file budget) in the record file up to both budgets together.
       let used = 0, open = true;
-      const admitted = new Set<string>();
+      const admitted = new Map<string, { inFile: boolean }>();
       member = (name) => admitted.has(name);
+      inFile = (name) => admitted.get(name)?.inFile === true;
       this.admit = (name, bytes) => {
-        if (open && (admitted.size === 0 || used + bytes <= this.budgetBytes)) {
-          admitted.add(name);
-          used += bytes;
-        } else open = false;
+        if (!open) return;
+        if (admitted.size === 0 || used + bytes <= budgetBytes) admitted.set(name, { inFile: false });
+        else if (fileBytes > 0 && used + bytes <= budgetBytes + fileBytes) admitted.set(name, { inFile: (this.spilling = true) });
+        else {
+          open = false;
+          this.spilling = fileBytes > 0;
+          return;
+        }
+        used += bytes;
       };
     } else {
       const group = new Set(this.groups()[index]);
       member = (name) => group.has(name);
+      inFile = () => this.spilling;
       lastMember = this.groups()[index].at(-1)!;
     }
+    let file: TempFile | null = null;
+    const groupFile = (): TempFile => {
+      if (!file) this.files.add((file = new TempFile('ptq4vit-records-')));
+      return file;
+    };
+    const slot = (point: string, shape: number[]) => (inFile(point) ? RecordSlot.inFile(shape, groupFile()) : RecordSlot.inMemory(shape));
 
     const store = (point: string, start: number, count: number, output: Tensor, inputs: Tensor[]) => {
       const info = points.get(point);
       if (!info) throw new Error(`the forward pass called unknown quantization point '${point}'`);
       let d = data.get(point);
       const linear = this.linearParams.get(point);
-      const foldBias = this.foldBias && info.kind !== 'matmul' && linear?.bias != null;
+      const foldBias = this.opts.foldBias && info.kind !== 'matmul' && linear?.bias != null;
+      const transB = info.kind === 'matmul' && info.transB === true;
       if (!d) {
-        const alloc = (t: Tensor) => new Tensor(new Float32Array((t.size / count) * total), fullShape(t.shape, count, total));
-        const transB = info.kind === 'matmul' && info.transB === true;
-        const ins = inputs.map((t, i) => (i === 1 && transB ? new Tensor(new Float32Array((t.size / count) * total), fullShape([t.shape[0], t.shape[2], t.shape[1]], count, total)) : alloc(t)));
-        d = { inputs: ins, output: alloc(output), grad: this.withGradients ? alloc(output) : null, biasFolded: foldBias };
+        const ins = inputs.map((t, i) => slot(point, fullShape(i === 1 && transB ? [t.shape[0], t.shape[2], t.shape[1]] : t.shape, count, total)));
+        const outShape = fullShape(output.shape, count, total);
+        d = { inputs: ins, output: slot(point, outShape), grad: this.opts.withGradients ? slot(point, outShape) : null, biasFolded: foldBias, inFile: inFile(point), bytes: this.bytesOf.get(point)!, loaded: null };
         data.set(point, d);
       }
-      inputs.forEach((t, i) => {
-        const target = d.inputs[i].data.subarray((t.size / count) * start, (t.size / count) * (start + count));
-        if (i === 1 && info.kind === 'matmul' && info.transB) transposeLastInto(t, target);
-        else target.set(t.data);
-      });
-      const out = d.output.data.subarray((output.size / count) * start, (output.size / count) * (start + count));
-      out.set(output.data);
-      if (foldBias) {
+      inputs.forEach((t, i) =>
+        d.inputs[i].fill((t.size / count) * start, t.size, (target) => {
+          if (i === 1 && transB) transposeLastInto(t, target);
+          else target.set(t.data);
+        }),
+      );
+      d.output.fill((output.size / count) * start, output.size, (out) => {
+        out.set(output.data);
+        if (!foldBias) return;
         const b = linear!.bias!.data, n = b.length;
         for (let i = 0; i < out.length; i++) out[i] -= b[i % n];
-      }
+      });
     };
 
     let chunkStart = 0, chunkCount = 0;
@@ -357,13 +514,14 @@ class Recording {
       if (firstPass && !seen.has(point)) {
         seen.add(point);
         if (params) this.linearParams.set(point, params);
-        const bytes = 4 * floatsPerImage(inputs, output, chunkCount, this.withGradients) * total;
+        const bytes = 4 * floatsPerImage(inputs, output, chunkCount, this.opts.withGradients) * total;
         this.order.push({ name: point, bytes });
+        this.bytesOf.set(point, bytes);
         this.admit(point, bytes);
       }
       if (member(point)) store(point, chunkStart, chunkCount, output, inputs);
       // Without gradients the rest of the forward pass is not needed once the group is recorded.
-      if (!this.withGradients && !firstPass && !this.segments && point === lastMember) throw new GroupRecorded();
+      if (!this.opts.withGradients && !firstPass && !this.opts.segments && point === lastMember) throw new GroupRecorded();
     };
     const observer: Runner = {
       linear: async (point, x, weight, bias) => {
@@ -383,7 +541,10 @@ class Recording {
         const missing = this.model.quantPoints.find((p) => !this.order.some((o) => o.name === p.name));
         throw new Error(`quantization point '${missing?.name}' was never called in the forward pass`);
       }
-      this.plan = planGroups(this.order, this.budgetBytes, this.laterBudgetBytes);
+      this.plan = this.spilling ? planGroups(this.order, budgetBytes + fileBytes, fileBytes) : planGroups(this.order, budgetBytes, this.opts.laterBudgetBytes);
+      // With record files the boundaries go to a file too: read once per group and chunk, they cost little
+      // there, and the memory they would take lets more records be searched at once.
+      if (this.spilling) this.boundaries.allInFile();
     };
 
     const wanted = () => {
@@ -392,11 +553,11 @@ class Recording {
     };
     const gradSink = (start: number, count: number) => (point: string, g: Tensor) => {
       afterFirstForward();
-      if (member(point)) data.get(point)!.grad!.data.set(g.data, (g.size / count) * start);
+      if (member(point)) data.get(point)!.grad!.fill((g.size / count) * start, g.size, (target) => target.set(g.data));
     };
-    if (this.segments) {
-      const segs = this.segments, last = segs.count - 1;
-      const random = seededRandom(this.seed);
+    if (this.opts.segments) {
+      const segs = this.opts.segments, last = segs.count - 1;
+      const random = seededRandom(this.opts.seed);
       // Boundaries the groups start from (activation before their first segment) and are seeded with
       // (∂L/∂ after their last segment), known once the first forward has planned the groups. Group 0's too:
       // a second traversal (mixed precision) records it again.
@@ -407,26 +568,26 @@ class Recording {
         for (let g = 0; g < this.groups().length; g++) {
           const [lo, hi] = this.segmentRange(g);
           if (lo > 0) keep.acts.add(lo - 1);
-          if (this.withGradients) keep.grads.add(hi);
+          if (this.opts.withGradients) keep.grads.add(hi);
         }
         return keep;
       };
       const [lo, hi] = firstPass ? [0, last] : this.segmentRange(index);
-      for (let start = 0; start < total; start += this.chunkSize) {
-        const count = Math.min(this.chunkSize, total - start);
+      for (let start = 0; start < total; start += this.opts.chunkSize) {
+        const count = Math.min(this.opts.chunkSize, total - start);
         chunkStart = start;
         chunkCount = count;
-        const runner: Runner = this.withGradients ? new Tape(observer) : observer;
+        const runner: Runner = this.opts.withGradients ? new Tape(observer) : observer;
         let x = lo === 0 ? this.images.rows(start, start + count) : this.boundaries.read(`act:${lo - 1}`, start, count);
         const outputs: Tensor[] = [];
         for (segment = lo; segment <= hi; segment++) outputs.push((x = await segs.run(segment, x, runner)));
         afterFirstForward();
         if (firstPass) for (const s of needed().acts) this.boundaries.write(`act:${s}`, start, count, outputs[s]);
-        if (this.withGradients) {
+        if (this.opts.withGradients) {
           const tape = runner as Tape;
           if (firstPass) {
             // The loss exactly as computeGradients forms it (same chunks, same random stream).
-            const targets = lossTargets(this.loss, x, this.labels ? this.labels.subarray(start, start + count) : null, random);
+            const targets = lossTargets(this.opts.loss, x, this.labels ? this.labels.subarray(start, start + count) : null, random);
             const { grad } = crossEntropyGrad(x, targets, total);
             const watch = new Map([...needed().grads].map((s) => [outputs[s], (g: Tensor) => this.boundaries.write(`grad:${s}`, start, count, g)] as const));
             await tape.backward(x, grad, gradSink(start, count), { points: wanted(), boundaries: watch });
@@ -437,15 +598,15 @@ class Recording {
         onImages(start + count);
       }
       this.segmentRuns += (hi - lo + 1) / segs.count;
-    } else if (this.withGradients) {
+    } else if (this.opts.withGradients) {
       await computeGradients(
         this.model,
         this.images,
         this.labels,
         {
-          loss: this.loss,
-          chunkSize: this.chunkSize,
-          seed: this.seed,
+          loss: this.opts.loss,
+          chunkSize: this.opts.chunkSize,
+          seed: this.opts.seed,
           runner: observer,
           // Only the group's gradients, and the backward pass stops below the group's first point.
           points: wanted,
@@ -460,9 +621,9 @@ class Recording {
       );
       this.segmentRuns += 1;
     } else {
-      for (let start = 0; start < total; start += this.chunkSize) {
+      for (let start = 0; start < total; start += this.opts.chunkSize) {
         chunkStart = start;
-        chunkCount = Math.min(this.chunkSize, total - start);
+        chunkCount = Math.min(this.opts.chunkSize, total - start);
         const chunk = this.images.rows(start, start + chunkCount);
         try {
           await this.model.forward(chunk, observer);
@@ -474,7 +635,7 @@ class Recording {
       }
       this.segmentRuns += 1;
     }
-    return data;
+    return { points: data, file };
   }
 
   private admit: (name: string, bytes: number) => void = () => {};
@@ -540,6 +701,8 @@ export interface SessionOptions {
   searchWorkerMinFloats?: number;
   /** CalibrationOptions.pipeline. */
   pipeline?: boolean;
+  /** CalibrationOptions.recordFileBytes. */
+  recordFileBytes?: number;
   onProgress?: (event: CalibrationProgress) => void;
 }
 
@@ -553,7 +716,9 @@ export interface SessionOptions {
 export class CalibrationSession {
   private readonly rec: Recording;
   private readonly byName: Map<string, QuantPoint>;
-  private held: { group: number; data: Map<string, PointData> } | null = null;
+  private held: { group: number; recorded: RecordedGroup } | null = null;
+  /** Bytes of records in memory: recorded in-memory points not yet freed, and points read back from a file for their visit. */
+  private resident = 0;
   private pool: SearchPool | null = null;
   /** Whether a concurrent traversal records the next group while the previous one's searches run (opts.pipeline). */
   private readonly pipelined: boolean;
@@ -562,6 +727,8 @@ export class CalibrationSession {
   passes = 0;
   /** Groups recorded while earlier groups' visits were still running. */
   recordedDuringSearch = 0;
+  /** Groups recorded (wholly or partly) to a record file. */
+  groupsInFiles = 0;
 
   constructor(readonly model: VisionModel, images: Tensor, labels: Int32Array | null, private readonly opts: SessionOptions) {
     const segments = opts.recompute === false ? null : (model.segments ?? null);
@@ -570,7 +737,18 @@ export class CalibrationSession {
     // budget each, so that two fit it. The first keeps all of it, so that a model whose records fit one group
     // (the CIFAR models) is still recorded in one pass.
     const laterBytes = this.pipelined ? opts.groupBytes / 2 : opts.groupBytes;
-    this.rec = new Recording(model, images, labels, opts.withGradients, opts.chunkSize, opts.groupBytes, laterBytes, opts.loss, opts.seed, opts.foldBias, segments, opts.boundaryBytes);
+    this.rec = new Recording(model, images, labels, {
+      withGradients: opts.withGradients,
+      chunkSize: opts.chunkSize,
+      budgetBytes: opts.groupBytes,
+      laterBudgetBytes: laterBytes,
+      fileBytes: Math.max(0, opts.recordFileBytes ?? DEFAULT_RECORD_FILE_BYTES),
+      loss: opts.loss,
+      seed: opts.seed,
+      foldBias: opts.foldBias,
+      segments,
+      boundaryBytes: opts.boundaryBytes ?? BOUNDARY_MEMORY_BYTES,
+    });
     this.byName = new Map(model.quantPoints.map((p) => [p.name, p]));
   }
 
@@ -618,21 +796,25 @@ export class CalibrationSession {
     return this.rec.groups().length;
   }
 
-  private async record(g: number): Promise<Map<string, PointData>> {
+  private async record(g: number): Promise<RecordedGroup> {
     const t0 = performance.now();
     const total = this.rec.totalImages;
-    const data = await this.rec.record(g, (done) => this.opts.onProgress?.({ phase: 'record', group: g + 1, groups: this.rec.groups().length, images: done, totalImages: total }));
+    const recorded = await this.rec.record(g, (done) => this.opts.onProgress?.({ phase: 'record', group: g + 1, groups: this.rec.groups().length, images: done, totalImages: total }));
+    for (const p of recorded.points.values()) if (!p.inFile) this.resident += p.bytes;
     this.recordSeconds += (performance.now() - t0) / 1000;
     this.passes++;
-    return data;
+    if (recorded.file) this.groupsInFiles++;
+    return recorded;
   }
 
   /**
    * Visit every point, group by group. With `concurrent`, up to `searchWorkers` visits run at once (their
    * searches go to the workers), each freeing its point's records when it ends. Pipelined (`concurrent` and
-   * opts.pipeline), the next group is recorded while the previous groups' visits still run — as long as the
-   * records held at once stay within opts.groupBytes (or within one group, for a point larger than that);
-   * otherwise a group's visits all end before the next group is recorded.
+   * opts.pipeline), the next group is recorded while the previous groups' visits still run: in memory as long
+   * as the records held at once stay within opts.groupBytes (or within one group, for a point larger than
+   * that), in its record file while one earlier group is still searched; otherwise a group's visits all end
+   * before the next group is recorded. A point recorded in a file is read back when its visit starts, once the
+   * records in memory leave room for it within opts.groupBytes (or nothing else is searched).
    */
   async forEachPoint(visit: (v: PointVisit) => Promise<void>, options: { keepLastGroup?: boolean; concurrent?: boolean } = {}): Promise<void> {
     const held = this.held;
@@ -643,46 +825,70 @@ export class CalibrationSession {
     // the plan while it records group 0.
     const order: number[] = [held ? held.group : 0];
     const inFlight = new Set<Promise<void>>();
-    /** Groups whose visits may still run, with the bytes of their records. */
-    const live: { bytes: number; visits: Promise<void>[] }[] = [];
+    /** Groups whose visits may still run, with the bytes of their records and their record file. */
+    const live: { bytes: number; visits: Promise<void>[]; file: TempFile | null }[] = [];
+    /** Wait for the oldest live group's visits, then give its file's space back. */
+    const retire = async () => {
+      const oldest = live.shift()!;
+      await Promise.all(oldest.visits);
+      oldest.file?.close();
+    };
     let failure: { error: unknown } | null = null;
-    for (let i = 0; i < order.length && !failure; i++) {
-      const group = order[i];
-      // The records held while this group is recorded: its own and those of the groups still searched.
-      const bytes = i === 0 ? 0 : this.rec.groupBytes(group);
-      while (live.length > 0 && (!pipelined || live.reduce((sum, g) => sum + g.bytes, 0) + bytes > this.opts.groupBytes)) await Promise.all(live.shift()!.visits);
-      if (failure) break;
-      if (inFlight.size > 0 && !(held && held.group === group)) this.recordedDuringSearch++;
-      const data = held && held.group === group ? held.data : await this.record(group);
-      if (failure) break; // a visit of an earlier group failed while this one was recorded
-      if (i === 0) for (let k = 0; k < this.groups; k++) if (k !== group) order.push(k);
-      const keep = i === order.length - 1 && options.keepLastGroup === true;
-      const visits: Promise<void>[] = [];
-      live.push({ bytes: this.rec.groupBytes(group), visits });
-      for (const name of this.rec.groups()[group]) {
-        const d = data.get(name)!;
-        const point = this.byName.get(name)!;
-        // (Measured before the visit: a search in a worker borrows the records until it ends.)
-        const inWorker = this.inWorker(recordFloats(d));
-        const done: Promise<void> = visit({ point, search: (cfg) => searchPoint(point, d, this.rec.linearParams, cfg, this.searchPool), records: d }).then(
-          () => {
-            if (!keep) data.delete(name); // free this point's records before searching the next
-          },
-          (error: unknown) => {
-            failure ??= { error };
-          },
-        );
-        visits.push(done);
-        inFlight.add(done);
-        void done.then(() => inFlight.delete(done));
-        // A point searched in this thread ends before the next one starts (the workers' searches go on meanwhile).
-        if (!inWorker) await done;
-        else if (inFlight.size >= concurrency) await Promise.race(inFlight);
+    try {
+      for (let i = 0; i < order.length && !failure; i++) {
+        const group = order[i];
+        // The records held while this group is recorded: its own and those of the groups still searched; in
+        // files, the disk space of two groups at most.
+        const bytes = i === 0 ? 0 : this.rec.groupBytes(group);
+        const waitFirst = () => !pipelined || (this.rec.spilling ? live.length > 1 : live.reduce((sum, g) => sum + g.bytes, 0) + bytes > this.opts.groupBytes);
+        while (live.length > 0 && waitFirst()) await retire();
         if (failure) break;
+        const isHeld = held !== null && held.group === group;
+        if (inFlight.size > 0 && !isHeld) this.recordedDuringSearch++;
+        const recorded = isHeld ? held.recorded : await this.record(group);
+        if (i === 0) for (let k = 0; k < this.groups; k++) if (k !== group) order.push(k);
+        const keep = i === order.length - 1 && options.keepLastGroup === true;
+        const visits: Promise<void>[] = [];
+        live.push({ bytes: this.rec.groupBytes(group), visits, file: keep ? null : recorded.file });
+        if (failure) break; // a visit of an earlier group failed while this one was recorded
+        for (const name of this.rec.groups()[group]) {
+          const stored = recorded.points.get(name)!;
+          if (stored.inFile) {
+            while (inFlight.size > 0 && this.resident + stored.bytes > this.opts.groupBytes && !failure) await Promise.race(inFlight);
+            if (failure) break;
+            this.resident += stored.bytes;
+          }
+          const d = loadPoint(stored);
+          const point = this.byName.get(name)!;
+          // (Measured before the visit: a search in a worker borrows the records until it ends.)
+          const inWorker = this.inWorker(recordFloats(d));
+          const done: Promise<void> = visit({ point, search: (cfg) => searchPoint(point, d, this.rec.linearParams, cfg, this.searchPool), records: d }).then(
+            () => {
+              // Free this point's records before searching the next (a file's copy in any case).
+              if (stored.inFile) this.resident -= stored.bytes;
+              if (keep) return;
+              recorded.points.delete(name);
+              if (!stored.inFile) this.resident -= stored.bytes;
+            },
+            (error: unknown) => {
+              failure ??= { error };
+            },
+          );
+          visits.push(done);
+          inFlight.add(done);
+          void done.then(() => inFlight.delete(done));
+          // A point searched in this thread ends before the next one starts (the workers' searches go on meanwhile).
+          if (!inWorker) await done;
+          else if (inFlight.size >= concurrency) await Promise.race(inFlight);
+          if (failure) break;
+        }
+        if (keep) this.held = { group, recorded };
       }
-      if (keep) this.held = { group, data };
+      await Promise.all(inFlight);
+    } finally {
+      await Promise.allSettled(inFlight);
+      for (const g of live) g.file?.close();
     }
-    await Promise.all(inFlight);
     if (failure) throw (failure as { error: unknown }).error;
   }
 }
@@ -701,6 +907,7 @@ export function sessionOptions(model: VisionModel, configs: readonly Calibration
     searchWorkers: first.searchWorkers,
     searchWorkerMinFloats: first.searchWorkerMinFloats,
     pipeline: first.pipeline,
+    recordFileBytes: first.recordFileBytes,
     onProgress: first.onProgress,
   };
 }
@@ -744,7 +951,7 @@ export async function calibrateMany(model: VisionModel, images: Tensor, labels: 
   }
   const searchSeconds = (performance.now() - t0) / 1000 - session.recordSeconds;
   const results = chosen.map((m) => model.quantPoints.map((p) => m.get(p.name)!));
-  return { results, timing: { recordSeconds: session.recordSeconds, searchSeconds, searchSecondsPerConfig: splitWallSeconds(perConfigMs, searchSeconds), groups: session.groups, passEquivalents: session.passEquivalents, concurrentSearches: session.concurrentSearches, recordedDuringSearch: session.recordedDuringSearch } };
+  return { results, timing: { recordSeconds: session.recordSeconds, searchSeconds, searchSecondsPerConfig: splitWallSeconds(perConfigMs, searchSeconds), groups: session.groups, passEquivalents: session.passEquivalents, concurrentSearches: session.concurrentSearches, recordedDuringSearch: session.recordedDuringSearch, groupsInFiles: session.groupsInFiles } };
 }
 
 export async function calibrate(model: VisionModel, images: Tensor, labels: Int32Array | null, opts: CalibrationOptions): Promise<PointQuant[]> {
