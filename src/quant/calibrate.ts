@@ -391,7 +391,7 @@ class Recording {
   /**
    * Whether groups go to record files: decided in the first pass, when group 0's records outgrow the memory
    * budget and a file budget is set. Group 0 then keeps the points that fit the memory budget in memory; every
-   * later group is planned at the file budget and written to its file whole.
+   * later group is planned at the file budget and written to its file whole, and the boundaries go to a file too.
    */
   spilling = false;
   /** Bytes of each point's records (floatsPerImage over the whole set). */
