@@ -19,7 +19,7 @@ export { featureDim, isEmbeddingModel, outputDim } from './models/types.js';
 export { computeGradients, type GradientOptions } from './grad/gradients.js';
 export { Tape } from './grad/tape.js';
 export { LOSS_KINDS, EMBEDDING_LOSSES, type LossKind } from './grad/loss.js';
-export { calibrate, calibrateMany, CalibrationSession, planGroups, DEFAULT_GROUP_BYTES, type CalibrationOptions, type CalibrationProgress, type CalibrationTiming } from './quant/calibrate.js';
+export { calibrate, calibrateMany, CalibrationSession, planGroups, DEFAULT_GROUP_BYTES, DEFAULT_RECORD_FILE_BYTES, type CalibrationOptions, type CalibrationProgress, type CalibrationTiming } from './quant/calibrate.js';
 export { methodConfig, METHODS, type Method, type MethodOverrides } from './quant/methods.js';
 export { loadCalibration, calibrationIndices, type CalibrationLoadOptions, type CalibrationSet } from './quant/calibset.js';
 export { QuantRunner } from './quant/runner.js';

@@ -53,8 +53,9 @@ export interface CalibrationOptions extends SearchConfig {
   searchWorkerMinFloats?: number;
   /**
    * Record the next group while the previous group's points are searched in the workers (default: whenever there
-   * are search workers). The groups after the first are then planned at half of `groupBytes`, so that two of them
-   * are held at once within it; the chosen scales are the same either way.
+   * are search workers). With records in memory, the groups after the first are then planned at half of
+   * `groupBytes`, so that two of them are held at once within it; with record files (recordFileBytes), a group is
+   * recorded to its file while the previous one is searched. The chosen scales are the same either way.
    */
   pipeline?: boolean;
   /**
