@@ -18,7 +18,7 @@ import { Ptq4vitError } from '../errors.js';
 import type { Arch, ForwardSegments, QuantPoint, Runner, VisionModel } from '../models/types.js';
 import { linear as linearFp, matmul as matmulFp } from '../tensor/gemm.js';
 import { ortThreads } from '../tensor/ort.js';
-import { Tensor } from '../tensor/tensor.js';
+import { numel, Tensor } from '../tensor/tensor.js';
 import type { PointQuant } from './params.js';
 import { searchLinear, searchMatmul, type SearchConfig } from './search.js';
 import { linearTask, matmulTask, SearchPool, workerSafe } from './searchpool.js';
@@ -301,11 +301,11 @@ class RecordSlot {
   ) {}
 
   static inMemory(shape: number[]): RecordSlot {
-    return new RecordSlot(shape, new Float32Array(shape.reduce((a, b) => a * b, 1)), null);
+    return new RecordSlot(shape, new Float32Array(numel(shape)), null);
   }
 
   static inFile(shape: number[], store: TempFile): RecordSlot {
-    return new RecordSlot(shape, null, { store, offset: store.allocate(4 * shape.reduce((a, b) => a * b, 1)) });
+    return new RecordSlot(shape, null, { store, offset: store.allocate(4 * numel(shape)) });
   }
 
   /** Write floats [at, at + length) through `fill`, which fills the target array it is given. */
@@ -319,7 +319,7 @@ class RecordSlot {
   /** The whole tensor (the slot's own buffer in memory, a fresh copy read from the file). */
   load(): Tensor {
     if (this.data) return new Tensor(this.data, this.shape);
-    return new Tensor(this.file!.store.read(this.file!.offset, this.shape.reduce((a, b) => a * b, 1)), this.shape);
+    return new Tensor(this.file!.store.read(this.file!.offset, numel(this.shape)), this.shape);
   }
 }
 
@@ -406,8 +406,7 @@ class Recording {
 
   /** Bytes of group `index`'s records over the whole set. */
   groupBytes(index: number): number {
-    const points = new Set(this.groups()[index]);
-    return this.order.reduce((sum, p) => sum + (points.has(p.name) ? p.bytes : 0), 0);
+    return this.groups()[index].reduce((sum, name) => sum + this.bytesOf.get(name)!, 0);
   }
 
   /** First and last segment of group `index`'s points. */
