@@ -146,6 +146,32 @@ describe('sensitivities', () => {
     assert.deepEqual(results[0].policy, allocatePolicy(items, sensitivities, request, [3, 8]).policy);
     assert.ok(results[0].summary.wAvgBits <= 5 && results[0].summary.aAvgBits <= 5);
   });
+
+  test('a failure during the sensitivities closes the session: no record or boundary file left open', async () => {
+    const { model } = openModel({ weights: MODEL, config: CARD });
+    const { images, labels } = await loadCalibration(await openDataset(CALIB), 8, 0, model.spec.preprocess);
+    // A 1 MiB memory budget with record files: the groups after the first go to unlinked temporary files, and so
+    // do recompute's boundaries — descriptors that stay open until the session is closed.
+    const base = { ...methodConfig('ptq4vit', { weightBits: 8, activationBits: 8, n: 2, rounds: 1 }), groupBytes: 2 ** 20, recordFileBytes: 8 * 2 ** 20, searchWorkers: 0 };
+    const request: MixedRequest = { budget: { wAvgBits: 5, aAvgBits: 5 }, pin: true, weightBits: 8, activationBits: 8 };
+    const openTempFiles = () => fs.readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return /ptq4vit-(records|boundaries)-.*\(deleted\)$/.test(fs.readlinkSync(`/proc/self/fd/${fd}`));
+      } catch {
+        return false; // the directory's own descriptor, gone by now
+      }
+    }).length;
+    const before = openTempFiles();
+    let files = 0, sensitivities = 0;
+    const onProgress = (e: { phase: string }) => {
+      if (e.phase !== 'sensitivity') return;
+      files = Math.max(files, openTempFiles() - before);
+      if (++sensitivities === 20) throw new Error('stop here');
+    };
+    await assert.rejects(calibrateMixed(model, images, labels, base, [request], { candidates: [3, 8], sensitivityN: 2, onProgress }), /stop here/);
+    assert.ok(files >= 1, `the calibration had ${files} temporary files open (expected record or boundary files)`);
+    assert.equal(openTempFiles() - before, 0, 'every temporary file closed after the failure');
+  });
 });
 
 describe('quantize with a budget', () => {

@@ -299,69 +299,73 @@ export async function calibrateMixed(
   for (const r of requests) checkBudget(items, r, candidates);
   const onProgress = options.onProgress;
   const session = new CalibrationSession(model, images, labels, { ...sessionOptions(model, [base]), onProgress });
-
-  // Operands that some request lets vary (pinned ones everywhere need no sensitivity).
-  const varying = items.filter((i) => requests.some((r) => capacities(items, r.budget)[i.side] !== null && !(r.pin && i.pinnable)));
-  const byPoint = new Map<string, OperandItem[]>();
-  for (const i of varying) byPoint.set(i.point, [...(byPoint.get(i.point) ?? []), i]);
-  const sens: Sensitivities = new Map();
-  const allScores = new Map<string, Map<number, SensitivityScore>>();
-  const form = options.score ?? SENSITIVITY_SCORE;
-  const imageCount = images.shape[0];
-  const totalSens = varying.length * candidates.length;
-  let done = 0;
-  const t0 = performance.now();
-  await session.forEachPoint(
-    async ({ point, search }) => {
-      for (const item of byPoint.get(point.name) ?? []) {
-        const scores = new Map<number, SensitivityScore>();
-        for (const bits of candidates) {
-          const cfg: CalibrationOptions = {
-            ...base,
-            n: options.sensitivityN ?? SENSITIVITY_N,
-            rounds: 1,
-            trace: undefined,
-            policy: { [point.name]: sensitivityWidths(point, item.operand, bits) },
-            sensitivity: { operand: item.operand, images: imageCount, report: (s) => scores.set(bits, s) },
-          };
-          await search(cfg);
-          if (!scores.has(bits)) throw new Error(`the sensitivity search of ${point.name} ${item.operand} reported no score`);
-          onProgress?.({ phase: 'sensitivity', done: ++done, total: totalSens, point: point.name });
+  // The session holds the boundary records of block recompute and any record files (unlinked temporary files):
+  // closed on every path, an error in a search included.
+  try {
+    // Operands that some request lets vary (pinned ones everywhere need no sensitivity).
+    const varying = items.filter((i) => requests.some((r) => capacities(items, r.budget)[i.side] !== null && !(r.pin && i.pinnable)));
+    const byPoint = new Map<string, OperandItem[]>();
+    for (const i of varying) byPoint.set(i.point, [...(byPoint.get(i.point) ?? []), i]);
+    const sens: Sensitivities = new Map();
+    const allScores = new Map<string, Map<number, SensitivityScore>>();
+    const form = options.score ?? SENSITIVITY_SCORE;
+    const imageCount = images.shape[0];
+    const totalSens = varying.length * candidates.length;
+    let done = 0;
+    const t0 = performance.now();
+    await session.forEachPoint(
+      async ({ point, search }) => {
+        for (const item of byPoint.get(point.name) ?? []) {
+          const scores = new Map<number, SensitivityScore>();
+          for (const bits of candidates) {
+            const cfg: CalibrationOptions = {
+              ...base,
+              n: options.sensitivityN ?? SENSITIVITY_N,
+              rounds: 1,
+              trace: undefined,
+              policy: { [point.name]: sensitivityWidths(point, item.operand, bits) },
+              sensitivity: { operand: item.operand, images: imageCount, report: (s) => scores.set(bits, s) },
+            };
+            await search(cfg);
+            if (!scores.has(bits)) throw new Error(`the sensitivity search of ${point.name} ${item.operand} reported no score`);
+            onProgress?.({ phase: 'sensitivity', done: ++done, total: totalSens, point: point.name });
+          }
+          allScores.set(itemKey(item.point, item.operand), scores);
+          sens.set(itemKey(item.point, item.operand), new Map([...scores].map(([bits, s]) => [bits, s[form]])));
         }
-        allScores.set(itemKey(item.point, item.operand), scores);
-        sens.set(itemKey(item.point, item.operand), new Map([...scores].map(([bits, s]) => [bits, s[form]])));
+      },
+      { keepLastGroup: true },
+    );
+    const recordAfterSens = session.recordSeconds;
+    const sensitivitySeconds = (performance.now() - t0) / 1000 - recordAfterSens;
+
+    const t1 = performance.now();
+    const allocations = requests.map((r) => allocatePolicy(items, sens, r, candidates));
+    const allocationSeconds = (performance.now() - t1) / 1000;
+
+    const chosen = requests.map(() => new Map<string, PointQuant>());
+    const perRequestMs = requests.map(() => 0);
+    let searched = 0;
+    const totalSearches = model.quantPoints.length * requests.length;
+    const t2 = performance.now(), recordedBefore = session.recordSeconds;
+    await session.forEachPoint(async ({ point, search }) => {
+      for (let r = 0; r < requests.length; r++) {
+        const ts = performance.now();
+        chosen[r].set(point.name, await search({ ...base, policy: allocations[r].policy }));
+        perRequestMs[r] += performance.now() - ts;
+        onProgress?.({ phase: 'search', done: ++searched, total: totalSearches, point: point.name });
       }
-    },
-    { keepLastGroup: true },
-  );
-  const recordAfterSens = session.recordSeconds;
-  const sensitivitySeconds = (performance.now() - t0) / 1000 - recordAfterSens;
-
-  const t1 = performance.now();
-  const allocations = requests.map((r) => allocatePolicy(items, sens, r, candidates));
-  const allocationSeconds = (performance.now() - t1) / 1000;
-
-  const chosen = requests.map(() => new Map<string, PointQuant>());
-  const perRequestMs = requests.map(() => 0);
-  let searched = 0;
-  const totalSearches = model.quantPoints.length * requests.length;
-  const t2 = performance.now(), recordedBefore = session.recordSeconds;
-  await session.forEachPoint(async ({ point, search }) => {
-    for (let r = 0; r < requests.length; r++) {
-      const ts = performance.now();
-      chosen[r].set(point.name, await search({ ...base, policy: allocations[r].policy }));
-      perRequestMs[r] += performance.now() - ts;
-      onProgress?.({ phase: 'search', done: ++searched, total: totalSearches, point: point.name });
-    }
-  }, { concurrent: true });
-  await session.close(); // the boundary records of block recompute (and their temporary file, if any)
-  const searchSeconds = (performance.now() - t2) / 1000 - (session.recordSeconds - recordedBefore);
-  const results = allocations.map((a, r) => ({ points: model.quantPoints.map((p) => chosen[r].get(p.name)!), policy: a.policy, summary: a.summary }));
-  return {
-    results,
-    items,
-    sensitivities: sens,
-    scores: allScores,
-    timing: { recordSeconds: session.recordSeconds, passes: session.passes, sensitivitySeconds, allocationSeconds, searchSecondsPerRequest: splitWallSeconds(perRequestMs, searchSeconds) },
-  };
+    }, { concurrent: true });
+    const searchSeconds = (performance.now() - t2) / 1000 - (session.recordSeconds - recordedBefore);
+    const results = allocations.map((a, r) => ({ points: model.quantPoints.map((p) => chosen[r].get(p.name)!), policy: a.policy, summary: a.summary }));
+    return {
+      results,
+      items,
+      sensitivities: sens,
+      scores: allScores,
+      timing: { recordSeconds: session.recordSeconds, passes: session.passes, sensitivitySeconds, allocationSeconds, searchSecondsPerRequest: splitWallSeconds(perRequestMs, searchSeconds) },
+    };
+  } finally {
+    await session.close();
+  }
 }
