@@ -21,13 +21,15 @@ Two measurements:
            (only activation gradients are computed); --param-grads also computes the weight gradients, as the
            original PTQ4ViT code incidentally does.
 
-  export-onnx  torch.onnx.export of vit_tiny_c10, swin_micro_c10 and vit_small_patch16_224_random (a ViT-S/16-224
-           with seeded random weights, also written as safetensors + card so ptq4vit runs the same model) to
+  export-onnx  torch.onnx.export of the --export-models (default vit_tiny_c10, swin_micro_c10 and
+           vit_small_patch16_224_random; also vit_base_patch16_224_random, swin_tiny_patch4_window7_224_random: the
+           ImageNet-sized models with seeded random weights, each also written as safetensors + card so ptq4vit runs
+           the same model) to
            --out-dir/NAME.torch.onnx: input `pixel_values` [batch, 3, S, S], output `logits`, dynamic batch,
            opset 17 — what a PyTorch user would deploy (scripts/bench_deploy.ts runs them under onnxruntime).
            torch 1.13's exporter serializes with its own bundled ONNX; the `onnx` Python package is not needed.
 
-For vit_small_patch16_224_random, forward times --images seeded random N(0, 1) inputs (no accuracy).
+For the *_random models, forward times --images seeded random N(0, 1) inputs (no accuracy).
 Each run prints a human-readable line and, last, one JSON line.
 
   /usr/bin/python3 scripts/pytorch_baseline.py forward --model vit_tiny_c10 [--images 10000] [--batch-size 64] [--threads 2]
@@ -385,8 +387,9 @@ def _reject_unknown(cls, kwargs):
 ARCHS = {'VisionTransformer': VisionTransformer, 'SwinTransformer': SwinTransformer}
 
 
-# A ViT-S/16-224-sized model with seeded random weights: the deployment benchmark's ImageNet-sized case
-# (timm's vit_small_patch16_224 architecture and preprocessing; no trained weights are needed for speed).
+# ImageNet-sized models with seeded random weights: the deployment benchmark's ViT-S/16-224, ViT-B/16-224 and
+# Swin-T/224 (timm's architectures and preprocessing for vit_small_patch16_224, vit_base_patch16_224 and
+# swin_tiny_patch4_window7_224; no trained weights are needed for speed).
 RANDOM_MODELS = {
     'vit_small_patch16_224_random': {
         'name': 'vit_small_patch16_224_random',
@@ -394,6 +397,20 @@ RANDOM_MODELS = {
         'timm_kwargs': {'img_size': 224, 'patch_size': 16, 'embed_dim': 384, 'depth': 12, 'num_heads': 6,
                         'mlp_ratio': 4.0, 'qkv_bias': True, 'num_classes': 1000},
         'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5], 'crop_pct': 0.9, 'interpolation': 'bicubic',
+    },
+    'vit_base_patch16_224_random': {
+        'name': 'vit_base_patch16_224_random',
+        'timm_class': 'VisionTransformer',
+        'timm_kwargs': {'img_size': 224, 'patch_size': 16, 'embed_dim': 768, 'depth': 12, 'num_heads': 12,
+                        'mlp_ratio': 4.0, 'qkv_bias': True, 'num_classes': 1000},
+        'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5], 'crop_pct': 0.9, 'interpolation': 'bicubic',
+    },
+    'swin_tiny_patch4_window7_224_random': {
+        'name': 'swin_tiny_patch4_window7_224_random',
+        'timm_class': 'SwinTransformer',
+        'timm_kwargs': {'img_size': 224, 'patch_size': 4, 'window_size': 7, 'embed_dim': 96, 'depths': [2, 2, 6, 2],
+                        'num_heads': [3, 6, 12, 24], 'mlp_ratio': 4.0, 'num_classes': 1000},
+        'mean': [0.485, 0.456, 0.406], 'std': [0.229, 0.224, 0.225], 'crop_pct': 0.9, 'interpolation': 'bicubic',
     },
 }
 
@@ -571,7 +588,7 @@ def write_safetensors(path, tensors, metadata=None):
 def run_export_onnx(args):
     """torch.onnx.export of each --export-models model: what a PyTorch user would deploy. Input `pixel_values`
     float32 [batch, 3, S, S], output `logits` [batch, classes], dynamic batch, opset --opset; traced on a batch
-    of 2 (so no size-1 batch gets baked in). The random ViT-S also gets its weights (safetensors) and card, so
+    of 2 (so no size-1 batch gets baked in). A random model also gets its weights (safetensors) and card, so
     ptq4vit runs the very same model."""
     os.makedirs(args.out_dir, exist_ok=True)
     results = []
