@@ -114,7 +114,8 @@ describe('round trip: quantize → file → eval', () => {
   test('PTQ4ViT W6A6: eval of the file = in-memory top-1/top-5; I8 codes; metadata; same seed → same bytes', () => {
     const dir = tmpDir();
     const out = path.join(dir, 'q.safetensors');
-    const q = lastJson(quantize('--bits', '6', '--n', '10', '--rounds', '1', '--out', out, '--eval', TEST, '--limit', '200', '--json'));
+    // A 4 GiB memory budget holds every record (at the default 768 MiB, 32 images of this model spill a little).
+    const q = lastJson(quantize('--bits', '6', '--n', '10', '--rounds', '1', '--out', out, '--eval', TEST, '--limit', '200', '--memory-mib', '4096', '--json'));
     assert.equal(q.out, out);
     assert.equal(q.calib_images, 32);
     assert.equal(typeof q.top1, 'number');
@@ -151,9 +152,12 @@ describe('round trip: quantize → file → eval', () => {
     assert.equal(calib.images, 32);
     assert.deepEqual(calib.indices, Array.from({ length: 32 }, (_, i) => i));
 
-    // Determinism: the same command again (without --eval, which does not enter the file) → the same bytes.
+    assert.equal(q.record_groups_in_files, 0, 'every record in memory');
+    // Determinism: the same command again (without --eval, which does not enter the file) → the same bytes — here
+    // with a 1 MiB memory budget, so that the records go through temporary files: where they live is not a choice.
     const again = path.join(dir, 'again.safetensors');
-    assert.equal(quantize('--bits', '6', '--n', '10', '--rounds', '1', '--out', again).status, 0);
+    const a = lastJson(quantize('--bits', '6', '--n', '10', '--rounds', '1', '--out', again, '--memory-mib', '1', '--json'));
+    assert.ok((a.record_groups_in_files as number) >= 1, `records in temporary files: ${JSON.stringify(a)}`);
     assert.ok(fs.readFileSync(again).equals(fs.readFileSync(out)), 'a second run with the same seed writes a byte-identical file');
     quantizedFile = out;
   });
@@ -266,6 +270,12 @@ describe('user errors: exit 2, one clear message, no stack trace, nothing writte
     refused(/--bits must be an integer from 2 to 16, got '1'/, ['--bits', '1']);
     refused(/--bits must be an integer from 2 to 16, got '17'/, ['--bits', '17']);
     refused(/--bits must be an integer from 2 to 16, got 'abc'/, ['--bits', 'abc']);
+  });
+
+  test('--memory-mib 0, --memory-mib 1.5, --memory-mib lots', () => {
+    refused(/--memory-mib must be an integer from 1 to 1048576, got '0'/, ['--memory-mib', '0']);
+    refused(/--memory-mib must be an integer from 1 to 1048576, got '1.5'/, ['--memory-mib', '1.5']);
+    refused(/--memory-mib must be an integer from 1 to 1048576, got 'lots'/, ['--memory-mib', 'lots']);
   });
 
   test('--w-bits 1, --a-bits 17', () => {

@@ -67,6 +67,7 @@ export const QUANTIZE_OPTIONS: FlagTable = {
   'skip-unreadable': { type: 'boolean', help: 'replace an unreadable calibration image by the next image of the seeded draw instead of stopping' },
   'weight-scales': { type: 'string', value: 'per', default: 'tensor', help: 'weight scales of linear layers: tensor (one Δ per tensor, q, k, v apart), channel (one Δ per output channel), or group16, group32, group64, group128 (weights of at most 4 bits, K a multiple of G: one Δ per output channel times an integer from 1 to 16 per group of G input channels, so the layer runs as int8 codes on the same integer products); searched with the same metric; the patch conv stays per channel' },
   'softmax-r2': { type: 'string', value: 'paper|exact-one', default: 'paper', help: "Δ_R2 of the softmax twin: 1/2^(k−1) (paper) or 1/(2^(k−1)−1) (the authors' code)" },
+  'memory-mib': { type: 'string', value: 'MiB', default: '768', help: 'calibration records (inputs, outputs and ∂L/∂outputs of the points being searched) held in memory at once, 1 to 1048576 MiB; what does not fit is written to unlinked temporary files in TMPDIR and read back point by point. A larger budget lets two large points be searched at once (ViT-B/16-224 with 128 images: 29 min and 3.0 GiB peak at 1280 MiB, 35 min and 2.7 GiB at 768), a smaller one lowers the peak; the result is the same' },
 };
 
 export const QUANTIZE_COMMAND: CommandSpec = {
@@ -178,6 +179,9 @@ export function calibrationOptions(v: Values, method: Method): CalibrationOption
     seed: intFlag(v, 'seed', 0, 0, 2 ** 31 - 1),
   });
   if (v['weight-scales'] !== undefined) opts.weightScales = choice(v, 'weight-scales', WEIGHT_SCALES, 'tensor');
+  // Where records live changes time and peak memory, never the chosen scales (test/calib_recompute, calib_groups).
+  const memoryMib = intFlag(v, 'memory-mib', undefined, 1, 2 ** 20);
+  if (memoryMib !== undefined) opts.groupBytes = memoryMib * 2 ** 20;
   // A reversed range would search nothing sensible: candidates run from α·Δ_maxabs up to β·Δ_maxabs.
   if (!(opts.alpha < opts.beta)) throw new Ptq4vitError(`--alpha (${opts.alpha}) must be less than --beta (${opts.beta}): candidate scales run from α·Δ_maxabs up to β·Δ_maxabs`);
   return opts;
@@ -487,6 +491,7 @@ export async function runQuantize(args: string[]): Promise<void> {
           calib_seconds: run.seconds,
           phase_seconds: { load_calibration: loadSeconds, record: run.timing.recordSeconds, search: run.timing.searchSeconds, write: writeSeconds, ...(evalData ? { eval: evalSeconds } : {}) },
           record_passes: run.timing.groups,
+          record_groups_in_files: run.timing.groupsInFiles ?? 0,
           peak_rss_bytes: peakRssBytes(),
           out,
           ...(fidelity ? fidelityJson(fidelity) : {}),
