@@ -242,7 +242,6 @@ interface Row {
 function exportWithPytorch(): Record<string, { onnx: string; bytes: number; weights?: string; card?: string }> {
   fs.mkdirSync(outDir, { recursive: true });
   progress(`torch.onnx.export of ${MODELS.join(', ')} → ${outDir}`);
-  if (MODELS.length === 0) return {};
   const python = fs.existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3';
   const run = spawnSync(python, ['scripts/pytorch_baseline.py', 'export-onnx', '--out-dir', outDir, '--threads', String(threads), '--export-models', ...MODELS], { encoding: 'utf8', maxBuffer: 64 << 20 });
   if (run.status !== 0) throw new Error(`torch.onnx.export failed:\n${run.stderr.slice(-3000)}`);
