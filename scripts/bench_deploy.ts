@@ -157,42 +157,56 @@ function countCorrect(logits: Float32Array, classes: number, labels: Int32Array)
   return correct;
 }
 
+/** One batch of inputs [start, start + k) through one model: its logits and class count. */
+type RunBatch = (start: number, k: number) => Promise<{ logits: Float32Array; classes: number }>;
+
 /**
- * Time several ONNX models on the same inputs with their passes interleaved (pass 1 of every model, then
- * pass 2 …), so a change in machine load during the run hits every model alike and the ratios stay fair.
+ * Time several models on the first `count` inputs with their passes interleaved (pass 1 of every model, then
+ * pass 2 …), so a change in machine load during the run hits every model alike and the ratios stay fair; one
+ * untimed warm-up batch each, batches of at most --batch.
  */
+async function interleavedPasses(models: RunBatch[], x: Inputs, count: number): Promise<Timing[]> {
+  const n = Math.min(count, x.count);
+  const size = Math.min(batch, n);
+  for (const run of models) await run(0, size); // warm-up, untimed
+  const rates: number[][] = models.map(() => []);
+  const top1: (number | null)[] = models.map(() => null);
+  for (let pass = 0; pass < repeat; pass++) {
+    for (let i = 0; i < models.length; i++) {
+      let correct = 0;
+      const t0 = performance.now();
+      for (let start = 0; start < n; start += size) {
+        const k = Math.min(size, n - start);
+        const { logits, classes } = await models[i](start, k);
+        if (x.labels) correct += countCorrect(logits, classes, x.labels.subarray(start, start + k));
+      }
+      rates[i].push(n / ((performance.now() - t0) / 1000));
+      top1[i] = x.labels ? correct / n : null;
+    }
+  }
+  return rates.map((r, i) => ({ imagesPerSecond: median(r), runs: r, top1: top1[i] }));
+}
+
+/** Every image through onnxruntime-node, --threads intra-op threads, ORT's defaults otherwise. */
 async function timeOrtInterleaved(models: (Uint8Array | string)[], x: Inputs): Promise<Timing[]> {
   const options: ort.InferenceSession.SessionOptions = { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', logSeverityLevel: 3 };
   const sessions: ort.InferenceSession[] = [];
   for (const m of models) sessions.push(typeof m === 'string' ? await ort.InferenceSession.create(m, options) : await ort.InferenceSession.create(m, options));
   const per = 3 * x.size * x.size;
-  const feed = (start: number, n: number) => ({ pixel_values: new ort.Tensor('float32', x.pixels.subarray(start * per, (start + n) * per), [n, 3, x.size, x.size]) });
+  const feed = (start: number, k: number) => ({ pixel_values: new ort.Tensor('float32', x.pixels.subarray(start * per, (start + k) * per), [k, 3, x.size, x.size]) });
   try {
-    for (const session of sessions) await session.run(feed(0, Math.min(batch, x.count))); // warm-up, untimed
-    const rates: number[][] = sessions.map(() => []);
-    const top1: (number | null)[] = sessions.map(() => null);
-    for (let pass = 0; pass < repeat; pass++) {
-      for (let i = 0; i < sessions.length; i++) {
-        let correct = 0;
-        const t0 = performance.now();
-        for (let start = 0; start < x.count; start += batch) {
-          const n = Math.min(batch, x.count - start);
-          const logits = (await sessions[i].run(feed(start, n))).logits;
-          if (x.labels) correct += countCorrect(logits.data as Float32Array, logits.dims[1] as number, x.labels.subarray(start, start + n));
-        }
-        rates[i].push(x.count / ((performance.now() - t0) / 1000));
-        top1[i] = x.labels ? correct / x.count : null;
-      }
-    }
-    return rates.map((r, i) => ({ imagesPerSecond: median(r), runs: r, top1: top1[i] }));
+    return await interleavedPasses(sessions.map((s) => async (start, k) => {
+      const logits = (await s.run(feed(start, k))).logits;
+      return { logits: logits.data as Float32Array, classes: logits.dims[1] as number };
+    }), x, x.count);
   } finally {
     for (const session of sessions) await session.release();
   }
 }
 
 /**
- * The same interleaved timing under onnxruntime-web's wasm backend (in Node: the SIMD build it picks itself,
- * --web-threads threads), on the first `count` inputs; batches of at most --batch.
+ * The first `count` inputs through onnxruntime-web's wasm backend (in Node: the SIMD build it picks itself,
+ * --web-threads threads).
  */
 async function timeWebInterleaved(models: Uint8Array[], x: Inputs, count: number): Promise<Timing[]> {
   const web = await import('onnxruntime-web');
@@ -203,27 +217,12 @@ async function timeWebInterleaved(models: Uint8Array[], x: Inputs, count: number
   const sessions: Awaited<ReturnType<typeof web.InferenceSession.create>>[] = [];
   for (const m of models) sessions.push(await web.InferenceSession.create(m, { executionProviders: ['wasm'], graphOptimizationLevel: 'all' }));
   const per = 3 * x.size * x.size;
-  const n = Math.min(count, x.count);
-  const size = Math.min(batch, n);
   const feed = (start: number, k: number) => ({ pixel_values: new web.Tensor('float32', x.pixels.slice(start * per, (start + k) * per), [k, 3, x.size, x.size]) });
   try {
-    for (const session of sessions) await session.run(feed(0, size)); // warm-up, untimed
-    const rates: number[][] = sessions.map(() => []);
-    const top1: (number | null)[] = sessions.map(() => null);
-    for (let pass = 0; pass < repeat; pass++) {
-      for (let i = 0; i < sessions.length; i++) {
-        let correct = 0;
-        const t0 = performance.now();
-        for (let start = 0; start < n; start += size) {
-          const k = Math.min(size, n - start);
-          const logits = (await sessions[i].run(feed(start, k))).logits;
-          if (x.labels) correct += countCorrect(logits.data as Float32Array, logits.dims[1] as number, x.labels.subarray(start, start + k));
-        }
-        rates[i].push(n / ((performance.now() - t0) / 1000));
-        top1[i] = x.labels ? correct / n : null;
-      }
-    }
-    return rates.map((r, i) => ({ imagesPerSecond: median(r), runs: r, top1: top1[i] }));
+    return await interleavedPasses(sessions.map((s) => async (start, k) => {
+      const logits = (await s.run(feed(start, k))).logits;
+      return { logits: logits.data as Float32Array, classes: logits.dims[1] as number };
+    }), x, count);
   } finally {
     for (const session of sessions) await session.release();
   }

@@ -390,21 +390,20 @@ ARCHS = {'VisionTransformer': VisionTransformer, 'SwinTransformer': SwinTransfor
 # ImageNet-sized models with seeded random weights: the deployment benchmark's ViT-S/16-224, ViT-B/16-224 and
 # Swin-T/224 (timm's architectures and preprocessing for vit_small_patch16_224, vit_base_patch16_224 and
 # swin_tiny_patch4_window7_224; no trained weights are needed for speed).
+def _vit_card(name, embed_dim, num_heads):
+    """timm's vit_*_patch16_224 architecture and preprocessing at one width."""
+    return {
+        'name': name,
+        'timm_class': 'VisionTransformer',
+        'timm_kwargs': {'img_size': 224, 'patch_size': 16, 'embed_dim': embed_dim, 'depth': 12, 'num_heads': num_heads,
+                        'mlp_ratio': 4.0, 'qkv_bias': True, 'num_classes': 1000},
+        'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5], 'crop_pct': 0.9, 'interpolation': 'bicubic',
+    }
+
+
 RANDOM_MODELS = {
-    'vit_small_patch16_224_random': {
-        'name': 'vit_small_patch16_224_random',
-        'timm_class': 'VisionTransformer',
-        'timm_kwargs': {'img_size': 224, 'patch_size': 16, 'embed_dim': 384, 'depth': 12, 'num_heads': 6,
-                        'mlp_ratio': 4.0, 'qkv_bias': True, 'num_classes': 1000},
-        'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5], 'crop_pct': 0.9, 'interpolation': 'bicubic',
-    },
-    'vit_base_patch16_224_random': {
-        'name': 'vit_base_patch16_224_random',
-        'timm_class': 'VisionTransformer',
-        'timm_kwargs': {'img_size': 224, 'patch_size': 16, 'embed_dim': 768, 'depth': 12, 'num_heads': 12,
-                        'mlp_ratio': 4.0, 'qkv_bias': True, 'num_classes': 1000},
-        'mean': [0.5, 0.5, 0.5], 'std': [0.5, 0.5, 0.5], 'crop_pct': 0.9, 'interpolation': 'bicubic',
-    },
+    'vit_small_patch16_224_random': _vit_card('vit_small_patch16_224_random', 384, 6),
+    'vit_base_patch16_224_random': _vit_card('vit_base_patch16_224_random', 768, 12),
     'swin_tiny_patch4_window7_224_random': {
         'name': 'swin_tiny_patch4_window7_224_random',
         'timm_class': 'SwinTransformer',
