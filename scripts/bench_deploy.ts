@@ -187,6 +187,14 @@ async function interleavedPasses(models: RunBatch[], x: Inputs, count: number): 
   return rates.map((r, i) => ({ imagesPerSecond: median(r), runs: r, top1: top1[i] }));
 }
 
+/** A session's run (either runtime's: both return their outputs by name) as a RunBatch. */
+function batchRunner(run: (start: number, k: number) => Promise<Record<string, { data: unknown; dims: readonly number[] }>>): RunBatch {
+  return async (start, k) => {
+    const logits = (await run(start, k)).logits;
+    return { logits: logits.data as Float32Array, classes: logits.dims[1] };
+  };
+}
+
 /** Every image through onnxruntime-node, --threads intra-op threads, ORT's defaults otherwise. */
 async function timeOrtInterleaved(models: (Uint8Array | string)[], x: Inputs): Promise<Timing[]> {
   const options: ort.InferenceSession.SessionOptions = { intraOpNumThreads: threads, interOpNumThreads: 1, graphOptimizationLevel: 'all', logSeverityLevel: 3 };
@@ -195,10 +203,7 @@ async function timeOrtInterleaved(models: (Uint8Array | string)[], x: Inputs): P
   const per = 3 * x.size * x.size;
   const feed = (start: number, k: number) => ({ pixel_values: new ort.Tensor('float32', x.pixels.subarray(start * per, (start + k) * per), [k, 3, x.size, x.size]) });
   try {
-    return await interleavedPasses(sessions.map((s) => async (start, k) => {
-      const logits = (await s.run(feed(start, k))).logits;
-      return { logits: logits.data as Float32Array, classes: logits.dims[1] as number };
-    }), x, x.count);
+    return await interleavedPasses(sessions.map((s) => batchRunner((start, k) => s.run(feed(start, k)))), x, x.count);
   } finally {
     for (const session of sessions) await session.release();
   }
@@ -219,10 +224,7 @@ async function timeWebInterleaved(models: Uint8Array[], x: Inputs, count: number
   const per = 3 * x.size * x.size;
   const feed = (start: number, k: number) => ({ pixel_values: new web.Tensor('float32', x.pixels.slice(start * per, (start + k) * per), [k, 3, x.size, x.size]) });
   try {
-    return await interleavedPasses(sessions.map((s) => async (start, k) => {
-      const logits = (await s.run(feed(start, k))).logits;
-      return { logits: logits.data as Float32Array, classes: logits.dims[1] as number };
-    }), x, count);
+    return await interleavedPasses(sessions.map((s) => batchRunner((start, k) => s.run(feed(start, k)))), x, count);
   } finally {
     for (const session of sessions) await session.release();
   }
