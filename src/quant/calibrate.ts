@@ -308,12 +308,21 @@ class RecordSlot {
     return new RecordSlot(shape, null, { store, offset: store.allocate(4 * numel(shape)) });
   }
 
-  /** Write floats [at, at + length) through `fill`, which fills the target array it is given. */
+  /** Write `rows` as floats [at, at + rows.length). */
+  put(at: number, rows: Float32Array): void {
+    if (this.data) this.data.set(rows, at);
+    else this.file!.store.write(this.file!.offset + 4 * at, rows);
+  }
+
+  /**
+   * Write floats [at, at + length) through `fill`, which fills the target array it is given (for rows that are
+   * transformed on the way: a file slot fills a scratch array first).
+   */
   fill(at: number, length: number, fill: (target: Float32Array) => void): void {
     if (this.data) return fill(this.data.subarray(at, at + length));
     const rows = new Float32Array(length);
     fill(rows);
-    this.file!.store.write(this.file!.offset + 4 * at, rows);
+    this.put(at, rows);
   }
 
   /** The whole tensor (the slot's own buffer in memory, a fresh copy read from the file). */
@@ -375,8 +384,11 @@ class GroupRecorded extends Error {}
 
 /** State shared by the recording passes: what the first pass learns about every point. */
 class Recording {
-  /** Forward order of the points and bytes of their records over the whole set (first chunk of pass 1). */
-  readonly order: { name: string; bytes: number }[] = [];
+  /**
+   * Bytes of each point's records over the whole set (floatsPerImage), in forward order: learned in the first
+   * chunk of pass 1.
+   */
+  private readonly bytesOf = new Map<string, number>();
   readonly linearParams = new Map<string, LinearParams>();
   private plan: string[][] | null = null;
 
@@ -395,8 +407,6 @@ class Recording {
    * later group is planned at the file budget and written to its file whole, and the boundaries go to a file too.
    */
   spilling = false;
-  /** Bytes of each point's records (floatsPerImage over the whole set). */
-  readonly bytesOf = new Map<string, number>();
 
   /** The segment each point runs in (learned in the first pass, with segments). */
   private readonly segmentOf = new Map<string, number>();
@@ -491,18 +501,19 @@ class Recording {
         d = { inputs: ins, output: slot(point, outShape), grad: this.opts.withGradients ? slot(point, outShape) : null, biasFolded: foldBias, inFile: inFile(point), bytes: this.bytesOf.get(point)!, loaded: null };
         data.set(point, d);
       }
-      inputs.forEach((t, i) =>
-        d.inputs[i].fill((t.size / count) * start, t.size, (target) => {
-          if (i === 1 && transB) transposeLastInto(t, target);
-          else target.set(t.data);
-        }),
-      );
-      d.output.fill((output.size / count) * start, output.size, (out) => {
-        out.set(output.data);
-        if (!foldBias) return;
-        const b = linear!.bias!.data, n = b.length;
-        for (let i = 0; i < out.length; i++) out[i] -= b[i % n];
+      inputs.forEach((t, i) => {
+        const at = (t.size / count) * start;
+        if (i === 1 && transB) d.inputs[i].fill(at, t.size, (target) => transposeLastInto(t, target));
+        else d.inputs[i].put(at, t.data);
       });
+      const outAt = (output.size / count) * start;
+      if (!foldBias) d.output.put(outAt, output.data);
+      else
+        d.output.fill(outAt, output.size, (out) => {
+          out.set(output.data);
+          const b = linear!.bias!.data, n = b.length;
+          for (let i = 0; i < out.length; i++) out[i] -= b[i % n];
+        });
     };
 
     let chunkStart = 0, chunkCount = 0;
@@ -515,7 +526,6 @@ class Recording {
         seen.add(point);
         if (params) this.linearParams.set(point, params);
         const bytes = 4 * floatsPerImage(inputs, output, chunkCount, this.opts.withGradients) * total;
-        this.order.push({ name: point, bytes });
         this.bytesOf.set(point, bytes);
         this.admit(point, bytes);
       }
@@ -537,11 +547,12 @@ class Recording {
     };
     const afterFirstForward = () => {
       if (this.plan) return;
-      if (this.order.length !== this.model.quantPoints.length) {
-        const missing = this.model.quantPoints.find((p) => !this.order.some((o) => o.name === p.name));
+      if (this.bytesOf.size !== this.model.quantPoints.length) {
+        const missing = this.model.quantPoints.find((p) => !this.bytesOf.has(p.name));
         throw new Error(`quantization point '${missing?.name}' was never called in the forward pass`);
       }
-      this.plan = this.spilling ? planGroups(this.order, budgetBytes + fileBytes, fileBytes) : planGroups(this.order, budgetBytes, this.opts.laterBudgetBytes);
+      const order = [...this.bytesOf].map(([name, bytes]) => ({ name, bytes }));
+      this.plan = this.spilling ? planGroups(order, budgetBytes + fileBytes, fileBytes) : planGroups(order, budgetBytes, this.opts.laterBudgetBytes);
       // With record files the boundaries go to a file too: read once per group and chunk, they cost little
       // there, and the memory they would take lets more records be searched at once.
       if (this.spilling) this.boundaries.allInFile();
@@ -553,7 +564,7 @@ class Recording {
     };
     const gradSink = (start: number, count: number) => (point: string, g: Tensor) => {
       afterFirstForward();
-      if (member(point)) data.get(point)!.grad!.fill((g.size / count) * start, g.size, (target) => target.set(g.data));
+      if (member(point)) data.get(point)!.grad!.put((g.size / count) * start, g.data);
     };
     if (this.opts.segments) {
       const segs = this.opts.segments, last = segs.count - 1;
